@@ -1,0 +1,67 @@
+"""The Python API: the same engine the command line uses.
+
+    from vnet import api, spec
+    topo = spec.load("examples/nat.yaml")
+    api.apply(topo, netns="demo-host")
+    print(api.status(topo, netns="demo-host")["in_sync"])
+    api.destroy(topo.name, netns="demo-host")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vnet import spec
+from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned
+from vnet.errors import SpecError
+from vnet.plan import Action, matches
+from vnet.spec.models import Topology
+from vnet.spec.validate import parse_yaml
+
+
+def engine(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Engine:
+    return Engine(topology, netns=netns, state_dir=state_dir)
+
+
+def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Planned:
+    return engine(topo.name, netns, state_dir).plan(topo)
+
+
+def apply(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, fail_at: int | None = None) -> list[Action]:
+    return engine(topo.name, netns, state_dir).apply(topo, fail_at=fail_at)
+
+
+def destroy(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, fail_at: int | None = None) -> list[Action]:
+    return engine(topology, netns, state_dir).destroy(fail_at=fail_at)
+
+
+def topology_name(path: Path | str) -> str:
+    """The topology's name, even from a file that no longer validates (destroy must still work)."""
+    try:
+        return spec.load(path).name
+    except SpecError:
+        data = parse_yaml(Path(path).read_text())
+        name = data.get("name") if isinstance(data, dict) else None
+        if isinstance(name, str):
+            return spec.models._name(name)
+        raise
+
+
+def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> dict:
+    planned = engine(topo.name, netns, state_dir).status(topo)
+    owned = planned.observation.owned
+    rows = []
+    for r in planned.desired:
+        have = owned.get(r.id)
+        state = "missing" if have is None else ("ok" if matches(r, have) else "drift")
+        rows.append({"kind": r.kind, "name": r.key, "details": (have or r).describe().partition(" (")[2].rstrip(")"), "state": state})
+    want_ids = {r.id for r in planned.desired}
+    for rid, r in owned.items():
+        if rid not in want_ids:
+            rows.append({"kind": r.kind, "name": r.key, "details": r.describe().partition(" (")[2].rstrip(")"), "state": "extra"})
+    return {
+        "topology": topo.name,
+        "netns": netns,
+        "in_sync": not planned.actions,
+        "resources": rows,
+    }

@@ -1,0 +1,166 @@
+"""The `vnet` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vnet import api, spec
+from vnet.engine import DEFAULT_STATE_DIR
+from vnet.errors import SpecError, VnetError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Declarative virtual networks for VMs and containers.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="Throwaway namespaces that play host, LAN and internet.")
+app.add_typer(sandbox_app, name="sandbox")
+out = Console()
+err = Console(stderr=True)
+
+
+class Ctx:
+    netns: Optional[str] = None
+    state_dir: Path = DEFAULT_STATE_DIR
+
+
+ctx = Ctx()
+
+
+@app.callback()
+def _global(
+    netns: Optional[str] = typer.Option(None, "--netns", help="act inside this network namespace (it plays the host)"),
+    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--state-dir", help="where vnet keeps journals and records"),
+) -> None:
+    ctx.netns, ctx.state_dir = netns, state_dir
+
+
+def _fail(exc: VnetError) -> None:
+    if isinstance(exc, SpecError):
+        for p in exc.problems:
+            err.print(f"[red]error[/]: {p}", highlight=False, markup=True, soft_wrap=True)
+    else:
+        err.print(f"[red]error[/]: {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _engine(topo: str):
+    return api.engine(topo, netns=ctx.netns, state_dir=ctx.state_dir)
+
+
+@app.command()
+def validate(topology: Path) -> None:
+    """Check a topology file and print every problem."""
+    try:
+        topo = spec.load(topology)
+    except VnetError as exc:
+        _fail(exc)
+    out.print(f"{topology}: valid ({len(topo.networks)} networks, {len(topo.endpoints)} endpoints)")
+
+
+@app.command()
+def plan(topology: Path) -> None:
+    """Print the changes apply would make (nothing when the host matches)."""
+    try:
+        planned = api.plan(spec.load(topology), netns=ctx.netns, state_dir=ctx.state_dir)
+    except VnetError as exc:
+        _fail(exc)
+    if not planned.actions:
+        out.print("no changes: the host matches the topology")
+    for a in planned.actions:
+        out.print(a.describe(), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def apply(topology: Path) -> None:
+    """Make the host match the topology; on any failure, undo everything this run changed."""
+    try:
+        topo = spec.load(topology)
+        eng = _engine(topo.name)
+        eng.log = lambda msg: out.print(msg, highlight=False, soft_wrap=True)
+        t0 = time.monotonic()
+        actions = eng.apply(topo)
+    except VnetError as exc:
+        _fail(exc)
+    dt = time.monotonic() - t0
+    out.print(f"applied {topo.name}: {len(actions)} changes in {dt:.2f}s" if actions else "no changes: the host matches the topology")
+
+
+@app.command()
+def destroy(topology: Path) -> None:
+    """Remove exactly what vnet made for this topology."""
+    try:
+        name = api.topology_name(topology)
+        eng = _engine(name)
+        eng.log = lambda msg: out.print(msg, highlight=False, soft_wrap=True)
+        actions = eng.destroy()
+    except VnetError as exc:
+        _fail(exc)
+    out.print(f"destroyed {name}: {len(actions)} objects removed")
+
+
+@app.command()
+def status(topology: Path, output: str = typer.Option("table", "-o", "--output", help="table or json")) -> None:
+    """Show networks, links, addresses and endpoints, and whether each matches the file."""
+    try:
+        report = api.status(spec.load(topology), netns=ctx.netns, state_dir=ctx.state_dir)
+    except VnetError as exc:
+        _fail(exc)
+    if output == "json":
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"topology {report['topology']}" + (f" in netns {ctx.netns}" if ctx.netns else ""))
+    for col in ("kind", "name", "details", "state"):
+        table.add_column(col)
+    colour = {"ok": "green", "missing": "yellow", "drift": "red", "extra": "magenta"}
+    for row in report["resources"]:
+        table.add_row(row["kind"], row["name"], row["details"], f"[{colour[row['state']]}]{row['state']}[/]")
+    out.print(table)
+    out.print("in sync" if report["in_sync"] else "NOT in sync: run `vnet apply` to repair", highlight=False)
+    if not report["in_sync"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of topology files (for editors)."""
+    print(json.dumps(spec.json_schema(), indent=2))
+
+
+@sandbox_app.command("create")
+def sandbox_create(name: str, dhcp: bool = typer.Option(False, help="the host's eth0 takes its address by DHCP")) -> None:
+    """Create NAME-host, NAME-lan and NAME-wan namespaces (host, home router, internet)."""
+    from vnet import sandbox
+
+    try:
+        sb = sandbox.create(name, state_dir=ctx.state_dir, host_dhcp=dhcp)
+    except VnetError as exc:
+        _fail(exc)
+    out.print(f"sandbox {name}: run vnet with --netns {sb.host}; LAN {sb.lan} (192.0.2.1), WAN {sb.wan} ({sandbox.WAN_ADDR})")
+
+
+@sandbox_app.command("destroy")
+def sandbox_destroy(name: str) -> None:
+    """Remove the sandbox's namespaces and processes."""
+    from vnet import sandbox
+
+    try:
+        sandbox.destroy(name, state_dir=ctx.state_dir)
+    except VnetError as exc:
+        _fail(exc)
+    out.print(f"sandbox {name} removed")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Topology → the set of resources the host should hold. Pure: no I/O.
+
+The only facts taken from the host are passed in (`HostFacts`), so the function can be tested
+without root and the same inputs always give the same resources.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from dataclasses import dataclass
+
+from vnet import names, nftrules
+from vnet.resources import Resource, make, ns_key
+from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
+from vnet.spec.validate import addressing
+
+HOST = ""  # the target namespace
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What desired state needs to know of the host."""
+
+    default_uplink: str | None = None  # interface of the default route, for nat without `uplink:`
+
+
+def bridge_name(topo: Topology, net_name: str) -> str:
+    return topo.networks[net_name].bridge or names.bridge(topo.name, net_name)
+
+
+def uplink_of(topo: Topology, net_name: str, facts: HostFacts) -> str | None:
+    return topo.networks[net_name].uplink or facts.default_uplink
+
+
+def guest_mac(topo: Topology, ep_name: str) -> str:
+    ep = topo.endpoints[ep_name]
+    return getattr(ep, "mac", None) or names.mac(topo.name, ep_name)
+
+
+def endpoint_netns(topo: Topology, ep_name: str) -> str:
+    ep = topo.endpoints[ep_name]
+    assert isinstance(ep, NetnsSpec)
+    return ep.netns or names.netns(topo.name, ep_name)
+
+
+def _uid(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else pwd.getpwnam(value).pw_uid
+
+
+def _gid(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else grp.getgrnam(value).gr_gid
+
+
+def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
+    out: list[Resource] = []
+    t = topo.name
+
+    for net_name, net in topo.networks.items():
+        br = bridge_name(topo, net_name)
+        mark = names.link_mark(t, "bridge", net_name, net.mode)
+        # a fixed MAC keeps the bridge's address stable as ports come and go; in bridged mode the
+        # bridge takes the uplink's MAC instead, so the LAN sees the host unchanged
+        mac = None if net.mode == "bridged" else names.local_mac(t, net_name, "bridge")
+        out.append(make("bridge", br, mark=mark, mtu=net.mtu, mac=mac))
+        addr = addressing(topo, net_name)
+        if addr.gateway is not None and addr.subnet is not None:
+            out.append(_address(HOST, br, f"{addr.gateway}/{addr.subnet.prefixlen}"))
+        if net.mode == "bridged":
+            out.append(make("uplink", net.uplink, bridge=br))
+        if net.mode == "nat":
+            uplink = uplink_of(topo, net_name, facts)
+            # forwarding only on the two interfaces that need it, not the host-wide ip_forward
+            for dev in (br, uplink):
+                path = f"net/ipv4/conf/{dev}/forwarding"
+                out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
+
+    for ep_name, ep in topo.endpoints.items():
+        network = getattr(ep, "network", None)
+        master = bridge_name(topo, network) if network else None
+        mtu = topo.networks[network].mtu if network else None
+        if isinstance(ep, (TapSpec, TunSpec)):
+            name = ep.ifname or names.tap(t, ep_name)
+            role = ep.kind
+            out.append(
+                make(
+                    "tap",
+                    name,
+                    mark=names.link_mark(t, role, ep_name),
+                    mode=ep.kind,
+                    owner=_uid(None if ep.owner is None else str(ep.owner)),
+                    group=_gid(None if ep.group is None else str(ep.group)),
+                    master=master,
+                    mac=names.tap_mac(guest_mac(topo, ep_name)) if ep.kind == "tap" else None,
+                    mtu=mtu,
+                )
+            )
+            if isinstance(ep, TunSpec) and ep.address:
+                out.append(_address(HOST, name, ep.address))
+        elif isinstance(ep, NetnsSpec):
+            ns = endpoint_netns(topo, ep_name)
+            if ep.netns is None:
+                out.append(make("netns", ns, mark=names.link_mark(t, "netns", ep_name)))
+            host_end = names.veth_host(t, ep_name)
+            out.append(
+                make(
+                    "veth",
+                    host_end,
+                    mark=names.link_mark(t, "veth", ep_name, ns),
+                    master=master,
+                    mac=names.local_mac(t, ep_name, "host"),
+                    peer_ns=ns,
+                    peer_name=ep.ifname,
+                    peer_mac=guest_mac(topo, ep_name),
+                    peer_mark=names.link_mark(t, "veth-peer", ep_name),
+                    mtu=mtu,
+                )
+            )
+            if ep.address:
+                out.append(_address(ns, ep.ifname, ep.address))
+                addr = addressing(topo, ep.network)
+                if addr.gateway is not None:
+                    out.append(make("route", ns_key(ns, "default"), ns=ns, dst="default", gateway=str(addr.gateway), ifname=ep.ifname))
+
+    rules = nftrules.render(topo, facts)
+    if rules is not None:
+        text, digest, count = rules
+        out.append(make("ruleset", names.nft_table(t), {"text": text}, digest=digest, rules=count))
+    return out
+
+
+def _address(ns: str, ifname: str, cidr: str) -> Resource:
+    ip, prefix = cidr.split("/")
+    return make("address", ns_key(ns, ifname, cidr), ns=ns, ifname=ifname, address=ip, prefixlen=int(prefix))

@@ -1,0 +1,135 @@
+"""Network namespaces: one long-lived netlink socket and one worker thread per namespace.
+
+The worker thread has entered the namespace with setns(2), so /proc/sys/net and /dev/net/tun act
+on that namespace without forking a process; commands (nft, dnsmasq) run through nsenter.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
+
+from vnet.errors import VnetError
+
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def listed() -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def create(name: str) -> None:
+    pr_netns.create(name)
+
+
+def remove(name: str) -> None:
+    pr_netns.remove(name)
+
+
+def _enter(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class Namespace:
+    """A network namespace by name; None is the namespace vnet itself runs in."""
+
+    def __init__(self, name: str | None):
+        if name is not None and not exists(name):
+            raise VnetError(f"network namespace {name!r} does not exist — create it, or check --netns")
+        self.name = name
+        self._ipr: IPRoute | None = None
+        self._worker: ThreadPoolExecutor | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or "(current namespace)"
+
+    @property
+    def ipr(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = IPRoute(netns=self.name) if self.name else IPRoute()
+        return self._ipr
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn inside the namespace (a thread that entered it once and stays there)."""
+        if self.name is None:
+            return fn(*args)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(
+                max_workers=1, initializer=_enter, initargs=(str(NETNS_DIR / self.name),)
+            )
+        return self._worker.submit(fn, *args).result()
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return ["nsenter", f"--net={NETNS_DIR / self.name}", "--", *argv] if self.name else list(argv)
+
+    def run(self, argv: list[str], input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.argv(argv), input=input, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise VnetError(f"{argv[0]} failed in {self.label}: {(proc.stderr or proc.stdout).strip()}")
+        return proc
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
+
+
+class Namespaces:
+    """The target namespace plus the endpoint namespaces opened on demand."""
+
+    def __init__(self, target: str | None):
+        self.target = target
+        self.host = Namespace(target)
+        self._others: dict[str, Namespace] = {}
+
+    def get(self, ns: str) -> Namespace:
+        """'' is the target namespace; anything else a named namespace."""
+        if not ns:
+            return self.host
+        if ns not in self._others:
+            self._others[ns] = Namespace(ns)
+        return self._others[ns]
+
+    def forget(self, ns: str) -> None:
+        if ns in self._others:
+            self._others.pop(ns).close()
+
+    def close(self) -> None:
+        for n in self._others.values():
+            n.close()
+        self._others.clear()
+        self.host.close()
+
+    def __enter__(self) -> Namespaces:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,78 @@
+"""Names and marks that vnet derives: interface names, namespace names, MACs, ownership marks.
+
+Everything here is a pure function of the topology's names, so the same file always yields the
+same kernel objects, and ownership can be recognised on the objects themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from vnet.spec.models import IFNAMSIZ
+
+MARK = "vnet"  # first field of every ownership mark (ifalias of links, comment of nft tables)
+ROUTE_PROTO = 86  # rtnetlink protocol number vnet puts on the routes it adds (outside iproute2's list)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def ifname(prefix: str, *parts: str) -> str:
+    """`prefix-part1-part2` when it fits in IFNAMSIZ, else `prefix` plus a hash of the parts."""
+    plain = "-".join((prefix, *parts)) if prefix else "-".join(parts)
+    if len(plain.encode()) <= IFNAMSIZ:
+        return plain
+    return (prefix + _digest(*parts))[:IFNAMSIZ]
+
+
+def bridge(topology: str, network: str) -> str:
+    return ifname("vb", topology, network)
+
+
+def tap(topology: str, endpoint: str) -> str:
+    return ifname("vt", topology, endpoint)
+
+
+def veth_host(topology: str, endpoint: str) -> str:
+    return ifname("ve", topology, endpoint)
+
+
+def netns(topology: str, endpoint: str) -> str:
+    return f"{topology}-{endpoint}"
+
+
+def mac(*parts: str, oui: str = "52:54:00") -> str:
+    """A stable unicast MAC from names: the QEMU OUI and three bytes of a hash."""
+    h = _digest(*parts)
+    return f"{oui}:{h[0:2]}:{h[2:4]}:{h[4:6]}"
+
+
+def local_mac(*parts: str) -> str:
+    """A stable locally administered unicast MAC (02:…), for bridges and host-side veths."""
+    h = _digest("local", *parts)
+    return f"02:{h[0:2]}:{h[2:4]}:{h[4:6]}:{h[6:8]}:{h[8:10]}"
+
+
+def tap_mac(guest_mac: str) -> str:
+    """The host side of a VM's tap: the guest MAC with first byte fe, as libvirt does, so the
+    bridge never adopts it and guest and host ends never collide."""
+    return "fe" + guest_mac[2:]
+
+
+def link_mark(topology: str, role: str, name: str, *extra: str) -> str:
+    return ":".join((MARK, topology, role, name, *extra))
+
+
+def parse_mark(alias: str | None) -> tuple[str, str, str, tuple[str, ...]] | None:
+    """(topology, role, name, extra) of a vnet mark, or None for anything vnet did not mark."""
+    if not alias:
+        return None
+    fields = alias.split(":")
+    if len(fields) < 4 or fields[0] != MARK:
+        return None
+    return fields[1], fields[2], fields[3], tuple(fields[4:])
+
+
+def nft_table(topology: str) -> str:
+    return f"vnet-{topology}"

@@ -1,0 +1,186 @@
+"""Read the host and return what a topology owns there, as resources, plus the facts the
+preflight checks need (every link and its owner, host routes, nft tables).
+
+Ownership is read off the objects: a link's ifalias mark, a namespace's `lo` mark, a route's
+protocol number, vnet's table comment; sysctls from the record vnet keeps of what it changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vnet import names
+from vnet.drivers import netlink, nft, sysctl
+from vnet.drivers import ns as nsmod
+from vnet.drivers.ns import Namespace, Namespaces
+from vnet.resources import Resource, make, ns_key
+
+TUN_TYPES = {1: "tun", 2: "tap"}
+UNSET_ID = 0xFFFFFFFF
+
+
+@dataclass
+class LinkInfo:
+    name: str
+    index: int
+    kind: str | None
+    mark: tuple[str, str, str, tuple[str, ...]] | None
+    master: str | None
+    mac: str | None
+    mtu: int
+    up: bool
+
+
+@dataclass
+class Observation:
+    topology: str
+    owned: dict[str, Resource] = field(default_factory=dict)
+    links: dict[str, LinkInfo] = field(default_factory=dict)  # every link of the target namespace
+    routes: list[tuple[ipaddress.IPv4Network, str | None]] = field(default_factory=list)  # (dst, dev)
+    default_uplink: str | None = None
+    tables: list[dict] = field(default_factory=list)
+    namespaces: dict[str, str | None] = field(default_factory=dict)  # name → owning topology (None: foreign)
+
+    def add(self, r: Resource) -> None:
+        self.owned[r.id] = r
+
+
+def _linkinfo(msg) -> tuple[str | None, dict]:
+    info = msg.get_attr("IFLA_LINKINFO")
+    if not info:
+        return None, {}
+    data = info.get_attr("IFLA_INFO_DATA")
+    attrs = dict(data["attrs"]) if data and hasattr(data, "__getitem__") and "attrs" in data else {}
+    return info.get_attr("IFLA_INFO_KIND"), attrs
+
+
+def read_links(ns: Namespace) -> dict[str, LinkInfo]:
+    msgs = ns.ipr.get_links()
+    by_index = {m["index"]: m.get("ifname") for m in msgs}
+    out = {}
+    for m in msgs:
+        kind, _ = _linkinfo(m)
+        out[m.get("ifname")] = LinkInfo(
+            name=m.get("ifname"),
+            index=m["index"],
+            kind=kind,
+            mark=names.parse_mark(m.get("ifalias")),
+            master=by_index.get(m.get("master")) if m.get("master") else None,
+            mac=m.get("address"),
+            mtu=m.get("mtu"),
+            up=bool(m["flags"] & 1),
+        )
+    return out
+
+
+def _tun_attrs(ns: Namespace, index: int) -> dict:
+    (msg,) = ns.ipr.get_links(index)
+    _, data = _linkinfo(msg)
+    def ident(key: str) -> int | None:
+        value = data.get(key)
+        return None if value in (None, UNSET_ID) else value
+    return {
+        "mode": TUN_TYPES.get(data.get("IFLA_TUN_TYPE"), "?"),
+        "owner": ident("IFLA_TUN_OWNER"),
+        "group": ident("IFLA_TUN_GROUP"),
+    }
+
+
+def _addresses(ns: Namespace, nskey: str, ifname: str, index: int) -> list[Resource]:
+    out = []
+    for a in ns.ipr.get_addr(family=socket.AF_INET, index=index):
+        cidr = f"{a.get('address')}/{a['prefixlen']}"
+        out.append(make("address", ns_key(nskey, ifname, cidr), ns=nskey, ifname=ifname, address=a.get("address"), prefixlen=a["prefixlen"]))
+    return out
+
+
+def _routes(ns: Namespace, nskey: str, owned_links: dict[int, str]) -> list[Resource]:
+    out = []
+    for rt in ns.ipr.get_routes(family=socket.AF_INET, proto=names.ROUTE_PROTO):
+        if rt.get("proto") != names.ROUTE_PROTO or rt.get("oif") not in owned_links:
+            continue
+        dst = f"{rt.get('dst')}/{rt['dst_len']}" if rt.get("dst") else "default"
+        out.append(make("route", ns_key(nskey, dst), ns=nskey, dst=dst, gateway=rt.get("gateway"), ifname=owned_links[rt.get("oif")]))
+    return out
+
+
+def _ns_owner(ns: Namespace) -> str | None:
+    mark = read_links(ns).get("lo")
+    return mark.mark[0] if mark and mark.mark else None
+
+
+def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = ()) -> Observation:
+    obs = Observation(topology)
+    host = nss.host
+    obs.links = read_links(host)
+    by_index = {li.index: li for li in obs.links.values()}
+    owned_index: dict[int, str] = {}
+    for li in obs.links.values():
+        if not li.mark or li.mark[0] != topology:
+            continue
+        _, role, _, extra = li.mark
+        alias = ":".join((names.MARK, topology, li.mark[1], li.mark[2], *extra))
+        owned_index[li.index] = li.name
+        if role == "bridge":
+            bridged = extra[:1] == ("bridged",)
+            obs.add(make("bridge", li.name, mark=alias, mtu=li.mtu, mac=li.mac))
+            if bridged:
+                for port in obs.links.values():
+                    if port.master == li.name and not port.mark:
+                        obs.add(make("uplink", port.name, bridge=li.name))
+                continue  # its addresses are the uplink's, carried by the uplink resource
+            for a in _addresses(host, "", li.name, li.index):
+                obs.add(a)
+        elif role in ("tap", "tun"):
+            obs.add(make("tap", li.name, mark=alias, master=li.master, mac=li.mac, mtu=li.mtu, **_tun_attrs(host, li.index)))
+            for a in _addresses(host, "", li.name, li.index):
+                obs.add(a)
+        elif role == "veth":
+            peer_ns = extra[0] if extra else None
+            attrs = dict(mark=alias, master=li.master, mac=li.mac, mtu=li.mtu, peer_ns=peer_ns, peer_name=None, peer_mac=None, peer_mark=None)
+            if peer_ns and nsmod.exists(peer_ns):
+                inner = nss.get(peer_ns)
+                inner_links = read_links(inner)
+                inner_owned: dict[int, str] = {}
+                for p in inner_links.values():
+                    if p.mark and p.mark[:3] == (topology, "veth-peer", li.mark[2]):
+                        attrs.update(peer_name=p.name, peer_mac=p.mac, peer_mark=":".join((names.MARK, *p.mark[:3], *p.mark[3])))
+                        inner_owned[p.index] = p.name
+                        for a in _addresses(inner, peer_ns, p.name, p.index):
+                            obs.add(a)
+                for rt in _routes(inner, peer_ns, inner_owned):
+                    obs.add(rt)
+            obs.add(make("veth", li.name, **attrs))
+    for rt in _routes(host, "", owned_index):
+        obs.add(rt)
+
+    # namespaces: vnet's default names start with the topology's; ownership is the mark on lo
+    for name in set(nsmod.listed()) & ({n for n in nsmod.listed() if n.startswith(f"{topology}-")} | set(extra_netns)):
+        owner = _ns_owner(nss.get(name))
+        obs.namespaces[name] = owner
+        if owner == topology:
+            mark = read_links(nss.get(name))["lo"].mark
+            obs.add(make("netns", name, mark=":".join((names.MARK, *mark[:3], *mark[3]))))
+
+    # sysctls: exactly those vnet recorded changing
+    for r in sysctl.observe(nss, sysctl.SysctlRecord(state_dir)):
+        obs.add(r)
+
+    obs.tables = nft.list_tables(host)
+    table = names.nft_table(topology)
+    if any(t["family"] == "inet" and t["name"] == table for t in obs.tables):
+        r = nft.observe_table(host, "inet", table)
+        if r is not None and r.get("digest") is not None:
+            obs.add(r)
+
+    for rt in host.ipr.get_routes(family=socket.AF_INET, table=254):
+        dev = by_index.get(rt.get("oif"))
+        if rt["dst_len"] == 0:
+            if obs.default_uplink is None and dev is not None:
+                obs.default_uplink = dev.name
+            continue
+        obs.routes.append((ipaddress.IPv4Network(f"{rt.get('dst')}/{rt['dst_len']}", strict=False), dev.name if dev else None))
+    return obs

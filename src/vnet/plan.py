@@ -1,0 +1,69 @@
+"""Desired vs observed → an ordered list of actions, each with its inverse. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from vnet.resources import RANK, Resource
+
+
+@dataclass(frozen=True)
+class Action:
+    op: str  # create | update | delete
+    new: Resource | None  # what the host holds afterwards (None for delete)
+    old: Resource | None  # what it held before (None for create)
+
+    @property
+    def resource(self) -> Resource:
+        return self.new or self.old  # type: ignore[return-value]
+
+    def inverse(self) -> Action:
+        return Action({"create": "delete", "delete": "create", "update": "update"}[self.op], self.old, self.new)
+
+    def describe(self) -> str:
+        sign = {"create": "+", "delete": "-", "update": "~"}[self.op]
+        text = f"{sign} {self.resource.describe()}"
+        if self.op == "update":
+            changes = [
+                f"{k}: {self.old.get(k)} → {v}"  # type: ignore[union-attr]
+                for k, v in self.new.attrs  # type: ignore[union-attr]
+                if v is not None and self.old.get(k) != v  # type: ignore[union-attr]
+            ]
+            text = f"~ {self.resource.kind} {self.resource.key} ({'; '.join(changes)})"
+        return text
+
+    def to_json(self) -> dict:
+        return {
+            "op": self.op,
+            "new": self.new.to_json() if self.new else None,
+            "old": self.old.to_json() if self.old else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Action:
+        return cls(
+            data["op"],
+            Resource.from_json(data["new"]) if data["new"] else None,
+            Resource.from_json(data["old"]) if data["old"] else None,
+        )
+
+
+def matches(want: Resource, have: Resource) -> bool:
+    """An attribute the topology leaves open (None) matches whatever the host has."""
+    return all(v is None or have.get(k) == v for k, v in want.attrs)
+
+
+def diff(desired: Iterable[Resource], observed: dict[str, Resource]) -> list[Action]:
+    want = {r.id: r for r in desired}
+    deletes = [Action("delete", None, r) for rid, r in observed.items() if rid not in want]
+    changes = []
+    for rid, r in want.items():
+        have = observed.get(rid)
+        if have is None:
+            changes.append(Action("create", r, None))
+        elif not matches(r, have):
+            changes.append(Action("update", r, have))
+    deletes.sort(key=lambda a: (-RANK[a.resource.kind], a.resource.key))
+    changes.sort(key=lambda a: (RANK[a.resource.kind], a.resource.key))
+    return deletes + changes

@@ -1,0 +1,82 @@
+"""Checks of a topology against the host it is about to change. Read-only; runs before any change.
+
+Each problem names the topology path and the fix: a name taken by something vnet did not make,
+an uplink that does not exist, a subnet that collides with a route the host already has.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from vnet import names
+from vnet.desired import HostFacts, bridge_name, uplink_of
+from vnet.drivers import ns as nsmod
+from vnet.errors import Problem
+from vnet.observe import Observation
+from vnet.resources import Resource
+from vnet.spec.models import NetnsSpec, Topology
+
+
+def _owner_text(mark) -> str:
+    return f"topology {mark[0]!r}" if mark else "something vnet did not make"
+
+
+def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFacts) -> list[Problem]:
+    problems: list[Problem] = []
+    add = problems.append
+    t = topo.name
+    path_of = {}
+    for net_name in topo.networks:
+        path_of[bridge_name(topo, net_name)] = f"networks.{net_name}.bridge"
+    for ep_name in topo.endpoints:
+        for name in (names.tap(t, ep_name), names.veth_host(t, ep_name), getattr(topo.endpoints[ep_name], "ifname", None)):
+            if name:
+                path_of.setdefault(name, f"endpoints.{ep_name}")
+
+    for r in want:
+        if r.kind in ("bridge", "tap", "veth"):
+            li = obs.links.get(r.key)
+            if li is not None and (not li.mark or li.mark[0] != t):
+                add(Problem(path_of.get(r.key, r.key), f"interface {r.key} exists already and belongs to {_owner_text(li.mark)}", "choose another name, or remove that interface"))
+        if r.kind == "netns" and r.key in obs.namespaces and obs.namespaces[r.key] != t:
+            owner = obs.namespaces[r.key]
+            add(Problem(f"endpoints.{r.get('mark').split(':')[3]}", f"network namespace {r.key} exists and belongs to {_owner_text((owner,) if owner else None)}", "set netns: to borrow it, or remove it"))
+
+    for ep_name, ep in topo.endpoints.items():
+        if isinstance(ep, NetnsSpec) and ep.netns and not nsmod.exists(ep.netns):
+            add(Problem(f"endpoints.{ep_name}.netns", f"network namespace {ep.netns} does not exist", "create it first (ip netns add), or omit netns: to let vnet make one"))
+
+    owned_bridges = {r.key for r in want if r.kind == "bridge"}
+    for net_name, net in topo.networks.items():
+        path = f"networks.{net_name}"
+        if net.mode == "nat":
+            up = uplink_of(topo, net_name, facts)
+            if up is None:
+                add(Problem(f"{path}.uplink", "the host has no default route to take the uplink from", "name the egress interface, e.g. uplink: eth0"))
+            elif up not in obs.links:
+                add(Problem(f"{path}.uplink", f"no interface {up} on the host", "name an existing interface"))
+        if net.mode == "bridged" and net.uplink:
+            li = obs.links.get(net.uplink)
+            if li is None:
+                add(Problem(f"{path}.uplink", f"no interface {net.uplink} on the host", "name an existing NIC"))
+            elif li.mark:
+                add(Problem(f"{path}.uplink", f"{net.uplink} is a vnet interface", "name a physical NIC"))
+            elif li.master and li.master != bridge_name(topo, net_name):
+                add(Problem(f"{path}.uplink", f"{net.uplink} is already a port of {li.master}", "release it first"))
+            elif li.kind in ("bridge",):
+                add(Problem(f"{path}.uplink", f"{net.uplink} is a bridge", "name the NIC, not a bridge"))
+        if net.subnet:
+            subnet = ipaddress.IPv4Network(net.subnet)
+            for dst, dev in obs.routes:
+                if dev in owned_bridges:
+                    continue
+                if dst.overlaps(subnet):
+                    add(Problem(f"{path}.subnet", f"{subnet} collides with the host's route to {dst} via {dev}", "choose a free range"))
+                    break
+
+    table = names.nft_table(t)
+    for tb in obs.tables:
+        if tb.get("name") == table and tb.get("family") == "inet":
+            if f"ruleset:{table}" not in obs.owned:  # observe took it only if its comment is ours
+                add(Problem("name", f"nftables table inet {table} exists and is not this topology's", "rename the topology, or remove that table"))
+    return problems

@@ -1,0 +1,77 @@
+"""The resources vnet manages: a flat, typed, comparable description of host state.
+
+A resource is a kind, a key that is unique within its kind, and attributes. Desired state (from
+the topology) and observed state (from the host) are both sets of resources, so a plan is a diff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Creation order; deletion runs in reverse. Namespaces hold links, bridges hold ports,
+# links hold addresses, addresses make routes possible, the firewall comes after the links
+# it names, and forwarding is switched on last, once the firewall guards it.
+ORDER = ("netns", "bridge", "tap", "veth", "address", "uplink", "route", "ruleset", "sysctl")
+RANK = {kind: i for i, kind in enumerate(ORDER)}
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str
+    key: str
+    attrs: tuple[tuple[str, Any], ...] = ()
+    # attributes that describe the object but are not compared (e.g. text to restore it with)
+    extra: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.key}"
+
+    def get(self, name: str, default: Any = None) -> Any:
+        for k, v in self.attrs:
+            if k == name:
+                return v
+        for k, v in self.extra:
+            if k == name:
+                return v
+        return default
+
+    @property
+    def a(self) -> dict[str, Any]:
+        return dict(self.attrs)
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.attrs if v not in (None, "", ()) and k != "digest")
+        return f"{self.kind} {self.key}" + (f" ({shown})" if shown else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key, "attrs": dict(self.attrs), "extra": dict(self.extra)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Resource:
+        return make(data["kind"], data["key"], data.get("extra", {}), **data["attrs"])
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def make(kind: str, key: str, extra: dict[str, Any] | None = None, **attrs: Any) -> Resource:
+    if kind not in RANK:
+        raise ValueError(f"unknown resource kind {kind!r}")
+    return Resource(
+        kind,
+        key,
+        tuple(sorted((k, _freeze(v)) for k, v in attrs.items())),
+        tuple(sorted((k, _freeze(v)) for k, v in (extra or {}).items())),
+    )
+
+
+def ns_key(ns: str, *parts: str) -> str:
+    """Key of an object inside a namespace; '' is the target (host) namespace."""
+    return "/".join((ns or "@host", *parts))

@@ -1,0 +1,143 @@
+"""Typed model of a topology file.
+
+Field-level rules (types, formats, lengths) live on the models; rules that relate fields to each
+other live in `validate.py`, so that every problem of a file is reported in one run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+IFNAMSIZ = 15  # kernel limit for interface names, in bytes, without the trailing NUL
+
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_USER_RE = re.compile(r"^([a-z_][a-z0-9_.-]*\$?|[0-9]+)$")
+
+
+def _ifname(value: str) -> str:
+    if not _IFNAME_RE.match(value) or value in (".", ".."):
+        raise ValueError("use letters, digits, '_', '.', '-' only")
+    if len(value.encode()) > IFNAMSIZ:
+        raise ValueError(f"is {len(value.encode())} bytes; interface names are at most {IFNAMSIZ} bytes")
+    return value
+
+
+def _name(value: str) -> str:
+    if not _NAME_RE.match(value) or len(value) > 32:
+        raise ValueError("use lower-case letters, digits, '_' or '-', starting with a letter, at most 32 characters")
+    return value
+
+
+def _mac(value: str) -> str:
+    value = value.lower()
+    if not _MAC_RE.match(value):
+        raise ValueError("write a MAC as six hex pairs, like 52:54:00:12:34:56")
+    if int(value[:2], 16) & 1:
+        raise ValueError("is a multicast MAC; the first byte must be even (52:54:00:… is the usual prefix)")
+    if value == "00:00:00:00:00:00":
+        raise ValueError("the all-zero MAC is not a valid address")
+    return value
+
+
+def _network(value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"is not an IPv4 network like 192.168.10.0/24 ({exc})") from None
+    if net.prefixlen > 30:
+        raise ValueError("is too small for a gateway and endpoints; use a prefix of /30 or shorter")
+    return str(net)
+
+
+def _interface(value: str) -> str:
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ValueError("is not an IPv4 address with prefix like 192.168.10.5/24") from None
+    if "/" not in value:
+        raise ValueError("needs a prefix length, like 192.168.10.5/24")
+    return str(iface)
+
+
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError("is not an IPv4 address like 192.168.10.1") from None
+
+
+def _user(value: str | int) -> str:
+    value = str(value)
+    if not _USER_RE.match(value):
+        raise ValueError("is not a user or group name or number")
+    return value
+
+
+IfName = Annotated[str, AfterValidator(_ifname)]
+Name = Annotated[str, AfterValidator(_name)]
+Mac = Annotated[str, AfterValidator(_mac)]
+Network = Annotated[str, AfterValidator(_network)]
+Interface = Annotated[str, AfterValidator(_interface)]
+Address = Annotated[str, AfterValidator(_address)]
+Principal = Annotated[str | int, AfterValidator(_user)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkSpec(Strict):
+    mode: Literal["isolated", "host", "nat", "bridged"] = Field(
+        description="isolated: endpoints only; host: endpoints and host; nat: masqueraded to the uplink; "
+        "bridged: the uplink NIC joins the bridge"
+    )
+    bridge: IfName | None = Field(None, description="bridge name; default derived from topology and network")
+    subnet: Network | None = Field(None, description="IPv4 subnet of the network (host, nat: required)")
+    address: Address | None = Field(None, description="the bridge's address (host, nat); default the subnet's first")
+    uplink: IfName | None = Field(
+        None, description="nat: egress interface (default: the default route's); bridged: the NIC that joins"
+    )
+    mtu: int | None = Field(None, ge=68, le=65535, description="MTU of the bridge and its ports")
+
+
+class TapSpec(Strict):
+    kind: Literal["tap"]
+    network: Name | None = Field(None, description="network whose bridge the tap joins")
+    ifname: IfName | None = Field(None, description="tap device name; default derived")
+    mac: Mac | None = Field(None, description="the guest's MAC; default stable 52:54:00:… from names")
+    owner: Principal | None = Field(None, description="user allowed to open the tap (QEMU's user)")
+    group: Principal | None = Field(None, description="group allowed to open the tap")
+
+
+class TunSpec(Strict):
+    kind: Literal["tun"]
+    ifname: IfName | None = None
+    address: Interface | None = Field(None, description="address with prefix on the tun device")
+    owner: Principal | None = None
+    group: Principal | None = None
+
+
+class NetnsSpec(Strict):
+    kind: Literal["netns"]
+    network: Name = Field(description="network the endpoint attaches to")
+    netns: Annotated[str, AfterValidator(_name)] | None = Field(
+        None, description="namespace name; default <topology>-<endpoint>; an existing one is borrowed"
+    )
+    ifname: IfName = Field("eth0", description="interface name inside the namespace")
+    address: Interface | None = Field(None, description="address with prefix; omit to configure it by DHCP")
+    mac: Mac | None = None
+
+
+Endpoint = Annotated[TapSpec | TunSpec | NetnsSpec, Field(discriminator="kind")]
+
+
+class Topology(Strict):
+    name: Name = Field(description="topology name; prefixes what vnet names")
+    networks: dict[Name, NetworkSpec] = Field(default_factory=dict)
+    endpoints: dict[Name, Endpoint] = Field(default_factory=dict)

@@ -1,0 +1,245 @@
+"""Load a topology file and check it; every problem is reported with its path and a fix.
+
+Two stages: `load()` parses YAML and checks the model and the relations between fields (pure, no
+host access except user/group look-ups); `check_against_host()` checks what depends on the host
+the topology is applied to (uplinks exist, subnets do not collide with host routes).
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vnet import names
+from vnet.errors import Problem, SpecError
+from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
+
+MAX_FILE_BYTES = 1 << 20
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and aliases (no billion-laughs expansion)."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML aliases (*name) are not allowed in topology files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    if len(text.encode(errors="replace")) > MAX_FILE_BYTES:
+        raise SpecError([Problem("", "file is larger than 1 MiB", "a topology file is small; check the path")])
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 — strict safe loader above
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError([Problem("", f"{at}{problem}", "fix the YAML syntax")]) from None
+    except RecursionError:
+        raise SpecError([Problem("", "nesting is too deep", "a topology is a few levels deep")]) from None
+
+
+def _path(loc: tuple) -> str:
+    # pydantic puts the discriminator value into the location; users think in keys only
+    parts = [str(p) for p in loc if p not in ("tap", "tun", "netns") or loc.index(p) != 2]
+    return ".".join(parts)
+
+
+_FIXES = {
+    "extra_forbidden": "remove it, or check its spelling",
+    "missing": "add it",
+    "union_tag_invalid": "use kind: tap, tun or netns",
+    "union_tag_not_found": "add kind: tap, tun or netns",
+    "literal_error": "use one of the listed values",
+}
+
+
+def _model_problems(exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(Problem(_path(err["loc"]), msg, _FIXES.get(err["type"], "")))
+    return problems
+
+
+def load_text(text: str) -> Topology:
+    data = parse_yaml(text)
+    if data is None:
+        raise SpecError([Problem("", "the file is empty", "declare at least `name:`")])
+    if not isinstance(data, dict):
+        raise SpecError([Problem("", "the top level must be a mapping", "start with `name: <topology>`")])
+    try:
+        topo = Topology.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_model_problems(exc)) from None
+    except RecursionError:
+        raise SpecError([Problem("", "nesting is too deep", "a topology is a few levels deep")]) from None
+    problems = relations(topo)
+    if problems:
+        raise SpecError(problems)
+    return topo
+
+
+def load(path: str | Path) -> Topology:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Problem(str(p), f"cannot read the file ({exc.__class__.__name__}: {exc})", "check the path")]) from None
+    return load_text(text)
+
+
+# --- relations between fields -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkAddressing:
+    subnet: ipaddress.IPv4Network | None
+    gateway: ipaddress.IPv4Address | None
+
+
+def addressing(topo: Topology, net_name: str) -> NetworkAddressing:
+    net = topo.networks[net_name]
+    subnet = ipaddress.IPv4Network(net.subnet) if net.subnet else None
+    gateway = None
+    if net.mode in ("host", "nat") and subnet is not None:
+        gateway = ipaddress.IPv4Address(net.address) if net.address else next(subnet.hosts())
+    return NetworkAddressing(subnet, gateway)
+
+
+def _principal_exists(value: str, kind: str) -> bool:
+    if value.isdigit():
+        return True
+    try:
+        (pwd.getpwnam if kind == "user" else grp.getgrnam)(value)
+        return True
+    except KeyError:
+        return False
+
+
+def relations(topo: Topology) -> list[Problem]:
+    problems: list[Problem] = []
+    add = problems.append
+    seen_ifnames: dict[str, str] = {}
+
+    def claim_ifname(name: str, path: str) -> None:
+        if name in seen_ifnames:
+            add(Problem(path, f"interface name {name!r} is also used by {seen_ifnames[name]}", "choose another name"))
+        else:
+            seen_ifnames[name] = path
+
+    subnets: list[tuple[str, ipaddress.IPv4Network]] = []
+    for net_name, net in topo.networks.items():
+        path = f"networks.{net_name}"
+        claim_ifname(net.bridge or names.bridge(topo.name, net_name), f"{path}.bridge")
+        if net.mode in ("host", "nat") and not net.subnet:
+            add(Problem(f"{path}.subnet", f"is required in {net.mode} mode", "add e.g. subnet: 192.168.50.0/24"))
+        if net.mode in ("isolated", "bridged") and net.address:
+            add(Problem(f"{path}.address", f"the bridge has no address in {net.mode} mode", "remove it, or use mode: host"))
+        if net.mode == "bridged" and not net.uplink:
+            add(Problem(f"{path}.uplink", "is required in bridged mode", "name the NIC that joins the bridge, e.g. uplink: eth0"))
+        if net.mode in ("isolated", "host") and net.uplink:
+            add(Problem(f"{path}.uplink", f"has no meaning in {net.mode} mode", "remove it, or use mode: nat or bridged"))
+        if net.subnet:
+            subnet = ipaddress.IPv4Network(net.subnet)
+            for other_name, other in subnets:
+                if subnet.overlaps(other):
+                    add(Problem(f"{path}.subnet", f"{subnet} overlaps networks.{other_name}.subnet {other}", "use a separate range"))
+            subnets.append((net_name, subnet))
+            if net.address:
+                gw = ipaddress.IPv4Address(net.address)
+                if gw not in subnet or gw in (subnet.network_address, subnet.broadcast_address):
+                    add(Problem(f"{path}.address", f"{gw} is not a host address of {subnet}", "pick an address inside the subnet"))
+
+    uplinks: dict[str, str] = {}
+    for net_name, net in topo.networks.items():
+        if net.mode == "bridged" and net.uplink:
+            if net.uplink in uplinks:
+                add(Problem(f"networks.{net_name}.uplink", f"{net.uplink} already joins networks.{uplinks[net.uplink]}", "a NIC can join one bridge"))
+            uplinks[net.uplink] = net_name
+
+    macs: dict[str, str] = {}
+    addresses: dict[ipaddress.IPv4Address, str] = {}
+    for ep_name, ep in topo.endpoints.items():
+        path = f"endpoints.{ep_name}"
+        network = getattr(ep, "network", None)
+        if network is not None and network not in topo.networks:
+            known = ", ".join(topo.networks) or "none declared"
+            add(Problem(f"{path}.network", f"no network named {network!r} (known: {known})", "declare it under networks:"))
+            network = None
+        if isinstance(ep, TapSpec):
+            claim_ifname(ep.ifname or names.tap(topo.name, ep_name), f"{path}.ifname")
+        elif isinstance(ep, TunSpec):
+            claim_ifname(ep.ifname or names.tap(topo.name, ep_name), f"{path}.ifname")
+        elif isinstance(ep, NetnsSpec):
+            claim_ifname(names.veth_host(topo.name, ep_name), path)
+        mac = getattr(ep, "mac", None)
+        if mac:
+            if mac in macs:
+                add(Problem(f"{path}.mac", f"{mac} is also the MAC of endpoints.{macs[mac]}", "MACs must be unique; omit it to get a stable unique one"))
+            macs[mac] = ep_name
+        for field in ("owner", "group"):
+            value = getattr(ep, field, None)
+            if value is not None and not _principal_exists(str(value), "user" if field == "owner" else "group"):
+                add(Problem(f"{path}.{field}", f"no {'user' if field == 'owner' else 'group'} {value!r} on this host", "create it, or use a number"))
+        address = getattr(ep, "address", None)
+        if address:
+            iface = ipaddress.IPv4Interface(address)
+            if iface.ip in addresses:
+                add(Problem(f"{path}.address", f"{iface.ip} is also the address of {addresses[iface.ip]}", "give each endpoint its own address"))
+            addresses[iface.ip] = path
+            if isinstance(ep, TunSpec):
+                for net_name, subnet in subnets:
+                    if iface.network.overlaps(subnet):
+                        add(Problem(f"{path}.address", f"{iface.network} overlaps networks.{net_name}.subnet", "use a separate range"))
+        if address and network:
+            net = topo.networks[network]
+            iface = ipaddress.IPv4Interface(address)
+            addr = addressing(topo, network)
+            if net.mode == "bridged":
+                pass  # the LAN's addressing is not declared; any address may be right
+            elif addr.subnet is None:
+                add(Problem(f"{path}.address", f"networks.{network} has no subnet", f"add subnet: {iface.network} to networks.{network}"))
+            elif iface.network != addr.subnet:
+                add(Problem(f"{path}.address", f"{iface} is not inside networks.{network}.subnet {addr.subnet}", f"use an address in {addr.subnet} with /{addr.subnet.prefixlen}"))
+            elif iface.ip in (addr.subnet.network_address, addr.subnet.broadcast_address):
+                add(Problem(f"{path}.address", f"{iface.ip} is the network or broadcast address", "pick a host address"))
+            elif addr.gateway is not None and iface.ip == addr.gateway:
+                add(Problem(f"{path}.address", f"{iface.ip} is the gateway (bridge) address", "pick another host address"))
+    for net_name, net in topo.networks.items():
+        if net.address:
+            gw = ipaddress.IPv4Address(net.address)
+            if gw in addresses:
+                add(Problem(f"networks.{net_name}.address", f"{gw} is also the address of {addresses[gw]}", "pick another address"))
+    netns_names: dict[str, str] = {}
+    for ep_name, ep in topo.endpoints.items():
+        if isinstance(ep, NetnsSpec):
+            ns = ep.netns or names.netns(topo.name, ep_name)
+            if ns in netns_names:
+                add(Problem(f"endpoints.{ep_name}.netns", f"namespace {ns!r} is also used by endpoints.{netns_names[ns]}", "one endpoint per namespace"))
+            netns_names[ns] = ep_name
+    return problems
