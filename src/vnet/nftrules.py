@@ -38,6 +38,9 @@ def render(topo: Topology, facts: HostFacts) -> tuple[str, str, int] | None:
         br = _q(bridge_name(topo, net_name))
         if net.mode == "bridged":
             continue
+        # with br_netfilter loaded (Docker loads it), frames switched inside the bridge pass the
+        # inet forward hook with the bridge as both in and out device: they must stay untouched
+        forward.append(f"iifname {br} oifname {br} accept")
         if net.mode == "nat":
             up = _q(uplink_of(topo, net_name, facts) or "")
             subnet = addressing(topo, net_name).subnet

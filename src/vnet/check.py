@@ -1,0 +1,126 @@
+"""Real-traffic probes run inside namespaces: ping, a TCP exchange, a DHCP client.
+
+Used by the tests, the demo and (later) `vnet check` to hold a network against its declared intent.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import os
+from pathlib import Path
+
+from vnet.drivers.ns import Namespace
+
+BUSYBOX = "busybox"
+
+UDHCPC_SCRIPT = """#!/bin/sh
+# udhcpc calls this with bound/renew: configure what the server offered, like a VM would
+case "$1" in
+  deconfig) busybox ip addr flush dev "$interface"; busybox ip link set "$interface" up ;;
+  bound|renew)
+    busybox ip addr flush dev "$interface"
+    busybox ip addr add "$ip/$mask" dev "$interface"
+    if [ -n "$router" ]; then busybox ip route replace default via "${router%% *}" dev "$interface"; fi
+    echo "$ip/$mask" > "$LEASE_OUT" ;;
+esac
+"""
+
+
+def run_in(ns: str | None, argv: list[str], timeout: float = 10) -> subprocess.CompletedProcess:
+    return subprocess.run(Namespace(ns).argv(argv) if ns else argv, capture_output=True, text=True, timeout=timeout)
+
+
+def ping(ns: str | None, address: str, count: int = 1, timeout_s: int = 1) -> bool:
+    """True when `address` answers an ICMP echo from namespace `ns`."""
+    proc = run_in(ns, [BUSYBOX, "ping", "-c", str(count), "-W", str(timeout_s), address], timeout=count * timeout_s + 5)
+    return proc.returncode == 0
+
+
+def tcp_line(ns: str | None, address: str, port: int, timeout_s: float = 2.0) -> str | None:
+    """Connect from `ns` and return the first line the server sends, or None if it cannot connect."""
+
+    def talk() -> str | None:
+        try:
+            with socket.create_connection((address, port), timeout=timeout_s) as s:
+                s.settimeout(timeout_s)
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(256)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data.decode().strip()
+        except OSError:
+            return None
+
+    if ns is None:
+        return talk()
+    n = Namespace(ns)
+    try:
+        return n.call(talk)  # a socket opened by a thread inside the namespace belongs to it
+    finally:
+        n.close()
+
+
+def dhcp_client(ns: str, ifname: str = "eth0", tries: int = 5) -> str:
+    """Run busybox udhcpc once in `ns` on `ifname`; configure and return the leased address/prefix."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "udhcpc.sh"
+        script.write_text(UDHCPC_SCRIPT)
+        script.chmod(0o755)
+        lease = Path(tmp) / "lease"
+        env_argv = ["env", f"LEASE_OUT={lease}", BUSYBOX, "udhcpc", "-i", ifname, "-n", "-q", "-f",
+                    "-t", str(tries), "-T", "1", "-s", str(script)]
+        proc = run_in(ns, env_argv, timeout=tries * 3 + 5)
+        if proc.returncode != 0 or not lease.exists():
+            raise RuntimeError(f"no DHCP lease in {ns} on {ifname}: {proc.stderr.strip() or proc.stdout.strip()}")
+        return lease.read_text().strip()
+
+
+class Listener:
+    """A TCP server in a namespace that answers each connection with the peer's address."""
+
+    def __init__(self, ns: str, port: int, address: str = "0.0.0.0"):
+        self.ns = Namespace(ns)
+        self.sock = self.ns.call(self._open, address, port)
+        import threading
+
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _open(address: str, port: int) -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port))
+        s.listen(16)
+        return s
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, peer = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                try:
+                    c.sendall((peer[0] + "\n").encode())
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._thread.join(timeout=2)
+        self.ns.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

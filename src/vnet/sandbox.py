@@ -1,0 +1,212 @@
+"""A throwaway world of namespaces to try vnet in without touching the machine.
+
+    NAME-wan  (the internet: 203.0.113.10, ICMP and a TCP "who am I" responder on port 8080)
+       │ 203.0.113.0/24
+    NAME-lan  (the home router: 192.0.2.1, DHCP and DNS by dnsmasq, routes between LAN and WAN)
+       │ 192.0.2.0/24
+    NAME-host (plays the host vnet changes: eth0 = 192.0.2.2/24, default route via 192.0.2.1)
+
+The router does not masquerade: the responder sees real source addresses, so a test can tell
+whether vnet's NAT did its job. It routes the private ranges back to the host, so without vnet's
+firewall the internet could open connections to vnet's networks — the tests prove it cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vnet.drivers import ns as nsmod
+from vnet.drivers.ns import Namespace
+from vnet.engine import DEFAULT_STATE_DIR, require_net_admin
+from vnet.errors import VnetError
+
+LAN_ROUTER = "192.0.2.1"
+HOST_ADDR = "192.0.2.2"
+WAN_ROUTER = "203.0.113.1"
+WAN_ADDR = "203.0.113.10"
+WAN_PORT = 8080
+DHCP_RANGE = ("192.0.2.100", "192.0.2.199")
+DNS_NAME = "internet.test"  # a name only the LAN's resolver knows
+PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+MARK = "vnet-sandbox"
+
+# serves one line per connection: the address the connection came from
+RESPONDER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(64)
+while True:
+    c, peer = s.accept()
+    try: c.sendall((peer[0] + "\\n").encode())
+    finally: c.close()
+"""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    name: str
+    state: Path
+
+    @property
+    def host(self) -> str:
+        return f"{self.name}-host"
+
+    @property
+    def lan(self) -> str:
+        return f"{self.name}-lan"
+
+    @property
+    def wan(self) -> str:
+        return f"{self.name}-wan"
+
+    @property
+    def namespaces(self) -> tuple[str, str, str]:
+        return (self.host, self.lan, self.wan)
+
+
+def _ip(ns: str, *args: str) -> None:
+    proc = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VnetError(f"sandbox: ip -n {ns} {' '.join(args)}: {proc.stderr.strip()}")
+
+
+def _spawn(ns: str, argv: list[str], pidfile: Path, log: Path) -> None:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            Namespace(ns).argv(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    pidfile.write_text(f"{proc.pid}\n")
+
+
+def _wait_listening(ns: str, port: int, proto: str = "t", timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "netns", "exec", ns, "ss", f"-{proto}ln"], capture_output=True, text=True).stdout
+        if f":{port} " in out:
+            return
+        time.sleep(0.05)
+    raise VnetError(f"sandbox: nothing listens on port {port} in {ns}")
+
+
+def create(name: str, state_dir: Path | str = DEFAULT_STATE_DIR, host_dhcp: bool = False) -> Sandbox:
+    require_net_admin("sandbox create")
+    sb = Sandbox(name, Path(state_dir) / "sandbox" / name)
+    taken = [n for n in sb.namespaces if nsmod.exists(n)]
+    if taken:
+        raise VnetError(f"sandbox {name}: namespace {taken[0]} exists already — `vnet sandbox destroy {name}` or pick another name")
+    sb.state.mkdir(parents=True, exist_ok=True)
+    try:
+        _build(sb, host_dhcp)
+    except BaseException:
+        destroy(name, state_dir)
+        raise
+    return sb
+
+
+def _build(sb: Sandbox, host_dhcp: bool) -> None:
+    for n in sb.namespaces:
+        nsmod.create(n)
+        _ip(n, "link", "set", "lo", "up", "alias", f"{MARK}:{sb.name}")
+    _ip(sb.lan, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", sb.host)
+    _ip(sb.lan, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", sb.wan)
+    _ip(sb.lan, "addr", "add", f"{LAN_ROUTER}/24", "dev", "lan")
+    _ip(sb.lan, "addr", "add", f"{WAN_ROUTER}/24", "dev", "wan")
+    for dev in ("lan", "wan"):
+        _ip(sb.lan, "link", "set", dev, "up")
+    Namespace(sb.lan).call(lambda: Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n"))
+    for prefix in PRIVATE:
+        _ip(sb.lan, "route", "add", prefix, "via", HOST_ADDR)
+    _ip(sb.wan, "addr", "add", f"{WAN_ADDR}/24", "dev", "eth0")
+    _ip(sb.wan, "link", "set", "eth0", "up")
+    _ip(sb.wan, "route", "add", "default", "via", WAN_ROUTER)
+
+    _spawn(
+        sb.lan,
+        [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+            "--interface=lan", "--bind-interfaces", "--except-interface=lo",
+            f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},255.255.255.0,1h",
+            f"--dhcp-option=option:router,{LAN_ROUTER}", f"--dhcp-option=option:dns-server,{LAN_ROUTER}",
+            f"--host-record={DNS_NAME},{WAN_ADDR}", f"--dhcp-leasefile={sb.state / 'lan.leases'}",
+            "--dhcp-authoritative", f"--pid-file={sb.state / 'dnsmasq.pid.inner'}",
+        ],
+        sb.state / "dnsmasq.pid",
+        sb.state / "dnsmasq.log",
+    )
+    _spawn(sb.wan, [sys.executable, "-c", RESPONDER, str(WAN_PORT)], sb.state / "responder.pid", sb.state / "responder.log")
+
+    _ip(sb.host, "link", "set", "eth0", "up")
+    if host_dhcp:
+        _wait_listening(sb.lan, 67, "u")
+        from vnet import check
+
+        check.dhcp_client(sb.host, "eth0")
+    else:
+        _ip(sb.host, "addr", "add", f"{HOST_ADDR}/24", "dev", "eth0")
+        _ip(sb.host, "route", "add", "default", "via", LAN_ROUTER)
+    _wait_listening(sb.wan, WAN_PORT)
+    _wait_listening(sb.lan, 53, "u")
+    for n in sb.namespaces:
+        _wait_settled(n)
+
+
+def _wait_settled(ns: str, timeout: float = 5.0) -> None:
+    """Wait for IPv6 duplicate address detection to finish, so the sandbox stops changing by itself."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "-n", ns, "-6", "addr", "show", "tentative"], capture_output=True, text=True).stdout
+        if not out.strip():
+            return
+        time.sleep(0.1)
+
+
+def _stop(pidfile: Path) -> None:
+    try:
+        pid = int(pidfile.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)  # the session leader is nsenter; its child shares the group
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    pidfile.unlink(missing_ok=True)
+
+
+def destroy(name: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> None:
+    require_net_admin("sandbox destroy")
+    sb = Sandbox(name, Path(state_dir) / "sandbox" / name)
+    for pidfile in ("dnsmasq.pid", "responder.pid"):
+        _stop(sb.state / pidfile)
+    for n in sb.namespaces:
+        if nsmod.exists(n):
+            links = Namespace(n)
+            try:
+                lo = links.ipr.get_links(ifname="lo")
+                alias = lo[0].get("ifalias") if lo else None
+            finally:
+                links.close()
+            if alias != f"{MARK}:{name}":
+                raise VnetError(f"namespace {n} is not sandbox {name}'s; not removing it")
+            nsmod.remove(n)
+    if sb.state.exists():
+        for f in sb.state.iterdir():
+            f.unlink()
+        sb.state.rmdir()
