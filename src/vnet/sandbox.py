@@ -153,10 +153,10 @@ def _build(sb: Sandbox, host_dhcp: bool) -> None:
     _wait_listening(sb.wan, WAN_PORT)
     _wait_listening(sb.lan, 53, "u")
     for n in sb.namespaces:
-        _wait_settled(n)
+        settle(n)
 
 
-def _wait_settled(ns: str, timeout: float = 5.0) -> None:
+def settle(ns: str, timeout: float = 5.0) -> None:
     """Wait for IPv6 duplicate address detection to finish, so the sandbox stops changing by itself."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -41,13 +41,19 @@ class World:
 
     def apply(self, topo, **kw):
         self.applied.add(topo.name)
-        return api.apply(topo, netns=self.host, state_dir=self.state, **kw)
+        try:
+            return api.apply(topo, netns=self.host, state_dir=self.state, **kw)
+        finally:
+            sandbox.settle(self.host)  # new links finish IPv6 address detection: compare only after
 
     def plan(self, topo):
         return api.plan(topo, netns=self.host, state_dir=self.state)
 
     def destroy(self, name: str, **kw):
-        return api.destroy(name, netns=self.host, state_dir=self.state, **kw)
+        try:
+            return api.destroy(name, netns=self.host, state_dir=self.state, **kw)
+        finally:
+            sandbox.settle(self.host)  # links a rollback re-created finish IPv6 address detection
 
     def vnet(self, *args: str, user: int | None = None) -> subprocess.CompletedProcess:
         argv = [str(Path(os.sys.executable).with_name("vnet")), "--netns", self.host, "--state-dir", str(self.state), *args]

@@ -34,7 +34,8 @@ def _strip_volatile(links: list[dict]) -> list[dict]:
     for link in links:
         item = {k: link.get(k) for k in keep}
         if item["linkinfo"]:
-            item["linkinfo"] = {"kind": item["linkinfo"].get("info_kind"), "data": item["linkinfo"].get("info_data")}
+            data = {k: v for k, v in (item["linkinfo"].get("info_data") or {}).items() if not k.endswith("_timer")}
+            item["linkinfo"] = {"kind": item["linkinfo"].get("info_kind"), "data": data}  # timers tick by themselves
         out.append(item)
     return sorted(out, key=lambda x: x["ifname"])
 

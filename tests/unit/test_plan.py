@@ -1,0 +1,245 @@
+"""Desired vs observed → ordered actions (`vnet.plan.diff`), and actions' inverse and JSON form."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from vnet.desired import HostFacts, desired
+from vnet.plan import Action, diff, matches
+from vnet.resources import ORDER, RANK, Resource, make
+from vnet.spec import load_text
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def r(kind: str, key: str, extra: dict | None = None, **attrs) -> Resource:
+    return make(kind, key, extra, **attrs)
+
+
+def observed(*resources: Resource) -> dict[str, Resource]:
+    return {x.id: x for x in resources}
+
+
+def ops(actions: list[Action]) -> list[tuple[str, str]]:
+    return [(a.op, a.resource.id) for a in actions]
+
+
+def roundtrip(action: Action) -> Action:
+    return Action.from_json(json.loads(json.dumps(action.to_json())))
+
+
+# one resource of each kind the ordering test cares about, in ORDER
+LADDER = [
+    r("netns", "lab-c1", mark="vnet:lab:netns:c1"),
+    r("bridge", "vb-lab-lan0", mark="vnet:lab:bridge:lan0:nat", mtu=None),
+    r("tap", "vt-lab-vm", master="vb-lab-lan0"),
+    r("veth", "ve-lab-c1", master="vb-lab-lan0", peer_ns="lab-c1"),
+    r("address", "lab-c1/eth0/10.0.0.5/24", ns="lab-c1", address="10.0.0.5", prefixlen=24),
+    r("route", "lab-c1/default", ns="lab-c1", gateway="10.0.0.1"),
+]
+
+
+# --- what diff decides --------------------------------------------------------------------------
+
+
+def test_create_for_missing():
+    want = [r("bridge", "br0", mtu=1500)]
+    assert ops(diff(want, {})) == [("create", "bridge:br0")]
+    action = diff(want, {})[0]
+    assert action.new == want[0] and action.old is None
+
+
+def test_delete_for_extra():
+    extra = r("tap", "vt-lab-old", master="br0")
+    actions = diff([], observed(extra))
+    assert ops(actions) == [("delete", "tap:vt-lab-old")]
+    assert actions[0].old == extra and actions[0].new is None
+
+
+def test_update_when_an_attribute_differs():
+    want = r("bridge", "br0", mtu=9000, mac="02:00:00:00:00:01")
+    have = r("bridge", "br0", mtu=1500, mac="02:00:00:00:00:01")
+    actions = diff([want], observed(have))
+    assert ops(actions) == [("update", "bridge:br0")]
+    assert actions[0].new == want and actions[0].old == have
+    assert "mtu: 1500 → 9000" in actions[0].describe()
+    assert "mac" not in actions[0].describe()
+
+
+def test_update_when_observed_lacks_a_wanted_attribute():
+    assert ops(diff([r("bridge", "br0", mtu=9000)], observed(r("bridge", "br0")))) == [("update", "bridge:br0")]
+
+
+def test_nothing_when_equal():
+    rs = [r("bridge", "br0", mtu=1500), r("sysctl", "@host/x", path="x", value="1")]
+    assert diff(rs, observed(*rs)) == []
+
+
+def test_same_key_different_kind_is_a_different_resource():
+    actions = diff([r("tap", "x0")], observed(r("veth", "x0")))
+    assert sorted(ops(actions)) == [("create", "tap:x0"), ("delete", "veth:x0")]
+
+
+def test_none_in_desired_matches_anything():
+    want = r("bridge", "br0", mtu=None, mac=None, mark="m")
+    for have in (
+        r("bridge", "br0", mtu=1500, mac="02:00:00:00:00:09", mark="m"),
+        r("bridge", "br0", mtu=None, mac=None, mark="m"),
+        r("bridge", "br0", mark="m"),
+    ):
+        assert matches(want, have)
+        assert diff([want], observed(have)) == []
+    # but the attribute that is set is still compared
+    assert not matches(want, r("bridge", "br0", mtu=1500, mark="other"))
+
+
+def test_observed_extra_attributes_do_not_matter():
+    want = r("tap", "t0", master="br0")
+    have = r("tap", "t0", master="br0", mtu=1500, owner=0)
+    assert diff([want], observed(have)) == []
+
+
+def test_extra_is_not_compared():
+    want = r("ruleset", "vnet-lab", {"text": "new text"}, digest="abc")
+    have = r("ruleset", "vnet-lab", {"text": "old text"}, digest="abc")
+    assert diff([want], observed(have)) == []
+    assert ops(diff([want], observed(r("ruleset", "vnet-lab", digest="abd")))) == [("update", "ruleset:vnet-lab")]
+
+
+def test_make_rejects_unknown_kind():
+    with pytest.raises(ValueError):
+        make("vlan", "v0")
+
+
+# --- order --------------------------------------------------------------------------------------
+
+
+def test_creates_follow_order_rank():
+    shuffled = LADDER[:]
+    random.Random(7).shuffle(shuffled)
+    assert [a.resource.kind for a in diff(shuffled, {})] == ["netns", "bridge", "tap", "veth", "address", "route"]
+
+
+def test_deletes_follow_reverse_order_rank():
+    shuffled = LADDER[:]
+    random.Random(3).shuffle(shuffled)
+    actions = diff([], observed(*shuffled))
+    assert [a.op for a in actions] == ["delete"] * len(LADDER)
+    assert [a.resource.kind for a in actions] == ["route", "address", "veth", "tap", "bridge", "netns"]
+
+
+def test_all_kinds_in_order():
+    every = [r(kind, f"k-{kind}") for kind in reversed(ORDER)]
+    assert [a.resource.kind for a in diff(every, {})] == list(ORDER)
+    assert [a.resource.kind for a in diff([], observed(*every))] == list(reversed(ORDER))
+    assert ORDER.index("netns") < ORDER.index("bridge") < ORDER.index("tap") < ORDER.index("address") < ORDER.index("route")
+    assert ORDER.index("bridge") < ORDER.index("veth") < ORDER.index("address")
+
+
+def test_deletes_come_before_creates_and_updates():
+    want = [r("netns", "lab-new"), r("bridge", "br0", mtu=9000)]
+    have = observed(r("bridge", "br0", mtu=1500), r("route", "lab-old/default"), r("sysctl", "@host/old"))
+    assert ops(diff(want, have)) == [
+        ("delete", "sysctl:@host/old"),
+        ("delete", "route:lab-old/default"),
+        ("create", "netns:lab-new"),
+        ("update", "bridge:br0"),
+    ]
+
+
+def test_same_rank_sorted_by_key():
+    want = [r("tap", "vt-c"), r("tap", "vt-a"), r("tap", "vt-b")]
+    assert [a.resource.key for a in diff(want, {})] == ["vt-a", "vt-b", "vt-c"]
+    assert [a.resource.key for a in diff([], observed(*want))] == ["vt-a", "vt-b", "vt-c"]
+
+
+def test_diff_of_a_real_topology():
+    text = """
+name: lab
+networks:
+  lan0: {mode: nat, subnet: 10.30.0.0/24}
+endpoints:
+  c1: {kind: netns, network: lan0, address: 10.30.0.5/24}
+  vm: {kind: tap, network: lan0}
+"""
+    want = desired(load_text(text), HostFacts(default_uplink="eth0"))
+    creates = diff(want, {})
+    assert {a.op for a in creates} == {"create"} and len(creates) == len(want)
+    ranks = [RANK[a.resource.kind] for a in creates]
+    assert ranks == sorted(ranks)
+    assert diff(want, observed(*want)) == []
+    # everything the topology made is deleted, in reverse, when the topology is gone
+    deletes = diff([], observed(*want))
+    assert [RANK[a.resource.kind] for a in deletes] == sorted(ranks, reverse=True)
+
+
+# --- Action -------------------------------------------------------------------------------------
+
+
+def test_inverse_swaps_create_and_delete():
+    x = r("bridge", "br0", mtu=1500)
+    create = Action("create", x, None)
+    assert create.inverse() == Action("delete", None, x)
+    assert Action("delete", None, x).inverse() == create
+    assert create.inverse().resource == x
+
+
+def test_inverse_of_update_swaps_old_and_new():
+    old, new = r("bridge", "br0", mtu=1500), r("bridge", "br0", mtu=9000)
+    inv = Action("update", new, old).inverse()
+    assert inv == Action("update", old, new)
+    assert inv.inverse() == Action("update", new, old)
+
+
+def test_inverse_undoes_a_whole_plan():
+    have = observed(r("bridge", "br0", mtu=1500), r("tap", "t-old"))
+    want = [r("bridge", "br0", mtu=9000), r("netns", "n1")]
+    plan = diff(want, have)
+    undo = [a.inverse() for a in reversed(plan)]
+    # applying the plan and then its inverse in reverse leaves what was there
+    state = dict(have)
+    for a in plan + undo:
+        if a.op == "delete":
+            del state[a.old.id]
+        else:
+            state[a.new.id] = a.new
+    assert state == have
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        Action("create", make("bridge", "br0", mtu=1500, mac="02:00:00:00:00:01", mark="vnet:lab:bridge:lan0:nat"), None),
+        Action("delete", None, make("tap", "t0", owner=0, group=None, master="br0")),
+        Action("update", make("bridge", "br0", mtu=9000), make("bridge", "br0", mtu=1500)),
+        Action("create", make("ruleset", "vnet-lab", {"text": "table inet vnet-lab {\n}\n"}, digest="abc", rules=3), None),
+        Action("create", make("veth", "v0", peer={"ns": "n1", "names": ["a", "b"]}, ports=["x", "y"]), None),
+    ],
+    ids=["create", "delete", "update", "ruleset-extra", "nested"],
+)
+def test_action_json_round_trip(action):
+    back = roundtrip(action)
+    assert back == action
+    assert back.op == action.op
+    for mine, theirs in ((back.new, action.new), (back.old, action.old)):
+        if theirs is None:
+            assert mine is None
+        else:
+            # extra is not part of equality, so check it on its own
+            assert mine.extra == theirs.extra and mine.attrs == theirs.attrs
+    assert json.loads(json.dumps(back.to_json())) == json.loads(json.dumps(action.to_json()))
+
+
+def test_ruleset_text_survives_json():
+    a = Action("create", make("ruleset", "vnet-lab", {"text": "rules"}, digest="abc"), None)
+    assert roundtrip(a).new.get("text") == "rules"
+
+
+def test_describe_signs():
+    x = r("bridge", "br0", mtu=1500)
+    assert Action("create", x, None).describe().startswith("+ bridge br0")
+    assert Action("delete", None, x).describe().startswith("- bridge br0")
+    assert "mtu=1500" in Action("create", x, None).describe()
