@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 IFNAMSIZ = 15  # kernel limit for interface names, in bytes, without the trailing NUL
 
@@ -21,7 +21,7 @@ _USER_RE = re.compile(r"^([a-z_][a-z0-9_.-]*\$?|[0-9]+)$")
 
 
 def _ifname(value: str) -> str:
-    if not _IFNAME_RE.match(value) or value in (".", ".."):
+    if not _IFNAME_RE.fullmatch(value) or value in (".", ".."):
         raise ValueError("use letters, digits, '_', '.', '-' only")
     if len(value.encode()) > IFNAMSIZ:
         raise ValueError(f"is {len(value.encode())} bytes; interface names are at most {IFNAMSIZ} bytes")
@@ -29,14 +29,14 @@ def _ifname(value: str) -> str:
 
 
 def _name(value: str) -> str:
-    if not _NAME_RE.match(value) or len(value) > 32:
+    if not _NAME_RE.fullmatch(value) or len(value) > 32:
         raise ValueError("use lower-case letters, digits, '_' or '-', starting with a letter, at most 32 characters")
     return value
 
 
 def _mac(value: str) -> str:
     value = value.lower()
-    if not _MAC_RE.match(value):
+    if not _MAC_RE.fullmatch(value):
         raise ValueError("write a MAC as six hex pairs, like 52:54:00:12:34:56")
     if int(value[:2], 16) & 1:
         raise ValueError("is a multicast MAC; the first byte must be even (52:54:00:… is the usual prefix)")
@@ -72,9 +72,17 @@ def _address(value: str) -> str:
         raise ValueError("is not an IPv4 address like 192.168.10.1") from None
 
 
+def _reject_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("is a boolean; write a user or group name or number")
+    return value
+
+
 def _user(value: str | int) -> str:
+    if isinstance(value, bool):  # YAML `yes`/`no` must not become uid 1 / uid 0 (root)
+        raise ValueError("is a boolean; write a user or group name or number")
     value = str(value)
-    if not _USER_RE.match(value):
+    if not _USER_RE.fullmatch(value):
         raise ValueError("is not a user or group name or number")
     return value
 
@@ -85,7 +93,7 @@ Mac = Annotated[str, AfterValidator(_mac)]
 Network = Annotated[str, AfterValidator(_network)]
 Interface = Annotated[str, AfterValidator(_interface)]
 Address = Annotated[str, AfterValidator(_address)]
-Principal = Annotated[str | int, AfterValidator(_user)]
+Principal = Annotated[str | int, BeforeValidator(_reject_bool), AfterValidator(_user)]
 
 
 class Strict(BaseModel):

@@ -39,6 +39,12 @@ class _StrictLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "keys must be plain names, not lists or mappings", key_node.start_mark
+                ) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -62,9 +68,12 @@ def parse_yaml(text: str) -> Any:
 
 
 def _path(loc: tuple) -> str:
-    # pydantic puts the discriminator value into the location; users think in keys only
-    parts = [str(p) for p in loc if p not in ("tap", "tun", "netns") or loc.index(p) != 2]
-    return ".".join(parts)
+    # pydantic puts the endpoint's kind (the union tag) into the location, right after the
+    # endpoint's name; users think in keys only
+    parts = list(loc)
+    if len(parts) > 2 and parts[0] == "endpoints" and parts[2] in ("tap", "tun", "netns"):
+        del parts[2]
+    return ".".join(str(p) for p in parts)
 
 
 _FIXES = {
