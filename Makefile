@@ -1,0 +1,16 @@
+.PHONY: setup test unit demo clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+unit: setup
+	.venv/bin/python -m pytest -q tests/unit
+
+demo: setup
+	.venv/bin/python scripts/demo.py
+
+clean:
+	rm -rf .venv build src/*.egg-info .pytest_cache .hypothesis

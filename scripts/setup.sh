@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what vnet's demo and tests need on a fresh Debian machine (as root), then the venv.
+# Idempotent and quick when everything is there already.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pair in ip:iproute2 nft:nftables iptables:iptables dnsmasq:dnsmasq-base busybox:busybox-static \
+            nsenter:util-linux setpriv:util-linux ss:iproute2; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "missing packages ${need[*]}: run as root to install them" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+if ! .venv/bin/python -c 'import vnet, pyroute2, pydantic, typer, rich, yaml, pytest, hypothesis' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+fi
