@@ -9,11 +9,14 @@ from __future__ import annotations
 import grp
 import pwd
 from dataclasses import dataclass
+from pathlib import Path
 
-from vnet import names, nftrules
+from vnet import dnsconf, names, nftrules, qemuargs
 from vnet.resources import Resource, make, ns_key
 from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
 from vnet.spec.validate import addressing
+from vnet.drivers.dnsmasq import digest as config_digest
+from vnet.drivers.qemu import digest as argv_digest
 
 HOST = ""  # the target namespace
 
@@ -23,6 +26,10 @@ class HostFacts:
     """What desired state needs to know of the host."""
 
     default_uplink: str | None = None  # interface of the default route, for nat without `uplink:`
+    resolvers: tuple[str, ...] = ()  # the host's DNS servers: default upstream of vnet's DNS
+    kvm: bool = False  # KVM runs guests here (probed), for accel: auto
+    vhost_net: bool = False  # /dev/vhost-net exists
+    state: Path = Path("/run/vnet/_")  # the topology's state directory: where daemons keep their files
 
 
 def bridge_name(topo: Topology, net_name: str) -> str:
@@ -126,10 +133,69 @@ def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
                 if addr.gateway is not None:
                     out.append(make("route", ns_key(ns, "default"), ns=ns, dst="default", gateway=str(addr.gateway), ifname=ep.ifname))
 
+    out += _services(topo, facts)
+    out += _vms(topo, facts)
+
     rules = nftrules.render(topo, facts)
     if rules is not None:
         text, digest, count = rules
         out.append(make("ruleset", names.nft_table(t), {"text": text}, digest=digest, rules=count))
+    return out
+
+
+def _services(topo: Topology, facts: HostFacts) -> list[Resource]:
+    """One dnsmasq per network with DHCP or DNS. On an isolated network, whose bridge has no host
+    address, it runs in a small namespace of its own attached to the bridge."""
+    out: list[Resource] = []
+    t = topo.name
+    for net_name, net in topo.networks.items():
+        if net.dhcp is None and net.dns is None:
+            continue
+        addr = addressing(topo, net_name)
+        if net.mode == "isolated":
+            ns = names.service_netns(t, net_name)
+            out.append(make("netns", ns, mark=names.link_mark(t, "netns", f"svc-{net_name}")))
+            out.append(
+                make(
+                    "veth",
+                    names.veth_host(t, f"svc-{net_name}"),
+                    mark=names.link_mark(t, "veth", f"svc-{net_name}", ns),
+                    master=bridge_name(topo, net_name),
+                    mac=names.local_mac(t, net_name, "svc-host"),
+                    peer_ns=ns,
+                    peer_name="eth0",
+                    peer_mac=names.local_mac(t, net_name, "svc"),
+                    peer_mark=names.link_mark(t, "veth-peer", f"svc-{net_name}"),
+                    mtu=net.mtu,
+                )
+            )
+            out.append(_address(ns, "eth0", f"{addr.service}/{addr.subnet.prefixlen}"))
+            ifname = "eth0"
+        else:
+            ns, ifname = HOST, bridge_name(topo, net_name)
+        config = dnsconf.render(topo, net_name, ifname, ns, list(facts.resolvers), facts.state)
+        out.append(make("service", f"dnsmasq-{net_name}", {"config": config}, network=net_name, ns=ns, digest=config_digest(config)))
+    return out
+
+
+def _vms(topo: Topology, facts: HostFacts) -> list[Resource]:
+    out: list[Resource] = []
+    for vm_name, vm in topo.vms.items():
+        for i, nic in enumerate(vm.nics):
+            out.append(
+                make(
+                    "tap",
+                    qemuargs.nic_tap(topo, vm_name, i),
+                    mark=names.link_mark(topo.name, "tap", f"{vm_name}.{i}"),
+                    mode="tap",
+                    master=bridge_name(topo, nic.network),
+                    mac=names.tap_mac(qemuargs.nic_mac(topo, vm_name, i)),
+                    multi_queue=True if qemuargs.queues(topo, vm_name) > 1 else None,
+                    mtu=topo.networks[nic.network].mtu,
+                )
+            )
+        argv = qemuargs.argv(topo, vm_name, facts.state, kvm=facts.kvm, vhost=facts.vhost_net)
+        out.append(make("vm", vm_name, {"argv": argv}, digest=argv_digest(argv)))
     return out
 
 

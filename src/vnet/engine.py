@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from vnet.desired import HostFacts, desired
-from vnet.drivers import netlink, nft, sysctl
+from vnet.drivers import dnsmasq, kvm, netlink, nft, qemu, sysctl
 from vnet.drivers.ns import Namespaces
 from vnet.errors import ClashError, NotPermitted, StepFailed, VnetError
 from vnet.observe import Observation, observe
@@ -28,6 +28,18 @@ from vnet.spec.models import NetnsSpec, Topology
 
 DEFAULT_STATE_DIR = Path("/run/vnet")
 CAP_NET_ADMIN = 12
+
+
+def resolvers(netns: str | None) -> list[str]:
+    """The host's DNS servers, as `ip netns exec` would show them to the target namespace."""
+    candidates = [Path("/etc/netns") / netns / "resolv.conf"] if netns else []
+    for path in [*candidates, Path("/etc/resolv.conf")]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver") and len(line.split()) > 1]
+    return []
 
 
 def has_net_admin() -> bool:
@@ -116,9 +128,19 @@ class Engine:
         borrowed = tuple(ep.netns for ep in (topo.endpoints.values() if topo else ()) if isinstance(ep, NetnsSpec) and ep.netns)
         return observe(nss, self.topology, self.state, borrowed)
 
+    def facts(self, topo: Topology, obs: Observation) -> HostFacts:
+        wants_kvm = any(vm.accel == "auto" for vm in topo.vms.values())
+        return HostFacts(
+            default_uplink=obs.default_uplink,
+            resolvers=tuple(resolvers(self.netns)),
+            kvm=wants_kvm and kvm.usable(),
+            vhost_net=os.path.exists("/dev/vhost-net"),
+            state=self.state,
+        )
+
     def _plan(self, nss: Namespaces, topo: Topology) -> Planned:
         obs = self.observe(nss, topo)
-        facts = HostFacts(default_uplink=obs.default_uplink)
+        facts = self.facts(topo, obs)
         want = desired(topo, facts)
         problems = check(topo, obs, want, facts)
         if problems:
@@ -133,7 +155,7 @@ class Engine:
         """Like plan, but a clash is reported as part of the result rather than raised."""
         with Namespaces(self.netns) as nss:
             obs = self.observe(nss, topo)
-            want = desired(topo, HostFacts(default_uplink=obs.default_uplink))
+            want = desired(topo, self.facts(topo, obs))
             return Planned(topo.name, diff(want, obs.owned), want, obs)
 
     # --- changing ---------------------------------------------------------------------------
@@ -166,7 +188,12 @@ class Engine:
 
     def _execute(self, nss: Namespaces, action: Action) -> None:
         r = action.resource
-        if r.kind == "sysctl":
+        if r.kind in ("service", "vm"):
+            driver = dnsmasq if r.kind == "service" else qemu
+            {"create": lambda: driver.create(nss, self.state, action.new),
+             "delete": lambda: driver.delete(nss, self.state, action.old),
+             "update": lambda: driver.update(nss, self.state, action.old, action.new)}[action.op]()
+        elif r.kind == "sysctl":
             {"create": lambda: sysctl.create(nss, self.record, action.new),
              "delete": lambda: sysctl.delete(nss, self.record, action.old),
              "update": lambda: sysctl.update(nss, self.record, action.old, action.new)}[action.op]()

@@ -11,7 +11,7 @@ import hashlib
 from vnet.spec.models import IFNAMSIZ
 
 MARK = "vnet"  # first field of every ownership mark (ifalias of links, comment of nft tables)
-ROUTE_PROTO = 86  # rtnetlink protocol number vnet puts on the routes it adds (outside iproute2's list)
+ROUTE_PROTO = 86  # protocol number vnet puts on the routes and addresses it adds (outside iproute2's list)
 
 
 def _digest(*parts: str) -> str:
@@ -32,6 +32,15 @@ def bridge(topology: str, network: str) -> str:
 
 def tap(topology: str, endpoint: str) -> str:
     return ifname("vt", topology, endpoint)
+
+
+def vm_tap(topology: str, vm: str, index: int) -> str:
+    return ifname("vt", topology, f"{vm}{index}")
+
+
+def service_netns(topology: str, network: str) -> str:
+    """Namespace that serves DHCP/DNS on an isolated network, whose bridge has no host address."""
+    return f"{topology}-svc-{network}"
 
 
 def veth_host(topology: str, endpoint: str) -> str:

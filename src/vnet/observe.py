@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vnet import names
-from vnet.drivers import netlink, nft, sysctl
+from vnet.drivers import dnsmasq, netlink, nft, qemu, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespace, Namespaces
 from vnet.resources import Resource, make, ns_key
@@ -86,12 +86,15 @@ def _tun_attrs(ns: Namespace, index: int) -> dict:
         "mode": TUN_TYPES.get(data.get("IFLA_TUN_TYPE"), "?"),
         "owner": ident("IFLA_TUN_OWNER"),
         "group": ident("IFLA_TUN_GROUP"),
+        "multi_queue": bool(data.get("IFLA_TUN_MULTI_QUEUE")),
     }
 
 
 def _addresses(ns: Namespace, nskey: str, ifname: str, index: int) -> list[Resource]:
     out = []
     for a in ns.ipr.get_addr(family=socket.AF_INET, index=index):
+        if a.get("proto") != names.ROUTE_PROTO:
+            continue  # not vnet's: e.g. a lease a DHCP client took inside an endpoint
         cidr = f"{a.get('address')}/{a['prefixlen']}"
         out.append(make("address", ns_key(nskey, ifname, cidr), ns=nskey, ifname=ifname, address=a.get("address"), prefixlen=a["prefixlen"]))
     return out
@@ -167,6 +170,10 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
 
     # sysctls: exactly those vnet recorded changing
     for r in sysctl.observe(nss, sysctl.SysctlRecord(state_dir)):
+        obs.add(r)
+
+    # daemons: by pid file and command line
+    for r in [*dnsmasq.observe(state_dir), *qemu.observe(state_dir)]:
         obs.add(r)
 
     obs.tables = nft.list_tables(host)

@@ -11,8 +11,9 @@ from typing import Any
 
 # Creation order; deletion runs in reverse. Namespaces hold links, bridges hold ports,
 # links hold addresses, addresses make routes possible, the firewall comes after the links
-# it names, and forwarding is switched on last, once the firewall guards it.
-ORDER = ("netns", "bridge", "tap", "veth", "address", "uplink", "route", "ruleset", "sysctl")
+# it names, forwarding is switched on once the firewall guards it; services bind to addresses
+# that exist, and VMs start last (and stop first) because they open taps and lease from services.
+ORDER = ("netns", "bridge", "tap", "veth", "address", "uplink", "route", "ruleset", "sysctl", "service", "vm")
 RANK = {kind: i for i, kind in enumerate(ORDER)}
 
 

@@ -35,6 +35,7 @@ DHCP_RANGE = ("192.0.2.100", "192.0.2.199")
 DNS_NAME = "internet.test"  # a name only the LAN's resolver knows
 PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 MARK = "vnet-sandbox"
+ETC_NETNS = Path("/etc/netns")
 
 # serves one line per connection: the address the connection came from
 RESPONDER = """
@@ -141,6 +142,10 @@ def _build(sb: Sandbox, host_dhcp: bool) -> None:
     )
     _spawn(sb.wan, [sys.executable, "-c", RESPONDER, str(WAN_PORT)], sb.state / "responder.pid", sb.state / "responder.log")
 
+    # the host's resolver is the LAN's, as `ip netns exec` shows it (and as vnet's DNS forwards to)
+    resolv = ETC_NETNS / sb.host / "resolv.conf"
+    resolv.parent.mkdir(parents=True, exist_ok=True)
+    resolv.write_text(f"nameserver {LAN_ROUTER}\n")
     _ip(sb.host, "link", "set", "eth0", "up")
     if host_dhcp:
         _wait_listening(sb.lan, 67, "u")
@@ -206,6 +211,10 @@ def destroy(name: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> None:
             if alias != f"{MARK}:{name}":
                 raise VnetError(f"namespace {n} is not sandbox {name}'s; not removing it")
             nsmod.remove(n)
+    resolv = ETC_NETNS / sb.host / "resolv.conf"
+    if resolv.exists():
+        resolv.unlink()
+        resolv.parent.rmdir()
     if sb.state.exists():
         for f in sb.state.iterdir():
             f.unlink()

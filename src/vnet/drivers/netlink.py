@@ -24,7 +24,7 @@ TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 TUNSETOWNER = 0x400454CC
 TUNSETGROUP = 0x400454CE
-IFF_TUN, IFF_TAP, IFF_NO_PI = 0x0001, 0x0002, 0x1000
+IFF_TUN, IFF_TAP, IFF_NO_PI, IFF_MULTI_QUEUE = 0x0001, 0x0002, 0x1000, 0x0100
 ENODEV, ENOENT, EEXIST, ESRCH, EADDRNOTAVAIL = 19, 2, 17, 3, 99
 
 
@@ -40,11 +40,11 @@ def _index(ns: Namespace, ifname: str) -> int:
     return idx
 
 
-def _make_tuntap(name: str, mode: str, owner: int | None, group: int | None) -> None:
+def _make_tuntap(name: str, mode: str, owner: int | None, group: int | None, multi_queue: bool) -> None:
     # runs inside the target namespace (worker thread): the device is born there, no fork needed
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
-        flags = (IFF_TAP if mode == "tap" else IFF_TUN) | IFF_NO_PI
+        flags = (IFF_TAP if mode == "tap" else IFF_TUN) | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
         if owner is not None:
             fcntl.ioctl(fd, TUNSETOWNER, owner)
@@ -98,7 +98,7 @@ def create_bridge(nss: Namespaces, r: Resource) -> None:
 def create_tap(nss: Namespaces, r: Resource) -> None:
     ns = nss.host
     try:
-        ns.call(_make_tuntap, r.key, r.get("mode"), r.get("owner"), r.get("group"))
+        ns.call(_make_tuntap, r.key, r.get("mode"), r.get("owner"), r.get("group"), bool(r.get("multi_queue")))
     except OSError as exc:
         raise VnetError(f"cannot create {r.get('mode')} {r.key}: {exc.strerror}") from None
     _all_or_nothing(ns, r.key, lambda: _set_link(ns, r.key, r))
@@ -166,7 +166,9 @@ def delete_netns(nss: Namespaces, r: Resource) -> None:
 
 def create_address(nss: Namespaces, r: Resource) -> None:
     ns = nss.get(r.get("ns"))
-    ns.ipr.addr("add", index=_index(ns, r.get("ifname")), address=r.get("address"), prefixlen=r.get("prefixlen"))
+    ns.ipr.addr(
+        "add", index=_index(ns, r.get("ifname")), address=r.get("address"), prefixlen=r.get("prefixlen"), proto=names.ROUTE_PROTO
+    )
 
 
 def delete_address(nss: Namespaces, r: Resource) -> None:

@@ -87,6 +87,45 @@ def _user(value: str | int) -> str:
     return value
 
 
+_DURATION_RE = re.compile(r"[1-9][0-9]{0,6}[smhd]?|infinite")
+_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_SIZE_RE = re.compile(r"[1-9][0-9]{0,6}[MG]")
+
+
+def _duration(value: str) -> str:
+    if not _DURATION_RE.fullmatch(value):
+        raise ValueError("write a lease time like 45m, 12h, 1d or infinite")
+    if value[-1].isdigit() and int(value) < 120:
+        raise ValueError("dnsmasq needs at least 120 seconds; write e.g. 2m or 1h")
+    return value
+
+
+def _hostname(value: str) -> str:
+    labels = value.split(".")
+    if len(value) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        raise ValueError("write a DNS name of lower-case letters, digits and '-' per label")
+    return value
+
+
+def _domain(value: str) -> str:
+    return _hostname(value)
+
+
+def _size(value: str) -> str:
+    if not _SIZE_RE.fullmatch(value):
+        raise ValueError("write a size like 256M or 2G")
+    return value
+
+
+def _shorthand(value: object) -> object:
+    # `dhcp: true` means "with defaults"; `false` means off
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
 IfName = Annotated[str, AfterValidator(_ifname)]
 Name = Annotated[str, AfterValidator(_name)]
 Mac = Annotated[str, AfterValidator(_mac)]
@@ -98,6 +137,35 @@ Principal = Annotated[str | int, BeforeValidator(_reject_bool), AfterValidator(_
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DhcpHost(Strict):
+    mac: Mac
+    address: Address
+    name: Name | None = None
+
+
+class DhcpRoute(Strict):
+    to: Network = Field(description="destination network, e.g. 10.20.0.0/16")
+    via: Address = Field(description="gateway inside the subnet")
+
+
+class DhcpSpec(Strict):
+    range: tuple[Address, Address] | None = Field(
+        None, description="first and last address handed out; default the subnet minus the gateway"
+    )
+    lease: Annotated[str, AfterValidator(_duration)] = Field("1h", description="lease time: 45m, 12h, 1d or infinite")
+    hosts: list[DhcpHost] = Field(default_factory=list, description="static leases by MAC")
+    routes: list[DhcpRoute] = Field(default_factory=list, description="routes pushed to clients (option 121)")
+    mtu: int | None = Field(None, ge=576, le=65535, description="MTU pushed to clients (option 26)")
+
+
+class DnsSpec(Strict):
+    domain: Annotated[str, AfterValidator(_domain)] = Field("vnet.internal", description="endpoints resolve as <name>.<domain>")
+    upstream: list[Address] | None = Field(None, description="forwarders; default the host's resolvers")
+    records: dict[Annotated[str, AfterValidator(_hostname)], Address] = Field(
+        default_factory=dict, description="extra host records, name → address"
+    )
 
 
 class NetworkSpec(Strict):
@@ -112,6 +180,12 @@ class NetworkSpec(Strict):
         None, description="nat: egress interface (default: the default route's); bridged: the NIC that joins"
     )
     mtu: int | None = Field(None, ge=68, le=65535, description="MTU of the bridge and its ports")
+    dhcp: Annotated[DhcpSpec | None, BeforeValidator(_shorthand)] = Field(
+        None, description="serve DHCP on this network (dnsmasq supervised by vnet); `true` for defaults"
+    )
+    dns: Annotated[DnsSpec | None, BeforeValidator(_shorthand)] = Field(
+        None, description="serve DNS on this network (same dnsmasq); `true` for defaults"
+    )
 
 
 class TapSpec(Strict):
@@ -145,7 +219,26 @@ class NetnsSpec(Strict):
 Endpoint = Annotated[TapSpec | TunSpec | NetnsSpec, Field(discriminator="kind")]
 
 
+class VmNic(Strict):
+    network: Name
+    address: Address | None = Field(None, description="reserve this address for the NIC in the network's DHCP")
+    mac: Mac | None = Field(None, description="default: 52:54:00 + a hash of topology, VM and NIC")
+    ifname: IfName | None = Field(None, description="tap name; default derived")
+
+
+class VmSpec(Strict):
+    kernel: str | None = Field(None, description="path to a kernel to boot directly (with initrd, append)")
+    initrd: str | None = None
+    append: str | None = Field(None, description="kernel command line")
+    disk: str | None = Field(None, description="path to a disk image (qcow2 or raw) to boot from")
+    memory: Annotated[str, AfterValidator(_size)] = Field("256M", description="guest memory, e.g. 256M or 1G")
+    cpus: int = Field(1, ge=1, le=64)
+    accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM where it works, else software")
+    nics: list[VmNic] = Field(default_factory=list)
+
+
 class Topology(Strict):
     name: Name = Field(description="topology name; prefixes what vnet names")
     networks: dict[Name, NetworkSpec] = Field(default_factory=dict)
     endpoints: dict[Name, Endpoint] = Field(default_factory=dict)
+    vms: dict[Name, VmSpec] = Field(default_factory=dict)

@@ -128,16 +128,33 @@ def load(path: str | Path) -> Topology:
 @dataclass(frozen=True)
 class NetworkAddressing:
     subnet: ipaddress.IPv4Network | None
-    gateway: ipaddress.IPv4Address | None
+    gateway: ipaddress.IPv4Address | None  # the bridge's address (host, nat)
+    service: ipaddress.IPv4Address | None  # where DHCP/DNS answer: the gateway, or an isolated network's service namespace
 
 
 def addressing(topo: Topology, net_name: str) -> NetworkAddressing:
     net = topo.networks[net_name]
     subnet = ipaddress.IPv4Network(net.subnet) if net.subnet else None
-    gateway = None
+    gateway = service = None
     if net.mode in ("host", "nat") and subnet is not None:
-        gateway = ipaddress.IPv4Address(net.address) if net.address else next(subnet.hosts())
-    return NetworkAddressing(subnet, gateway)
+        gateway = service = ipaddress.IPv4Address(net.address) if net.address else next(subnet.hosts())
+    elif net.mode == "isolated" and subnet is not None and (net.dhcp or net.dns):
+        service = next(subnet.hosts())
+    return NetworkAddressing(subnet, gateway, service)
+
+
+def dhcp_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """The declared range, or the subnet's hosts above the service address."""
+    net, addr = topo.networks[net_name], addressing(topo, net_name)
+    assert net.dhcp is not None and addr.subnet is not None
+    if net.dhcp.range:
+        return ipaddress.IPv4Address(net.dhcp.range[0]), ipaddress.IPv4Address(net.dhcp.range[1])
+    first, last = addr.subnet.network_address + 1, addr.subnet.broadcast_address - 1
+    if addr.service == first:
+        first += 1
+    elif addr.service == last:
+        last -= 1
+    return first, last
 
 
 def _principal_exists(value: str, kind: str) -> bool:
@@ -239,6 +256,8 @@ def relations(topo: Topology) -> list[Problem]:
                 add(Problem(f"{path}.address", f"{iface.ip} is the network or broadcast address", "pick a host address"))
             elif addr.gateway is not None and iface.ip == addr.gateway:
                 add(Problem(f"{path}.address", f"{iface.ip} is the gateway (bridge) address", "pick another host address"))
+            elif addr.service is not None and iface.ip == addr.service:
+                add(Problem(f"{path}.address", f"{iface.ip} is the address of the network's DHCP/DNS service", "pick another host address"))
     for net_name, net in topo.networks.items():
         if net.address:
             gw = ipaddress.IPv4Address(net.address)
@@ -251,4 +270,83 @@ def relations(topo: Topology) -> list[Problem]:
             if ns in netns_names:
                 add(Problem(f"endpoints.{ep_name}.netns", f"namespace {ns!r} is also used by endpoints.{netns_names[ns]}", "one endpoint per namespace"))
             netns_names[ns] = ep_name
+    _services(topo, add)
+    _vms(topo, add, claim_ifname, macs, addresses)
     return problems
+
+
+def _services(topo: Topology, add) -> None:
+    for net_name, net in topo.networks.items():
+        path = f"networks.{net_name}"
+        for field in ("dhcp", "dns"):
+            if getattr(net, field) is None:
+                continue
+            if net.mode == "bridged":
+                add(Problem(f"{path}.{field}", "a bridged network is served by its LAN's DHCP/DNS", f"remove {field}:, or use mode: nat"))
+            elif not net.subnet:
+                add(Problem(f"{path}.subnet", f"is required to serve {field.upper()}", "add e.g. subnet: 10.20.0.0/24"))
+        if net.dhcp is None or net.mode == "bridged" or not net.subnet:
+            continue
+        addr = addressing(topo, net_name)
+        subnet = addr.subnet
+        assert subnet is not None
+        first, last = dhcp_range(topo, net_name)
+        if net.dhcp.range:
+            for i, a in enumerate((first, last)):
+                if a not in subnet or a in (subnet.network_address, subnet.broadcast_address):
+                    add(Problem(f"{path}.dhcp.range.{i}", f"{a} is not a host address of {subnet}", "keep the range inside the subnet"))
+            if first > last:
+                add(Problem(f"{path}.dhcp.range", f"{first} comes after {last}", "write the lower address first"))
+            elif addr.service is not None and first <= addr.service <= last:
+                add(Problem(f"{path}.dhcp.range", f"includes {addr.service}, the network's own address", "start the range above it"))
+        elif first > last:
+            add(Problem(f"{path}.subnet", "leaves no address to hand out", "use a larger subnet"))
+        seen: dict[str, int] = {}
+        for i, h in enumerate(net.dhcp.hosts):
+            ip = ipaddress.IPv4Address(h.address)
+            if ip not in subnet or ip == addr.service:
+                add(Problem(f"{path}.dhcp.hosts.{i}.address", f"{h.address} is not a free host address of {subnet}", "pick one inside the subnet"))
+            if h.mac in seen:
+                add(Problem(f"{path}.dhcp.hosts.{i}.mac", f"{h.mac} is also reserved by hosts.{seen[h.mac]}", "one reservation per MAC"))
+            seen[h.mac] = i
+        for i, r in enumerate(net.dhcp.routes):
+            if ipaddress.IPv4Address(r.via) not in subnet:
+                add(Problem(f"{path}.dhcp.routes.{i}.via", f"{r.via} is not inside {subnet}", "clients can only use a gateway on their subnet"))
+
+
+def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dict) -> None:
+    for ep_name, ep in topo.endpoints.items():
+        mac = getattr(ep, "mac", None)
+        if mac is None and isinstance(ep, (TapSpec, NetnsSpec)):
+            macs.setdefault(names.mac(topo.name, ep_name), ep_name)  # derived MACs may not collide either
+    for vm_name, vm in topo.vms.items():
+        path = f"vms.{vm_name}"
+        if not vm.kernel and not vm.disk:
+            add(Problem(path, "has neither kernel: nor disk:", "give a kernel (with initrd, append) or a disk image"))
+        if vm.kernel and vm.disk and not vm.append:
+            pass  # a kernel with a root disk is fine
+        if (vm.initrd or vm.append) and not vm.kernel:
+            add(Problem(f"{path}.kernel", "initrd: and append: need a kernel:", "add kernel:, or remove them"))
+        if not vm.nics:
+            add(Problem(f"{path}.nics", "is empty", "attach the VM to a network: nics: [{network: <name>}]"))
+        for i, nic in enumerate(vm.nics):
+            npath = f"{path}.nics.{i}"
+            if nic.network not in topo.networks:
+                add(Problem(f"{npath}.network", f"no network named {nic.network!r}", "declare it under networks:"))
+                continue
+            claim_ifname(nic.ifname or names.vm_tap(topo.name, vm_name, i), f"{npath}.ifname")
+            mac = nic.mac or names.mac(topo.name, vm_name, str(i))
+            if mac in macs:
+                add(Problem(f"{npath}.mac", f"{mac} is also the MAC of {macs[mac]}", "MACs must be unique; omit it to get a stable unique one"))
+            macs[mac] = npath
+            if nic.address:
+                ip = ipaddress.IPv4Address(nic.address)
+                net = topo.networks[nic.network]
+                addr = addressing(topo, nic.network)
+                if net.dhcp is None:
+                    add(Problem(f"{npath}.address", f"networks.{nic.network} serves no DHCP to reserve it in", "add dhcp: to the network, or configure the guest yourself"))
+                elif addr.subnet is None or ip not in addr.subnet or ip in (addr.gateway, addr.service):
+                    add(Problem(f"{npath}.address", f"{ip} is not a free host address of networks.{nic.network}", "pick one inside the subnet"))
+                if ip in addresses:
+                    add(Problem(f"{npath}.address", f"{ip} is also the address of {addresses[ip]}", "give each NIC its own address"))
+                addresses[ip] = npath

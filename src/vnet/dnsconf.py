@@ -1,0 +1,104 @@
+"""dnsmasq configuration for one network's DHCP and DNS. Pure: topology + facts → text.
+
+dnsmasq binds only to the network's own interface (bind-interfaces), so it never answers on the
+uplink and coexists with a resolver already listening elsewhere on the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vnet import names
+from vnet.spec.models import NetnsSpec, TapSpec
+from vnet.spec.validate import addressing, dhcp_range
+
+if TYPE_CHECKING:
+    from vnet.spec.models import Topology
+
+
+def hostname(name: str) -> str:
+    return name.replace("_", "-")  # topology names allow '_', DNS labels do not
+
+
+def _lease(value: str) -> str:
+    return "infinite" if value == "infinite" else value
+
+
+def files(state: Path, net_name: str) -> dict[str, Path]:
+    base = state / f"dnsmasq-{net_name}"
+    return {k: Path(f"{base}.{k}") for k in ("conf", "pid", "leases", "log")}
+
+
+def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: list[str], state: Path) -> str:
+    from vnet.desired import guest_mac
+
+    net = topo.networks[net_name]
+    addr = addressing(topo, net_name)
+    assert addr.subnet is not None and addr.service is not None
+    f = files(state, net_name)
+    lines = [
+        f"# {names.link_mark(topo.name, 'dnsmasq', net_name)} — written by vnet, replaced on every apply",
+        f"# netns={netns}",  # where it runs; read back by observe
+        f"interface={ifname}",
+        "bind-interfaces",
+        "except-interface=lo",
+        f"pid-file={f['pid']}",
+        f"log-facility={f['log']}",
+        "no-hosts",
+        "no-resolv",
+    ]
+    if net.dns is None:
+        lines.append("port=0")
+    else:
+        domain = net.dns.domain
+        lines += [f"domain={domain}", f"local=/{domain}/", "domain-needed", "bogus-priv"]
+        if net.mode != "isolated":
+            for server in net.dns.upstream if net.dns.upstream is not None else upstream:
+                lines.append(f"server={server}")
+        for ep_name, ep in topo.endpoints.items():
+            if isinstance(ep, NetnsSpec) and ep.network == net_name and ep.address:
+                ip = ipaddress.IPv4Interface(ep.address).ip
+                lines.append(f"host-record={hostname(ep_name)}.{domain},{hostname(ep_name)},{ip}")
+        if addr.gateway is not None:
+            lines.append(f"host-record=gateway.{domain},gateway,{addr.gateway}")
+        for rec_name, ip in net.dns.records.items():
+            lines.append(f"host-record={rec_name},{ip}")
+
+    if net.dhcp is not None:
+        first, last = dhcp_range(topo, net_name)
+        lines += [
+            f"dhcp-leasefile={f['leases']}",
+            f"dhcp-range={first},{last},{addr.subnet.netmask},{_lease(net.dhcp.lease)}",
+            "dhcp-authoritative",
+        ]
+        # an empty option tells dnsmasq to send none: an isolated network has no router
+        lines.append(f"dhcp-option=option:router,{addr.gateway}" if addr.gateway else "dhcp-option=option:router")
+        lines.append(f"dhcp-option=option:dns-server,{addr.service}" if net.dns else "dhcp-option=option:dns-server")
+        if net.dhcp.mtu or net.mtu:
+            lines.append(f"dhcp-option=option:mtu,{net.dhcp.mtu or net.mtu}")
+        if net.dhcp.routes:
+            # clients that take option 121 ignore the router option, so the default route goes in too
+            routes = [f"{r.to},{r.via}" for r in net.dhcp.routes]
+            if addr.gateway:
+                routes.append(f"0.0.0.0/0,{addr.gateway}")
+            lines.append("dhcp-option=option:classless-static-route," + ",".join(routes))
+        for ep_name, ep in topo.endpoints.items():
+            if getattr(ep, "network", None) != net_name:
+                continue
+            mac = guest_mac(topo, ep_name)
+            if isinstance(ep, NetnsSpec) and ep.address:
+                lines.append(f"dhcp-host={mac},{ipaddress.IPv4Interface(ep.address).ip},{hostname(ep_name)}")
+            elif isinstance(ep, (NetnsSpec, TapSpec)):
+                lines.append(f"dhcp-host={mac},{hostname(ep_name)}")
+        for vm_name, vm in topo.vms.items():
+            for i, nic in enumerate(vm.nics):
+                if nic.network != net_name:
+                    continue
+                mac = nic.mac or names.mac(topo.name, vm_name, str(i))
+                name = hostname(vm_name) if i == 0 else f"{hostname(vm_name)}-{i}"
+                lines.append(f"dhcp-host={mac},{nic.address},{name}" if nic.address else f"dhcp-host={mac},{name}")
+        for h in net.dhcp.hosts:
+            lines.append(f"dhcp-host={h.mac},{h.address}" + (f",{hostname(h.name)}" if h.name else ""))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,91 @@
+"""dnsmasq as a supervised daemon: config, pid file, lease file and log under the state directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vnet import dnsconf
+from vnet.drivers import process
+from vnet.drivers.ns import Namespaces
+from vnet.resources import Resource, make
+
+
+def digest(config: str) -> str:
+    return hashlib.sha256(config.encode()).hexdigest()[:16]
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def create(nss: Namespaces, state: Path, r: Resource) -> None:
+    f = dnsconf.files(state, r.get("network"))
+    _write(f["conf"], r.get("config"))
+    for path in (f["leases"], f["log"]):
+        path.touch()
+        os.chown(path, 65534, 65534)  # dnsmasq drops to nobody; it must still write these
+    process.start(nss.get(r.get("ns")), ["dnsmasq", f"--conf-file={f['conf']}"], f["pid"], marker=f["conf"])
+
+
+def delete(nss: Namespaces, state: Path, r: Resource) -> None:
+    f = dnsconf.files(state, r.get("network"))
+    process.stop(f["pid"], marker=f["conf"])
+
+
+def update(nss: Namespaces, state: Path, old: Resource, new: Resource) -> None:
+    delete(nss, state, old)
+    create(nss, state, new)
+
+
+def observe(state: Path) -> list[Resource]:
+    out = []
+    for conf in sorted(state.glob("dnsmasq-*.conf")):
+        network = conf.name[len("dnsmasq-") : -len(".conf")]
+        f = dnsconf.files(state, network)
+        if process.running(f["pid"], marker=conf) is None:
+            continue  # crashed or stopped: not there, so apply starts it again
+        text = conf.read_text()
+        ns = _ns_of(text)
+        out.append(make("service", f"dnsmasq-{network}", {"config": text}, network=network, ns=ns, digest=digest(text)))
+    return out
+
+
+def _ns_of(config: str) -> str:
+    for line in config.splitlines():
+        if line.startswith("# netns="):
+            return line.split("=", 1)[1]
+    return ""
+
+
+@dataclass(frozen=True)
+class Lease:
+    network: str
+    mac: str
+    address: str
+    name: str
+    expires: int  # epoch seconds, 0 for infinite
+
+    @property
+    def remaining(self) -> str:
+        if self.expires == 0:
+            return "infinite"
+        left = int(self.expires - time.time())
+        return f"{left}s" if left >= 0 else "expired"
+
+
+def leases(state: Path) -> list[Lease]:
+    out = []
+    for path in sorted(state.glob("dnsmasq-*.leases")):
+        network = path.name[len("dnsmasq-") : -len(".leases")]
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 4:
+                out.append(Lease(network, fields[1], fields[2], "" if fields[3] == "*" else fields[3], int(fields[0])))
+    return out

@@ -1,0 +1,169 @@
+"""A tiny guest for demos and tests, built from Debian packages already on the machine.
+
+The Debian cloud kernel (`linux-image-cloud-amd64`) plus an initramfs holding static busybox, the
+virtio-net modules, a DHCP client script and a command agent on the second serial port. Nothing
+is downloaded. The agent lets a test run a shell command in the guest and read its output.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import socket
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vnet.errors import VnetError
+
+MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
+           "failover", "net_failover", "virtio_net")
+
+INIT = """#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /etc /run
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox --install -s /bin
+for m in {modules}; do insmod /lib/modules/$m.ko 2>/dev/null; done
+ip link set lo up
+echo "VNET-BOOTED $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
+for dev in $(ls /sys/class/net); do
+  [ "$dev" = lo ] && continue
+  ip link set "$dev" up
+  udhcpc -i "$dev" -s /udhcpc.sh -t 30 -T 1 -A 2 -b >/dev/ttyS0 2>&1
+done
+echo "VNET-NET-UP $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
+stty -F /dev/ttyS1 raw -echo
+exec /agent.sh
+"""
+
+UDHCPC = """#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface" ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    : > /etc/resolv.conf
+    [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
+    echo "VNET-LEASE $interface $ip/$mask $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0 ;;
+esac
+"""
+
+# one request per line: "<id> <base64 script>"; the reply is the output, then "VNET-END <id> <rc>"
+AGENT = """#!/bin/sh
+exec 3<>/dev/ttyS1
+while read -r id b64 <&3; do
+  echo "$b64" | base64 -d > /tmp/cmd 2>/dev/null
+  out=$(sh /tmp/cmd 2>&1); rc=$?
+  printf 'VNET-BEGIN %s\\n%s\\nVNET-END %s %s\\n' "$id" "$out" "$id" "$rc" >&3
+done
+"""
+
+
+def kernel_path() -> Path:
+    found = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64")) or sorted(Path("/boot").glob("vmlinuz-*"))
+    if not found:
+        raise VnetError("no guest kernel in /boot: apt-get install linux-image-cloud-amd64")
+    return found[-1]
+
+
+def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive of (path, mode, data); symlinks carry their target as data."""
+    out = io.BytesIO()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
+        encoded = name.encode() + b"\0"
+        header = "070701" + "".join(
+            f"{v:08x}" for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+        )
+        out.write(header.encode() + encoded)
+        out.write(b"\0" * (-(110 + len(encoded)) % 4))
+        out.write(data)
+        out.write(b"\0" * (-len(data) % 4))
+    return out.getvalue()
+
+
+def build_initrd(dest_dir: Path) -> Path:
+    """Build (or reuse) the initramfs; its name carries a hash of its inputs."""
+    kernel = kernel_path()
+    version = kernel.name.removeprefix("vmlinuz-")
+    moddir = Path("/lib/modules") / version / "kernel"
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise VnetError("busybox is missing: apt-get install busybox-static")
+    modules = []
+    for m in MODULES:
+        found = list(moddir.rglob(f"{m}.ko"))
+        if not found:
+            raise VnetError(f"module {m}.ko not found under {moddir}")
+        modules.append((m, found[0].read_bytes()))
+    files = {
+        "init": INIT.format(modules=" ".join(MODULES)).encode(),
+        "udhcpc.sh": UDHCPC.encode(),
+        "agent.sh": AGENT.encode(),
+    }
+    bb = Path(busybox).read_bytes()
+    key = hashlib.sha256(b"".join([bb, *files.values(), *(d for _, d in modules)])).hexdigest()[:12]
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / f"initrd-{key}.gz"
+    if target.exists():
+        return target
+    d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
+    entries = [("bin", d, b""), ("lib", d, b""), ("lib/modules", d, b""), ("etc", d, b""),
+               ("bin/busybox", x, bb), ("bin/sh", stat.S_IFLNK | 0o777, b"busybox")]
+    entries += [(name, x, data) for name, data in files.items()]
+    entries += [(f"lib/modules/{m}.ko", f, data) for m, data in modules]
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(gzip.compress(_cpio(entries), compresslevel=1))
+    tmp.replace(target)
+    return target
+
+
+APPEND = "console=ttyS0 quiet panic=-1 rdinit=/init"
+
+
+@dataclass
+class Agent:
+    """Runs shell commands in a guest through its second serial port (a QEMU unix socket)."""
+
+    socket_path: Path
+
+    def run(self, script: str, timeout: float = 30.0) -> tuple[int, str]:
+        ident = os.urandom(4).hex()
+        request = f"{ident} {base64.b64encode(script.encode()).decode()}\n".encode()
+        end = f"VNET-END {ident} ".encode()
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.socket_path))
+            s.sendall(request)
+            data = b""
+            while end not in data or not data.split(end, 1)[1].endswith(b"\n"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"guest agent did not answer within {timeout}s")
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("guest agent closed the connection")
+                data += chunk
+        out, _, tail = data.partition(end)
+        out = out.partition(f"VNET-BEGIN {ident}\n".encode())[2]  # drop anything stale before it
+        return int(tail.split()[0]), out.decode(errors="replace").replace("\r", "").rstrip("\n")
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Wait until the guest's agent answers; returns seconds waited."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                rc, out = self.run("echo ready", timeout=3)
+                if rc == 0 and out.endswith("ready"):
+                    return time.monotonic() - t0
+            except (OSError, TimeoutError, ConnectionError, ValueError):
+                time.sleep(0.3)
+        raise TimeoutError(f"guest agent at {self.socket_path} not ready after {timeout}s")
