@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vnet import spec
+import os
+
+from vnet import qemuargs, spec
+from vnet.desired import desired
+from vnet.drivers import dnsmasq
 from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned
-from vnet.errors import SpecError
+from vnet.errors import SpecError, VnetError
+from vnet.observe import Observation
 from vnet.plan import Action, matches
 from vnet.spec.models import Topology
 from vnet.spec.validate import parse_yaml
@@ -47,6 +52,26 @@ def topology_name(path: Path | str) -> str:
         raise
 
 
+def leases(topology: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[dnsmasq.Lease]:
+    return dnsmasq.leases(Path(state_dir) / topology)
+
+
+def console_log(topology: str, vm: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> Path:
+    return qemuargs.files(Path(state_dir) / topology, vm)["console"]
+
+
+def qemu_args(topo: Topology, vm: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, full: bool = False) -> list[str]:
+    if vm not in topo.vms:
+        raise VnetError(f"no VM named {vm!r} in {topo.name} (known: {', '.join(topo.vms) or 'none'})")
+    if not full:
+        return qemuargs.nic_args(topo, vm, vhost=os.path.exists("/dev/vhost-net"))
+    eng = engine(topo.name, netns, state_dir)
+    for r in desired(topo, eng.facts(topo, Observation(topo.name))):
+        if r.kind == "vm" and r.key == vm:
+            return list(r.get("argv"))
+    raise VnetError(f"no VM named {vm!r}")
+
+
 def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> dict:
     planned = engine(topo.name, netns, state_dir).status(topo)
     owned = planned.observation.owned
@@ -64,4 +89,5 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "netns": netns,
         "in_sync": not planned.actions,
         "resources": rows,
+        "leases": [lease.__dict__ | {"remaining": lease.remaining} for lease in leases(topo.name, state_dir)],
     }

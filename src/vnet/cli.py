@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -120,9 +122,61 @@ def status(topology: Path, output: str = typer.Option("table", "-o", "--output",
     for row in report["resources"]:
         table.add_row(row["kind"], row["name"], row["details"], f"[{colour[row['state']]}]{row['state']}[/]")
     out.print(table)
+    if report["leases"]:
+        lt = Table(title="DHCP leases")
+        for col in ("network", "mac", "address", "name", "expires in"):
+            lt.add_column(col)
+        for lease in report["leases"]:
+            lt.add_row(lease["network"], lease["mac"], lease["address"], lease["name"], lease["remaining"])
+        out.print(lt)
     out.print("in sync" if report["in_sync"] else "NOT in sync: run `vnet apply` to repair", highlight=False)
     if not report["in_sync"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def leases(topology: Path, output: str = typer.Option("table", "-o", "--output", help="table or json")) -> None:
+    """List current DHCP leases of the topology's networks (MAC, IP, name, expiry)."""
+    try:
+        name = api.topology_name(topology)
+    except VnetError as exc:
+        _fail(exc)
+    rows = api.leases(name, state_dir=ctx.state_dir)
+    if output == "json":
+        print(json.dumps([r.__dict__ | {"remaining": r.remaining} for r in rows], indent=2))
+        return
+    table = Table(title=f"leases of {name}")
+    for col in ("network", "mac", "address", "name", "expires in"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.network, r.mac, r.address, r.name, r.remaining)
+    out.print(table)
+
+
+@app.command("qemu-args")
+def qemu_args(topology: Path, vm: str, full: bool = typer.Option(False, "--full", help="the whole command line vnet runs")) -> None:
+    """Print the QEMU arguments for a VM's NICs (taps made by `vnet apply`)."""
+    try:
+        topo = spec.load(topology)
+        argv = api.qemu_args(topo, vm, netns=ctx.netns, state_dir=ctx.state_dir, full=full)
+    except VnetError as exc:
+        _fail(exc)
+    print(" ".join(shlex.quote(a) for a in argv))
+
+
+@app.command()
+def console(topology: Path, vm: str, follow: bool = typer.Option(False, "-f", "--follow")) -> None:
+    """Show what a VM printed on its serial console."""
+    try:
+        path = api.console_log(api.topology_name(topology), vm, state_dir=ctx.state_dir)
+    except VnetError as exc:
+        _fail(exc)
+    if not path.exists():
+        err.print(f"error: no console log for {vm} at {path}: is it running? (vnet status)")
+        raise typer.Exit(1)
+    if follow:
+        os.execvp("tail", ["tail", "-n", "+1", "-f", str(path)])
+    sys.stdout.write(path.read_text(errors="replace"))
 
 
 @app.command()

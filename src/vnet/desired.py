@@ -30,6 +30,7 @@ class HostFacts:
     kvm: bool = False  # KVM runs guests here (probed), for accel: auto
     vhost_net: bool = False  # /dev/vhost-net exists
     state: Path = Path("/run/vnet/_")  # the topology's state directory: where daemons keep their files
+    tiny_guest: tuple[str, str] | None = None  # (kernel, initrd) of the built-in test guest, when a VM uses it
 
 
 def bridge_name(topo: Topology, net_name: str) -> str:
@@ -194,7 +195,7 @@ def _vms(topo: Topology, facts: HostFacts) -> list[Resource]:
                     mtu=topo.networks[nic.network].mtu,
                 )
             )
-        argv = qemuargs.argv(topo, vm_name, facts.state, kvm=facts.kvm, vhost=facts.vhost_net)
+        argv = qemuargs.argv(topo, vm_name, facts.state, kvm=facts.kvm, vhost=facts.vhost_net, tiny=facts.tiny_guest)
         out.append(make("vm", vm_name, {"argv": argv}, digest=argv_digest(argv)))
     return out
 

@@ -136,7 +136,13 @@ class Engine:
             kvm=wants_kvm and kvm.usable(),
             vhost_net=os.path.exists("/dev/vhost-net"),
             state=self.state,
+            tiny_guest=self._tiny_guest() if any(vm.image == "tiny" for vm in topo.vms.values()) else None,
         )
+
+    def _tiny_guest(self) -> tuple[str, str]:
+        from vnet import guest
+
+        return str(guest.kernel_path()), str(guest.build_initrd(self.state_root / "guest"))
 
     def _plan(self, nss: Namespaces, topo: Topology) -> Planned:
         obs = self.observe(nss, topo)

@@ -126,9 +126,6 @@ def build_initrd(dest_dir: Path) -> Path:
     return target
 
 
-APPEND = "console=ttyS0 quiet panic=-1 rdinit=/init"
-
-
 @dataclass
 class Agent:
     """Runs shell commands in a guest through its second serial port (a QEMU unix socket)."""

@@ -54,8 +54,15 @@ def files(state: Path, vm_name: str) -> dict[str, Path]:
     return {k: Path(f"{base}.{k}") for k in ("pid", "console", "agent", "qmp", "argv")}
 
 
-def argv(topo: Topology, vm_name: str, state: Path, kvm: bool, vhost: bool) -> list[str]:
+TINY_APPEND = "console=ttyS0 quiet panic=-1 rdinit=/init"
+
+
+def argv(topo: Topology, vm_name: str, state: Path, kvm: bool, vhost: bool, tiny: tuple[str, str] | None = None) -> list[str]:
     vm = topo.vms[vm_name]
+    if vm.image == "tiny":
+        if tiny is None:
+            raise ValueError("the tiny guest was not built")
+        vm = vm.model_copy(update={"kernel": tiny[0], "initrd": tiny[1], "append": TINY_APPEND})
     f = files(state, vm_name)
     accel = {"kvm": "kvm", "tcg": "tcg"}.get(vm.accel) or ("kvm" if kvm else "tcg")
     out = [

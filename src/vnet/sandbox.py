@@ -134,7 +134,7 @@ def _build(sb: Sandbox, host_dhcp: bool) -> None:
             "--interface=lan", "--bind-interfaces", "--except-interface=lo",
             f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},255.255.255.0,1h",
             f"--dhcp-option=option:router,{LAN_ROUTER}", f"--dhcp-option=option:dns-server,{LAN_ROUTER}",
-            f"--host-record={DNS_NAME},{WAN_ADDR}", f"--dhcp-leasefile={sb.state / 'lan.leases'}",
+            f"--host-record={DNS_NAME},{WAN_ADDR}", "--local=/test/", f"--dhcp-leasefile={sb.state / 'lan.leases'}",
             "--dhcp-authoritative", f"--pid-file={sb.state / 'dnsmasq.pid.inner'}",
         ],
         sb.state / "dnsmasq.pid",

@@ -1,6 +1,7 @@
-"""Does KVM actually run a guest here? Opening /dev/kvm is not enough: on some hosts a vCPU
-hangs instead of running. The probe runs one `hlt` instruction in a fresh VM, in a child process
-with a deadline, and says yes only if the vCPU exits with KVM_EXIT_HLT."""
+"""Does KVM actually run a guest here? Opening /dev/kvm is not enough: on some hosts a vCPU hangs,
+or QEMU cannot set up its vCPU (seen here: "failed to set MSR 0x10a"). Two probes, each in a child
+process with a deadline: one `hlt` instruction in a bare VM must exit with KVM_EXIT_HLT, and QEMU
+must bring up a KVM machine (paused) and quit cleanly over QMP."""
 
 from __future__ import annotations
 
@@ -54,6 +55,14 @@ def usable(timeout: float = 3.0) -> bool:
         return False
     try:
         proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
+        if proc.returncode != 0:
+            return False
+        qmp = '{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
+        proc = subprocess.run(
+            ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-nodefaults",
+             "-display", "none", "-S", "-qmp", "stdio"],
+            input=qmp, capture_output=True, text=True, timeout=timeout,
+        )
+    except (subprocess.TimeoutExpired, FileNotFoundError):
         return False
-    return proc.returncode == 0
+    return proc.returncode == 0 and "error" not in proc.stderr.lower()

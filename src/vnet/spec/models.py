@@ -227,6 +227,9 @@ class VmNic(Strict):
 
 
 class VmSpec(Strict):
+    image: Literal["tiny"] | None = Field(
+        None, description="tiny: vnet's built-in test guest (Debian cloud kernel + busybox, DHCP client, command agent)"
+    )
     kernel: str | None = Field(None, description="path to a kernel to boot directly (with initrd, append)")
     initrd: str | None = None
     append: str | None = Field(None, description="kernel command line")

@@ -321,8 +321,8 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
             macs.setdefault(names.mac(topo.name, ep_name), ep_name)  # derived MACs may not collide either
     for vm_name, vm in topo.vms.items():
         path = f"vms.{vm_name}"
-        if not vm.kernel and not vm.disk:
-            add(Problem(path, "has neither kernel: nor disk:", "give a kernel (with initrd, append) or a disk image"))
+        if sum(bool(x) for x in (vm.image, vm.kernel or vm.disk)) != 1:
+            add(Problem(path, "needs exactly one of image:, kernel: (with initrd, append) or disk:", "e.g. image: tiny for vnet's test guest"))
         if vm.kernel and vm.disk and not vm.append:
             pass  # a kernel with a root disk is fine
         if (vm.initrd or vm.append) and not vm.kernel:
