@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 need=()
 for pair in ip:iproute2 nft:nftables iptables:iptables dnsmasq:dnsmasq-base busybox:busybox-static \
-            nsenter:util-linux setpriv:util-linux ss:iproute2; do
+            nsenter:util-linux setpriv:util-linux ss:iproute2 qemu-system-x86_64:qemu-system-x86; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
+# the guest kernel of vnet's tiny test guest (virtio_net as a module, as the guest builder expects)
+ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || need+=(linux-image-cloud-amd64)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "missing packages ${need[*]}: run as root to install them" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
