@@ -72,6 +72,19 @@ def qemu_args(topo: Topology, vm: str, netns: str | None = None, state_dir: Path
     raise VnetError(f"no VM named {vm!r}")
 
 
+def forward_counters(topology: str, netns: str | None = None) -> list[dict]:
+    """Each port forward with its packet and byte counters (the `iptables -t nat -vL` of vnet)."""
+    from vnet.drivers.ns import Namespace
+    from vnet.drivers import nft
+    from vnet import names
+
+    ns = Namespace(netns)
+    try:
+        return nft.forward_counters(ns, names.nft_table(topology))
+    finally:
+        ns.close()
+
+
 def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> dict:
     planned = engine(topo.name, netns, state_dir).status(topo)
     owned = planned.observation.owned
@@ -89,5 +102,6 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "netns": netns,
         "in_sync": not planned.actions,
         "resources": rows,
+        "forwards": forward_counters(topo.name, netns),
         "leases": [lease.__dict__ | {"remaining": lease.remaining} for lease in leases(topo.name, state_dir)],
     }

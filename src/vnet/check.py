@@ -79,28 +79,57 @@ def dhcp_client(ns: str, ifname: str = "eth0", tries: int = 5) -> str:
         return lease.read_text().strip()
 
 
-class Listener:
-    """A TCP server in a namespace that answers each connection with the peer's address."""
+def udp_line(ns: str | None, address: str, port: int, timeout_s: float = 2.0) -> str | None:
+    """Send a datagram from `ns` and return the reply, or None when nothing answers."""
 
-    def __init__(self, ns: str, port: int, address: str = "0.0.0.0"):
+    def talk() -> str | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout_s)
+            try:
+                s.sendto(b"hello\n", (address, port))
+                return s.recv(256).decode().strip()
+            except OSError:
+                return None
+
+    if ns is None:
+        return talk()
+    n = Namespace(ns)
+    try:
+        return n.call(talk)
+    finally:
+        n.close()
+
+
+class Listener:
+    """A TCP (or UDP) server in a namespace that answers each client with the client's address."""
+
+    def __init__(self, ns: str, port: int, address: str = "0.0.0.0", udp: bool = False):
         self.ns = Namespace(ns)
-        self.sock = self.ns.call(self._open, address, port)
+        self.udp = udp
+        self.sock = self.ns.call(self._open, address, port, udp)
         import threading
 
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     @staticmethod
-    def _open(address: str, port: int) -> socket.socket:
-        s = socket.socket()
+    def _open(address: str, port: int, udp: bool) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((address, port))
-        s.listen(16)
+        if not udp:
+            s.listen(16)
         return s
 
     def _serve(self) -> None:
         while True:
             try:
+                if self.udp:
+                    _, peer = self.sock.recvfrom(256)
+                    if peer is None:  # shut down
+                        return
+                    self.sock.sendto((peer[0] + "\n").encode(), peer)
+                    continue
                 c, peer = self.sock.accept()
             except OSError:
                 return

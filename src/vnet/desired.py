@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vnet import dnsconf, names, nftrules, qemuargs
 from vnet.resources import Resource, make, ns_key
-from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
+from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec, rate_bits
 from vnet.spec.validate import addressing
 from vnet.drivers.dnsmasq import digest as config_digest
 from vnet.drivers.qemu import digest as argv_digest
@@ -31,6 +31,39 @@ class HostFacts:
     vhost_net: bool = False  # /dev/vhost-net exists
     state: Path = Path("/run/vnet/_")  # the topology's state directory: where daemons keep their files
     tiny_guest: tuple[str, str] | None = None  # (kernel, initrd) of the built-in test guest, when a VM uses it
+
+
+@dataclass(frozen=True)
+class Port:
+    """A bridge port vnet makes for an endpoint or a VM NIC, with what it may do."""
+
+    ifname: str  # host side: the tap, or the host end of the veth
+    network: str
+    mac: str  # the MAC the guest/container sends from
+    address: str | None  # its fixed IPv4 address, when known
+    isolated: bool
+    spoofing: str
+    rate: str | None
+
+
+def ports(topo: Topology) -> list[Port]:
+    from vnet.spec.validate import known_address
+
+    out = []
+    t = topo.name
+    for ep_name, ep in topo.endpoints.items():
+        if isinstance(ep, TunSpec) or getattr(ep, "network", None) is None:
+            continue
+        ifname = (ep.ifname or names.tap(t, ep_name)) if isinstance(ep, TapSpec) else names.veth_host(t, ep_name)
+        ip = known_address(topo, ep_name, ep.network)
+        out.append(Port(ifname, ep.network, guest_mac(topo, ep_name), str(ip) if ip else None, ep.isolated, ep.spoofing, ep.rate))
+    for vm_name, vm in topo.vms.items():
+        for i, nic in enumerate(vm.nics):
+            out.append(
+                Port(qemuargs.nic_tap(topo, vm_name, i), nic.network, qemuargs.nic_mac(topo, vm_name, i), nic.address,
+                     nic.isolated, nic.spoofing, nic.rate)
+            )
+    return out
 
 
 def bridge_name(topo: Topology, net_name: str) -> str:
@@ -80,12 +113,17 @@ def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
             out.append(_address(HOST, br, f"{addr.gateway}/{addr.subnet.prefixlen}"))
         if net.mode == "bridged":
             out.append(make("uplink", net.uplink, bridge=br))
+    # forwarding only on the interfaces that need it, never the host-wide ip_forward: a nat
+    # network's bridge and uplink, and both bridges of an allowed pair (IPv4 asks the input device)
+    forwarding: list[str] = []
+    for net_name, net in topo.networks.items():
         if net.mode == "nat":
-            uplink = uplink_of(topo, net_name, facts)
-            # forwarding only on the two interfaces that need it, not the host-wide ip_forward
-            for dev in (br, uplink):
-                path = f"net/ipv4/conf/{dev}/forwarding"
-                out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
+            forwarding += [bridge_name(topo, net_name), uplink_of(topo, net_name, facts)]
+    for rule in topo.allow:
+        forwarding += [bridge_name(topo, rule.from_), bridge_name(topo, rule.to)]
+    for dev in dict.fromkeys(forwarding):
+        path = f"net/ipv4/conf/{dev}/forwarding"
+        out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
 
     for ep_name, ep in topo.endpoints.items():
         network = getattr(ep, "network", None)
@@ -136,6 +174,9 @@ def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
 
     out += _services(topo, facts)
     out += _vms(topo, facts)
+    for port in ports(topo):
+        if port.rate:
+            out.append(make("qdisc", port.ifname, rate=rate_bits(port.rate)))
 
     rules = nftrules.render(topo, facts)
     if rules is not None:

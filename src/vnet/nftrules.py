@@ -1,18 +1,26 @@
 """The nftables ruleset of one topology, rendered as text for `nft -f`. Pure.
 
-All of a topology's rules live in one table, `inet vnet-<topology>`, that vnet owns whole: apply
-replaces it in a single transaction, destroy deletes it, and nothing else on the host is touched.
-Base chains use policy accept, so vnet never decides for traffic that is not its own.
+All of a topology's rules live in two tables that vnet owns whole, `inet vnet-<topology>` (routing,
+NAT, forwards, isolation between networks) and `bridge vnet-<topology>` (anti-spoofing, port
+isolation, upload limits). Apply replaces both in a single transaction, destroy deletes them,
+nothing else on the host is touched, and base chains use policy accept, so vnet never decides
+for traffic that is not its own.
+
+Everything that grows with the topology — bridges, uplinks, port forwards, allowed pairs, ports —
+is an element of a set or map, so the rules a packet walks are a fixed list: adding the ten
+thousandth forward adds a map element, not a rule.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vnet import names
-from vnet.spec.validate import addressing
+from vnet.spec.models import port_span, rate_bits
+from vnet.spec.validate import addressing, forward_target
 
 if TYPE_CHECKING:
     from vnet.desired import HostFacts
@@ -24,57 +32,170 @@ def _q(name: str) -> str:
     return json.dumps(name)
 
 
+@dataclass
+class _Set:
+    name: str
+    type: str
+    elements: list[str] = field(default_factory=list)
+    flags: str = ""
+    counter: bool = False
+    map_type: str = ""  # "a : b" makes it a map
+
+    def render(self) -> list[str]:
+        kind = "map" if self.map_type else "set"
+        body = [f"type {self.map_type or self.type}"]
+        if self.flags:
+            body.append(f"flags {self.flags}")
+        if self.counter:
+            body.append("counter")
+        if self.elements:
+            body.append("elements = { " + ", ".join(self.elements) + " }")
+        return [f"  {kind} {self.name} {{", *(f"    {b}" for b in body), "  }"]
+
+
+def upload_burst(bits: int) -> int:
+    """Policer burst in bytes: 50 ms of traffic, at least 64 KiB, so TCP is not starved."""
+    return max(65536, bits // 8 // 20)
+
+
 def render(topo: Topology, facts: HostFacts) -> tuple[str, str, int] | None:
     """(ruleset text, digest, rule count) or None when the topology needs no rules.
 
-    The digest of the rules is written into the table's comment, so observing the table tells
+    The digest of the rules is written into the inet table's comment, so observing the table tells
     whether it still holds what this topology wants; the rule count catches a hand-made flush."""
-    from vnet.desired import bridge_name, uplink_of
+    from vnet.desired import bridge_name, ports, uplink_of
 
-    forward: list[str] = []
-    input_: list[str] = []
-    postrouting: list[str] = []
+    bridges = _Set("bridges", "ifname")
+    isolated_bridges = _Set("isolated_bridges", "ifname")
+    intra = _Set("intra", "ifname . ifname")
+    egress = _Set("egress", "ifname . ifname")
+    masq = _Set("masq", "ipv4_addr . ifname", flags="interval")
+    hairpin = _Set("hairpin", "ipv4_addr . ifname", flags="interval")
+    forwards = _Set("forwards", "", counter=True, map_type="inet_proto . inet_service : ipv4_addr . inet_service")
+    allowed_any = _Set("allowed_any", "ifname . ifname")
+    allowed = _Set("allowed", "inet_proto . ifname . ifname . inet_service", flags="interval")
+
     for net_name, net in topo.networks.items():
-        br = _q(bridge_name(topo, net_name))
         if net.mode == "bridged":
             continue
-        # with br_netfilter loaded (Docker loads it), frames switched inside the bridge pass the
+        br = _q(bridge_name(topo, net_name))
+        bridges.elements.append(br)
+        # with br_netfilter loaded (Docker loads it), frames switched inside a bridge pass the
         # inet forward hook with the bridge as both in and out device: they must stay untouched
-        forward.append(f"iifname {br} oifname {br} accept")
+        intra.elements.append(f"{br} . {br}")
+        if net.mode == "isolated":
+            isolated_bridges.elements.append(br)
         if net.mode == "nat":
             up = _q(uplink_of(topo, net_name, facts) or "")
-            subnet = addressing(topo, net_name).subnet
-            forward += [
-                f"iifname {br} oifname {up} accept",
-                f"iifname {up} oifname {br} ct state established,related accept",
-            ]
-            postrouting.append(f"ip saddr {subnet} ip daddr != {subnet} oifname {up} masquerade")
-        if net.mode == "isolated":
-            # no address of the host's may answer on an isolated bridge, whatever a guest configures
-            input_.append(f"iifname {br} drop")
-        # everything else in or out of a vnet bridge is not forwarded: no reach beyond the network
-        forward += [f"iifname {br} drop", f"oifname {br} drop"]
-    if not (forward or input_ or postrouting):
+            egress.elements.append(f"{br} . {up}")
+            masq.elements.append(f"{addressing(topo, net_name).subnet} . {up}")
+            hairpin.elements.append(f"{addressing(topo, net_name).subnet} . {br}")
+            for fwd in net.forwards:
+                address, to_port = forward_target(topo, net_name, fwd.to)
+                lo, hi = port_span(fwd.port)
+                for port in range(lo, hi + 1):
+                    forwards.elements.append(f"{fwd.proto} . {port} : {address} . {to_port or port}")
+    for rule in topo.allow:
+        a, b = _q(bridge_name(topo, rule.from_)), _q(bridge_name(topo, rule.to))
+        if rule.ports:
+            for p in rule.ports:
+                lo, hi = port_span(p)
+                allowed.elements.append(f"{rule.proto} . {a} . {b} . {lo}" + (f"-{hi}" if hi != lo else ""))
+        elif rule.proto:
+            allowed.elements.append(f"{rule.proto} . {a} . {b} . 0-65535")
+        else:
+            allowed_any.elements.append(f"{a} . {b}")
+
+    inet_sets = [bridges, isolated_bridges, intra, egress, masq, hairpin, forwards, allowed_any, allowed]
+    forward = [
+        "iifname . oifname @intra accept",
+        "iifname @bridges ct state established,related accept",
+        "oifname @bridges ct state established,related accept",
+        "iifname . oifname @egress accept",
+        "oifname @bridges ct status dnat accept",  # port forwards
+        "meta l4proto . iifname . oifname . th dport @allowed accept",
+        "iifname . oifname @allowed_any accept",
+        # everything else in or out of a vnet bridge is not forwarded: networks are isolated
+        "iifname @bridges drop",
+        "oifname @bridges drop",
+    ]
+    # no address of the host's may answer on an isolated bridge, whatever a guest configures
+    input_ = ["iifname @isolated_bridges drop"]
+    dnat = "dnat ip to meta l4proto . th dport map @forwards"
+    prerouting = [f"fib daddr type local {dnat}"]
+    output = [f"ip daddr != 127.0.0.0/8 fib daddr type local {dnat}"]  # forwards reached from the host itself
+    postrouting = [
+        "ip saddr . oifname @masq masquerade",
+        # hairpin: an endpoint reaching a forward on the host's address must get the reply through
+        # the host, so the target sees the gateway (postrouting knows no input device: match the source)
+        "ct status dnat ip saddr . oifname @hairpin masquerade",
+    ]
+
+    guarded = _Set("guarded", "ifname")
+    port_mac = _Set("port_mac", "ifname . ether_addr")
+    ip_guarded = _Set("ip_guarded", "ifname")
+    port_ip = _Set("port_ip", "ifname . ipv4_addr")
+    isolated_ports = _Set("isolated_ports", "ifname")
+    upload = _Set("upload_limits", "", map_type="ifname : limit")
+    limits: list[str] = []
+    for i, port in enumerate(ports(topo)):
+        name = _q(port.ifname)
+        if port.spoofing == "deny":
+            guarded.elements.append(name)
+            port_mac.elements.append(f"{name} . {port.mac}")
+            if port.address:
+                ip_guarded.elements.append(name)
+                port_ip.elements.append(f"{name} . {port.address}")
+        if port.isolated:
+            isolated_ports.elements.append(name)
+        if port.rate:
+            bits = rate_bits(port.rate)
+            limits.append(
+                f"  limit up{i} {{ rate over {bits // 8 // 1000} kbytes/second burst {upload_burst(bits) // 1000} kbytes }}"
+            )
+            upload.elements.append(f"{name} : \"up{i}\"")
+    bridge_sets = [guarded, port_mac, ip_guarded, port_ip, isolated_ports, upload]
+    bridge_pre = [
+        "iifname @guarded iifname . ether saddr != @port_mac drop",
+        "iifname @guarded udp sport 67 drop",  # no rogue DHCP server on an endpoint
+        "iifname @ip_guarded ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip drop",
+        "iifname @ip_guarded arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_ip drop",
+        "limit name iifname map @upload_limits drop",
+    ]
+    bridge_fwd = ["iifname @isolated_ports drop", "oifname @isolated_ports drop"]
+
+    if not bridges.elements and not guarded.elements and not isolated_ports.elements and not upload.elements:
         return None
 
+    inet_body: list[str] = []
+    for s in inet_sets:
+        inet_body += s.render()
+
+    def chain(body: list[str], name: str, hook: str, prio: str, rules: list[str], kind: str = "filter") -> None:
+        body.append(f"  chain {name} {{")
+        body.append(f"    type {kind} hook {hook} priority {prio}; policy accept;")
+        body.extend(f"    {r}" for r in rules)
+        body.append("  }")
+
+    chain(inet_body, "forward", "forward", "filter", forward)
+    chain(inet_body, "input", "input", "filter", input_)
+    chain(inet_body, "prerouting", "prerouting", "dstnat", prerouting, kind="nat")
+    chain(inet_body, "output", "output", "-100", output, kind="nat")  # dstnat, by number: nft 1.0.6 refuses the name on output
+    chain(inet_body, "postrouting", "postrouting", "srcnat", postrouting, kind="nat")
+    bridge_body = list(limits)
+    for s in bridge_sets:
+        bridge_body += s.render()
+    chain(bridge_body, "prerouting", "prerouting", "filter", bridge_pre)
+    chain(bridge_body, "forward", "forward", "filter", bridge_fwd)
+
     table = names.nft_table(topo.name)
-    lines: list[str] = []
-
-    def chain(name: str, hook: str, prio: str, rules: list[str], kind: str = "filter") -> None:
-        if not rules:
-            return
-        lines.append(f"  chain {name} {{")
-        lines.append(f"    type {kind} hook {hook} priority {prio}; policy accept;")
-        lines.extend(f"    {r}" for r in rules)
-        lines.append("  }")
-
-    chain("forward", "forward", "filter", forward)
-    chain("input", "input", "filter", input_)
-    chain("postrouting", "postrouting", "srcnat", postrouting, kind="nat")
-    body = "\n".join(lines)
-    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
-    text = f'table inet {table} {{\n  comment "{table_comment(topo.name, digest)}"\n{body}\n}}\n'
-    return text, digest, len(forward) + len(input_) + len(postrouting)
+    digest = hashlib.sha256("\n".join(inet_body + bridge_body).encode()).hexdigest()[:16]
+    text = (
+        f'table inet {table} {{\n  comment "{table_comment(topo.name, digest)}"\n' + "\n".join(inet_body) + "\n}\n"
+        f"table bridge {table} {{\n" + "\n".join(bridge_body) + "\n}\n"
+    )
+    count = len(forward) + len(input_) + len(prerouting) + len(output) + len(postrouting) + len(bridge_pre) + len(bridge_fwd)
+    return text, digest, count
 
 
 def table_comment(topology: str, digest: str) -> str:

@@ -110,6 +110,11 @@ def _routes(ns: Namespace, nskey: str, owned_links: dict[int, str]) -> list[Reso
     return out
 
 
+def _add(obs: Observation, r: Resource | None) -> None:
+    if r is not None:
+        obs.add(r)
+
+
 def _ns_owner(ns: Namespace) -> str | None:
     mark = read_links(ns).get("lo")
     return mark.mark[0] if mark and mark.mark else None
@@ -139,9 +144,11 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
                 obs.add(a)
         elif role in ("tap", "tun"):
             obs.add(make("tap", li.name, mark=alias, master=li.master, mac=li.mac, mtu=li.mtu, **_tun_attrs(host, li.index)))
+            _add(obs, netlink.observe_qdisc(host, li.name, li.index))
             for a in _addresses(host, "", li.name, li.index):
                 obs.add(a)
         elif role == "veth":
+            _add(obs, netlink.observe_qdisc(host, li.name, li.index))
             peer_ns = extra[0] if extra else None
             attrs = dict(mark=alias, master=li.master, mac=li.mac, mtu=li.mtu, peer_ns=peer_ns, peer_name=None, peer_mac=None, peer_mark=None)
             if peer_ns and nsmod.exists(peer_ns):
@@ -178,8 +185,8 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
 
     obs.tables = nft.list_tables(host)
     table = names.nft_table(topology)
-    if any(t["family"] == "inet" and t["name"] == table for t in obs.tables):
-        r = nft.observe_table(host, "inet", table)
+    if any(t["family"] in nft.FAMILIES and t["name"] == table for t in obs.tables):
+        r = nft.observe_table(host, table)
         if r is not None and r.get("digest") is not None:
             obs.add(r)
 

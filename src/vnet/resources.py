@@ -13,7 +13,7 @@ from typing import Any
 # links hold addresses, addresses make routes possible, the firewall comes after the links
 # it names, forwarding is switched on once the firewall guards it; services bind to addresses
 # that exist, and VMs start last (and stop first) because they open taps and lease from services.
-ORDER = ("netns", "bridge", "tap", "veth", "address", "uplink", "route", "ruleset", "sysctl", "service", "vm")
+ORDER = ("netns", "bridge", "tap", "veth", "qdisc", "address", "uplink", "route", "ruleset", "sysctl", "service", "vm")
 RANK = {kind: i for i, kind in enumerate(ORDER)}
 
 

@@ -18,7 +18,7 @@ from vnet import names
 from vnet.drivers.ns import Namespace, Namespaces
 from vnet.drivers import ns as nsmod
 from vnet.errors import VnetError
-from vnet.resources import Resource
+from vnet.resources import Resource, make
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -303,6 +303,45 @@ def delete_uplink(nss: Namespaces, r: Resource) -> None:
     ns.ipr.link("set", index=up, state="up")
 
 
+# --- rate limits: a token bucket on the port's host side shapes what the endpoint receives -----
+
+TC_H_ROOT = 0xFFFFFFFF
+
+
+def tbf_burst(bits: int) -> int:
+    """Bucket size in bytes: 10 ms of traffic, at least 32 KiB (and room for a full GSO frame)."""
+    return max(32768, bits // 8 // 100)
+
+
+def create_qdisc(nss: Namespaces, r: Resource) -> None:
+    ns = nss.host
+    bits = r.get("rate")
+    ns.ipr.tc("replace", "tbf", index=_index(ns, r.key), handle="1:", rate=f"{bits}bit", burst=tbf_burst(bits), latency="50ms")
+
+
+def delete_qdisc(nss: Namespaces, r: Resource) -> None:
+    ns = nss.host
+    idx = index_of(ns, r.key)
+    if idx is None:
+        return
+    try:
+        ns.ipr.tc("del", index=idx, handle="1:", parent=TC_H_ROOT)
+    except NetlinkError as exc:
+        if exc.code not in (ENOENT, 22):  # already gone (EINVAL: no such qdisc)
+            raise
+
+
+def observe_qdisc(ns: Namespace, ifname: str, index: int) -> Resource | None:
+    for q in ns.ipr.get_qdiscs(index):
+        if q.get_attr("TCA_KIND") == "tbf" and q["parent"] == TC_H_ROOT:
+            opts = q.get_attr("TCA_OPTIONS")
+            parms = opts.get_attr("TCA_TBF_PARMS") if opts else None
+            rate64 = opts.get_attr("TCA_TBF_RATE64") if opts else None
+            rate = rate64 or (parms["rate"] if parms else 0)
+            return make("qdisc", ifname, rate=rate * 8)
+    return None
+
+
 # --- dispatch ---------------------------------------------------------------------------------
 
 _CREATE = {
@@ -313,6 +352,7 @@ _CREATE = {
     "address": create_address,
     "route": create_route,
     "uplink": create_uplink,
+    "qdisc": create_qdisc,
 }
 _DELETE = {
     "netns": delete_netns,
@@ -322,6 +362,7 @@ _DELETE = {
     "address": delete_address,
     "route": delete_route,
     "uplink": delete_uplink,
+    "qdisc": delete_qdisc,
 }
 
 

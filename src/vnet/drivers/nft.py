@@ -23,17 +23,45 @@ def list_tables(ns: Namespace) -> list[dict]:
     return out
 
 
-def observe_table(ns: Namespace, family: str, name: str) -> Resource | None:
-    proc = ns.run(["nft", "-j", "list", "table", family, name], check=False)
-    if proc.returncode != 0:
+FAMILIES = ("inet", "bridge")  # a topology's tables: routing/NAT, and its bridge ports
+
+
+def observe_table(ns: Namespace, name: str) -> Resource | None:
+    """The topology's tables as one resource: the digest in the inet table's comment, the rules of both."""
+    rules, texts = 0, []
+    for family in FAMILIES:
+        proc = ns.run(["nft", "-j", "list", "table", family, name], check=False)
+        if proc.returncode != 0:
+            continue
+        rules += sum(1 for i in json.loads(proc.stdout)["nftables"] if "rule" in i)
+        texts.append(ns.run(["nft", "list", "table", family, name]).stdout)
+    if not texts:
         return None
-    rules = sum(1 for i in json.loads(proc.stdout)["nftables"] if "rule" in i)
-    text = ns.run(["nft", "list", "table", family, name]).stdout
     # nft 1.0.6 leaves table comments out of its JSON; the text listing has them
-    found = _COMMENT.search(text)
+    found = _COMMENT.search(texts[0])
     owner = nftrules.parse_table_comment(found.group(1) if found else None)
     digest = owner[1] if owner else None
-    return make("ruleset", name, {"text": text, "family": family}, digest=digest, rules=rules)
+    return make("ruleset", name, {"text": "".join(texts)}, digest=digest, rules=rules)
+
+
+def forward_counters(ns: Namespace, name: str) -> list[dict]:
+    """Elements of the forwards map with their packet and byte counters."""
+    proc = ns.run(["nft", "-j", "list", "map", "inet", name, "forwards"], check=False)
+    if proc.returncode != 0:
+        return []
+    out = []
+    for item in json.loads(proc.stdout)["nftables"]:
+        for elem in item.get("map", {}).get("elem", []):
+            key, value = elem
+            counter = {}
+            if isinstance(key, dict) and "elem" in key:
+                counter = key["elem"].get("counter", {})
+                key = key["elem"]["val"]
+            proto, port = key["concat"]
+            to_addr, to_port = value["concat"]
+            out.append({"proto": proto, "port": port, "to": f"{to_addr}:{to_port}",
+                        "packets": counter.get("packets", 0), "bytes": counter.get("bytes", 0)})
+    return out
 
 
 def _transaction(ns: Namespace, script: str) -> None:
@@ -42,11 +70,15 @@ def _transaction(ns: Namespace, script: str) -> None:
         raise VnetError(f"nft rejected the ruleset in {ns.label}: {proc.stderr.strip()}")
 
 
+def _drop_all(name: str) -> str:
+    # "table X" first makes "delete table X" valid whether or not the table exists
+    return "".join(f"table {f} {name}\ndelete table {f} {name}\n" for f in FAMILIES)
+
+
 def replace(ns: Namespace, r: Resource) -> None:
-    """Create or replace the table in one transaction: nobody ever sees a half-written table."""
-    name = r.key
-    _transaction(ns, f"table inet {name}\ndelete table inet {name}\n{r.get('text')}")
+    """Create or replace the tables in one transaction: nobody ever sees a half-written ruleset."""
+    _transaction(ns, _drop_all(r.key) + r.get("text"))
 
 
 def delete(ns: Namespace, r: Resource) -> None:
-    _transaction(ns, f"table inet {r.key}\ndelete table inet {r.key}\n")
+    _transaction(ns, _drop_all(r.key))

@@ -117,6 +117,51 @@ def _size(value: str) -> str:
     return value
 
 
+_RATE_RE = re.compile(r"([1-9][0-9]{0,6})(kbit|mbit|gbit)")
+_TARGET_RE = re.compile(r"([a-z][a-z0-9_-]*|[0-9.]+)(:([0-9]{1,5}))?")
+
+
+def _rate(value: str) -> str:
+    if not _RATE_RE.fullmatch(value):
+        raise ValueError("write a rate like 500kbit, 100mbit or 1gbit")
+    return value
+
+
+def rate_bits(value: str) -> int:
+    number, unit = _RATE_RE.fullmatch(value).groups()  # type: ignore[union-attr]
+    return int(number) * {"kbit": 10**3, "mbit": 10**6, "gbit": 10**9}[unit]
+
+
+def _port_range(value: int | str) -> int | str:
+    if isinstance(value, bool):
+        raise ValueError("is a boolean; write a port number or a range like 5000-5010")
+    lo, _, hi = str(value).partition("-")
+    if not lo.isdigit() or (hi and not hi.isdigit()):
+        raise ValueError("write a port number or a range like 5000-5010")
+    a, b = int(lo), int(hi or lo)
+    if not (1 <= a <= b <= 65535):
+        raise ValueError("ports are 1-65535, the lower first")
+    if b - a >= 4096:
+        raise ValueError("a range holds at most 4096 ports")
+    return a if a == b else f"{a}-{b}"
+
+
+def port_span(value: int | str) -> tuple[int, int]:
+    lo, _, hi = str(value).partition("-")
+    return int(lo), int(hi or lo)
+
+
+def _target(value: str) -> str:
+    found = _TARGET_RE.fullmatch(value)
+    if not found:
+        raise ValueError("write a target like web, web:80, 192.168.1.20 or 192.168.1.20:80")
+    if found.group(1)[0].isdigit():
+        _address(found.group(1))
+    if found.group(3) and not 1 <= int(found.group(3)) <= 65535:
+        raise ValueError("the target port must be 1-65535")
+    return value
+
+
 def _shorthand(value: object) -> object:
     # `dhcp: true` means "with defaults"; `false` means off
     if value is True:
@@ -168,6 +213,25 @@ class DnsSpec(Strict):
     )
 
 
+class ForwardSpec(Strict):
+    proto: Literal["tcp", "udp"] = "tcp"
+    port: Annotated[int | str, AfterValidator(_port_range)] = Field(description="host port, or a range like 5000-5010")
+    to: Annotated[str, AfterValidator(_target)] = Field(
+        description="endpoint or VM name, or an address, with an optional :port (default: the same port)"
+    )
+
+
+class AllowSpec(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: Name = Field(alias="from", description="network the connections come from")
+    to: Name = Field(description="network they may reach")
+    proto: Literal["tcp", "udp"] | None = Field(None, description="default: any protocol")
+    ports: list[Annotated[int | str, AfterValidator(_port_range)]] | None = Field(
+        None, description="destination ports or ranges (needs proto); default: all"
+    )
+
+
 class NetworkSpec(Strict):
     mode: Literal["isolated", "host", "nat", "bridged"] = Field(
         description="isolated: endpoints only; host: endpoints and host; nat: masqueraded to the uplink; "
@@ -186,9 +250,20 @@ class NetworkSpec(Strict):
     dns: Annotated[DnsSpec | None, BeforeValidator(_shorthand)] = Field(
         None, description="serve DNS on this network (same dnsmasq); `true` for defaults"
     )
+    forwards: list[ForwardSpec] = Field(default_factory=list, description="port forwards from the host (nat)")
 
 
-class TapSpec(Strict):
+class PortPolicy(Strict):
+    """What a port on a bridge may do: the same for tap, netns endpoints and VM NICs."""
+
+    isolated: bool = Field(False, description="talk only to the gateway (host), not to other ports of the bridge")
+    spoofing: Literal["deny", "allow"] = Field(
+        "deny", description="deny: drop frames whose source MAC/IPv4 is not the port's own, and DHCP server replies"
+    )
+    rate: Annotated[str, AfterValidator(_rate)] | None = Field(None, description="rate limit each way, e.g. 100mbit")
+
+
+class TapSpec(PortPolicy):
     kind: Literal["tap"]
     network: Name | None = Field(None, description="network whose bridge the tap joins")
     ifname: IfName | None = Field(None, description="tap device name; default derived")
@@ -205,7 +280,7 @@ class TunSpec(Strict):
     group: Principal | None = None
 
 
-class NetnsSpec(Strict):
+class NetnsSpec(PortPolicy):
     kind: Literal["netns"]
     network: Name = Field(description="network the endpoint attaches to")
     netns: Annotated[str, AfterValidator(_name)] | None = Field(
@@ -219,7 +294,7 @@ class NetnsSpec(Strict):
 Endpoint = Annotated[TapSpec | TunSpec | NetnsSpec, Field(discriminator="kind")]
 
 
-class VmNic(Strict):
+class VmNic(PortPolicy):
     network: Name
     address: Address | None = Field(None, description="reserve this address for the NIC in the network's DHCP")
     mac: Mac | None = Field(None, description="default: 52:54:00 + a hash of topology, VM and NIC")
@@ -245,3 +320,4 @@ class Topology(Strict):
     networks: dict[Name, NetworkSpec] = Field(default_factory=dict)
     endpoints: dict[Name, Endpoint] = Field(default_factory=dict)
     vms: dict[Name, VmSpec] = Field(default_factory=dict)
+    allow: list[AllowSpec] = Field(default_factory=list, description="traffic allowed between networks (default: none)")

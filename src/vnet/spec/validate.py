@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from vnet import names
 from vnet.errors import Problem, SpecError
-from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
+from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec, port_span
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -272,8 +272,73 @@ def relations(topo: Topology) -> list[Problem]:
             netns_names[ns] = ep_name
     _services(topo, add)
     _vms(topo, add, claim_ifname, macs, addresses)
+    _forwards(topo, add)
+    _allows(topo, add)
     return problems
 
+
+def known_address(topo: Topology, name: str, network: str) -> ipaddress.IPv4Address | None:
+    """The fixed address of endpoint or VM `name` on `network`: declared, or a DHCP reservation."""
+    ep = topo.endpoints.get(name)
+    if isinstance(ep, NetnsSpec) and ep.network == network and ep.address:
+        return ipaddress.IPv4Interface(ep.address).ip
+    if isinstance(ep, TunSpec) and ep.address:
+        return None
+    vm = topo.vms.get(name)
+    for nic in vm.nics if vm else ():
+        if nic.network == network and nic.address:
+            return ipaddress.IPv4Address(nic.address)
+    return None
+
+
+def forward_target(topo: Topology, network: str, to: str) -> tuple[ipaddress.IPv4Address | None, int | None]:
+    """(address, port or None for 'the same port') of a forward's `to:`; address None if unknown."""
+    host, _, port = to.partition(":")
+    address = ipaddress.IPv4Address(host) if host[0].isdigit() else known_address(topo, host, network)
+    return address, int(port) if port else None
+
+
+def _forwards(topo: Topology, add) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for net_name, net in topo.networks.items():
+        for i, fwd in enumerate(net.forwards):
+            path = f"networks.{net_name}.forwards.{i}"
+            if net.mode != "nat":
+                add(Problem(path, f"port forwards need mode: nat (this network is {net.mode})", "move it to a nat network"))
+                continue
+            lo, hi = port_span(fwd.port)
+            for port in range(lo, hi + 1):
+                if (fwd.proto, port) in seen:
+                    add(Problem(f"{path}.port", f"{fwd.proto} port {port} is already forwarded by {seen[(fwd.proto, port)]}", "forward each port once"))
+                    break
+                seen[(fwd.proto, port)] = path
+            address, to_port = forward_target(topo, net_name, fwd.to)
+            name = fwd.to.partition(":")[0]
+            addr = addressing(topo, net_name)
+            if address is None:
+                if name in topo.endpoints or name in topo.vms:
+                    add(Problem(f"{path}.to", f"{name} has no fixed address on {net_name}", "give it address: (or a DHCP reservation) to forward to it"))
+                else:
+                    add(Problem(f"{path}.to", f"no endpoint or VM named {name!r}", "name one, or write its address"))
+            elif addr.subnet is None or address not in addr.subnet or address in (addr.gateway, addr.subnet.network_address, addr.subnet.broadcast_address):
+                add(Problem(f"{path}.to", f"{address} is not a host address of networks.{net_name}.subnet", "forward to an address inside the network"))
+            if to_port is not None and lo != hi:
+                add(Problem(f"{path}.to", "a port range forwards to the same ports", "drop the :port from to:"))
+
+
+def _allows(topo: Topology, add) -> None:
+    for i, rule in enumerate(topo.allow):
+        path = f"allow.{i}"
+        for field, name in (("from", rule.from_), ("to", rule.to)):
+            net = topo.networks.get(name)
+            if net is None:
+                add(Problem(f"{path}.{field}", f"no network named {name!r}", "name a network of this topology"))
+            elif net.mode in ("isolated", "bridged"):
+                add(Problem(f"{path}.{field}", f"networks.{name} is {net.mode}: it is not routed by the host", "allow between host or nat networks"))
+        if rule.from_ == rule.to:
+            add(Problem(path, "from and to are the same network", "traffic inside a network is always allowed"))
+        if rule.ports and not rule.proto:
+            add(Problem(f"{path}.ports", "ports need a protocol", "add proto: tcp or proto: udp"))
 
 def _services(topo: Topology, add) -> None:
     for net_name, net in topo.networks.items():
