@@ -1059,52 +1059,52 @@ def test_agent_wait_ready_times_out_without_a_socket(tmp_path):
         Agent(tmp_path / "missing.sock").wait_ready(timeout=0.1)
 
 
-# --- known bugs (documented; strict xfail turns into a failure once fixed) -----------------------
+# --- bugs found in review, fixed: each test pins the fix ------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG models._duration: only unit-less leases are checked against 120 s")
 @pytest.mark.parametrize("lease", ["60s", "1m", "119s"])
 def test_bug_short_lease_with_unit_is_accepted(lease):
     assert paths(nat(dhcp={"lease": lease})) == ["networks.lan0.dhcp.lease"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG validate._vms: network/broadcast address accepted as a NIC reservation")
 @pytest.mark.parametrize("address", ["192.168.223.0", "192.168.223.255"])
 def test_bug_vm_nic_address_on_network_or_broadcast(address):
     assert paths(nat(dhcp=True), vms={"v": {"image": "tiny", "nics": [{"network": "lan0", "address": address}]}}) == ["vms.v.nics.0.address"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG validate._services: dhcp.hosts address may be the network/broadcast address")
 @pytest.mark.parametrize("address", ["192.168.223.0", "192.168.223.255"])
 def test_bug_reservation_on_network_or_broadcast(address):
     assert paths(nat(dhcp={"hosts": [{"mac": "52:54:00:00:00:01", "address": address}]})) == ["networks.lan0.dhcp.hosts.0.address"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an endpoint named svc-<net> takes the service namespace and veth of an isolated network")
 def test_bug_endpoint_named_like_the_service_namespace():
-    t = None
-    try:
-        t = topo({"lab": {"mode": "isolated", "subnet": "10.77.0.0/24", "dhcp": True}}, {"svc-lab": {"kind": "netns", "network": "lab"}}, name="iso")
-    except SpecError:
-        return  # rejected: fixed
-    by_id(desired(t, FACTS))  # otherwise the resources must at least be distinct
+    with pytest.raises(SpecError) as exc:
+        topo({"lab": {"mode": "isolated", "subnet": "10.77.0.0/24", "dhcp": True}}, {"svc-lab": {"kind": "netns", "network": "lab"}}, name="iso")
+    assert [p.path for p in exc.value.problems] == ["endpoints.svc-lab"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG validate.dhcp_range: the default range keeps a gateway that is not at either end")
 def test_bug_default_range_contains_a_mid_subnet_gateway():
     t = topo(nat(address="192.168.223.100", dhcp=True))
     first, last = dhcp_range(t, "lan0")
     assert not first <= ipaddress.IPv4Address("192.168.223.100") <= last
 
 
-@pytest.mark.xfail(strict=True, reason="BUG names.tap_mac: guest MACs differing only in the first byte give two taps the same MAC")
 def test_bug_tap_macs_collide_when_guest_macs_differ_in_first_byte():
-    t = topo(
-        nat(dhcp=True),
-        vms={
-            "a": {"image": "tiny", "nics": [{"network": "lan0", "mac": "52:54:00:11:22:33"}]},
-            "b": {"image": "tiny", "nics": [{"network": "lan0", "mac": "56:54:00:11:22:33"}]},
-        },
-    )
-    macs = [r.get("mac") for r in desired(t, FACTS) if r.kind == "tap"]
-    assert len(set(macs)) == len(macs), macs
+    vms = {
+        "a": {"image": "tiny", "nics": [{"network": "lan0", "mac": "52:54:00:11:22:33"}]},
+        "b": {"image": "tiny", "nics": [{"network": "lan0", "mac": "56:54:00:11:22:33"}]},
+    }
+    assert paths(nat(dhcp=True), vms=vms) == ["vms.b.nics.0.mac"]
+
+
+def test_vm_and_endpoint_with_the_same_name_are_rejected():
+    ps = paths(nat(dhcp=True), {"web": {"kind": "tap", "network": "lan0"}}, {"web": {"image": "tiny", "nics": NIC}})
+    assert "vms.web" in ps
+
+
+def test_dns_names_of_second_nics_must_not_collide():
+    vms = {
+        "web": {"image": "tiny", "nics": [{"network": "lan0"}, {"network": "lan0"}]},
+        "web-1": {"image": "tiny", "nics": [{"network": "lan0"}]},
+    }
+    assert paths(nat(dhcp=True), vms=vms) == ["vms.web-1.nics.0"]

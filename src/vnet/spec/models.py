@@ -95,8 +95,11 @@ _SIZE_RE = re.compile(r"[1-9][0-9]{0,6}[MG]")
 def _duration(value: str) -> str:
     if not _DURATION_RE.fullmatch(value):
         raise ValueError("write a lease time like 45m, 12h, 1d or infinite")
-    if value[-1].isdigit() and int(value) < 120:
-        raise ValueError("dnsmasq needs at least 120 seconds; write e.g. 2m or 1h")
+    if value != "infinite":
+        unit = value[-1] if value[-1].isalpha() else "s"
+        seconds = int(value.rstrip("smhd")) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+        if seconds < 120:
+            raise ValueError("dnsmasq needs at least 120 seconds; write e.g. 2m or 1h")
     return value
 
 

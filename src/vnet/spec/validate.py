@@ -150,10 +150,10 @@ def dhcp_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv4Address, ip
     if net.dhcp.range:
         return ipaddress.IPv4Address(net.dhcp.range[0]), ipaddress.IPv4Address(net.dhcp.range[1])
     first, last = addr.subnet.network_address + 1, addr.subnet.broadcast_address - 1
-    if addr.service == first:
-        first += 1
-    elif addr.service == last:
-        last -= 1
+    if addr.service is not None and first <= addr.service <= last:
+        # one contiguous range: the larger side of the service address
+        below, above = (first, addr.service - 1), (addr.service + 1, last)
+        first, last = above if int(above[1]) - int(above[0]) >= int(below[1]) - int(below[0]) else below
     return first, last
 
 
@@ -274,6 +274,7 @@ def relations(topo: Topology) -> list[Problem]:
     _vms(topo, add, claim_ifname, macs, addresses)
     _forwards(topo, add)
     _allows(topo, add)
+    _names(topo, add)
     return problems
 
 
@@ -340,6 +341,45 @@ def _allows(topo: Topology, add) -> None:
         if rule.ports and not rule.proto:
             add(Problem(f"{path}.ports", "ports need a protocol", "add proto: tcp or proto: udp"))
 
+def _free_host(ip: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network, service: ipaddress.IPv4Address | None) -> bool:
+    return ip in subnet and ip not in (subnet.network_address, subnet.broadcast_address, service)
+
+
+def _names(topo: Topology, add) -> None:
+    """Things vnet derives from names must not collide: namespaces, DNS names, tap MACs."""
+    for vm_name in topo.vms:
+        if vm_name in topo.endpoints:
+            add(Problem(f"vms.{vm_name}", f"{vm_name!r} is also an endpoint's name", "name VMs and endpoints apart (both become DNS names)"))
+    taken_ns = {ep.netns or names.netns(topo.name, n): n for n, ep in topo.endpoints.items() if isinstance(ep, NetnsSpec)}
+    for net_name, net in topo.networks.items():
+        if net.mode == "isolated" and (net.dhcp or net.dns):
+            ns = names.service_netns(topo.name, net_name)
+            if ns in taken_ns:
+                add(Problem(f"endpoints.{taken_ns[ns]}", f"its namespace {ns} is the one serving networks.{net_name}", "rename the endpoint"))
+    from vnet.dnsconf import hostname
+
+    for net_name in topo.networks:
+        seen: dict[str, str] = {}
+        candidates = [(hostname(n), f"endpoints.{n}") for n, ep in topo.endpoints.items() if getattr(ep, "network", None) == net_name]
+        for vm_name, vm in topo.vms.items():
+            for i, nic in enumerate(vm.nics):
+                if nic.network == net_name:
+                    candidates.append((hostname(vm_name) if i == 0 else f"{hostname(vm_name)}-{i}", f"vms.{vm_name}.nics.{i}"))
+        for dns_name, path in candidates:
+            if dns_name in seen and seen[dns_name].split(".")[:2] != path.split(".")[:2]:
+                add(Problem(path, f"its DNS name {dns_name!r} on networks.{net_name} is also {seen[dns_name]}'s", "rename one of them"))
+            seen.setdefault(dns_name, path)
+    tap_macs: dict[str, tuple[str, str]] = {}
+    for vm_name, vm in topo.vms.items():
+        for i, nic in enumerate(vm.nics):
+            guest = nic.mac or names.mac(topo.name, vm_name, str(i))
+            mac = names.tap_mac(guest)
+            other = tap_macs.get(mac)
+            if other and other[1] != guest:  # the same guest MAC twice is reported already
+                add(Problem(f"vms.{vm_name}.nics.{i}.mac", f"its tap would share MAC {mac} with {other[0]} (only the first byte differs)", "change more than the first byte"))
+            tap_macs.setdefault(mac, (f"vms.{vm_name}.nics.{i}", guest))
+
+
 def _services(topo: Topology, add) -> None:
     for net_name, net in topo.networks.items():
         path = f"networks.{net_name}"
@@ -367,10 +407,14 @@ def _services(topo: Topology, add) -> None:
         elif first > last:
             add(Problem(f"{path}.subnet", "leaves no address to hand out", "use a larger subnet"))
         seen: dict[str, int] = {}
+        reserved: dict[ipaddress.IPv4Address, int] = {}
         for i, h in enumerate(net.dhcp.hosts):
             ip = ipaddress.IPv4Address(h.address)
-            if ip not in subnet or ip == addr.service:
+            if not _free_host(ip, subnet, addr.service):
                 add(Problem(f"{path}.dhcp.hosts.{i}.address", f"{h.address} is not a free host address of {subnet}", "pick one inside the subnet"))
+            if ip in reserved:
+                add(Problem(f"{path}.dhcp.hosts.{i}.address", f"{ip} is also reserved by hosts.{reserved[ip]}", "one reservation per address"))
+            reserved[ip] = i
             if h.mac in seen:
                 add(Problem(f"{path}.dhcp.hosts.{i}.mac", f"{h.mac} is also reserved by hosts.{seen[h.mac]}", "one reservation per MAC"))
             seen[h.mac] = i
@@ -410,7 +454,7 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
                 addr = addressing(topo, nic.network)
                 if net.dhcp is None:
                     add(Problem(f"{npath}.address", f"networks.{nic.network} serves no DHCP to reserve it in", "add dhcp: to the network, or configure the guest yourself"))
-                elif addr.subnet is None or ip not in addr.subnet or ip in (addr.gateway, addr.service):
+                elif addr.subnet is None or not _free_host(ip, addr.subnet, addr.service):
                     add(Problem(f"{npath}.address", f"{ip} is not a free host address of networks.{nic.network}", "pick one inside the subnet"))
                 if ip in addresses:
                     add(Problem(f"{npath}.address", f"{ip} is also the address of {addresses[ip]}", "give each NIC its own address"))
