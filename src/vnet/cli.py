@@ -122,6 +122,13 @@ def status(topology: Path, output: str = typer.Option("table", "-o", "--output",
     for row in report["resources"]:
         table.add_row(row["kind"], row["name"], row["details"], f"[{colour[row['state']]}]{row['state']}[/]")
     out.print(table)
+    if report["forwards"]:
+        ft = Table(title="port forwards")
+        for col in ("proto", "port", "to", "packets", "bytes"):
+            ft.add_column(col)
+        for f in report["forwards"]:
+            ft.add_row(f["proto"], str(f["port"]), f["to"], str(f["packets"]), str(f["bytes"]))
+        out.print(ft)
     if report["leases"]:
         lt = Table(title="DHCP leases")
         for col in ("network", "mac", "address", "name", "expires in"):
