@@ -180,8 +180,10 @@ def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
 
     rules = nftrules.render(topo, facts)
     if rules is not None:
-        text, digest, count = rules
-        out.append(make("ruleset", names.nft_table(t), {"text": text}, digest=digest, rules=count))
+        out.append(
+            make("ruleset", names.nft_table(t), {"text": rules.text, "rendered": True},
+                 digest=rules.digest, elements=rules.elements, rules=rules.rules)
+        )
     return out
 
 

@@ -58,11 +58,21 @@ def upload_burst(bits: int) -> int:
     return max(65536, bits // 8 // 20)
 
 
-def render(topo: Topology, facts: HostFacts) -> tuple[str, str, int] | None:
-    """(ruleset text, digest, rule count) or None when the topology needs no rules.
+@dataclass(frozen=True)
+class Rendered:
+    """A topology's ruleset. `digest` covers its structure (tables, sets, rules) and is the inet
+    table's comment; `elements` covers the set and map elements and is the one element of the set
+    `generation`; `rules` counts the rules (a hand-made flush changes it). Observing compares all
+    three without listing a single forward."""
 
-    The digest of the rules is written into the inet table's comment, so observing the table tells
-    whether it still holds what this topology wants; the rule count catches a hand-made flush."""
+    text: str
+    digest: str
+    elements: str
+    rules: int
+
+
+def render(topo: Topology, facts: HostFacts) -> Rendered | None:
+    """The ruleset of a topology, or None when it needs no rules."""
     from vnet.desired import bridge_name, ports, uplink_of
 
     bridges = _Set("bridges", "ifname")
@@ -189,13 +199,66 @@ def render(topo: Topology, facts: HostFacts) -> tuple[str, str, int] | None:
     chain(bridge_body, "forward", "forward", "filter", bridge_fwd)
 
     table = names.nft_table(topo.name)
-    digest = hashlib.sha256("\n".join(inet_body + bridge_body).encode()).hexdigest()[:16]
+    elements = element_digest(inet_body + bridge_body)
+    inet_body = _Set("generation", "mark", [f"0x{elements}"]).render() + inet_body
+    skeleton = [line for line in inet_body + bridge_body if not _is_elements(line)]
+    digest = hashlib.sha256("\n".join(skeleton).encode()).hexdigest()[:16]
     text = (
         f'table inet {table} {{\n  comment "{table_comment(topo.name, digest)}"\n' + "\n".join(inet_body) + "\n}\n"
         f"table bridge {table} {{\n" + "\n".join(bridge_body) + "\n}\n"
     )
     count = len(forward) + len(input_) + len(prerouting) + len(output) + len(postrouting) + len(bridge_pre) + len(bridge_fwd)
-    return text, digest, count
+    return Rendered(text, digest, elements, count)
+
+
+def _is_elements(line: str) -> bool:
+    return line.lstrip().startswith("elements = {")
+
+
+def element_digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(x for x in lines if _is_elements(x)).encode()).hexdigest()[:8]
+
+
+def parse(text: str) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
+    """(structure lines, {(family, set): elements}) of text that `render` wrote."""
+    skeleton: list[str] = []
+    sets: dict[tuple[str, str], list[str]] = {}
+    family = current = ""
+    for line in text.splitlines():
+        words = line.split()
+        if line.startswith("table "):
+            family = words[1]
+        elif line.startswith(("  set ", "  map ")):
+            current = words[1]
+            sets[(family, current)] = []
+        if _is_elements(line):
+            inner = line.strip()[len("elements = {") : -1].strip()
+            sets[(family, current)] = [e.strip() for e in inner.split(", ") if e.strip()]
+        elif not line.lstrip().startswith("comment "):
+            skeleton.append(line)
+    return skeleton, sets
+
+
+def delta(table: str, old_text: str, new_text: str) -> str | None:
+    """An nft script that turns `old_text`'s elements into `new_text`'s, or None when their
+    structure differs (then the tables are replaced whole). Deletes come first, so a map key that
+    now points elsewhere is removed before it is added again."""
+    old_skel, old_sets = parse(old_text)
+    new_skel, new_sets = parse(new_text)
+    if old_skel != new_skel:
+        return None
+    deletes, adds = [], []
+    for key in new_sets:
+        family, name = key
+        before, after = old_sets.get(key, []), new_sets[key]
+        before_set, after_set = set(before), set(after)
+        gone = [e for e in before if e not in after_set]
+        came = [e for e in after if e not in before_set]
+        if gone:
+            deletes.append(f"delete element {family} {table} {name} {{ {', '.join(gone)} }}")
+        if came:
+            adds.append(f"add element {family} {table} {name} {{ {', '.join(came)} }}")
+    return "\n".join(deletes + adds) + "\n"
 
 
 def table_comment(topology: str, digest: str) -> str:

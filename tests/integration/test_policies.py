@@ -8,7 +8,11 @@ import subprocess
 
 import pytest
 
-from vnet import api, check, sandbox
+from vnet import api, check, sandbox, spec
+from vnet.errors import StepFailed
+
+from . import snapshot
+from .conftest import EXAMPLES
 
 HOST = sandbox.HOST_ADDR
 WAN = sandbox.WAN_ADDR
@@ -122,3 +126,40 @@ def test_rate_limit_holds_each_way(fwd):
     print(f"\nrate 20mbit: to the endpoint {down / 1e6:.1f} Mbit/s, from it {up / 1e6:.1f} Mbit/s")
     assert abs(down - limit) / limit <= 0.10, down
     assert abs(up - limit) / limit <= 0.10, up
+
+
+def test_adding_a_forward_changes_only_elements_and_rolls_back_exactly(fwd, tmp_path):
+    world, topo = fwd
+    with check.Listener("fwd-web", 80):
+        assert check.tcp_line(world.sb.wan, HOST, 8080) == WAN
+    counted = _counter(world, topo, "tcp", 8080)
+    assert counted > 0
+    before = snapshot.take(world.host)
+
+    # one more forward, plus a new network whose forwarding sysctls come after the ruleset step
+    text = (EXAMPLES / "forwards.yaml").read_text()
+    text = text.replace('      - {proto: tcp, port: 8080, to: "web:80"}',
+                        '      - {proto: tcp, port: 8080, to: "web:80"}\n      - {proto: tcp, port: 9090, to: "web:80"}')
+    text = text.replace("  lan1:\n", "  lan2: {mode: nat, subnet: 192.168.72.0/24, uplink: eth0}\n  lan1:\n")
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(text)
+    topo2 = spec.load(bigger)
+    actions = world.plan(topo2).actions
+    kinds = [(a.op, a.resource.kind) for a in actions]
+    ruleset_step = kinds.index(("update", "ruleset")) + 1
+    later = next(i for i, k in enumerate(kinds, 1) if i > ruleset_step)
+    with pytest.raises(StepFailed):
+        world.apply(topo2, fail_at=later)
+    assert snapshot.take(world.host) == before  # elements put back exactly, counters included
+
+    world.apply(topo2)
+    assert world.plan(topo2).actions == []
+    with check.Listener("fwd-web", 80):
+        assert check.tcp_line(world.sb.wan, HOST, 9090) == WAN
+    # the existing forward's counter survived: its element was not rewritten
+    assert _counter(world, topo2, "tcp", 8080) >= counted
+
+
+def _counter(world, topo, proto: str, port: int) -> int:
+    rows = api.status(topo, netns=world.host, state_dir=world.state)["forwards"]
+    return next(r["packets"] for r in rows if (r["proto"], r["port"]) == (proto, port))

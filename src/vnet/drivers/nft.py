@@ -3,67 +3,101 @@
 from __future__ import annotations
 
 import json
-import re
+from pathlib import Path
+
+from pyroute2.nftables.main import NFTables
 
 from vnet import nftrules
 from vnet.drivers.ns import Namespace
 from vnet.errors import VnetError
 from vnet.resources import Resource, make
 
-_COMMENT = re.compile(r'^\s*comment "([^"]*)"\s*$', re.M)
+
+
+FAMILY_NAMES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+FAMILIES = ("inet", "bridge")  # a topology's tables: routing/NAT, and its bridge ports
+
+
+def _dump(ns: Namespace) -> tuple[list[dict], dict[tuple[str, str], int]]:
+    """Every table (family, name, comment) and the rule count per table, read over netlink.
+
+    No set elements are dumped, so this costs the same with 10 forwards or 10,000 (the `nft`
+    command would fetch every element even to print a terse listing)."""
+
+    def read() -> tuple[list[dict], dict[tuple[str, str], int]]:
+        sock = NFTables(nfgen_family=0)  # opened by a thread inside the namespace: it reads that one
+        try:
+            tables = [
+                {
+                    "family": FAMILY_NAMES.get(m["nfgen_family"], str(m["nfgen_family"])),
+                    "name": m.get_attr("NFTA_TABLE_NAME"),
+                    "comment": _comment(m.get_attr("NFTA_TABLE_USERDATA")),
+                }
+                for m in sock.get_tables()
+            ]
+            rules: dict[tuple[str, str], int] = {}
+            for m in sock.get_rules():
+                key = (FAMILY_NAMES.get(m["nfgen_family"], ""), m.get_attr("NFTA_RULE_TABLE"))
+                rules[key] = rules.get(key, 0) + 1
+            return tables, rules
+        finally:
+            sock.close()
+
+    return ns.call(read)
+
+
+def _comment(userdata: object) -> str | None:
+    if userdata is None:
+        return None
+    if isinstance(userdata, (bytes, bytearray)):  # raw TLV: type 0 (comment), length, text NUL
+        raw = bytes(userdata)
+        return raw[2 : 2 + raw[1]].rstrip(b"\0").decode(errors="replace") if len(raw) > 2 else None
+    return str(userdata)
 
 
 def list_tables(ns: Namespace) -> list[dict]:
-    """Every inet/ip table of the namespace with its comment, for ownership checks."""
-    proc = ns.run(["nft", "-j", "list", "tables"])
-    out = []
-    for item in json.loads(proc.stdout or '{"nftables": []}')["nftables"]:
-        if "table" in item:
-            out.append(item["table"])
-    return out
-
-
-FAMILIES = ("inet", "bridge")  # a topology's tables: routing/NAT, and its bridge ports
+    """Every table of the namespace with its comment, for ownership checks."""
+    return _dump(ns)[0]
 
 
 def observe_table(ns: Namespace, name: str) -> Resource | None:
     """The topology's tables as one resource: the digest in the inet table's comment, the rule
-    count of both. Listed terse (no set elements), so observing costs the same at 10 forwards or
-    10,000; the full text to restore them is fetched only when a change is about to be made."""
-    rules, found_any, comment = 0, False, None
-    for family in FAMILIES:
-        proc = ns.run(["nft", "-t", "list", "table", family, name], check=False)
-        if proc.returncode != 0:
-            continue
-        found_any = True
-        rules += _count_rules(proc.stdout)
-        if family == "inet":
-            # nft 1.0.6 leaves table comments out of its JSON; the text listing has them
-            match = _COMMENT.search(proc.stdout)
-            comment = match.group(1) if match else None
-    if not found_any:
+    count of both. The full text to restore them is fetched only when a change is about to be made."""
+    tables, rules = _dump(ns)
+    mine = [t for t in tables if t["name"] == name and t["family"] in FAMILIES]
+    if not mine:
         return None
+    comment = next((t["comment"] for t in mine if t["family"] == "inet"), None)
     owner = nftrules.parse_table_comment(comment)
-    return make("ruleset", name, digest=owner[1] if owner else None, rules=rules)
+    count = sum(rules.get((f, name), 0) for f in FAMILIES)
+    return make("ruleset", name, digest=owner[1] if owner else None, elements=_generation(ns, name), rules=count)
 
 
-def _count_rules(text: str) -> int:
-    count, in_chain = 0, False
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("chain "):
-            in_chain = True
-        elif line == "}":
-            in_chain = False
-        elif in_chain and line and not line.startswith(("type ", "comment ")):
-            count += 1
-    return count
+def _generation(ns: Namespace, name: str) -> str | None:
+    """The element digest kept in the one-element set `generation` (listing it reads no other set)."""
+    proc = ns.run(["nft", "-j", "list", "set", "inet", name, "generation"], check=False)
+    if proc.returncode != 0:
+        return None
+    for item in json.loads(proc.stdout)["nftables"]:
+        for elem in item.get("set", {}).get("elem", []):
+            return f"{elem:08x}" if isinstance(elem, int) else str(elem).removeprefix("0x")
+    return None
 
 
-def with_text(ns: Namespace, r: Resource) -> Resource:
-    """`r` with the full listing of its tables, to restore them exactly."""
+def with_text(ns: Namespace, r: Resource, saved: Path) -> Resource:
+    """`r` with the text to restore its tables exactly: the text vnet last wrote when the tables
+    still carry its digests (cheap, and fit for an element-only change), else a full listing."""
     if r.get("text") is not None:
         return r
+    try:
+        text = saved.read_text()
+    except FileNotFoundError:
+        text = None
+    if text is not None:
+        skeleton, sets = nftrules.parse(text)
+        found = nftrules.parse_table_comment(next((x.split('"')[1] for x in text.splitlines() if x.strip().startswith("comment ")), ""))
+        if found and found[1] == r.get("digest") and sets.get(("inet", "generation")) == [f"0x{r.get('elements')}"]:
+            return make("ruleset", r.key, {"text": text, "rendered": True}, **r.a)
     texts = []
     for family in FAMILIES:
         proc = ns.run(["nft", "list", "table", family, r.key], check=False)
@@ -103,10 +137,29 @@ def _drop_all(name: str) -> str:
     return "".join(f"table {f} {name}\ndelete table {f} {name}\n" for f in FAMILIES)
 
 
-def replace(ns: Namespace, r: Resource) -> None:
-    """Create or replace the tables in one transaction: nobody ever sees a half-written ruleset."""
-    _transaction(ns, _drop_all(r.key) + r.get("text"))
+def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path) -> None:
+    """Make the tables hold `new`, in one transaction: nobody ever sees a half-written ruleset.
+
+    When only elements differ from what vnet wrote last (a forward added, a port's MAC), the
+    transaction adds and deletes just those elements: one more forward on top of 10,000 costs what
+    it costs on top of 10. Anything else replaces both tables whole."""
+    script = None
+    if old is not None and old.get("rendered") and old.get("text"):
+        script = nftrules.delta(new.key, old.get("text"), new.get("text"))
+    _transaction(ns, script if script is not None else _drop_all(new.key) + new.get("text"))
+    _save(saved, new.get("text") if new.get("rendered") else None)
 
 
-def delete(ns: Namespace, r: Resource) -> None:
+def delete(ns: Namespace, r: Resource, saved: Path) -> None:
     _transaction(ns, _drop_all(r.key))
+    _save(saved, None)
+
+
+def _save(saved: Path, text: str | None) -> None:
+    if text is None:
+        saved.unlink(missing_ok=True)
+        return
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(saved)
