@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,8 +37,45 @@ def listed() -> list[str]:
         return []
 
 
+MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
+_rundir_shared = False
+
+
+def _share_rundir() -> None:
+    """Make /run/netns a shared mount, as `ip netns add` does, so bind mounts in it propagate."""
+    global _rundir_shared
+    if _rundir_shared:
+        return
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    d = str(NETNS_DIR).encode()
+    if _libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
+        if _libc.mount(d, d, b"none", MS_BIND | MS_REC, None) != 0 or _libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot share {NETNS_DIR}: {os.strerror(err)}")
+    _rundir_shared = True
+
+
+def _unshare_and_bind(path: Path) -> None:
+    # runs in a throwaway thread: unshare(CLONE_NEWNET) moves only this thread, never vnet itself
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare: {os.strerror(err)}")
+    if _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none", MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bind {path}: {os.strerror(err)}")
+
+
 def create(name: str) -> None:
-    pr_netns.create(name)
+    """A named network namespace, made in-process (a thread unshares, no child process)."""
+    _share_rundir()
+    path = NETNS_DIR / name
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    with ThreadPoolExecutor(max_workers=1) as one:
+        try:
+            one.submit(_unshare_and_bind, path).result()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
 
 def remove(name: str) -> None:
@@ -71,7 +109,13 @@ class Namespace:
     @property
     def ipr(self) -> IPRoute:
         if self._ipr is None:
-            self._ipr = IPRoute(netns=self.name) if self.name else IPRoute()
+            if self.name:
+                # the socket is opened by the thread inside the namespace, so it belongs there;
+                # pyroute2's own netns= would fork a child process per socket
+                fd = self.call(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0).detach())
+                self._ipr = IPRoute(fileno=fd)
+            else:
+                self._ipr = IPRoute()
         return self._ipr
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
