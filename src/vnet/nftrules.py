@@ -119,6 +119,9 @@ def render(topo: Topology, facts: HostFacts) -> Rendered | None:
     inet_sets = [bridges, isolated_bridges, intra, egress, masq, hairpin, forwards, allowed_any, allowed]
     forward = [
         "iifname . oifname @intra accept",
+        # an isolated network reaches nothing, not even forward targets through the host's address
+        "iifname @isolated_bridges drop",
+        "oifname @isolated_bridges drop",
         "iifname @bridges ct state established,related accept",
         "oifname @bridges ct state established,related accept",
         "iifname . oifname @egress accept",
@@ -160,11 +163,14 @@ def render(topo: Topology, facts: HostFacts) -> Rendered | None:
             isolated_ports.elements.append(name)
         if port.rate:
             bits = rate_bits(port.rate)
-            limits.append(
-                f"  limit up{i} {{ rate over {bits // 8 // 1000} kbytes/second burst {upload_burst(bits) // 1000} kbytes }}"
-            )
+            # in bytes: nft's kbytes are 1024 bytes, and would round small rates down to zero
+            limits.append(f"  limit up{i} {{ rate over {bits // 8} bytes/second burst {upload_burst(bits)} bytes }}")
             upload.elements.append(f"{name} : \"up{i}\"")
-    bridge_sets = [guarded, port_mac, ip_guarded, port_ip, isolated_ports, upload]
+    service_ports = _Set("service_ports", "ifname")
+    for net_name, net in topo.networks.items():
+        if net.mode == "isolated" and (net.dhcp or net.dns):
+            service_ports.elements.append(_q(names.veth_host(topo.name, f"svc-{net_name}")))
+    bridge_sets = [guarded, port_mac, ip_guarded, port_ip, isolated_ports, service_ports, upload]
     bridge_pre = [
         "iifname @guarded iifname . ether saddr != @port_mac drop",
         "iifname @guarded udp sport 67 drop",  # no rogue DHCP server on an endpoint
@@ -172,7 +178,11 @@ def render(topo: Topology, facts: HostFacts) -> Rendered | None:
         "iifname @ip_guarded arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_ip drop",
         "limit name iifname map @upload_limits drop",
     ]
-    bridge_fwd = ["iifname @isolated_ports drop", "oifname @isolated_ports drop"]
+    # an isolated port still reaches its network's DHCP/DNS service, which is a port too
+    bridge_fwd = [
+        "iifname @isolated_ports oifname != @service_ports drop",
+        "oifname @isolated_ports iifname != @service_ports drop",
+    ]
 
     if not bridges.elements and not guarded.elements and not isolated_ports.elements and not upload.elements:
         return None

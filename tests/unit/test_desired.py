@@ -53,12 +53,36 @@ def ruleset_text(rs: list[Resource]) -> str:
     return one(rs, "ruleset").get("text")
 
 
-def chain(text: str, name: str) -> list[str]:
-    """The rules (not the `type` line) of one chain of a rendered ruleset; [] if absent."""
-    m = re.search(rf"^  chain {name} {{\n(.*?)^  }}", text, re.S | re.M)
+def table(text: str, family: str = "inet") -> str:
+    """The body of the `inet` or `bridge` table of a rendered ruleset; "" if absent."""
+    m = re.search(rf"^table {family} \S+ {{\n(.*?)^}}", text, re.S | re.M)
+    return m.group(1) if m else ""
+
+
+def chain(text: str, name: str, family: str = "inet") -> list[str]:
+    """The rules (not the `type` line) of one chain of a table of a rendered ruleset; [] if absent."""
+    m = re.search(rf"^  chain {name} {{\n(.*?)^  }}", table(text, family), re.S | re.M)
     if not m:
         return []
     return [line.strip() for line in m.group(1).splitlines() if not line.strip().startswith("type ")]
+
+
+def all_rules(text: str) -> list[str]:
+    """Every rule line of every chain of both tables."""
+    return [
+        line.strip()
+        for body in re.findall(r"^  chain \S+ {\n(.*?)^  }", text, re.S | re.M)
+        for line in body.splitlines()
+        if not line.strip().startswith("type ")
+    ]
+
+
+def elements(text: str, name: str, family: str = "inet") -> list[str]:
+    """The elements of a named set or map, as written; [] if it has none. Fails if it is absent."""
+    m = re.search(rf"^  (?:set|map) {name} {{\n(.*?)^  }}", table(text, family), re.S | re.M)
+    assert m, f"no set or map {name!r} in the {family} table"
+    found = re.search(r"^    elements = { (.*) }$", m.group(1), re.M)
+    return found.group(1).split(", ") if found else []
 
 
 NAT = {"lan0": {"mode": "nat", "subnet": "10.30.0.0/24"}}
@@ -105,18 +129,27 @@ def test_nat_explicit_uplink_beats_default_route():
     paths = {r.get("path") for r in of_kind(rs, "sysctl")}
     assert "net/ipv4/conf/wlan0/forwarding" in paths
     assert "net/ipv4/conf/eth0/forwarding" not in paths
-    assert 'oifname "wlan0" masquerade' in ruleset_text(rs)
+    text = ruleset_text(rs)
+    assert elements(text, "masq") == ['10.30.0.0/24 . "wlan0"']
+    assert elements(text, "egress") == [f'"{BR}" . "wlan0"']
+    assert '"eth0"' not in text
 
 
 def test_nat_masquerade_for_subnet_on_uplink():
-    rs = resources(NAT)
-    rule = chain(ruleset_text(rs), "postrouting")
-    assert rule == ['ip saddr 10.30.0.0/24 ip daddr != 10.30.0.0/24 oifname "eth0" masquerade']
-    forward = chain(ruleset_text(rs), "forward")
-    assert f'iifname "{BR}" oifname "eth0" accept' in forward
-    assert f'iifname "eth0" oifname "{BR}" ct state established,related accept' in forward
-    # the accepts come before the catch-all drops of the bridge
-    assert forward.index(f'iifname "{BR}" oifname "eth0" accept') < forward.index(f'iifname "{BR}" drop')
+    text = ruleset_text(resources(NAT))
+    # the subnet is masqueraded only where it leaves through the uplink
+    assert "ip saddr . oifname @masq masquerade" in chain(text, "postrouting")
+    assert elements(text, "masq") == ['10.30.0.0/24 . "eth0"']
+    assert elements(text, "bridges") == [f'"{BR}"']
+    # new connections go out bridge → uplink; replies come back to the bridge
+    assert elements(text, "egress") == [f'"{BR}" . "eth0"']
+    forward = chain(text, "forward")
+    egress = "iifname . oifname @egress accept"
+    back = "oifname @bridges ct state established,related accept"
+    assert egress in forward and back in forward
+    # the accepts come before the catch-all drops of the bridges
+    assert forward.index(egress) < forward.index("iifname @bridges drop")
+    assert forward.index(back) < forward.index("oifname @bridges drop")
 
 
 def test_nat_ruleset_is_in_its_own_table():
@@ -134,8 +167,12 @@ def test_rule_count_matches_rendered_rules():
     for nets in (NAT, ISOLATED, HOSTNET, {**NAT, "lan1": {"mode": "isolated"}}):
         rs = resources(nets)
         text = ruleset_text(rs)
-        count = sum(len(chain(text, c)) for c in ("forward", "input", "postrouting"))
+        count = len(all_rules(text))
         assert one(rs, "ruleset").get("rules") == count > 0
+        # every chain of both tables is counted
+        assert count == sum(len(chain(text, c)) for c in ("forward", "input", "prerouting", "output", "postrouting")) + sum(
+            len(chain(text, c, "bridge")) for c in ("prerouting", "forward")
+        )
 
 
 # --- isolated / host / bridged ------------------------------------------------------------------
@@ -146,14 +183,20 @@ def test_isolated_has_no_bridge_address_no_forwarding_no_masquerade():
     assert of_kind(rs, "address") == []
     assert of_kind(rs, "sysctl") == []
     assert one(rs, "bridge").get("mark") == "vnet:lab:bridge:lan0:isolated"
-    assert "masquerade" not in ruleset_text(rs)
+    text = ruleset_text(rs)
+    assert elements(text, "isolated_bridges") == [f'"{BR}"']
+    # nothing is masqueraded, routed out or forwarded into it
+    for name in ("masq", "hairpin", "egress", "forwards", "allowed", "allowed_any"):
+        assert elements(text, name) == [], name
 
 
 def test_isolated_drops_input_from_bridge():
     text = ruleset_text(resources(ISOLATED))
-    assert chain(text, "input") == [f'iifname "{BR}" drop']
+    assert chain(text, "input") == ["iifname @isolated_bridges drop"]
+    assert elements(text, "isolated_bridges") == [f'"{BR}"']
+    assert elements(text, "bridges") == [f'"{BR}"']
     forward = chain(text, "forward")
-    assert f'iifname "{BR}" drop' in forward and f'oifname "{BR}" drop' in forward
+    assert "iifname @bridges drop" in forward and "oifname @bridges drop" in forward
 
 
 def test_host_mode_has_address_but_no_forwarding():
@@ -161,9 +204,10 @@ def test_host_mode_has_address_but_no_forwarding():
     assert one(rs, "address").get("address") == "10.20.0.1"
     assert of_kind(rs, "sysctl") == []
     text = ruleset_text(rs)
-    assert "masquerade" not in text
-    assert chain(text, "input") == []  # the host answers on its own network
-    assert f'iifname "{BR}" drop' in chain(text, "forward")
+    assert elements(text, "masq") == [] and elements(text, "egress") == []
+    assert elements(text, "isolated_bridges") == []  # the host answers on its own network
+    assert elements(text, "bridges") == [f'"{BR}"']
+    assert "iifname @bridges drop" in chain(text, "forward")
 
 
 def test_bridged_has_uplink_port_and_no_address_nor_masquerade():
@@ -173,8 +217,17 @@ def test_bridged_has_uplink_port_and_no_address_nor_masquerade():
     assert of_kind(rs, "address") == []
     assert of_kind(rs, "sysctl") == []
     assert one(rs, "bridge").get("mac") is None  # takes the uplink's MAC
-    assert of_kind(rs, "ruleset") == []  # a bridged-only topology needs no rules
     assert one(rs, "tap").get("master") == BR
+    # the bridge is not routed by the host: no bridge, uplink or masquerade in the inet table,
+    # only the tap's anti-spoofing in the bridge table
+    text = ruleset_text(rs)
+    for name in ("bridges", "isolated_bridges", "intra", "egress", "masq", "hairpin"):
+        assert elements(text, name) == [], name
+    assert BR not in table(text, "inet") and "enp3s0" not in text
+    assert elements(text, "guarded", "bridge") == [f'"{names.tap("lab", "vm")}"']
+    # without port policies a bridged-only topology needs no rules at all
+    bare = resources(BRIDGED, {"vm": {"kind": "tap", "network": "lan0", "spoofing": "allow"}})
+    assert of_kind(bare, "ruleset") == []
 
 
 def test_bridged_network_gets_no_rules_next_to_a_nat_network():
@@ -333,10 +386,18 @@ def test_topology_name_changes_every_name():
     assert shared <= {"uplink:enp3s0", "sysctl:@host/net/ipv4/conf/eth0/forwarding"}
 
 
+def identity(rs: list[Resource]) -> tuple[str, str]:
+    """What observing compares besides the rule count: the structure digest (the inet table's
+    comment) and the digest of the set and map elements."""
+    r = one(rs, "ruleset")
+    return r.get("digest"), r.get("elements")
+
+
 def test_ruleset_digest_is_stable_and_follows_the_rules():
     base = one(resources(NAT), "ruleset")
-    assert one(resources(NAT), "ruleset").get("digest") == base.get("digest")
+    assert identity(resources(NAT)) == identity([base])
     assert re.fullmatch(r"[0-9a-f]{16}", base.get("digest"))
+    assert re.fullmatch(r"[0-9a-f]+", base.get("elements"))
     variants = [
         resources({"lan0": {"mode": "nat", "subnet": "10.31.0.0/24"}}),
         resources(NAT, facts=HostFacts(default_uplink="eth1")),
@@ -344,16 +405,27 @@ def test_ruleset_digest_is_stable_and_follows_the_rules():
         resources({**NAT, "lan1": {"mode": "isolated"}}),
         resources({"lan0": {"mode": "host", "subnet": "10.30.0.0/24"}}),
     ]
-    digests = [one(rs, "ruleset").get("digest") for rs in variants]
-    assert base.get("digest") not in digests
-    assert len(set(digests)) == len(digests)
+    ids = [identity(rs) for rs in variants]
+    assert identity([base]) not in ids
+    assert len(set(ids)) == len(ids)
+    # all of these differ in set elements only: the rules and sets (the structure) are the same
+    assert {d for d, _ in ids} == {base.get("digest")}
+    assert base.get("elements") not in {e for _, e in ids}
 
 
 def test_digest_ignores_what_is_not_in_the_rules():
-    base = one(resources(NAT), "ruleset").get("digest")
-    # endpoints and gateway address do not change the rules, so not the digest either
-    other = resources({"lan0": {**NAT["lan0"], "address": "10.30.0.200"}}, {"vm": {"kind": "tap", "network": "lan0"}})
-    assert one(other, "ruleset").get("digest") == base
+    base = identity(resources(NAT))
+    # the gateway address and endpoints without port policies do not change the rules or their
+    # elements, so neither digest
+    other = resources(
+        {"lan0": {**NAT["lan0"], "address": "10.30.0.200"}},
+        {"vm": {"kind": "tap", "network": "lan0", "spoofing": "allow"}, "c1": {"kind": "netns", "network": "lan0", "spoofing": "allow"}},
+    )
+    assert identity(other) == base
+    # while a guarded port is in the rules' elements (its MAC in port_mac), and so in their digest
+    guarded = identity(resources(NAT, {"vm": {"kind": "tap", "network": "lan0"}}))
+    assert guarded[1] != base[1]
+    assert guarded[0] == base[0]  # the same structure
 
 
 @pytest.mark.parametrize("bridge, uplink", [("br.lan-0", "eth0.100"), ("x_-.y", "en-p3s0"), (None, "wlp2s0")])

@@ -127,6 +127,8 @@ _TARGET_RE = re.compile(r"([a-z][a-z0-9_-]*|[0-9.]+)(:([0-9]{1,5}))?")
 def _rate(value: str) -> str:
     if not _RATE_RE.fullmatch(value):
         raise ValueError("write a rate like 500kbit, 100mbit or 1gbit")
+    if not 8 * 10**3 <= rate_bits(value) <= 100 * 10**9:
+        raise ValueError("rates go from 8kbit to 100gbit")
     return value
 
 
@@ -136,10 +138,8 @@ def rate_bits(value: str) -> int:
 
 
 def _port_range(value: int | str) -> int | str:
-    if isinstance(value, bool):
-        raise ValueError("is a boolean; write a port number or a range like 5000-5010")
-    lo, _, hi = str(value).partition("-")
-    if not lo.isdigit() or (hi and not hi.isdigit()):
+    lo, dash, hi = str(value).partition("-")
+    if not lo.isdigit() or (dash and not hi.isdigit()):
         raise ValueError("write a port number or a range like 5000-5010")
     a, b = int(lo), int(hi or lo)
     if not (1 <= a <= b <= 65535):
@@ -218,7 +218,9 @@ class DnsSpec(Strict):
 
 class ForwardSpec(Strict):
     proto: Literal["tcp", "udp"] = "tcp"
-    port: Annotated[int | str, AfterValidator(_port_range)] = Field(description="host port, or a range like 5000-5010")
+    port: Annotated[int | str, BeforeValidator(_reject_bool), AfterValidator(_port_range)] = Field(
+        description="host port, or a range like 5000-5010"
+    )
     to: Annotated[str, AfterValidator(_target)] = Field(
         description="endpoint or VM name, or an address, with an optional :port (default: the same port)"
     )
@@ -230,7 +232,7 @@ class AllowSpec(Strict):
     from_: Name = Field(alias="from", description="network the connections come from")
     to: Name = Field(description="network they may reach")
     proto: Literal["tcp", "udp"] | None = Field(None, description="default: any protocol")
-    ports: list[Annotated[int | str, AfterValidator(_port_range)]] | None = Field(
+    ports: list[Annotated[int | str, BeforeValidator(_reject_bool), AfterValidator(_port_range)]] | None = Field(
         None, description="destination ports or ranges (needs proto); default: all"
     )
 
