@@ -192,6 +192,13 @@ class Engine:
                 shutil.rmtree(self.state, ignore_errors=True)
             return actions
 
+    def _complete(self, nss: Namespaces, action: Action) -> Action:
+        """Fill in what undoing the action needs but observing did not read: a ruleset's full
+        text (observe lists tables terse, so its cost does not grow with forwards)."""
+        if action.old is not None and action.old.kind == "ruleset" and action.old.get("text") is None:
+            return Action(action.op, action.new, nft.with_text(nss.host, action.old, self.state / "ruleset.nft"))
+        return action
+
     def _execute(self, nss: Namespaces, action: Action) -> None:
         r = action.resource
         if r.kind in ("service", "vm"):
@@ -205,9 +212,9 @@ class Engine:
              "update": lambda: sysctl.update(nss, self.record, action.old, action.new)}[action.op]()
         elif r.kind == "ruleset":
             if action.op == "delete":
-                nft.delete(nss.host, action.old)
+                nft.delete(nss.host, action.old, self.state / "ruleset.nft")
             else:
-                nft.replace(nss.host, action.new)
+                nft.replace(nss.host, action.new, action.old, self.state / "ruleset.nft")
         elif action.op == "create":
             netlink.create(nss, action.new)
         elif action.op == "delete":
@@ -221,6 +228,7 @@ class Engine:
         done: list[Action] = []
         try:
             for step, action in enumerate(actions, 1):
+                action = actions[step - 1] = self._complete(nss, action)
                 self.journal.begin(step, action)
                 if fail_at == step:
                     raise VnetError(f"fault injected at step {step}")
