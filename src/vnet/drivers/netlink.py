@@ -29,8 +29,14 @@ ENODEV, ENOENT, EEXIST, ESRCH, EADDRNOTAVAIL = 19, 2, 17, 3, 99
 
 
 def index_of(ns: Namespace, ifname: str) -> int | None:
-    found = ns.ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
+    # one RTM_GETLINK by name, not a dump of every link (link_lookup dumps: O(links) per call)
+    try:
+        (msg,) = ns.ipr.link("get", ifname=ifname)
+    except NetlinkError as exc:
+        if exc.code == ENODEV:
+            return None
+        raise
+    return msg["index"]
 
 
 def _index(ns: Namespace, ifname: str) -> int:
@@ -56,17 +62,17 @@ def _make_tuntap(name: str, mode: str, owner: int | None, group: int | None, mul
 
 
 def _set_link(ns: Namespace, ifname: str, r: Resource, alias_key: str = "mark", mac_key: str = "mac", port: bool = True) -> None:
+    """Alias, MAC, MTU, master and up in one request: one round trip per link."""
     idx = _index(ns, ifname)
-    req: dict[str, Any] = {"ifalias": r.get(alias_key)}
+    req: dict[str, Any] = {"ifalias": r.get(alias_key), "state": "up"}
     if r.get(mac_key):
         req["address"] = r.get(mac_key)
     if r.get("mtu"):
         req["mtu"] = r.get("mtu")
-    ns.ipr.link("set", index=idx, **req)
     if port and "master" in r.a:
         master = r.get("master")
-        ns.ipr.link("set", index=idx, master=_index(ns, master) if master else 0)
-    ns.ipr.link("set", index=idx, state="up")
+        req["master"] = _index(ns, master) if master else 0
+    ns.ipr.link("set", index=idx, **req)
 
 
 def _delete_link(ns: Namespace, ifname: str) -> None:
