@@ -101,6 +101,7 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "topology": topo.name,
         "netns": netns,
         "in_sync": not planned.actions,
+        "recovered": planned.recovered,  # what was said of an interrupted run this call undid, if any
         "resources": rows,
         "forwards": forward_counters(topo.name, netns),
         "leases": [lease.__dict__ | {"remaining": lease.remaining} for lease in leases(topo.name, state_dir)],

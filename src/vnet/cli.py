@@ -187,6 +187,21 @@ def console(topology: Path, vm: str, follow: bool = typer.Option(False, "-f", "-
 
 
 @app.command()
+def doctor(
+    netns: Optional[str] = typer.Option(None, "--netns", help="look inside this namespace (default: the global --netns)"),
+    output: str = typer.Option("text", "-o", "--output", help="text or json"),
+) -> None:
+    """Explain host settings that get in the way of vnet's networks (firewalls, br_netfilter)."""
+    from vnet import doctor as doc
+
+    try:
+        findings = doc.examine(netns or ctx.netns, ctx.state_dir)
+    except VnetError as exc:
+        _fail(exc)
+    print(doc.as_json(findings) if output == "json" else doc.report(findings), end="")
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of topology files (for editors)."""
     print(json.dumps(spec.json_schema(), indent=2))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vnet import names
-from vnet.drivers import dnsmasq, netlink, nft, qemu, sysctl
+from vnet.drivers import dnsmasq, iptables, netlink, nft, qemu, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespace, Namespaces
 from vnet.resources import Resource, make, ns_key
@@ -43,6 +43,7 @@ class Observation:
     default_uplink: str | None = None
     tables: list[dict] = field(default_factory=list)
     namespaces: dict[str, str | None] = field(default_factory=dict)  # name → owning topology (None: foreign)
+    filter: iptables.Filter = field(default_factory=iptables.Filter)  # iptables' filter table (engine reads it)
 
     def add(self, r: Resource) -> None:
         self.owned[r.id] = r

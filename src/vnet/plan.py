@@ -5,7 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from vnet.resources import RANK, Resource
+from vnet.resources import RANK, Resource, _freeze
+
+# Kinds the engine adds beside those of resources.ORDER, placed between two of them: the iptables
+# ACCEPT rules vnet adds when another firewall drops forwarded traffic open the path only after
+# vnet's own ruleset guards it, and before forwarding is switched on.
+EXTRA_RANK = {"iptables": RANK["ruleset"] + 0.5}
+
+
+def rank(kind: str) -> float:
+    return RANK[kind] if kind in RANK else EXTRA_RANK[kind]
+
+
+def resource_from_json(data: dict) -> Resource:
+    """Like Resource.from_json, for the engine's extra kinds too (journals name them)."""
+    if data["kind"] in RANK:
+        return Resource.from_json(data)
+    freeze = lambda d: tuple(sorted((k, _freeze(v)) for k, v in d.items()))  # noqa: E731
+    return Resource(data["kind"], data["key"], freeze(data["attrs"]), freeze(data.get("extra", {})))
 
 
 @dataclass(frozen=True)
@@ -44,8 +61,8 @@ class Action:
     def from_json(cls, data: dict) -> Action:
         return cls(
             data["op"],
-            Resource.from_json(data["new"]) if data["new"] else None,
-            Resource.from_json(data["old"]) if data["old"] else None,
+            resource_from_json(data["new"]) if data["new"] else None,
+            resource_from_json(data["old"]) if data["old"] else None,
         )
 
 
@@ -64,6 +81,6 @@ def diff(desired: Iterable[Resource], observed: dict[str, Resource]) -> list[Act
             changes.append(Action("create", r, None))
         elif not matches(r, have):
             changes.append(Action("update", r, have))
-    deletes.sort(key=lambda a: (-RANK[a.resource.kind], a.resource.key))
-    changes.sort(key=lambda a: (RANK[a.resource.kind], a.resource.key))
+    deletes.sort(key=lambda a: (-rank(a.resource.kind), a.resource.key))
+    changes.sort(key=lambda a: (rank(a.resource.kind), a.resource.key))
     return deletes + changes

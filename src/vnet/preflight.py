@@ -71,7 +71,11 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
                 if dev in owned_bridges:
                     continue
                 if dst.overlaps(subnet):
-                    add(Problem(f"{path}.subnet", f"{subnet} collides with the host's route to {dst} via {dev}", "choose a free range"))
+                    li = obs.links.get(dev) if dev else None
+                    if li is not None and li.mark and li.mark[0] != t:  # another topology's network
+                        add(Problem(f"{path}.subnet", f"{subnet} overlaps {dst}, claimed by topology {li.mark[0]!r} (bridge {dev})", f"choose a free range, or destroy topology {li.mark[0]} first"))
+                    else:
+                        add(Problem(f"{path}.subnet", f"{subnet} collides with the host's route to {dst} via {dev}", "choose a free range"))
                     break
 
     table = names.nft_table(t)

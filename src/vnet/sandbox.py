@@ -183,6 +183,10 @@ def _stop(pidfile: Path) -> None:
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         try:
+            os.waitpid(pid, os.WNOHANG)  # when this process started it, reap it: a zombie still counts
+        except ChildProcessError:
+            pass
+        try:
             os.killpg(pid, 0)
         except ProcessLookupError:
             break

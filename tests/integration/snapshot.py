@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -40,8 +41,63 @@ def _strip_volatile(links: list[dict]) -> list[dict]:
     return sorted(out, key=lambda x: x["ifname"])
 
 
+_COUNTERS = re.compile(r"counter packets \d+ bytes \d+")
+_CHAIN_COUNTERS = re.compile(r"\[\d+:\d+\]")
+
+
+def _nft(ns: str) -> str:
+    # packet counters (iptables-nft puts one on every rule) tick with traffic by themselves
+    return _COUNTERS.sub("counter", _run(ns, "nft", "list", "ruleset"))
+
+
+def _iptables(ns: str) -> str:
+    """iptables-save of every table, without its timestamps and counters."""
+    text = _run(ns, "iptables-save")
+    return "\n".join(_CHAIN_COUNTERS.sub("[]", line) for line in text.splitlines() if not line.startswith("#"))
+
+
+def _json(*argv: str) -> list:
+    proc = subprocess.run(list(argv), capture_output=True, text=True)
+    return json.loads(proc.stdout or "[]") if proc.returncode == 0 else []
+
+
+def namespaces(host: str) -> list[str]:
+    """The namespaces that concern `host`: the sandbox's own, those joined to `host` by a veth, and
+    those joined to nothing that vnet marked for a topology with links in `host`. Namespaces of
+    other sandboxes, or joined only to other namespaces, or alone and not known here (another
+    test's, being built) do not show up, so tests running at the same time in other sandboxes do
+    not disturb the comparison. Tests that must also see leftovers that are alone (a run killed
+    right after it made a namespace) list them by name as well."""
+    sandbox = host[: -len("-host")] if host.endswith("-host") else host
+    here = {(link.get("ifalias") or "").split(":")[1] for link in _json("ip", "-n", host, "-j", "link", "show")
+            if (link.get("ifalias") or "").startswith("vnet:")}
+    out = []
+    for n in nsmod.listed():
+        if n == host:
+            out.append(n)
+            continue
+        links = _json("ip", "-n", n, "-j", "link", "show")
+        if not links:
+            continue  # vanished meanwhile: not ours
+        alias = next((link.get("ifalias") for link in links if link.get("ifname") == "lo"), None) or ""
+        if alias.startswith("vnet-sandbox:"):
+            if alias == f"vnet-sandbox:{sandbox}":
+                out.append(n)
+            continue
+        peers = {link["link_netnsid"] for link in links if "link_netnsid" in link}
+        if not peers:
+            # made by vnet, joined to nothing: ours when its topology has links in `host`
+            if alias.startswith("vnet:") and alias.split(":")[1] in here:
+                out.append(n)
+            continue
+        ids = {i.get("nsid"): i.get("name") for i in _json("ip", "-n", n, "-j", "netns", "list-id")}
+        if any(ids.get(p) == host for p in peers):
+            out.append(n)
+    return out
+
+
 def take(ns: str) -> dict:
-    """Links, addresses, routes (all tables), nft ruleset, forwarding sysctls, and the namespace list."""
+    """Links, addresses, routes (all tables), nft ruleset, iptables, forwarding sysctls, and the namespace list."""
     return {
         "links": _strip_volatile(json.loads(_run(ns, "ip", "-d", "-j", "link", "show"))),
         "addresses": sorted(
@@ -50,7 +106,8 @@ def take(ns: str) -> dict:
             for i in a.get("addr_info", [])
         ),
         "routes": sorted(json.dumps(r, sort_keys=True) for r in json.loads(_run(ns, "ip", "-j", "route", "show", "table", "all"))),
-        "nft": _run(ns, "nft", "list", "ruleset"),
+        "nft": _nft(ns),
+        "iptables": _iptables(ns),
         "sysctl": _sysctls(ns),
-        "namespaces": nsmod.listed(),
+        "namespaces": namespaces(ns),
     }
