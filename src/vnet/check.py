@@ -32,6 +32,17 @@ def run_in(ns: str | None, argv: list[str], timeout: float = 10) -> subprocess.C
     return subprocess.run(Namespace(ns).argv(argv) if ns else argv, capture_output=True, text=True, timeout=timeout)
 
 
+def _inside(ns: str | None, fn):
+    """Run fn in a thread inside `ns`: a socket it opens belongs to that namespace."""
+    if ns is None:
+        return fn()
+    n = Namespace(ns)
+    try:
+        return n.call(fn)
+    finally:
+        n.close()
+
+
 def ping(ns: str | None, address: str, count: int = 1, timeout_s: int = 1) -> bool:
     """True when `address` answers an ICMP echo from namespace `ns`."""
     proc = run_in(ns, [BUSYBOX, "ping", "-c", str(count), "-W", str(timeout_s), address], timeout=count * timeout_s + 5)
@@ -55,13 +66,7 @@ def tcp_line(ns: str | None, address: str, port: int, timeout_s: float = 2.0) ->
         except OSError:
             return None
 
-    if ns is None:
-        return talk()
-    n = Namespace(ns)
-    try:
-        return n.call(talk)  # a socket opened by a thread inside the namespace belongs to it
-    finally:
-        n.close()
+    return _inside(ns, talk)
 
 
 def dhcp_client(ns: str, ifname: str = "eth0", tries: int = 5) -> str:
@@ -91,13 +96,7 @@ def udp_line(ns: str | None, address: str, port: int, timeout_s: float = 2.0) ->
             except OSError:
                 return None
 
-    if ns is None:
-        return talk()
-    n = Namespace(ns)
-    try:
-        return n.call(talk)
-    finally:
-        n.close()
+    return _inside(ns, talk)
 
 
 class Listener:
