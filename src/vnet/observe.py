@@ -32,6 +32,7 @@ class LinkInfo:
     mac: str | None
     mtu: int
     up: bool
+    data: dict = field(default_factory=dict)  # IFLA_INFO_DATA (tun owner/group/type …)
 
 
 @dataclass
@@ -63,7 +64,7 @@ def read_links(ns: Namespace) -> dict[str, LinkInfo]:
     by_index = {m["index"]: m.get("ifname") for m in msgs}
     out = {}
     for m in msgs:
-        kind, _ = _linkinfo(m)
+        kind, data = _linkinfo(m)
         out[m.get("ifname")] = LinkInfo(
             name=m.get("ifname"),
             index=m["index"],
@@ -73,13 +74,12 @@ def read_links(ns: Namespace) -> dict[str, LinkInfo]:
             mac=m.get("address"),
             mtu=m.get("mtu"),
             up=bool(m["flags"] & 1),
+            data=data,
         )
     return out
 
 
-def _tun_attrs(ns: Namespace, index: int) -> dict:
-    (msg,) = ns.ipr.get_links(index)
-    _, data = _linkinfo(msg)
+def _tun_attrs(data: dict) -> dict:
     def ident(key: str) -> int | None:
         value = data.get(key)
         return None if value in (None, UNSET_ID) else value
@@ -91,9 +91,18 @@ def _tun_attrs(ns: Namespace, index: int) -> dict:
     }
 
 
-def _addresses(ns: Namespace, nskey: str, ifname: str, index: int) -> list[Resource]:
+def _address_dump(ns: Namespace) -> dict[int, list]:
+    """Every IPv4 address of the namespace by ifindex: one dump, not one per link (pyroute2
+    filters by index on the client side, so a per-link call dumps them all each time)."""
+    out: dict[int, list] = {}
+    for a in ns.ipr.get_addr(family=socket.AF_INET):
+        out.setdefault(a["index"], []).append(a)
+    return out
+
+
+def _addresses(dump: dict[int, list], nskey: str, ifname: str, index: int) -> list[Resource]:
     out = []
-    for a in ns.ipr.get_addr(family=socket.AF_INET, index=index):
+    for a in dump.get(index, ()):
         if a.get("proto") != names.ROUTE_PROTO:
             continue  # not vnet's: e.g. a lease a DHCP client took inside an endpoint
         cidr = f"{a.get('address')}/{a['prefixlen']}"
@@ -116,15 +125,14 @@ def _add(obs: Observation, r: Resource | None) -> None:
         obs.add(r)
 
 
-def _ns_owner(ns: Namespace) -> str | None:
-    mark = read_links(ns).get("lo")
-    return mark.mark[0] if mark and mark.mark else None
 
 
 def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = ()) -> Observation:
     obs = Observation(topology)
     host = nss.host
     obs.links = read_links(host)
+    host_addrs = _address_dump(host)
+    qdiscs = netlink.qdisc_dump(host)
     by_index = {li.index: li for li in obs.links.values()}
     owned_index: dict[int, str] = {}
     for li in obs.links.values():
@@ -141,15 +149,15 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
                     if port.master == li.name and not port.mark:
                         obs.add(make("uplink", port.name, bridge=li.name))
                 continue  # its addresses are the uplink's, carried by the uplink resource
-            for a in _addresses(host, "", li.name, li.index):
+            for a in _addresses(host_addrs, "", li.name, li.index):
                 obs.add(a)
         elif role in ("tap", "tun"):
-            obs.add(make("tap", li.name, mark=alias, master=li.master, mac=li.mac, mtu=li.mtu, **_tun_attrs(host, li.index)))
-            _add(obs, netlink.observe_qdisc(host, li.name, li.index))
-            for a in _addresses(host, "", li.name, li.index):
+            obs.add(make("tap", li.name, mark=alias, master=li.master, mac=li.mac, mtu=li.mtu, **_tun_attrs(li.data)))
+            _add(obs, netlink.qdisc_resource(qdiscs, li.name, li.index))
+            for a in _addresses(host_addrs, "", li.name, li.index):
                 obs.add(a)
         elif role == "veth":
-            _add(obs, netlink.observe_qdisc(host, li.name, li.index))
+            _add(obs, netlink.qdisc_resource(qdiscs, li.name, li.index))
             peer_ns = extra[0] if extra else None
             attrs = dict(mark=alias, master=li.master, mac=li.mac, mtu=li.mtu, peer_ns=peer_ns, peer_name=None, peer_mac=None, peer_mark=None)
             if peer_ns and nsmod.exists(peer_ns):
@@ -160,7 +168,7 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
                     if p.mark and p.mark[:3] == (topology, "veth-peer", li.mark[2]):
                         attrs.update(peer_name=p.name, peer_mac=p.mac, peer_mark=":".join((names.MARK, *p.mark[:3], *p.mark[3])))
                         inner_owned[p.index] = p.name
-                        for a in _addresses(inner, peer_ns, p.name, p.index):
+                        for a in _addresses(_address_dump(inner), peer_ns, p.name, p.index):
                             obs.add(a)
                 for rt in _routes(inner, peer_ns, inner_owned):
                     obs.add(rt)
@@ -170,10 +178,11 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
 
     # namespaces: vnet's default names start with the topology's; ownership is the mark on lo
     for name in set(nsmod.listed()) & ({n for n in nsmod.listed() if n.startswith(f"{topology}-")} | set(extra_netns)):
-        owner = _ns_owner(nss.get(name))
+        lo = read_links(nss.get(name)).get("lo")
+        mark = lo.mark if lo else None
+        owner = mark[0] if mark else None
         obs.namespaces[name] = owner
         if owner == topology:
-            mark = read_links(nss.get(name))["lo"].mark
             obs.add(make("netns", name, mark=":".join((names.MARK, *mark[:3], *mark[3]))))
 
     # sysctls: exactly those vnet recorded changing

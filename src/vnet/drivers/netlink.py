@@ -337,8 +337,16 @@ def delete_qdisc(nss: Namespaces, r: Resource) -> None:
             raise
 
 
-def observe_qdisc(ns: Namespace, ifname: str, index: int) -> Resource | None:
-    for q in ns.ipr.get_qdiscs(index):
+def qdisc_dump(ns: Namespace) -> dict[int, list]:
+    """Every qdisc of the namespace by ifindex, in one dump."""
+    out: dict[int, list] = {}
+    for q in ns.ipr.get_qdiscs():
+        out.setdefault(q["index"], []).append(q)
+    return out
+
+
+def qdisc_resource(dump: dict[int, list], ifname: str, index: int) -> Resource | None:
+    for q in dump.get(index, ()):
         if q.get_attr("TCA_KIND") == "tbf" and q["parent"] == TC_H_ROOT:
             opts = q.get_attr("TCA_OPTIONS")
             parms = opts.get_attr("TCA_TBF_PARMS") if opts else None
