@@ -1,4 +1,4 @@
-.PHONY: setup test unit demo clean
+.PHONY: setup test unit demo bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,6 +11,9 @@ unit: setup
 
 demo: setup
 	.venv/bin/python scripts/demo.py
+
+bench: setup
+	.venv/bin/python -m bench
 
 clean:
 	rm -rf .venv build src/*.egg-info .pytest_cache .hypothesis

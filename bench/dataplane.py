@@ -1,0 +1,143 @@
+"""Traffic: iperf3 TCP throughput and a bounded loop of new TCP connections, between namespaces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from bench import world
+from bench.env import in_ns, run
+
+# accepts and closes connections, forever (the benchmark kills it)
+ACCEPTOR = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(4096)
+while True:
+    c, _ = s.accept()
+    c.close()
+"""
+
+# opens and closes connections one after another, bounded by count and by time; closes with RST
+# (SO_LINGER 0) so no TIME_WAIT piles up and the ephemeral ports last
+CONNECTOR = """
+import json, socket, struct, sys, time
+addr, port, seconds, cap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+linger = struct.pack("ii", 1, 0)
+n = fail = 0
+t0 = time.perf_counter(); end = t0 + seconds
+while n < cap and time.perf_counter() < end and fail < 50:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.settimeout(1.0)
+    try:
+        s.connect((addr, port)); n += 1
+    except OSError:
+        fail += 1
+    finally:
+        s.close()
+print(json.dumps({"connections": n, "failures": fail, "seconds": time.perf_counter() - t0}))
+"""
+
+
+@dataclass
+class Servers:
+    """Daemons the benchmark starts in namespaces; stopped by pid, never by name."""
+
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, ns: str, argv: list[str]) -> None:
+        self.procs.append(
+            subprocess.Popen(in_ns(ns, argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        )
+
+    def acceptor(self, ns: str, port: int) -> None:
+        self.start(ns, [sys.executable, "-c", ACCEPTOR, str(port)])
+
+    def iperf3(self, ns: str, port: int) -> None:
+        self.start(ns, ["iperf3", "-s", "-p", str(port)])
+
+    def stop(self) -> None:
+        pids = [p.pid for p in self.procs if p.poll() is None]
+        # nsenter execs the program, so the pid is the server itself
+        world.stop_pids(pids)
+        for p in self.procs:
+            try:
+                p.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs.clear()
+
+
+def wait_listening(ns: str, ports: list[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = run(in_ns(ns, ["ss", "-tlnH"]), check=False).stdout
+        if all(f":{p} " in out for p in ports):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {ports} in {ns}")
+
+
+def throughput(client_ns: str, addr: str, port: int, seconds: int = 3) -> float:
+    """TCP throughput in Gbit/s that the receiver saw, one stream, after a 1 s warm-up omitted."""
+    proc = run(in_ns(client_ns, ["iperf3", "-c", addr, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"]), timeout=seconds + 20)
+    data = json.loads(proc.stdout)
+    return data["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def connection_rate(client_ns: str, addr: str, port: int, seconds: float = 2.0, cap: int = 20000) -> tuple[float, dict]:
+    proc = run(in_ns(client_ns, [sys.executable, "-c", CONNECTOR, addr, str(port), str(seconds), str(cap)]), timeout=seconds + 30)
+    data = json.loads(proc.stdout)
+    if data["connections"] == 0:
+        raise RuntimeError(f"no connection to {addr}:{port} from {client_ns} ({data['failures']} failures)")
+    return data["connections"] / data["seconds"], data
+
+
+def veth_pair(a: str, b: str, addr_a: str, addr_b: str) -> None:
+    world.bare(a)
+    world.bare(b)
+    run(["ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b])
+    run(["ip", "-n", a, "addr", "add", f"{addr_a}/24", "dev", "eth0"])
+    run(["ip", "-n", b, "addr", "add", f"{addr_b}/24", "dev", "eth0"])
+    run(["ip", "-n", a, "link", "set", "eth0", "up"])
+    run(["ip", "-n", b, "link", "set", "eth0", "up"])
+
+
+# the same hops as the sandbox path (WAN → router → host → bridge → endpoint), routed plainly:
+# no NAT, no conntrack, no firewall — what the path itself costs without vnet's rules
+CHAIN = ("bnv-w", "bnv-r", "bnv-h", "bnv-e")
+CHAIN_TARGET = "10.78.9.10"
+
+
+def plain_path() -> None:
+    w, r, h, e = CHAIN
+    for ns in CHAIN:
+        world.bare(ns)
+    steps = [
+        ["ip", "-n", r, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", w],
+        ["ip", "-n", r, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", h],
+        ["ip", "-n", h, "link", "add", "br0", "type", "bridge"],
+        ["ip", "-n", h, "link", "add", "port", "master", "br0", "type", "veth", "peer", "name", "eth0", "netns", e],
+        ["ip", "-n", w, "addr", "add", "203.0.113.10/24", "dev", "eth0"],
+        ["ip", "-n", r, "addr", "add", "203.0.113.1/24", "dev", "wan"],
+        ["ip", "-n", r, "addr", "add", "192.0.2.1/24", "dev", "lan"],
+        ["ip", "-n", h, "addr", "add", "192.0.2.2/24", "dev", "eth0"],
+        ["ip", "-n", h, "addr", "add", "10.78.9.1/24", "dev", "br0"],
+        ["ip", "-n", e, "addr", "add", f"{CHAIN_TARGET}/24", "dev", "eth0"],
+    ]
+    for dev_ns, dev in ((w, "eth0"), (r, "wan"), (r, "lan"), (h, "eth0"), (h, "br0"), (h, "port"), (e, "eth0")):
+        steps.append(["ip", "-n", dev_ns, "link", "set", dev, "up"])
+    steps += [
+        ["ip", "-n", w, "route", "add", "default", "via", "203.0.113.1"],
+        ["ip", "-n", r, "route", "add", "10.78.9.0/24", "via", "192.0.2.2"],
+        ["ip", "-n", h, "route", "add", "default", "via", "192.0.2.1"],
+        ["ip", "-n", e, "route", "add", "default", "via", "10.78.9.1"],
+        in_ns(r, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]),
+        in_ns(h, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]),
+    ]
+    for argv in steps:
+        run(argv)
