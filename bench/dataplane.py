@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from bench import world
 from bench.env import in_ns, run
+from vnet.drivers import process
 
 # accepts and closes connections, forever (the benchmark kills it)
 ACCEPTOR = """
@@ -63,7 +64,7 @@ class Servers:
     def stop(self) -> None:
         pids = [p.pid for p in self.procs if p.poll() is None]
         # nsenter execs the program, so the pid is the server itself
-        world.stop_pids(pids)
+        process.stop_pids(pids, timeout=3.0)
         for p in self.procs:
             try:
                 p.wait(timeout=1)

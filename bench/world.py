@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import time
 from pathlib import Path
 
 from bench.env import NETNS_DIR, run
+from vnet.drivers import process
 
 SANDBOX = "bench"
 MARK = "vnet-bench"
@@ -71,35 +70,7 @@ def kill_in(ns: str) -> None:
                 pids.append(int(proc.name))
         except OSError:
             continue
-    stop_pids(pids)
-
-
-def stop_pids(pids: list[int], timeout: float = 3.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while pids and time.monotonic() < deadline:
-            for pid in list(pids):
-                try:
-                    os.waitpid(pid, os.WNOHANG)  # our own child: reap it
-                except ChildProcessError:
-                    pass
-                if not Path(f"/proc/{pid}").exists() or _zombie(pid):
-                    pids.remove(pid)
-            time.sleep(0.02)
-        if not pids:
-            return
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
+    process.stop_pids(pids, timeout=3.0)
 
 
 def leftovers() -> list[str]:

@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 from vnet import dnsconf, qemuargs
 from vnet.desired import HostFacts, bridge_name, desired, uplink_of
-from vnet.drivers import dnsmasq, iptables, kvm, netlink, nft, qemu, sysctl
+from vnet.drivers import dnsmasq, iptables, kvm, netlink, nft, process, qemu, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespaces
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed, VnetError
@@ -564,12 +564,7 @@ class Engine:
         """Fill in what undoing the action needs but observing did not read: a ruleset's full
         text (observe lists tables terse, so its cost does not grow with forwards)."""
         if action.old is not None and action.old.kind == "ruleset" and action.old.get("text") is None:
-            saved = self.state / "ruleset.nft"
-            if action.new is not None and action.new.get("rules") != action.old.get("rules"):
-                # rules flushed or added by hand: the text vnet wrote last is not what the host holds
-                # (even if digest and elements still match), so list it, and replace the tables whole
-                saved = self.state / "ruleset.nft.not-current"
-            return Action(action.op, action.new, nft.with_text(nss.host, action.old, saved))
+            return Action(action.op, action.new, nft.with_text(nss.host, action.old, self.state / "ruleset.nft"))
         return action
 
     def _execute(self, nss: Namespaces, action: Action, verify: bool = False) -> None:
@@ -795,40 +790,6 @@ class Engine:
                 if lo is None or lo.mark is None:
                     netlink.delete(nss, r)
         elif r.kind == "service":
-            _kill_named(str(dnsconf.files(self.state, r.get("network"))["conf"]))
+            process.kill_named(str(dnsconf.files(self.state, r.get("network"))["conf"]))
         elif r.kind == "vm":
-            _kill_named(str(qemuargs.files(self.state, r.key)["pid"]))
-
-
-def _kill_named(marker: str, timeout: float = 5.0) -> None:
-    """Stop the processes whose command line names `marker` (a path under vnet's state directory,
-    unique to one daemon of one topology): a daemon started by a step cut short, pid file or not."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if any(marker in arg for arg in argv):
-            pids.append(int(proc.name))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-            time.sleep(0.02)
-        if not pids:
-            return
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
+            process.kill_named(str(qemuargs.files(self.state, r.key)["pid"]))

@@ -53,15 +53,47 @@ def start(ns: Namespace, argv: list[str], pidfile: Path, marker: Path | None = N
 
 def stop(pidfile: Path, marker: Path | None = None, timeout: float = 5.0) -> None:
     pid = running(pidfile, marker)
-    if pid is None:
-        pidfile.unlink(missing_ok=True)
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running(pidfile, marker) == pid:
-        time.sleep(0.02)
-    if running(pidfile, marker) == pid:
-        os.kill(pid, signal.SIGKILL)
-        while running(pidfile, marker) == pid:
-            time.sleep(0.02)
+    if pid is not None:
+        stop_pids([pid], timeout)
     pidfile.unlink(missing_ok=True)
+
+
+def is_gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie counts as gone: it runs nothing any more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_pids(pids: list[int], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL what is left after `timeout`; reaps those that are our children."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            for pid in list(pids):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                if is_gone(pid):
+                    pids.remove(pid)
+            time.sleep(0.02)
+        if not pids:
+            return
+
+
+def kill_named(marker: str, timeout: float = 5.0) -> None:
+    """Stop the processes whose command line names `marker` (a path under vnet's state directory,
+    unique to one daemon of one topology): a daemon started by a step cut short, pid file or not."""
+    pids = [
+        int(proc.name)
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and int(proc.name) != os.getpid() and any(marker in arg for arg in _cmdline(int(proc.name)))
+    ]
+    stop_pids(pids, timeout)
