@@ -249,6 +249,20 @@ def parse(text: str) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
     return skeleton, sets
 
 
+def rule_count(skeleton: list[str]) -> int:
+    """Rules in the chains of `parse`d text (what observe counts on the host)."""
+    count, in_chain = 0, False
+    for line in skeleton:
+        stripped = line.strip()
+        if stripped.startswith("chain "):
+            in_chain = True
+        elif stripped == "}":
+            in_chain = False
+        elif in_chain and stripped and not stripped.startswith("type "):
+            count += 1
+    return count
+
+
 def delta(table: str, old_text: str, new_text: str) -> str | None:
     """An nft script that turns `old_text`'s elements into `new_text`'s, or None when their
     structure differs (then the tables are replaced whole). Deletes come first, so a map key that

@@ -177,7 +177,8 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
         obs.add(rt)
 
     # namespaces: vnet's default names start with the topology's; ownership is the mark on lo
-    for name in set(nsmod.listed()) & ({n for n in nsmod.listed() if n.startswith(f"{topology}-")} | set(extra_netns)):
+    listed = nsmod.listed()
+    for name in sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & set(listed))):
         lo = read_links(nss.get(name)).get("lo")
         mark = lo.mark if lo else None
         owner = mark[0] if mark else None
@@ -193,12 +194,10 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
     for r in [*dnsmasq.observe(state_dir), *qemu.observe(state_dir)]:
         obs.add(r)
 
-    obs.tables = nft.list_tables(host)
-    table = names.nft_table(topology)
-    if any(t["family"] in nft.FAMILIES and t["name"] == table for t in obs.tables):
-        r = nft.observe_table(host, table)
-        if r is not None and r.get("digest") is not None:
-            obs.add(r)
+    obs.tables, rule_counts = nft.dump(host)
+    r = nft.observe_table(host, names.nft_table(topology), obs.tables, rule_counts)
+    if r is not None and r.get("digest") is not None:
+        obs.add(r)
 
     for rt in host.ipr.get_routes(family=socket.AF_INET, table=254):
         dev = by_index.get(rt.get("oif"))

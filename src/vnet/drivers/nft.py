@@ -18,7 +18,7 @@ FAMILY_NAMES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6
 FAMILIES = ("inet", "bridge")  # a topology's tables: routing/NAT, and its bridge ports
 
 
-def _dump(ns: Namespace) -> tuple[list[dict], dict[tuple[str, str], int]]:
+def dump(ns: Namespace) -> tuple[list[dict], dict[tuple[str, str], int]]:
     """Every table (family, name, comment) and the rule count per table, read over netlink.
 
     No set elements are dumped, so this costs the same with 10 forwards or 10,000 (the `nft`
@@ -55,15 +55,10 @@ def _comment(userdata: object) -> str | None:
     return str(userdata)
 
 
-def list_tables(ns: Namespace) -> list[dict]:
-    """Every table of the namespace with its comment, for ownership checks."""
-    return _dump(ns)[0]
-
-
-def observe_table(ns: Namespace, name: str) -> Resource | None:
-    """The topology's tables as one resource: the digest in the inet table's comment, the rule
-    count of both. The full text to restore them is fetched only when a change is about to be made."""
-    tables, rules = _dump(ns)
+def observe_table(ns: Namespace, name: str, tables: list[dict], rules: dict[tuple[str, str], int]) -> Resource | None:
+    """The topology's tables as one resource, from a `dump`: the digest in the inet table's
+    comment, the rule count of both. The full text to restore them is fetched only when a change
+    is about to be made."""
     mine = [t for t in tables if t["name"] == name and t["family"] in FAMILIES]
     if not mine:
         return None
@@ -86,7 +81,8 @@ def _generation(ns: Namespace, name: str) -> str | None:
 
 def with_text(ns: Namespace, r: Resource, saved: Path) -> Resource:
     """`r` with the text to restore its tables exactly: the text vnet last wrote when the tables
-    still carry its digests (cheap, and fit for an element-only change), else a full listing."""
+    still carry its digests and its rule count (cheap, and fit for an element-only change), else a
+    full listing (rules flushed or added by hand: what the host holds is not what vnet wrote)."""
     if r.get("text") is not None:
         return r
     try:
@@ -96,7 +92,12 @@ def with_text(ns: Namespace, r: Resource, saved: Path) -> Resource:
     if text is not None:
         skeleton, sets = nftrules.parse(text)
         found = nftrules.parse_table_comment(next((x.split('"')[1] for x in text.splitlines() if x.strip().startswith("comment ")), ""))
-        if found and found[1] == r.get("digest") and sets.get(("inet", "generation")) == [f"0x{r.get('elements')}"]:
+        if (
+            found
+            and found[1] == r.get("digest")
+            and sets.get(("inet", "generation")) == [f"0x{r.get('elements')}"]
+            and nftrules.rule_count(skeleton) == r.get("rules")
+        ):
             return make("ruleset", r.key, {"text": text, "rendered": True}, **r.a)
     texts = []
     for family in FAMILIES:
