@@ -104,5 +104,5 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "recovered": planned.recovered,  # what was said of an interrupted run this call undid, if any
         "resources": rows,
         "forwards": forward_counters(topo.name, netns),
-        "leases": [lease.__dict__ | {"remaining": lease.remaining} for lease in leases(topo.name, state_dir)],
+        "leases": [lease.to_json() for lease in leases(topo.name, state_dir)],
     }

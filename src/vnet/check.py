@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import tempfile
-import os
 from pathlib import Path
 
 from vnet.drivers.ns import Namespace

@@ -123,22 +123,25 @@ def status(topology: Path, output: str = typer.Option("table", "-o", "--output",
         table.add_row(row["kind"], row["name"], row["details"], f"[{colour[row['state']]}]{row['state']}[/]")
     out.print(table)
     if report["forwards"]:
-        ft = Table(title="port forwards")
-        for col in ("proto", "port", "to", "packets", "bytes"):
-            ft.add_column(col)
-        for f in report["forwards"]:
-            ft.add_row(f["proto"], str(f["port"]), f["to"], str(f["packets"]), str(f["bytes"]))
-        out.print(ft)
+        out.print(_table("port forwards", FORWARD_COLUMNS, report["forwards"]))
     if report["leases"]:
-        lt = Table(title="DHCP leases")
-        for col in ("network", "mac", "address", "name", "expires in"):
-            lt.add_column(col)
-        for lease in report["leases"]:
-            lt.add_row(lease["network"], lease["mac"], lease["address"], lease["name"], lease["remaining"])
-        out.print(lt)
+        out.print(_table("DHCP leases", LEASE_COLUMNS, report["leases"]))
     out.print("in sync" if report["in_sync"] else "NOT in sync: run `vnet apply` to repair", highlight=False)
     if not report["in_sync"]:
         raise typer.Exit(1)
+
+
+LEASE_COLUMNS = {"network": "network", "mac": "mac", "address": "address", "name": "name", "remaining": "expires in"}
+FORWARD_COLUMNS = {"proto": "proto", "port": "port", "to": "to", "packets": "packets", "bytes": "bytes"}
+
+
+def _table(title: str, columns: dict[str, str], rows: list[dict]) -> Table:
+    table = Table(title=title)
+    for heading in columns.values():
+        table.add_column(heading)
+    for row in rows:
+        table.add_row(*(str(row[key]) for key in columns))
+    return table
 
 
 @app.command()
@@ -148,16 +151,11 @@ def leases(topology: Path, output: str = typer.Option("table", "-o", "--output",
         name = api.topology_name(topology)
     except VnetError as exc:
         _fail(exc)
-    rows = api.leases(name, state_dir=ctx.state_dir)
+    rows = [r.to_json() for r in api.leases(name, state_dir=ctx.state_dir)]
     if output == "json":
-        print(json.dumps([r.__dict__ | {"remaining": r.remaining} for r in rows], indent=2))
+        print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"leases of {name}")
-    for col in ("network", "mac", "address", "name", "expires in"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r.network, r.mac, r.address, r.name, r.remaining)
-    out.print(table)
+    out.print(_table(f"leases of {name}", LEASE_COLUMNS, rows))
 
 
 @app.command("qemu-args")

@@ -72,6 +72,9 @@ class Lease:
     name: str
     expires: int  # epoch seconds, 0 for infinite
 
+    def to_json(self) -> dict:
+        return {**self.__dict__, "remaining": self.remaining}
+
     @property
     def remaining(self) -> str:
         if self.expires == 0:
