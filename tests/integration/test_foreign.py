@@ -141,7 +141,7 @@ def test_foreign_objects_survive_and_nat_works_beside_docker(world, tmp_path):
         assert ours and all(f"vnet:{nat.name}:" in r or f"vnet:{svc.name}:" in r for r in ours)
         assert sh(world.host, "iptables", "-S", "FORWARD") == before_forward(before)
         # traffic: out through NAT, in the same bridge (br_netfilter), DHCP beside the foreign dnsmasq
-        c1, c2 = f"{nat.name}-c1", f"{nat.name}-c2"
+        c1 = f"{nat.name}-c1"
         assert check.ping(c1, sandbox.WAN_ADDR)
         assert check.tcp_line(c1, sandbox.WAN_ADDR, sandbox.WAN_PORT) == sandbox.HOST_ADDR
         assert check.ping(c1, "192.168.223.11")

@@ -8,14 +8,13 @@ import re
 import secrets
 import shlex
 import signal
-from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vnet import api, sandbox, spec
+from vnet import api, spec
 from vnet.desired import HostFacts
 from vnet.drivers.ns import Namespaces
 from vnet.engine import Engine

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vnet import api, check, dnsconf, sandbox, spec
+from vnet import check, dnsconf, sandbox, spec
 from vnet.drivers import ns as nsmod
 from vnet.errors import StepFailed
 
@@ -234,9 +234,10 @@ def test_bridged_uplink_move_is_reverted_when_the_gateway_does_not_answer(world,
     assert snapshot.take(world.host) == restored
 
 
-@pytest.mark.parametrize("example", ["bridged.yaml", "services.yaml"])
+@pytest.mark.parametrize("example", ["nat.yaml", "bridged.yaml", "services.yaml"])
 def test_fault_at_every_destroy_step_leaves_the_network_intact(world, tmp_path, example):
-    """Fault injection in destroy for the uplink move (bridged) and dnsmasq (services)."""
+    """Fault injection at every destroy step: links, firewall and sysctls (nat), the uplink move
+    (bridged), dnsmasq (services)."""
     topo = spec.load(renamed(world, example, tmp_path, "e"))
     steps = len(world.plan(topo).actions)  # destroy has one step per resource, as apply
     before = snapshot.take(world.host)
