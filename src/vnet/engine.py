@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 from vnet import dnsconf, qemuargs
 from vnet.desired import HostFacts, bridge_name, desired, uplink_of
-from vnet.drivers import dnsmasq, iptables, kvm, netlink, nft, process, qemu, sysctl
+from vnet.drivers import dnsmasq, iptables, kvm, netlink, nft, process, qemu, rtnl, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespaces
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed, VnetError
@@ -204,7 +204,7 @@ def _count_driver_calls(hooks: Hooks) -> None:
     call inside a namespace), so that a kill can land in the middle of a step. Test-only: the
     process dies anyway, so the patch is never undone."""
     ns_class = nsmod.Namespace
-    orig_run, orig_call, orig_ipr = ns_class.run, ns_class.call, ns_class.ipr
+    orig_run, orig_call, orig_ipr, orig_nl = ns_class.run, ns_class.call, ns_class.ipr, ns_class.nl
 
     def run(self, *a, **kw):
         try:
@@ -237,6 +237,7 @@ def _count_driver_calls(hooks: Hooks) -> None:
 
     ns_class.run, ns_class.call = run, call
     ns_class.ipr = property(lambda self: Counted(orig_ipr.fget(self)))
+    ns_class.nl = property(lambda self: Counted(orig_nl.fget(self)))
 
 
 # --- the uplink check of bridged mode ----------------------------------------------------------------
@@ -244,11 +245,7 @@ def _count_driver_calls(hooks: Hooks) -> None:
 
 def _default_routes(ns: nsmod.Namespace) -> list[tuple[str | None, int | None]]:
     """(gateway, oif) of the IPv4 default routes in the main table."""
-    return [
-        (rt.get("gateway"), rt.get("oif"))
-        for rt in ns.ipr.get_routes(family=socket.AF_INET, table=254)
-        if rt["dst_len"] == 0
-    ]
+    return [(rt.gateway, rt.oif) for rt in ns.nl.routes(table=rtnl.RT_TABLE_MAIN) if rt.dst_len == 0]
 
 
 def arp_probe(ifname: str, src: str, target: str, timeout: float) -> bool:
@@ -680,7 +677,7 @@ class Engine:
             for gateway, oif in after:
                 if not gateway:
                     continue
-                dev = ns.ipr.get_links(oif)[0].get("ifname")
+                dev = self._ifname(ns, oif)
                 src = self._source_for(ns, oif, gateway)
                 if not ns.call(arp_probe, dev, src, gateway, timeout):
                     problem = f"the default gateway {gateway} did not answer ARP on {dev} within {timeout:g}s"
@@ -692,18 +689,23 @@ class Engine:
         restored = _default_routes(ns)
         for gateway, oif in restored:
             if gateway:
-                dev = ns.ipr.get_links(oif)[0].get("ifname")
+                dev = self._ifname(ns, oif)
                 if not ns.call(arp_probe, dev, self._source_for(ns, oif, gateway), gateway, 1.0):
                     hint = f" (it does not answer on {dev} either: check the gateway and the cable)"
                 break
         raise VnetError(f"uplink check failed after {r.key} joined {r.get('bridge')}: {problem}{hint}; {r.key} was taken out of the bridge and the host's addresses and routes moved back")
 
     @staticmethod
+    def _ifname(ns: nsmod.Namespace, index: int | None) -> str:
+        link = ns.nl.link_by_index(index) if index else None
+        return link.ifname if link else f"#{index}"
+
+    @staticmethod
     def _source_for(ns: nsmod.Namespace, oif: int, gateway: str) -> str:
         gw = ipaddress.IPv4Address(gateway)
-        for a in ns.ipr.get_addr(family=socket.AF_INET, index=oif):
-            if gw in ipaddress.IPv4Interface(f"{a.get('address')}/{a['prefixlen']}").network:
-                return a.get("address")
+        for a in ns.nl.addrs(oif):
+            if gw in ipaddress.IPv4Interface(f"{a.address}/{a.prefixlen}").network:
+                return a.address
         return "0.0.0.0"
 
     # --- recovery of a killed run -------------------------------------------------------------

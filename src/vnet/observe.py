@@ -8,12 +8,11 @@ protocol number, vnet's table comment; sysctls from the record vnet keeps of wha
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vnet import names
-from vnet.drivers import dnsmasq, iptables, netlink, nft, qemu, sysctl
+from vnet.drivers import dnsmasq, iptables, netlink, nft, qemu, rtnl, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespace, Namespaces
 from vnet.resources import Resource, make, ns_key
@@ -50,33 +49,24 @@ class Observation:
         self.owned[r.id] = r
 
 
-def _linkinfo(msg) -> tuple[str | None, dict]:
-    info = msg.get_attr("IFLA_LINKINFO")
-    if not info:
-        return None, {}
-    data = info.get_attr("IFLA_INFO_DATA")
-    attrs = dict(data["attrs"]) if data and hasattr(data, "__getitem__") and "attrs" in data else {}
-    return info.get_attr("IFLA_INFO_KIND"), attrs
-
-
 def read_links(ns: Namespace) -> dict[str, LinkInfo]:
-    msgs = ns.ipr.get_links()
-    by_index = {m["index"]: m.get("ifname") for m in msgs}
-    out = {}
-    for m in msgs:
-        kind, data = _linkinfo(m)
-        out[m.get("ifname")] = LinkInfo(
-            name=m.get("ifname"),
-            index=m["index"],
-            kind=kind,
-            mark=names.parse_mark(m.get("ifalias")),
-            master=by_index.get(m.get("master")) if m.get("master") else None,
-            mac=m.get("address"),
-            mtu=m.get("mtu"),
-            up=bool(m["flags"] & 1),
-            data=data,
+    links = ns.nl.links()
+    by_index = {li.index: li.ifname for li in links}
+    ns.indexes = {name: idx for idx, name in by_index.items()}
+    return {
+        li.ifname: LinkInfo(
+            name=li.ifname,
+            index=li.index,
+            kind=li.kind,
+            mark=names.parse_mark(li.alias),
+            master=by_index.get(li.master) if li.master else None,
+            mac=li.mac,
+            mtu=li.mtu,
+            up=li.up,
+            data=li.data,
         )
-    return out
+        for li in links
+    }
 
 
 def _tun_attrs(data: dict) -> dict:
@@ -91,32 +81,31 @@ def _tun_attrs(data: dict) -> dict:
     }
 
 
-def _address_dump(ns: Namespace) -> dict[int, list]:
-    """Every IPv4 address of the namespace by ifindex: one dump, not one per link (pyroute2
-    filters by index on the client side, so a per-link call dumps them all each time)."""
-    out: dict[int, list] = {}
-    for a in ns.ipr.get_addr(family=socket.AF_INET):
-        out.setdefault(a["index"], []).append(a)
+def _address_dump(ns: Namespace) -> dict[int, list[rtnl.Addr]]:
+    """Every IPv4 address of the namespace by ifindex: one dump, not one per link."""
+    out: dict[int, list[rtnl.Addr]] = {}
+    for a in ns.nl.addrs():
+        out.setdefault(a.index, []).append(a)
     return out
 
 
-def _addresses(dump: dict[int, list], nskey: str, ifname: str, index: int) -> list[Resource]:
+def _addresses(dump: dict[int, list[rtnl.Addr]], nskey: str, ifname: str, index: int) -> list[Resource]:
     out = []
     for a in dump.get(index, ()):
-        if a.get("proto") != names.ROUTE_PROTO:
+        if a.proto != names.ROUTE_PROTO:
             continue  # not vnet's: e.g. a lease a DHCP client took inside an endpoint
-        cidr = f"{a.get('address')}/{a['prefixlen']}"
-        out.append(make("address", ns_key(nskey, ifname, cidr), ns=nskey, ifname=ifname, address=a.get("address"), prefixlen=a["prefixlen"]))
+        cidr = f"{a.address}/{a.prefixlen}"
+        out.append(make("address", ns_key(nskey, ifname, cidr), ns=nskey, ifname=ifname, address=a.address, prefixlen=a.prefixlen))
     return out
 
 
 def _routes(ns: Namespace, nskey: str, owned_links: dict[int, str]) -> list[Resource]:
     out = []
-    for rt in ns.ipr.get_routes(family=socket.AF_INET, proto=names.ROUTE_PROTO):
-        if rt.get("proto") != names.ROUTE_PROTO or rt.get("oif") not in owned_links:
+    for rt in ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO):
+        if rt.oif not in owned_links:
             continue
-        dst = f"{rt.get('dst')}/{rt['dst_len']}" if rt.get("dst") else "default"
-        out.append(make("route", ns_key(nskey, dst), ns=nskey, dst=dst, gateway=rt.get("gateway"), ifname=owned_links[rt.get("oif")]))
+        dst = f"{rt.dst}/{rt.dst_len}" if rt.dst else "default"
+        out.append(make("route", ns_key(nskey, dst), ns=nskey, dst=dst, gateway=rt.gateway, ifname=owned_links[rt.oif]))
     return out
 
 
@@ -131,6 +120,14 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
     obs = Observation(topology)
     host = nss.host
     obs.links = read_links(host)
+    seen: dict[str, dict[str, LinkInfo]] = {}
+
+    def links_of(name: str) -> dict[str, LinkInfo]:
+        # an endpoint namespace is read once: for its veth's peer and for the mark on its lo
+        if name not in seen:
+            seen[name] = read_links(nss.get(name))
+        return seen[name]
+
     host_addrs = _address_dump(host)
     qdiscs = netlink.qdisc_dump(host)
     by_index = {li.index: li for li in obs.links.values()}
@@ -162,7 +159,7 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
             attrs = dict(mark=alias, master=li.master, mac=li.mac, mtu=li.mtu, peer_ns=peer_ns, peer_name=None, peer_mac=None, peer_mark=None)
             if peer_ns and nsmod.exists(peer_ns):
                 inner = nss.get(peer_ns)
-                inner_links = read_links(inner)
+                inner_links = links_of(peer_ns)
                 inner_owned: dict[int, str] = {}
                 for p in inner_links.values():
                     if p.mark and p.mark[:3] == (topology, "veth-peer", li.mark[2]):
@@ -179,7 +176,7 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
     # namespaces: vnet's default names start with the topology's; ownership is the mark on lo
     listed = nsmod.listed()
     for name in sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & set(listed))):
-        lo = read_links(nss.get(name)).get("lo")
+        lo = links_of(name).get("lo")
         mark = lo.mark if lo else None
         owner = mark[0] if mark else None
         obs.namespaces[name] = owner
@@ -199,11 +196,11 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
     if r is not None and r.get("digest") is not None:
         obs.add(r)
 
-    for rt in host.ipr.get_routes(family=socket.AF_INET, table=254):
-        dev = by_index.get(rt.get("oif"))
-        if rt["dst_len"] == 0:
+    for rt in host.nl.routes(table=rtnl.RT_TABLE_MAIN):
+        dev = by_index.get(rt.oif)
+        if rt.dst_len == 0:
             if obs.default_uplink is None and dev is not None:
                 obs.default_uplink = dev.name
             continue
-        obs.routes.append((ipaddress.IPv4Network(f"{rt.get('dst')}/{rt['dst_len']}", strict=False), dev.name if dev else None))
+        obs.routes.append((ipaddress.IPv4Network(f"{rt.dst}/{rt.dst_len}", strict=False), dev.name if dev else None))
     return obs

@@ -208,8 +208,8 @@ def destroy(name: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> None:
         if nsmod.exists(n):
             links = Namespace(n)
             try:
-                lo = links.ipr.get_links(ifname="lo")
-                alias = lo[0].get("ifalias") if lo else None
+                lo = links.nl.link("lo")
+                alias = lo.alias if lo else None
             finally:
                 links.close()
             if alias != f"{MARK}:{name}":

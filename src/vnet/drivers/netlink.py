@@ -6,17 +6,18 @@ requests removes what it made if a later request fails, so a step is all or noth
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
-import socket
 import struct
-from typing import Any
-
-from pyroute2.netlink.exceptions import NetlinkError
+from contextlib import contextmanager
+from typing import Iterator
 
 from vnet import names
-from vnet.drivers.ns import Namespace, Namespaces
 from vnet.drivers import ns as nsmod
+from vnet.drivers import rtnl
+from vnet.drivers.ns import Namespace, Namespaces
+from vnet.drivers.rtnl import RtnlError
 from vnet.errors import VnetError
 from vnet.resources import Resource, make
 
@@ -25,18 +26,18 @@ TUNSETPERSIST = 0x400454CB
 TUNSETOWNER = 0x400454CC
 TUNSETGROUP = 0x400454CE
 IFF_TUN, IFF_TAP, IFF_NO_PI, IFF_MULTI_QUEUE = 0x0001, 0x0002, 0x1000, 0x0100
-ENODEV, ENOENT, EEXIST, ESRCH, EADDRNOTAVAIL = 19, 2, 17, 3, 99
+ENODEV, ENOENT, EEXIST, ESRCH, EADDRNOTAVAIL = errno.ENODEV, errno.ENOENT, errno.EEXIST, errno.ESRCH, errno.EADDRNOTAVAIL
 
 
 def index_of(ns: Namespace, ifname: str) -> int | None:
-    # one RTM_GETLINK by name, not a dump of every link (link_lookup dumps: O(links) per call)
-    try:
-        (msg,) = ns.ipr.link("get", ifname=ifname)
-    except NetlinkError as exc:
-        if exc.code == ENODEV:
+    """The link's ifindex: from what this run has seen already, else one RTM_GETLINK by name."""
+    idx = ns.indexes.get(ifname)
+    if idx is None:
+        link = ns.nl.link(ifname)
+        if link is None:
             return None
-        raise
-    return msg["index"]
+        idx = ns.indexes[ifname] = link.index
+    return idx
 
 
 def _index(ns: Namespace, ifname: str) -> int:
@@ -61,24 +62,27 @@ def _make_tuntap(name: str, mode: str, owner: int | None, group: int | None, mul
         os.close(fd)
 
 
-def _set_link(ns: Namespace, ifname: str, r: Resource, alias_key: str = "mark", mac_key: str = "mac", port: bool = True) -> None:
-    """Alias, MAC, MTU, master and up in one request: one round trip per link."""
-    idx = _index(ns, ifname)
-    req: dict[str, Any] = {"ifalias": r.get(alias_key), "state": "up"}
-    if r.get(mac_key):
-        req["address"] = r.get(mac_key)
-    if r.get("mtu"):
-        req["mtu"] = r.get("mtu")
+def _settings(ns: Namespace, r: Resource, mac_key: str = "mac", port: bool = True) -> dict:
+    """MAC, MTU, master and up: what a link gets when it is made (or set on it after)."""
+    out: dict = {"up": True, "mac": r.get(mac_key), "mtu": r.get("mtu")}
     if port and "master" in r.a:
         master = r.get("master")
-        req["master"] = _index(ns, master) if master else 0
-    ns.ipr.link("set", index=idx, **req)
+        out["master"] = _index(ns, master) if master else 0
+    return out
+
+
+def _set_link(ns: Namespace, ifname: str, r: Resource, alias_key: str = "mark", mac_key: str = "mac", port: bool = True) -> None:
+    """Alias, MAC, MTU, master and up in one request, to the link by name: one round trip."""
+    ns.nl.request(*rtnl.set_link(ifname=ifname, alias=r.get(alias_key), **_settings(ns, r, mac_key, port)))
 
 
 def _delete_link(ns: Namespace, ifname: str) -> None:
-    idx = index_of(ns, ifname)
-    if idx is not None:
-        ns.ipr.link("del", index=idx)
+    ns.indexes.pop(ifname, None)
+    try:
+        ns.nl.request(*rtnl.del_link(ifname=ifname))
+    except RtnlError as exc:
+        if exc.code != ENODEV:
+            raise
 
 
 def _all_or_nothing(ns: Namespace, ifname: str, steps) -> None:
@@ -92,13 +96,29 @@ def _all_or_nothing(ns: Namespace, ifname: str, steps) -> None:
         raise
 
 
+def _made(ns: Namespace, ifname: str, results: list[RtnlError | None]) -> None:
+    """Results of [create, configure…] sent as one batch: the first error wins; anything after a
+    successful create that failed takes the new link away again."""
+    if results[0] is not None:
+        raise results[0]
+    err = next((e for e in results[1:] if e is not None), None)
+    if err is not None:
+        try:
+            _delete_link(ns, ifname)
+        except Exception:
+            pass
+        raise err
+
+
 # --- links ------------------------------------------------------------------------------------
 
 
 def create_bridge(nss: Namespaces, r: Resource) -> None:
     ns = nss.host
-    ns.ipr.link("add", ifname=r.key, kind="bridge")
-    _all_or_nothing(ns, r.key, lambda: _set_link(ns, r.key, r))
+    _made(ns, r.key, ns.nl.batch([
+        rtnl.new_link(r.key, "bridge", mac=r.get("mac"), mtu=r.get("mtu"), up=True),
+        rtnl.set_link(ifname=r.key, alias=r.get("mark")),
+    ]))
 
 
 def create_tap(nss: Namespaces, r: Resource) -> None:
@@ -110,20 +130,26 @@ def create_tap(nss: Namespaces, r: Resource) -> None:
     _all_or_nothing(ns, r.key, lambda: _set_link(ns, r.key, r))
 
 
+@contextmanager
+def _netns_fd(name: str) -> Iterator[int]:
+    fd = os.open(nsmod.NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def create_veth(nss: Namespaces, r: Resource) -> None:
+    """The pair in one request (the host end with its MAC, MTU, bridge and up; the peer born in its
+    namespace with its MAC), the host end's mark in the same batch, then the peer's mark and up."""
     ns, peer_ns = nss.host, nss.get(r.get("peer_ns"))
-    ns.ipr.link(
-        "add",
-        ifname=r.key,
-        kind="veth",
-        peer={"ifname": r.get("peer_name"), "net_ns_fd": str(nsmod.NETNS_DIR / r.get("peer_ns"))},
-    )
-
-    def configure() -> None:
-        _set_link(ns, r.key, r)
-        _set_link(peer_ns, r.get("peer_name"), r, alias_key="peer_mark", mac_key="peer_mac", port=False)
-
-    _all_or_nothing(ns, r.key, configure)
+    with _netns_fd(r.get("peer_ns")) as fd:
+        peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"))
+        _made(ns, r.key, ns.nl.batch([
+            rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)),
+            rtnl.set_link(ifname=r.key, alias=r.get("mark")),
+        ]))
+    _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
 
 
 def delete_link(nss: Namespaces, r: Resource) -> None:
@@ -151,10 +177,8 @@ def create_netns(nss: Namespaces, r: Resource) -> None:
         raise VnetError(f"network namespace {r.key} exists already and is not vnet's")
     nsmod.create(r.key)
     try:
-        ns = nss.get(r.key)
-        lo = _index(ns, "lo")
         # the mark lives in the namespace itself, so ownership survives the loss of vnet's state
-        ns.ipr.link("set", index=lo, ifalias=r.get("mark"), state="up")
+        nss.get(r.key).nl.request(*rtnl.set_link(ifname="lo", alias=r.get("mark"), up=True))
     except BaseException:
         nss.forget(r.key)
         nsmod.remove(r.key)
@@ -172,9 +196,7 @@ def delete_netns(nss: Namespaces, r: Resource) -> None:
 
 def create_address(nss: Namespaces, r: Resource) -> None:
     ns = nss.get(r.get("ns"))
-    ns.ipr.addr(
-        "add", index=_index(ns, r.get("ifname")), address=r.get("address"), prefixlen=r.get("prefixlen"), proto=names.ROUTE_PROTO
-    )
+    ns.nl.request(*rtnl.add_addr(_index(ns, r.get("ifname")), r.get("address"), r.get("prefixlen"), proto=names.ROUTE_PROTO))
 
 
 def delete_address(nss: Namespaces, r: Resource) -> None:
@@ -183,35 +205,34 @@ def delete_address(nss: Namespaces, r: Resource) -> None:
     if idx is None:
         return
     try:
-        ns.ipr.addr("del", index=idx, address=r.get("address"), prefixlen=r.get("prefixlen"))
-    except NetlinkError as exc:
+        ns.nl.request(*rtnl.del_addr(idx, r.get("address"), r.get("prefixlen")))
+    except RtnlError as exc:
         if exc.code != EADDRNOTAVAIL:
             raise
 
 
-def _route_args(ns: Namespace, r: Resource) -> dict[str, Any]:
-    args: dict[str, Any] = {"oif": _index(ns, r.get("ifname")), "proto": names.ROUTE_PROTO}
+def _route(r: Resource) -> tuple[str, int]:
     if r.get("dst") == "default":
-        args["dst"] = "0.0.0.0/0"
-    else:
-        args["dst"] = r.get("dst")
-    if r.get("gateway"):
-        args["gateway"] = r.get("gateway")
-    return args
+        return "0.0.0.0", 0
+    dst, _, plen = r.get("dst").partition("/")
+    return dst, int(plen or 32)
 
 
 def create_route(nss: Namespaces, r: Resource) -> None:
     ns = nss.get(r.get("ns"))
-    ns.ipr.route("add", **_route_args(ns, r))
+    dst, plen = _route(r)
+    ns.nl.request(*rtnl.add_route(dst, plen, oif=_index(ns, r.get("ifname")), gateway=r.get("gateway"), proto=names.ROUTE_PROTO))
 
 
 def delete_route(nss: Namespaces, r: Resource) -> None:
     ns = nss.get(r.get("ns"))
-    if index_of(ns, r.get("ifname")) is None:
+    idx = index_of(ns, r.get("ifname"))
+    if idx is None:
         return
+    dst, plen = _route(r)
     try:
-        ns.ipr.route("del", **_route_args(ns, r))
-    except NetlinkError as exc:
+        ns.nl.request(*rtnl.del_route(dst, plen, oif=idx, gateway=r.get("gateway"), proto=names.ROUTE_PROTO))
+    except RtnlError as exc:
         if exc.code != ESRCH:
             raise
 
@@ -219,37 +240,15 @@ def delete_route(nss: Namespaces, r: Resource) -> None:
 # --- bridged mode: the uplink joins the bridge and hands it the host's addressing -------------
 
 
-def _ipv4_state(ns: Namespace, idx: int) -> tuple[list[dict], list[dict]]:
-    addrs = []
-    for msg in ns.ipr.get_addr(family=socket.AF_INET, index=idx):
-        addrs.append(
-            {
-                "address": msg.get("address"),
-                "prefixlen": msg["prefixlen"],
-                "broadcast": msg.get("broadcast"),
-                "label": msg.get("label"),
-                "flags": msg.get("flags") or 0,
-            }
-        )
+def _ipv4_state(ns: Namespace, idx: int) -> tuple[list[rtnl.Addr], list[rtnl.Route]]:
     routes = []
-    for msg in ns.ipr.get_routes(family=socket.AF_INET, oif=idx):
-        if msg.get("proto") == 2 and msg.get("table") == 255:  # kernel's local table follows the address
-            continue
-        if msg.get("proto") == 2 and not msg.get("gateway"):
+    for rt in ns.nl.routes():
+        if rt.oif != idx or rt.type != rtnl.RTN_UNICAST:
+            continue  # the kernel's local and broadcast routes follow the address
+        if rt.proto == 2 and not rt.gateway:
             continue  # prefix routes come back with the address
-        routes.append(
-            {
-                "dst": msg.get("dst") or "0.0.0.0",
-                "dst_len": msg["dst_len"],
-                "gateway": msg.get("gateway"),
-                "table": msg.get("table") or 254,
-                "proto": msg["proto"],
-                "scope": msg["scope"],
-                "priority": msg.get("priority"),
-                "prefsrc": msg.get("prefsrc"),
-            }
-        )
-    return addrs, routes
+        routes.append(rt)
+    return ns.nl.addrs(idx), routes
 
 
 def _move_addressing(ns: Namespace, src: int, dst: int) -> None:
@@ -258,43 +257,42 @@ def _move_addressing(ns: Namespace, src: int, dst: int) -> None:
     The copy comes first so the host always holds its addresses somewhere; routes follow the
     addresses because a gateway must be reachable on the new device when the route is added."""
     addrs, routes = _ipv4_state(ns, src)
-    dst_name = ns.ipr.get_links(dst)[0].get("ifname")
     for a in addrs:
-        kw = {k: v for k, v in a.items() if v is not None and k not in ("flags", "label")}
         try:
-            ns.ipr.addr("add", index=dst, **kw)
-        except NetlinkError as exc:
+            ns.nl.request(*rtnl.add_addr(dst, a.address, a.prefixlen, proto=a.proto, broadcast=a.broadcast, local=a.local))
+        except RtnlError as exc:
             if exc.code != EEXIST:
                 raise
     for a in addrs:
         try:
-            ns.ipr.addr("del", index=src, address=a["address"], prefixlen=a["prefixlen"])
-        except NetlinkError as exc:
+            ns.nl.request(*rtnl.del_addr(src, a.address, a.prefixlen))
+        except RtnlError as exc:
             if exc.code != EADDRNOTAVAIL:
                 raise
     for rt in routes:
-        kw = {k: v for k, v in rt.items() if v is not None}
-        kw["dst"] = f"{kw.pop('dst')}/{kw.pop('dst_len')}"
         try:
-            ns.ipr.route("replace", oif=dst, **kw)
-        except NetlinkError as exc:
-            raise VnetError(f"cannot move route {kw['dst']} to {dst_name}: {exc}") from None
+            ns.nl.request(*rtnl.add_route(rt.dst or "0.0.0.0", rt.dst_len, oif=dst, gateway=rt.gateway, proto=rt.proto, table=rt.table,
+                                          scope=rt.scope, priority=rt.priority, prefsrc=rt.prefsrc, replace=True))
+        except RtnlError as exc:
+            dst_link = ns.nl.link_by_index(dst)
+            raise VnetError(f"cannot move route {rt.dst or '0.0.0.0'}/{rt.dst_len} to {dst_link.ifname if dst_link else dst}: {exc}") from None
 
 
 def create_uplink(nss: Namespaces, r: Resource) -> None:
     ns = nss.host
-    up, br = _index(ns, r.key), _index(ns, r.get("bridge"))
-    link = ns.ipr.get_links(up)[0]
-    if link.get("master"):
+    link, br = ns.nl.link(r.key), _index(ns, r.get("bridge"))
+    if link is None:
+        raise VnetError(f"interface {r.key} not found in {ns.label}")
+    if link.master:
         raise VnetError(f"uplink {r.key} is already a port of another device; release it first")
     # the bridge takes the uplink's MAC so the LAN (DHCP reservations, ARP caches) sees no change
-    ns.ipr.link("set", index=br, address=link.get("address"))
-    ns.ipr.link("set", index=up, master=br)
+    ns.nl.request(*rtnl.set_link(br, mac=link.mac))
+    ns.nl.request(*rtnl.set_link(link.index, master=br))
     try:
-        _move_addressing(ns, up, br)
+        _move_addressing(ns, link.index, br)
     except BaseException:
-        _move_addressing(ns, br, up)
-        ns.ipr.link("set", index=up, master=0)
+        _move_addressing(ns, br, link.index)
+        ns.nl.request(*rtnl.set_link(link.index, master=0))
         raise
 
 
@@ -305,8 +303,8 @@ def delete_uplink(nss: Namespaces, r: Resource) -> None:
         return
     if br is not None:
         _move_addressing(ns, br, up)
-    ns.ipr.link("set", index=up, master=0)
-    ns.ipr.link("set", index=up, state="up")
+    ns.nl.request(*rtnl.set_link(up, master=0))
+    ns.nl.request(*rtnl.set_link(up, up=True))
 
 
 # --- rate limits: a token bucket on the port's host side shapes what the endpoint receives -----
@@ -326,6 +324,8 @@ def create_qdisc(nss: Namespaces, r: Resource) -> None:
 
 
 def delete_qdisc(nss: Namespaces, r: Resource) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     ns = nss.host
     idx = index_of(ns, r.key)
     if idx is None:
@@ -337,22 +337,18 @@ def delete_qdisc(nss: Namespaces, r: Resource) -> None:
             raise
 
 
-def qdisc_dump(ns: Namespace) -> dict[int, list]:
+def qdisc_dump(ns: Namespace) -> dict[int, list[rtnl.Qdisc]]:
     """Every qdisc of the namespace by ifindex, in one dump."""
-    out: dict[int, list] = {}
-    for q in ns.ipr.get_qdiscs():
-        out.setdefault(q["index"], []).append(q)
+    out: dict[int, list[rtnl.Qdisc]] = {}
+    for q in ns.nl.qdiscs():
+        out.setdefault(q.index, []).append(q)
     return out
 
 
-def qdisc_resource(dump: dict[int, list], ifname: str, index: int) -> Resource | None:
+def qdisc_resource(dump: dict[int, list[rtnl.Qdisc]], ifname: str, index: int) -> Resource | None:
     for q in dump.get(index, ()):
-        if q.get_attr("TCA_KIND") == "tbf" and q["parent"] == TC_H_ROOT:
-            opts = q.get_attr("TCA_OPTIONS")
-            parms = opts.get_attr("TCA_TBF_PARMS") if opts else None
-            rate64 = opts.get_attr("TCA_TBF_RATE64") if opts else None
-            rate = rate64 or (parms["rate"] if parms else 0)
-            return make("qdisc", ifname, rate=rate * 8)
+        if q.kind == "tbf" and q.parent == TC_H_ROOT:
+            return make("qdisc", ifname, rate=(q.tbf_rate or 0) * 8)
     return None
 
 

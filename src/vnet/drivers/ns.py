@@ -1,7 +1,10 @@
-"""Network namespaces: one long-lived netlink socket and one worker thread per namespace.
+"""Network namespaces: one long-lived netlink socket per namespace, and one thread that acts
+inside any of them.
 
-The worker thread has entered the namespace with setns(2), so /proc/sys/net and /dev/net/tun act
-on that namespace without forking a process; commands (nft, dnsmasq) run through nsenter.
+That thread enters a namespace with setns(2) before each call, so sockets it opens belong there and
+/proc/sys/net and /dev/net/tun act on that namespace, without forking a process (or starting a
+thread per namespace: a thousand endpoints would mean a thousand threads). Commands (nft, dnsmasq)
+run through nsenter.
 """
 
 from __future__ import annotations
@@ -14,9 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as pr_netns
-
+from vnet.drivers.rtnl import Rtnl
 from vnet.errors import VnetError
 
 NETNS_DIR = Path("/run/netns")
@@ -38,6 +39,7 @@ def listed() -> list[str]:
 
 
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
+MNT_DETACH = 2
 _rundir_shared = False
 
 
@@ -55,8 +57,20 @@ def _share_rundir() -> None:
     _rundir_shared = True
 
 
+_hopper: ThreadPoolExecutor | None = None
+
+
+def _hop(fn: Callable[..., T], *args: Any) -> T:
+    """Run fn in the one thread that moves between namespaces (never vnet's main thread, so
+    vnet itself stays where it started whatever fn enters)."""
+    global _hopper
+    if _hopper is None:
+        _hopper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vnet-netns")
+    return _hopper.submit(fn, *args).result()
+
+
 def _unshare_and_bind(path: Path) -> None:
-    # runs in a throwaway thread: unshare(CLONE_NEWNET) moves only this thread, never vnet itself
+    # runs in the hopper thread: unshare(CLONE_NEWNET) moves only this thread, never vnet itself
     if _libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare: {os.strerror(err)}")
@@ -70,16 +84,22 @@ def create(name: str) -> None:
     _share_rundir()
     path = NETNS_DIR / name
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-    with ThreadPoolExecutor(max_workers=1) as one:
-        try:
-            one.submit(_unshare_and_bind, path).result()
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+    try:
+        _hop(_unshare_and_bind, path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def remove(name: str) -> None:
-    pr_netns.remove(name)
+    """As `ip netns delete`: detach the bind mount, remove the file; the kernel frees the namespace
+    when nothing holds it any more."""
+    path = str(NETNS_DIR / name).encode()
+    if _libc.umount2(path, MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err != 22:  # EINVAL: not a mount point (a half-made namespace file)
+            raise OSError(err, f"umount {name}: {os.strerror(err)}")
+    os.unlink(path)
 
 
 def _enter(path: str) -> None:
@@ -99,34 +119,46 @@ class Namespace:
         if name is not None and not exists(name):
             raise VnetError(f"network namespace {name!r} does not exist — create it, or check --netns")
         self.name = name
-        self._ipr: IPRoute | None = None
-        self._worker: ThreadPoolExecutor | None = None
+        self.path = str(NETNS_DIR / name) if name else None
+        self._nl: Rtnl | None = None
+        self.indexes: dict[str, int] = {}  # ifname → ifindex, as far as this run has seen them
+        self._ipr: Any = None
 
     @property
     def label(self) -> str:
         return self.name or "(current namespace)"
 
+    def _socket(self, proto: int) -> socket.socket:
+        # opened by a thread inside the namespace, so the socket belongs there
+        return self.call(socket.socket, socket.AF_NETLINK, socket.SOCK_RAW, proto)
+
     @property
-    def ipr(self) -> IPRoute:
+    def nl(self) -> Rtnl:
+        """vnet's own rtnetlink client, for links, addresses, routes and qdisc dumps."""
+        if self._nl is None:
+            self._nl = Rtnl(self._socket(0))
+        return self._nl
+
+    @property
+    def ipr(self) -> Any:
+        """pyroute2, for the rare intricate requests (tc); imported only when needed."""
         if self._ipr is None:
-            if self.name:
-                # the socket is opened by the thread inside the namespace, so it belongs there;
-                # pyroute2's own netns= would fork a child process per socket
-                fd = self.call(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0).detach())
-                self._ipr = IPRoute(fileno=fd)
-            else:
-                self._ipr = IPRoute()
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute(fileno=self._socket(0).detach()) if self.name else IPRoute()
         return self._ipr
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn inside the namespace (a thread that entered it once and stays there)."""
-        if self.name is None:
+        """Run fn inside the namespace."""
+        if self.path is None:
             return fn(*args)
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(
-                max_workers=1, initializer=_enter, initargs=(str(NETNS_DIR / self.name),)
-            )
-        return self._worker.submit(fn, *args).result()
+        path = self.path
+
+        def inside() -> T:
+            _enter(path)
+            return fn(*args)
+
+        return _hop(inside)
 
     def argv(self, argv: list[str]) -> list[str]:
         return ["nsenter", f"--net={NETNS_DIR / self.name}", "--", *argv] if self.name else list(argv)
@@ -138,12 +170,12 @@ class Namespace:
         return proc
 
     def close(self) -> None:
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
-        if self._worker is not None:
-            self._worker.shutdown()
-            self._worker = None
 
 
 class Namespaces:

@@ -1,0 +1,476 @@
+"""A small rtnetlink client: the requests vnet sends most, encoded and decoded by hand.
+
+Why not pyroute2 for these: its 0.9 series runs an asyncio event loop per request and decodes
+every attribute of every message; at a thousand endpoints that was most of vnet's time. Here a
+request is one sendto and one recv, a dump decodes only the attributes vnet reads, and
+`Rtnl.batch` sends many requests before reading their acknowledgements (what `ip -batch` cannot
+do: it waits for each). pyroute2 stays for the rare, intricate messages (tc, nftables).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Iterator
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12
+
+# message types
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_GETQDISC = 38
+
+# flags
+F_REQUEST, F_MULTI, F_ACK = 0x1, 0x2, 0x4
+F_DUMP = 0x300
+F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
+
+# attributes
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+VETH_INFO_PEER = 1
+IFLA_TUN_OWNER, IFLA_TUN_GROUP, IFLA_TUN_TYPE, IFLA_TUN_MULTI_QUEUE = 1, 2, 3, 7
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS, IFA_PROTO = 1, 2, 3, 4, 8, 11
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
+NLMSGERR_ATTR_MSG = 1
+
+IFF_UP = 0x1
+RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
+RTN_UNICAST = 1
+
+_HDR = struct.Struct("=IHHII")
+_ATTR = struct.Struct("=HH")
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_TCMSG = struct.Struct("=BxxxiIII")
+_U32 = struct.Struct("=I")
+
+
+class RtnlError(OSError):
+    """The kernel refused a request: errno in .code (and .errno), its extended-ack text if any."""
+
+    def __init__(self, code: int, detail: str = ""):
+        text = os.strerror(code) + (f" ({detail})" if detail else "")
+        super().__init__(code, text)
+        self.code = code
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+
+def _pad(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    n = _ATTR.size + len(payload)
+    return _ATTR.pack(n, kind) + payload + b"\0" * (_pad(n) - n)
+
+
+def a_u32(kind: int, value: int) -> bytes:
+    return attr(kind, _U32.pack(value))
+
+
+def a_str(kind: int, value: str) -> bytes:
+    return attr(kind, value.encode() + b"\0")
+
+
+def a_mac(kind: int, mac: str) -> bytes:
+    return attr(kind, bytes.fromhex(mac.replace(":", "")))
+
+
+def a_ip(kind: int, address: str) -> bytes:
+    return attr(kind, socket.inet_aton(address))
+
+
+def ifinfo(index: int = 0, up: bool | None = None) -> bytes:
+    flags, change = (0, 0) if up is None else (IFF_UP if up else 0, IFF_UP)
+    return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
+
+
+def link_attrs(ifname: str | None = None, mac: str | None = None, mtu: int | None = None, master: int | None = None, alias: str | None = None) -> bytes:
+    out = b""
+    if ifname is not None:
+        out += a_str(IFLA_IFNAME, ifname)
+    if mac:
+        out += a_mac(IFLA_ADDRESS, mac)
+    if mtu:
+        out += a_u32(IFLA_MTU, mtu)
+    if master is not None:
+        out += a_u32(IFLA_MASTER, master)
+    if alias is not None:
+        out += a_str(IFLA_IFALIAS, alias)
+    return out
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def attrs(buf: bytes | memoryview, offset: int, end: int) -> Iterator[tuple[int, memoryview]]:
+    mv = memoryview(buf)
+    while offset + 4 <= end:
+        n, kind = _ATTR.unpack_from(mv, offset)
+        if n < 4:
+            break
+        yield kind & 0x3FFF, mv[offset + 4 : offset + n]  # without NLA_F_NESTED / NET_BYTEORDER
+        offset += _pad(n)
+
+
+def _str(v: memoryview) -> str:
+    return bytes(v).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _mac(v: memoryview) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(v))
+
+
+def _ip(v: memoryview) -> str:
+    return socket.inet_ntoa(bytes(v[:4]))
+
+
+@dataclass
+class Link:
+    index: int
+    ifname: str
+    flags: int
+    alias: str | None = None
+    master: int | None = None
+    mac: str | None = None
+    mtu: int = 0
+    kind: str | None = None
+    data: dict = field(default_factory=dict)  # tun: IFLA_TUN_* by name
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+
+_TUN_NAMES = {IFLA_TUN_OWNER: "IFLA_TUN_OWNER", IFLA_TUN_GROUP: "IFLA_TUN_GROUP", IFLA_TUN_TYPE: "IFLA_TUN_TYPE", IFLA_TUN_MULTI_QUEUE: "IFLA_TUN_MULTI_QUEUE"}
+
+
+def parse_link(msg: memoryview) -> Link:
+    _, _, index, flags, _ = _IFINFO.unpack_from(msg, 16)
+    link = Link(index, "", flags)
+    for kind, v in attrs(msg, 16 + _IFINFO.size, len(msg)):
+        if kind == IFLA_IFNAME:
+            link.ifname = _str(v)
+        elif kind == IFLA_IFALIAS:
+            link.alias = _str(v)
+        elif kind == IFLA_MASTER:
+            link.master = _U32.unpack_from(v)[0] or None
+        elif kind == IFLA_ADDRESS:
+            link.mac = _mac(v)
+        elif kind == IFLA_MTU:
+            link.mtu = _U32.unpack_from(v)[0]
+        elif kind == IFLA_LINKINFO:
+            data = None
+            for ik, iv in attrs(v, 0, len(v)):
+                if ik == IFLA_INFO_KIND:
+                    link.kind = _str(iv)
+                elif ik == IFLA_INFO_DATA:
+                    data = iv
+            if data is not None and link.kind == "tun":
+                for tk, tv in attrs(data, 0, len(data)):
+                    if tk in _TUN_NAMES:
+                        link.data[_TUN_NAMES[tk]] = _U32.unpack_from(tv)[0] if len(tv) >= 4 else tv[0]
+    return link
+
+
+@dataclass
+class Addr:
+    index: int
+    prefixlen: int
+    address: str | None = None
+    local: str | None = None
+    broadcast: str | None = None
+    label: str | None = None
+    proto: int = 0
+
+
+def parse_addr(msg: memoryview) -> Addr:
+    _, prefixlen, _, _, index = _IFADDR.unpack_from(msg, 16)
+    a = Addr(index, prefixlen)
+    for kind, v in attrs(msg, 16 + _IFADDR.size, len(msg)):
+        if kind == IFA_ADDRESS:
+            a.address = _ip(v)
+        elif kind == IFA_LOCAL:
+            a.local = _ip(v)
+        elif kind == IFA_BROADCAST:
+            a.broadcast = _ip(v)
+        elif kind == IFA_LABEL:
+            a.label = _str(v)
+        elif kind == IFA_PROTO:
+            a.proto = v[0]
+    return a
+
+
+@dataclass
+class Route:
+    dst_len: int
+    table: int
+    proto: int
+    scope: int
+    type: int
+    dst: str | None = None
+    gateway: str | None = None
+    oif: int | None = None
+    priority: int | None = None
+    prefsrc: str | None = None
+
+
+def parse_route(msg: memoryview) -> Route:
+    _, dst_len, _, _, table, proto, scope, rtype, _ = _RTMSG.unpack_from(msg, 16)
+    rt = Route(dst_len, table, proto, scope, rtype)
+    for kind, v in attrs(msg, 16 + _RTMSG.size, len(msg)):
+        if kind == RTA_DST:
+            rt.dst = _ip(v)
+        elif kind == RTA_GATEWAY:
+            rt.gateway = _ip(v)
+        elif kind == RTA_OIF:
+            rt.oif = _U32.unpack_from(v)[0]
+        elif kind == RTA_PRIORITY:
+            rt.priority = _U32.unpack_from(v)[0]
+        elif kind == RTA_PREFSRC:
+            rt.prefsrc = _ip(v)
+        elif kind == RTA_TABLE:
+            rt.table = _U32.unpack_from(v)[0]
+    return rt
+
+
+@dataclass
+class Qdisc:
+    index: int
+    parent: int
+    kind: str | None = None
+    tbf_rate: int | None = None  # bytes per second
+
+
+def parse_qdisc(msg: memoryview) -> Qdisc:
+    _, index, _, parent, _ = _TCMSG.unpack_from(msg, 16)
+    q = Qdisc(index, parent)
+    for kind, v in attrs(msg, 16 + _TCMSG.size, len(msg)):
+        if kind == TCA_KIND:
+            q.kind = _str(v)
+        elif kind == TCA_OPTIONS and q.kind == "tbf":
+            for ok, ov in attrs(v, 0, len(v)):
+                if ok == TCA_TBF_RATE64:
+                    q.tbf_rate = struct.unpack_from("=Q", ov)[0]
+                elif ok == TCA_TBF_PARMS and q.tbf_rate is None:
+                    q.tbf_rate = _U32.unpack_from(ov, 8)[0]  # tc_ratespec.rate
+    return q
+
+
+# --- the socket ----------------------------------------------------------------------------------
+
+
+class Rtnl:
+    """One rtnetlink socket (opened in the namespace it acts on)."""
+
+    def __init__(self, sock: socket.socket | None = None):
+        self.sock = sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        for opt in (NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
+            try:
+                self.sock.setsockopt(SOL_NETLINK, opt, 1)
+            except OSError:
+                pass
+        self.sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _send(self, mtype: int, flags: int, body: bytes) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        self.sock.send(_HDR.pack(_HDR.size + len(body), mtype, flags | F_REQUEST, self._seq, 0) + body)
+        return self._seq
+
+    def _messages(self) -> Iterator[tuple[int, int, int, memoryview]]:
+        """(type, flags, seq, whole message) of each message received, one datagram at a time."""
+        while True:
+            data = memoryview(self.sock.recv(1 << 20))
+            off = 0
+            while off + _HDR.size <= len(data):
+                n, mtype, flags, seq, _ = _HDR.unpack_from(data, off)
+                if n < _HDR.size:
+                    break
+                yield mtype, flags, seq, data[off : off + n]
+                off += _pad(n)
+
+    @staticmethod
+    def _error(msg: memoryview) -> RtnlError | None:
+        code = -struct.unpack_from("=i", msg, 16)[0]
+        if code == 0:
+            return None
+        detail = ""
+        # with NETLINK_EXT_ACK the original request follows (header only when capped), then TLVs
+        flags = _HDR.unpack_from(msg, 0)[2]
+        inner_len = _HDR.unpack_from(msg, 20)[0]
+        start = 20 + (_HDR.size if flags & 0x100 else _pad(inner_len))  # NLM_F_CAPPED
+        for kind, v in attrs(msg, start, len(msg)) if flags & 0x200 else ():  # NLM_F_ACK_TLVS
+            if kind == NLMSGERR_ATTR_MSG:
+                detail = _str(v)
+        return RtnlError(code, detail)
+
+    def request(self, mtype: int, flags: int, body: bytes) -> None:
+        """One change, acknowledged: raises RtnlError when the kernel refuses it."""
+        err = self.batch([(mtype, flags, body)])[0]
+        if err is not None:
+            raise err
+
+    def batch(self, requests: list[tuple[int, int, bytes]]) -> list[RtnlError | None]:
+        """Send every request, then read every acknowledgement: one round trip for many changes.
+        The kernel runs them in order; each gets its own result (None or the error)."""
+        seqs = {self._send(t, f | F_ACK, b): i for i, (t, f, b) in enumerate(requests)}
+        out: list[RtnlError | None] = [None] * len(requests)
+        pending = len(seqs)
+        if not pending:
+            return out
+        for mtype, _, seq, msg in self._messages():
+            if mtype == NLMSG_ERROR and seq in seqs:
+                out[seqs.pop(seq)] = self._error(msg)
+                pending -= 1
+                if not pending:
+                    return out
+        return out
+
+    def dump(self, mtype: int, body: bytes) -> Iterator[memoryview]:
+        seq = self._send(mtype, F_DUMP, body)
+        for t, _, s, msg in self._messages():
+            if s != seq:
+                continue
+            if t == NLMSG_DONE:
+                return
+            if t == NLMSG_ERROR:
+                err = self._error(msg)
+                if err is not None:
+                    raise err
+                return
+            yield msg
+
+    # --- what vnet asks --------------------------------------------------------------------------
+
+    def links(self) -> list[Link]:
+        return [parse_link(m) for m in self.dump(RTM_GETLINK, ifinfo())]
+
+    def link(self, ifname: str) -> Link | None:
+        return self._get_link(ifinfo() + a_str(IFLA_IFNAME, ifname))
+
+    def link_by_index(self, index: int) -> Link | None:
+        return self._get_link(ifinfo(index))
+
+    def _get_link(self, body: bytes) -> Link | None:
+        seq = self._send(RTM_GETLINK, 0, body)
+        for t, _, s, msg in self._messages():
+            if s != seq:
+                continue
+            if t == NLMSG_ERROR:
+                err = self._error(msg)
+                if err is not None and err.code == errno.ENODEV:
+                    return None
+                raise err or RtnlError(errno.EPROTO, "no answer")
+            return parse_link(msg)
+        return None
+
+    def addrs(self, index: int = 0) -> list[Addr]:
+        """IPv4 addresses (of one link with strict checking, else all)."""
+        return [a for a in (parse_addr(m) for m in self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, index))) if not index or a.index == index]
+
+    def routes(self, table: int = 0, proto: int = 0) -> list[Route]:
+        """IPv4 routes; the kernel filters by table and protocol when asked (strict checking)."""
+        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, table if table < 256 else 0, proto, 0, 0, 0)
+        if table >= 256:
+            body += a_u32(RTA_TABLE, table)
+        return [
+            r for r in (parse_route(m) for m in self.dump(RTM_GETROUTE, body))
+            if (not table or r.table == table) and (not proto or r.proto == proto)
+        ]
+
+    def qdiscs(self) -> list[Qdisc]:
+        return [parse_qdisc(m) for m in self.dump(RTM_GETQDISC, _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))]
+
+
+# --- request bodies ------------------------------------------------------------------------------
+
+
+def new_link(ifname: str, kind: str, info_data: bytes = b"", **settings) -> tuple[int, int, bytes]:
+    up = settings.pop("up", None)
+    body = ifinfo(up=up) + link_attrs(ifname, **settings)
+    info = a_str(IFLA_INFO_KIND, kind) + (attr(IFLA_INFO_DATA, info_data) if info_data else b"")
+    return RTM_NEWLINK, F_CREATE | F_EXCL, body + attr(IFLA_LINKINFO, info)
+
+
+def veth_peer(ifname: str, netns_fd: int | None = None, mac: str | None = None) -> bytes:
+    peer = ifinfo() + link_attrs(ifname, mac=mac)
+    if netns_fd is not None:
+        peer += a_u32(IFLA_NET_NS_FD, netns_fd)
+    return attr(VETH_INFO_PEER, peer)
+
+
+def set_link(index: int = 0, ifname: str | None = None, up: bool | None = None, **settings) -> tuple[int, int, bytes]:
+    """Change a link, found by index, or by name when index is 0 (no lookup first)."""
+    return RTM_NEWLINK, 0, ifinfo(index, up) + link_attrs(ifname if not index else None, **settings)
+
+
+def del_link(index: int = 0, ifname: str | None = None) -> tuple[int, int, bytes]:
+    return RTM_DELLINK, 0, ifinfo(index) + (a_str(IFLA_IFNAME, ifname) if ifname and not index else b"")
+
+
+def _addr_body(index: int, address: str, prefixlen: int, proto: int = 0, broadcast: str | None = None, local: str | None = None) -> bytes:
+    body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, 0, index) + a_ip(IFA_LOCAL, local or address) + a_ip(IFA_ADDRESS, address)
+    if broadcast:
+        body += a_ip(IFA_BROADCAST, broadcast)
+    if proto:
+        body += attr(IFA_PROTO, bytes([proto]))
+    return body
+
+
+def add_addr(index: int, address: str, prefixlen: int, proto: int = 0, broadcast: str | None = None, local: str | None = None) -> tuple[int, int, bytes]:
+    return RTM_NEWADDR, F_CREATE | F_EXCL, _addr_body(index, address, prefixlen, proto, broadcast, local)
+
+
+def del_addr(index: int, address: str, prefixlen: int) -> tuple[int, int, bytes]:
+    return RTM_DELADDR, 0, _addr_body(index, address, prefixlen)
+
+
+def _route_body(dst: str, dst_len: int, oif: int | None, gateway: str | None, proto: int, table: int, scope: int | None, priority: int | None, prefsrc: str | None, delete: bool) -> bytes:
+    if scope is None:  # a delete matches any scope (RT_SCOPE_NOWHERE), as `ip route del` does
+        scope = RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
+    body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, table if table < 256 else 0, proto, scope, RTN_UNICAST, 0)
+    if table >= 256:
+        body += a_u32(RTA_TABLE, table)
+    if dst_len:
+        body += a_ip(RTA_DST, dst)
+    if oif:
+        body += a_u32(RTA_OIF, oif)
+    if gateway:
+        body += a_ip(RTA_GATEWAY, gateway)
+    if priority is not None:
+        body += a_u32(RTA_PRIORITY, priority)
+    if prefsrc:
+        body += a_ip(RTA_PREFSRC, prefsrc)
+    return body
+
+
+def add_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = RTPROT_BOOT, table: int = RT_TABLE_MAIN,
+              scope: int | None = None, priority: int | None = None, prefsrc: str | None = None, replace: bool = False) -> tuple[int, int, bytes]:
+    flags = F_CREATE | (F_REPLACE if replace else F_EXCL)
+    return RTM_NEWROUTE, flags, _route_body(dst, dst_len, oif, gateway, proto, table, scope, priority, prefsrc, False)
+
+
+def del_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = 0, table: int = RT_TABLE_MAIN) -> tuple[int, int, bytes]:
+    return RTM_DELROUTE, 0, _route_body(dst, dst_len, oif, gateway, proto, table, None, None, None, True)
