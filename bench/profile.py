@@ -3,8 +3,8 @@
 Runs vnet in this process against the sandbox `bench` and reports, per phase:
   - wall time of its parts (recovery check, observe, desired+preflight+diff, running the actions);
   - time and count per action kind (create bridge, create tap, …);
-  - netlink requests by pyroute2 method (count, time), subprocesses by program, calls into
-    namespace worker threads;
+  - netlink requests by method of vnet's client (count, time), subprocesses by program, calls into
+    namespaces;
   - the top functions of a cProfile run (a second run of the same phase: cProfile slows Python down,
     so the timings above come from a run without it).
 The .prof files and the text go to bench/results/profile-<date>-N<n>/.
@@ -25,11 +25,10 @@ from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from vnet import api, sandbox
 from vnet.desired import desired
 from vnet.drivers import ns as nsmod
+from vnet.drivers import rtnl
 from vnet.engine import Engine
 from vnet.observe import Observation
 
@@ -76,29 +75,13 @@ class Probe:
         self.wrap(Engine, "_run", "phase run actions")
         self.wrap(Engine, "_complete", "phase complete (undo text)")
         self.wrap(observe_mod, "read_links", "observe read_links")
-        self.wrap(nsmod.Namespace, "call", "ns worker call")
-        self.wrap(nsmod, "create", "netns create (pyroute2.netns)")
+        self.wrap(nsmod.Namespace, "call", "call inside a namespace")
+        self.wrap(nsmod, "create", "netns create")
         self.wrap(subprocess, "run", lambda argv, *a, **kw: "process " + _prog(argv))
-        orig_getattr = IPRoute.__getattr__
-        probe = self
-
-        def getattr_(self_, name):
-            attr = orig_getattr(self_, name)
-            if not callable(attr) or name.startswith("_"):
-                return attr
-
-            def counted(*a, **kw):
-                t0 = time.perf_counter()
-                try:
-                    return attr(*a, **kw)
-                finally:
-                    op = a[0] if a and isinstance(a[0], str) else ""
-                    probe.timeit(f"netlink {name}{' ' + op if op else ''}", time.perf_counter() - t0)
-
-            return counted
-
-        IPRoute.__getattr__ = getattr_
-        self._undo.append((IPRoute, "__getattr__", orig_getattr))
+        for cls, label in ((rtnl.Netlink, "netlink"), (rtnl.Rtnl, "netlink"), (rtnl.Nft, "nfnetlink")):
+            for name in ("request", "batch", "dump", "links", "link", "link_by_index", "addrs", "routes", "qdiscs", "tables", "rule_counts", "set_keys"):
+                if name in vars(cls):
+                    self.wrap(cls, name, f"{label} {name}")
         try:
             yield self
         finally:

@@ -103,19 +103,24 @@ class Journal:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def _append(self, record: dict) -> None:
+    def _append(self, records: list[dict], durable: bool) -> None:
         if self._f is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "a")
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        self._f.write("".join(json.dumps(r) + "\n" for r in records))
+        self._f.flush()  # in the kernel's hands: survives a kill of vnet
+        if durable:
+            os.fsync(self._f.fileno())  # on disk: survives a crash of the machine
 
-    def begin(self, step: int, action: Action) -> None:
-        self._append({"step": step, "action": action.to_json()})
+    def begin(self, actions: list[Action], first: int = 1) -> None:
+        """Every step of the run, before the first one runs: one write and one fsync, not two per
+        step. Recovery treats a step not marked done as possibly run in part, and converges from
+        each resource's recorded old state, so recording steps that never ran costs nothing."""
+        self._append([{"step": k, "action": a.to_json()} for k, a in enumerate(actions, first)], durable=True)
 
     def done(self, step: int) -> None:
-        self._append({"done": step})
+        # not fsynced: a lost `done` only makes recovery check that step too
+        self._append([{"done": step}], durable=False)
 
     def steps(self) -> list[tuple[int, Action, bool]]:
         """(step, action, known done) in journal order; a torn last line is ignored."""
@@ -604,11 +609,12 @@ class Engine:
         hooks = self.hooks
         done: list[Action] = []
         try:
+            actions[:] = [self._complete(nss, a) for a in actions]
+            if actions:
+                self.journal.begin(actions)
             for step, action in enumerate(actions, 1):
                 if hooks.delay:
                     time.sleep(hooks.delay)
-                action = actions[step - 1] = self._complete(nss, action)
-                self.journal.begin(step, action)
                 hooks.step(step, "before")
                 if hooks.fail_at == step:
                     raise VnetError(f"fault injected at step {step}")

@@ -67,9 +67,8 @@ def test_journal_ignores_a_torn_last_line(tmp_path):
     j = Journal(tmp_path / "journal.jsonl")
     a = Action("create", make("bridge", "br0", mark="vnet:t:bridge:n"), None)
     b = Action("create", iptables.resource("FORWARD", ["-A FORWARD -j ACCEPT"], "d1"), None)
-    j.begin(1, a)
+    j.begin([a, b])
     j.done(1)
-    j.begin(2, b)
     j.close(remove=False)
     with open(j.path, "a") as f:
         f.write('{"done": ')  # killed while writing

@@ -1,18 +1,16 @@
-"""vnet's nftables table: observed with `nft -j`, replaced whole in one `nft -f` transaction."""
+"""vnet's nftables tables: observed over nfnetlink, replaced whole in one `nft -f` transaction."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from pyroute2.nftables.main import NFTables
-
 from vnet import nftrules
+from vnet.drivers import rtnl
 from vnet.drivers.ns import Namespace
 from vnet.errors import VnetError
 from vnet.resources import Resource, make
-
-
 
 FAMILY_NAMES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
 FAMILIES = ("inet", "bridge")  # a topology's tables: routing/NAT, and its bridge ports
@@ -23,36 +21,17 @@ def dump(ns: Namespace) -> tuple[list[dict], dict[tuple[str, str], int]]:
 
     No set elements are dumped, so this costs the same with 10 forwards or 10,000 (the `nft`
     command would fetch every element even to print a terse listing)."""
-
-    def read() -> tuple[list[dict], dict[tuple[str, str], int]]:
-        sock = NFTables(nfgen_family=0)  # opened by a thread inside the namespace: it reads that one
-        try:
-            tables = [
-                {
-                    "family": FAMILY_NAMES.get(m["nfgen_family"], str(m["nfgen_family"])),
-                    "name": m.get_attr("NFTA_TABLE_NAME"),
-                    "comment": _comment(m.get_attr("NFTA_TABLE_USERDATA")),
-                }
-                for m in sock.get_tables()
-            ]
-            rules: dict[tuple[str, str], int] = {}
-            for m in sock.get_rules():
-                key = (FAMILY_NAMES.get(m["nfgen_family"], ""), m.get_attr("NFTA_RULE_TABLE"))
-                rules[key] = rules.get(key, 0) + 1
-            return tables, rules
-        finally:
-            sock.close()
-
-    return ns.call(read)
+    nf = ns.nft
+    tables = [{"family": FAMILY_NAMES.get(f, str(f)), "name": name, "comment": _comment(ud)} for f, name, ud in nf.tables()]
+    rules = {(FAMILY_NAMES.get(f, ""), name): n for (f, name), n in nf.rule_counts().items()}
+    return tables, rules
 
 
-def _comment(userdata: object) -> str | None:
-    if userdata is None:
+def _comment(userdata: bytes | None) -> str | None:
+    """The comment in a table's user data: TLV type 0, length, text, NUL."""
+    if not userdata or len(userdata) <= 2:
         return None
-    if isinstance(userdata, (bytes, bytearray)):  # raw TLV: type 0 (comment), length, text NUL
-        raw = bytes(userdata)
-        return raw[2 : 2 + raw[1]].rstrip(b"\0").decode(errors="replace") if len(raw) > 2 else None
-    return str(userdata)
+    return userdata[2 : 2 + userdata[1]].rstrip(b"\0").decode(errors="replace")
 
 
 def observe_table(ns: Namespace, name: str, tables: list[dict], rules: dict[tuple[str, str], int]) -> Resource | None:
@@ -69,14 +48,9 @@ def observe_table(ns: Namespace, name: str, tables: list[dict], rules: dict[tupl
 
 
 def _generation(ns: Namespace, name: str) -> str | None:
-    """The element digest kept in the one-element set `generation` (listing it reads no other set)."""
-    proc = ns.run(["nft", "-j", "list", "set", "inet", name, "generation"], check=False)
-    if proc.returncode != 0:
-        return None
-    for item in json.loads(proc.stdout)["nftables"]:
-        for elem in item.get("set", {}).get("elem", []):
-            return f"{elem:08x}" if isinstance(elem, int) else str(elem).removeprefix("0x")
-    return None
+    """The element digest kept in the one-element set `generation` (reading it reads no other set)."""
+    keys = ns.nft.set_keys(rtnl.NFPROTO_INET, name, "generation")
+    return f"{int.from_bytes(keys[0], sys.byteorder):08x}" if keys else None
 
 
 def with_text(ns: Namespace, r: Resource, saved: Path) -> Resource:

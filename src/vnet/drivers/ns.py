@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from vnet.drivers.rtnl import Rtnl
+from vnet.drivers.rtnl import NETLINK_NETFILTER, Nft, Rtnl
 from vnet.errors import VnetError
 
 NETNS_DIR = Path("/run/netns")
@@ -121,6 +121,7 @@ class Namespace:
         self.name = name
         self.path = str(NETNS_DIR / name) if name else None
         self._nl: Rtnl | None = None
+        self._nft: Nft | None = None
         self.indexes: dict[str, int] = {}  # ifname → ifindex, as far as this run has seen them
         self._ipr: Any = None
 
@@ -128,9 +129,9 @@ class Namespace:
     def label(self) -> str:
         return self.name or "(current namespace)"
 
-    def _socket(self, proto: int) -> socket.socket:
+    def _socket(self, proto: int, kind: int = socket.SOCK_RAW) -> socket.socket:
         # opened by a thread inside the namespace, so the socket belongs there
-        return self.call(socket.socket, socket.AF_NETLINK, socket.SOCK_RAW, proto)
+        return self.call(socket.socket, socket.AF_NETLINK, kind, proto)
 
     @property
     def nl(self) -> Rtnl:
@@ -140,12 +141,19 @@ class Namespace:
         return self._nl
 
     @property
+    def nft(self) -> Nft:
+        """nfnetlink, for reading nftables state without running `nft`."""
+        if self._nft is None:
+            self._nft = Nft(self._socket(NETLINK_NETFILTER))
+        return self._nft
+
+    @property
     def ipr(self) -> Any:
         """pyroute2, for the rare intricate requests (tc); imported only when needed."""
         if self._ipr is None:
             from pyroute2 import IPRoute
 
-            self._ipr = IPRoute(fileno=self._socket(0).detach()) if self.name else IPRoute()
+            self._ipr = IPRoute(fileno=self._socket(0, socket.SOCK_DGRAM).detach())  # pyroute2 wants DGRAM if self.name else IPRoute()
         return self._ipr
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -170,9 +178,10 @@ class Namespace:
         return proc
 
     def close(self) -> None:
-        if self._nl is not None:
-            self._nl.close()
-            self._nl = None
+        for sock in (self._nl, self._nft):
+            if sock is not None:
+                sock.close()
+        self._nl = self._nft = None
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None

@@ -277,8 +277,8 @@ def parse_qdisc(msg: memoryview) -> Qdisc:
 # --- the socket ----------------------------------------------------------------------------------
 
 
-class Rtnl:
-    """One rtnetlink socket (opened in the namespace it acts on)."""
+class Netlink:
+    """One netlink socket (opened in the namespace it acts on): requests, batches, dumps."""
 
     def __init__(self, sock: socket.socket | None = None):
         self.sock = sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
@@ -362,7 +362,9 @@ class Rtnl:
                 return
             yield msg
 
-    # --- what vnet asks --------------------------------------------------------------------------
+
+class Rtnl(Netlink):
+    """The rtnetlink requests vnet makes."""
 
     def links(self) -> list[Link]:
         return [parse_link(m) for m in self.dump(RTM_GETLINK, ifinfo())]
@@ -402,6 +404,65 @@ class Rtnl:
 
     def qdiscs(self) -> list[Qdisc]:
         return [parse_qdisc(m) for m in self.dump(RTM_GETQDISC, _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))]
+
+
+# --- nftables (nfnetlink): what observing needs, without the `nft` command -----------------------
+
+NETLINK_NETFILTER = 12
+NFT_SUBSYS = 10 << 8
+NFT_MSG_GETTABLE, NFT_MSG_GETRULE, NFT_MSG_GETSETELEM = 1, 7, 13
+NFTA_TABLE_NAME, NFTA_TABLE_USERDATA = 1, 6
+NFTA_RULE_TABLE = 1
+NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
+NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE = 1, 1, 1
+NFPROTO_INET = 1
+_NFGEN = struct.Struct("=BBH")
+
+
+class Nft(Netlink):
+    """Table names and comments, rule counts and one set's elements, read over nfnetlink."""
+
+    def tables(self) -> list[tuple[int, str, bytes | None]]:
+        """(family, name, userdata) of every table."""
+        out = []
+        for m in self.dump(NFT_SUBSYS | NFT_MSG_GETTABLE, _NFGEN.pack(0, 0, 0)):
+            name, userdata = "", None
+            for kind, v in attrs(m, 20, len(m)):
+                if kind == NFTA_TABLE_NAME:
+                    name = _str(v)
+                elif kind == NFTA_TABLE_USERDATA:
+                    userdata = bytes(v)
+            out.append((m[16], name, userdata))
+        return out
+
+    def rule_counts(self) -> dict[tuple[int, str], int]:
+        counts: dict[tuple[int, str], int] = {}
+        for m in self.dump(NFT_SUBSYS | NFT_MSG_GETRULE, _NFGEN.pack(0, 0, 0)):
+            for kind, v in attrs(m, 20, len(m)):
+                if kind == NFTA_RULE_TABLE:
+                    key = (m[16], _str(v))
+                    counts[key] = counts.get(key, 0) + 1
+                    break
+        return counts
+
+    def set_keys(self, family: int, table: str, name: str) -> list[bytes] | None:
+        """The keys of a set's elements (None when the set does not exist)."""
+        body = _NFGEN.pack(family, 0, 0) + a_str(NFTA_SET_ELEM_LIST_TABLE, table) + a_str(NFTA_SET_ELEM_LIST_SET, name)
+        keys: list[bytes] = []
+        try:
+            for m in self.dump(NFT_SUBSYS | NFT_MSG_GETSETELEM, body):
+                for kind, v in attrs(m, 20, len(m)):
+                    if kind != NFTA_SET_ELEM_LIST_ELEMENTS:
+                        continue
+                    for _, elem in attrs(v, 0, len(v)):
+                        for ek, ev in attrs(elem, 0, len(elem)):
+                            if ek == NFTA_SET_ELEM_KEY:
+                                keys += [bytes(dv) for dk, dv in attrs(ev, 0, len(ev)) if dk == NFTA_DATA_VALUE]
+        except RtnlError as exc:
+            if exc.code == errno.ENOENT:
+                return None
+            raise
+        return keys
 
 
 # --- request bodies ------------------------------------------------------------------------------
