@@ -42,7 +42,7 @@ from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespaces
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed, VnetError
 from vnet.observe import Observation, observe, read_links
-from vnet.plan import Action, diff
+from vnet.plan import Action, batches, diff
 from vnet.preflight import check
 from vnet.resources import Resource, make
 from vnet.spec.models import NetnsSpec, Topology
@@ -612,17 +612,29 @@ class Engine:
             actions[:] = [self._complete(nss, a) for a in actions]
             if actions:
                 self.journal.begin(actions)
-            for step, action in enumerate(actions, 1):
-                if hooks.delay:
-                    time.sleep(hooks.delay)
-                hooks.step(step, "before")
-                if hooks.fail_at == step:
-                    raise VnetError(f"fault injected at step {step}")
-                self._execute(nss, action, verify=True)
-                hooks.step(step, "after")
-                done.append(action)
-                self.journal.done(step)
-                self.log(action.describe())
+            for run in batches(actions):
+                steps: list[int] = []
+                fault = None
+                for i in run:
+                    step = i + 1
+                    if hooks.delay:
+                        time.sleep(hooks.delay)
+                    hooks.step(step, "before")
+                    if hooks.fail_at == step:
+                        fault = VnetError(f"fault injected at step {step}")
+                        break
+                    steps.append(step)
+                if len(steps) > 1:
+                    netlink.delete_links(nss, [actions[k - 1].old for k in steps])  # type: ignore[misc]
+                elif steps:
+                    self._execute(nss, actions[steps[0] - 1], verify=True)
+                for step in steps:
+                    hooks.step(step, "after")
+                    done.append(actions[step - 1])
+                    self.journal.done(step)
+                    self.log(actions[step - 1].describe())
+                if fault is not None:
+                    raise fault
         except BaseException as exc:
             hooks._step = 0
             failed = len(done) + 1

@@ -84,3 +84,27 @@ def diff(desired: Iterable[Resource], observed: dict[str, Resource]) -> list[Act
     deletes.sort(key=lambda a: (-rank(a.resource.kind), a.resource.key))
     changes.sort(key=lambda a: (rank(a.resource.kind), a.resource.key))
     return deletes + changes
+
+
+# Links of the target namespace that are deleted one after another are deleted as one batch
+# (drivers/netlink.delete_links): the kernel then waits out its grace periods once, not per link.
+BATCHED_DELETES = ("bridge", "tap", "veth")
+
+
+def _batched(a: Action) -> bool:
+    return a.op == "delete" and a.resource.kind in BATCHED_DELETES
+
+
+def batches(actions: list[Action]) -> list[range]:
+    """The actions, cut into runs that execute together: consecutive link deletions form one run,
+    every other action is a run of its own. Steps keep their own numbers in the journal."""
+    out: list[range] = []
+    i = 0
+    while i < len(actions):
+        j = i + 1
+        if _batched(actions[i]):
+            while j < len(actions) and _batched(actions[j]):
+                j += 1
+        out.append(range(i, j))
+        i = j
+    return out

@@ -84,9 +84,9 @@ def test_kill_apply_at_every_point_then_next_command_restores_host(world, tmp_pa
     assert {"netns", "bridge", "tap", "veth", "address", "route", "ruleset", "sysctl"} <= set(kinds)
     before = snapshot.take(world.host)
     journal = world.state / topo.name / "journal.jsonl"
-    # inside steps: a veth made but not configured, a namespace made but not marked, a bridge
+    # inside steps: a veth made but its peer not marked, a namespace made but not marked, a bridge
     # without its mark, a sysctl recorded but not written
-    inside = [f"{kinds.index(k) + 1}:call{n}" for k, n in (("netns", 1), ("bridge", 1), ("veth", 1), ("veth", 3), ("tap", 2), ("sysctl", 2))]
+    inside = [f"{kinds.index(k) + 1}:call{n}" for k, n in (("netns", 1), ("bridge", 1), ("veth", 1), ("veth", 2), ("tap", 2), ("sysctl", 2))]
     points = points_for(len(actions)) + inside
     commands = ("plan", "status", "destroy")
     unchanged = 0

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from vnet.desired import HostFacts, desired
-from vnet.plan import Action, diff, matches
+from vnet.plan import Action, batches, diff, matches
 from vnet.resources import ORDER, RANK, Resource, make
 from vnet.spec import load_text
 
@@ -243,3 +243,21 @@ def test_describe_signs():
     assert Action("create", x, None).describe().startswith("+ bridge br0")
     assert Action("delete", None, x).describe().startswith("- bridge br0")
     assert "mtu=1500" in Action("create", x, None).describe()
+
+
+def test_consecutive_link_deletions_run_as_one_batch_everything_else_alone():
+    owned = [
+        make("bridge", "br0", mark="m"),
+        make("tap", "t1", mark="m"),
+        make("veth", "v1", mark="m"),
+        make("address", "br0/10.0.0.1/24", ns="", ifname="br0", address="10.0.0.1", prefixlen=24),
+        make("netns", "x-c1", mark="m"),
+        make("netns", "x-c2", mark="m"),
+    ]
+    actions = diff([], {r.id: r for r in owned})
+    runs = [[actions[i].resource.kind for i in run] for run in batches(actions)]
+    assert runs == [["address"], ["veth", "tap", "bridge"], ["netns"], ["netns"]]
+    assert [i for run in batches(actions) for i in run] == list(range(len(actions)))  # each step once, in order
+    creates = diff(owned, {})
+    assert all(len(run) == 1 for run in batches(creates))  # creations are never batched
+    assert batches([]) == []

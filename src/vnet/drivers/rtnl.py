@@ -35,7 +35,7 @@ F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 
 # attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFLA_TUN_OWNER, IFLA_TUN_GROUP, IFLA_TUN_TYPE, IFLA_TUN_MULTI_QUEUE = 1, 2, 3, 7
@@ -102,8 +102,11 @@ def ifinfo(index: int = 0, up: bool | None = None) -> bytes:
     return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
 
 
-def link_attrs(ifname: str | None = None, mac: str | None = None, mtu: int | None = None, master: int | None = None, alias: str | None = None) -> bytes:
+def link_attrs(ifname: str | None = None, mac: str | None = None, mtu: int | None = None, master: int | None = None, alias: str | None = None,
+               group: int | None = None) -> bytes:
     out = b""
+    if group is not None:
+        out += a_u32(IFLA_GROUP, group)
     if ifname is not None:
         out += a_str(IFLA_IFNAME, ifname)
     if mac:
@@ -152,6 +155,7 @@ class Link:
     mac: str | None = None
     mtu: int = 0
     kind: str | None = None
+    group: int = 0
     data: dict = field(default_factory=dict)  # tun: IFLA_TUN_* by name
 
     @property
@@ -176,6 +180,8 @@ def parse_link(msg: memoryview) -> Link:
             link.mac = _mac(v)
         elif kind == IFLA_MTU:
             link.mtu = _U32.unpack_from(v)[0]
+        elif kind == IFLA_GROUP:
+            link.group = _U32.unpack_from(v)[0]
         elif kind == IFLA_LINKINFO:
             data = None
             for ik, iv in attrs(v, 0, len(v)):
@@ -489,6 +495,12 @@ def set_link(index: int = 0, ifname: str | None = None, up: bool | None = None, 
 
 def del_link(index: int = 0, ifname: str | None = None) -> tuple[int, int, bytes]:
     return RTM_DELLINK, 0, ifinfo(index) + (a_str(IFLA_IFNAME, ifname) if ifname and not index else b"")
+
+
+def del_group(group: int) -> tuple[int, int, bytes]:
+    """Every link of a link group, in one request: the kernel unregisters them as one batch, so
+    the RCU grace periods a deletion waits for are waited for once, not once per link."""
+    return RTM_DELLINK, 0, ifinfo() + a_u32(IFLA_GROUP, group)
 
 
 def _addr_body(index: int, address: str, prefixlen: int, proto: int = 0, broadcast: str | None = None, local: str | None = None) -> bytes:
