@@ -112,7 +112,7 @@ def create(name: str, state_dir: Path | str = DEFAULT_STATE_DIR, host_dhcp: bool
 
 def _build(sb: Sandbox, host_dhcp: bool) -> None:
     for n in sb.namespaces:
-        nsmod.create(n)
+        nsmod.create(n).close()
         _ip(n, "link", "set", "lo", "up", "alias", f"{MARK}:{sb.name}")
     _ip(sb.lan, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", sb.host)
     _ip(sb.lan, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", sb.wan)

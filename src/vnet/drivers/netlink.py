@@ -209,10 +209,12 @@ def update_link(nss: Namespaces, old: Resource, new: Resource) -> None:
 def create_netns(nss: Namespaces, r: Resource) -> None:
     if nsmod.exists(r.key):
         raise VnetError(f"network namespace {r.key} exists already and is not vnet's")
-    nsmod.create(r.key)
+    sock = nsmod.create(r.key)
     try:
+        ns = nss.get(r.key)
+        ns.adopt(sock)
         # the mark lives in the namespace itself, so ownership survives the loss of vnet's state
-        nss.get(r.key).nl.request(*rtnl.set_link(ifname="lo", alias=r.get("mark"), up=True))
+        ns.nl.request(*rtnl.set_link(ifname="lo", alias=r.get("mark"), up=True))
     except BaseException:
         nss.forget(r.key)
         nsmod.remove(r.key)

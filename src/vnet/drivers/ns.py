@@ -69,7 +69,7 @@ def _hop(fn: Callable[..., T], *args: Any) -> T:
     return _hopper.submit(fn, *args).result()
 
 
-def _unshare_and_bind(path: Path) -> None:
+def _unshare_and_bind(path: Path) -> socket.socket:
     # runs in the hopper thread: unshare(CLONE_NEWNET) moves only this thread, never vnet itself
     if _libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
@@ -77,15 +77,17 @@ def _unshare_and_bind(path: Path) -> None:
     if _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none", MS_BIND, None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"bind {path}: {os.strerror(err)}")
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # while we are here: its rtnetlink socket
 
 
-def create(name: str) -> None:
-    """A named network namespace, made in-process (a thread unshares, no child process)."""
+def create(name: str) -> socket.socket:
+    """A named network namespace, made in-process (a thread unshares, no child process), and an
+    rtnetlink socket inside it."""
     _share_rundir()
     path = NETNS_DIR / name
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     try:
-        _hop(_unshare_and_bind, path)
+        return _hop(_unshare_and_bind, path)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -132,6 +134,12 @@ class Namespace:
     def _socket(self, proto: int, kind: int = socket.SOCK_RAW) -> socket.socket:
         # opened by a thread inside the namespace, so the socket belongs there
         return self.call(socket.socket, socket.AF_NETLINK, kind, proto)
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Use this rtnetlink socket, opened inside the namespace already."""
+        if self._nl is not None:
+            self._nl.close()
+        self._nl = Rtnl(sock)
 
     @property
     def nl(self) -> Rtnl:

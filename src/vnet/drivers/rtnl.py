@@ -296,6 +296,7 @@ class Netlink:
                 pass
         self.sock.bind((0, 0))
         self._seq = 0
+        self._buf = bytearray(1 << 18)  # one buffer per socket, reused: no allocation per receive
 
     def close(self) -> None:
         self.sock.close()
@@ -308,7 +309,8 @@ class Netlink:
     def _messages(self) -> Iterator[tuple[int, int, int, memoryview]]:
         """(type, flags, seq, whole message) of each message received, one datagram at a time."""
         while True:
-            data = memoryview(self.sock.recv(1 << 20))
+            n = self.sock.recv_into(self._buf)
+            data = memoryview(self._buf)[:n]  # valid until the next receive: callers decode at once
             off = 0
             while off + _HDR.size <= len(data):
                 n, mtype, flags, seq, _ = _HDR.unpack_from(data, off)
