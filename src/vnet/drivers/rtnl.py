@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -283,6 +284,18 @@ def parse_qdisc(msg: memoryview) -> Qdisc:
 # --- the socket ----------------------------------------------------------------------------------
 
 
+_local = threading.local()
+
+
+def _buffer() -> bytearray:
+    """One receive buffer per thread, shared by its sockets (a thousand namespaces mean a thousand
+    sockets; a buffer each would be a quarter of a GiB). A dump's datagrams stay under 32 KiB."""
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray(1 << 18)
+    return buf
+
+
 class Netlink:
     """One netlink socket (opened in the namespace it acts on): requests, batches, dumps."""
 
@@ -296,7 +309,6 @@ class Netlink:
                 pass
         self.sock.bind((0, 0))
         self._seq = 0
-        self._buf = bytearray(1 << 18)  # one buffer per socket, reused: no allocation per receive
 
     def close(self) -> None:
         self.sock.close()
@@ -309,8 +321,9 @@ class Netlink:
     def _messages(self) -> Iterator[tuple[int, int, int, memoryview]]:
         """(type, flags, seq, whole message) of each message received, one datagram at a time."""
         while True:
-            n = self.sock.recv_into(self._buf)
-            data = memoryview(self._buf)[:n]  # valid until the next receive: callers decode at once
+            buf = _buffer()
+            n = self.sock.recv_into(buf)
+            data = memoryview(buf)[:n]  # valid until this thread's next receive: callers decode at once
             off = 0
             while off + _HDR.size <= len(data):
                 n, mtype, flags, seq, _ = _HDR.unpack_from(data, off)
