@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from vnet import api, spec
 from vnet.engine import DEFAULT_STATE_DIR
@@ -21,8 +19,30 @@ from vnet.errors import SpecError, VnetError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Declarative virtual networks for VMs and containers.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="Throwaway namespaces that play host, LAN and internet.")
 app.add_typer(sandbox_app, name="sandbox")
-out = Console()
-err = Console(stderr=True)
+
+
+class _Console:
+    """rich, imported when something is printed through it (tables, errors): `vnet apply` prints
+    plain lines and should not pay rich's import, nor its rendering for each of a thousand steps."""
+
+    def __init__(self, stderr: bool = False):
+        self._stderr = stderr
+        self._console = None
+
+    def print(self, *args, **kwargs) -> None:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        self._console.print(*args, **kwargs)
+
+
+out = _Console()
+err = _Console(stderr=True)
+
+
+def _say(line: str) -> None:
+    print(line)
 
 
 class Ctx:
@@ -61,7 +81,7 @@ def validate(topology: Path) -> None:
         topo = spec.load(topology)
     except VnetError as exc:
         _fail(exc)
-    out.print(f"{topology}: valid ({len(topo.networks)} networks, {len(topo.endpoints)} endpoints)")
+    _say(f"{topology}: valid ({len(topo.networks)} networks, {len(topo.endpoints)} endpoints)")
 
 
 @app.command()
@@ -72,9 +92,9 @@ def plan(topology: Path) -> None:
     except VnetError as exc:
         _fail(exc)
     if not planned.actions:
-        out.print("no changes: the host matches the topology")
+        _say("no changes: the host matches the topology")
     for a in planned.actions:
-        out.print(a.describe(), highlight=False, soft_wrap=True)
+        _say(a.describe())
 
 
 @app.command()
@@ -83,13 +103,13 @@ def apply(topology: Path) -> None:
     try:
         topo = spec.load(topology)
         eng = _engine(topo.name)
-        eng.log = lambda msg: out.print(msg, highlight=False, soft_wrap=True)
+        eng.log = _say
         t0 = time.monotonic()
         actions = eng.apply(topo)
     except VnetError as exc:
         _fail(exc)
     dt = time.monotonic() - t0
-    out.print(f"applied {topo.name}: {len(actions)} changes in {dt:.2f}s" if actions else "no changes: the host matches the topology")
+    _say(f"applied {topo.name}: {len(actions)} changes in {dt:.2f}s" if actions else "no changes: the host matches the topology")
 
 
 @app.command()
@@ -98,11 +118,11 @@ def destroy(topology: Path) -> None:
     try:
         name = api.topology_name(topology)
         eng = _engine(name)
-        eng.log = lambda msg: out.print(msg, highlight=False, soft_wrap=True)
+        eng.log = _say
         actions = eng.destroy()
     except VnetError as exc:
         _fail(exc)
-    out.print(f"destroyed {name}: {len(actions)} objects removed")
+    _say(f"destroyed {name}: {len(actions)} objects removed")
 
 
 @app.command()
@@ -115,6 +135,8 @@ def status(topology: Path, output: str = typer.Option("table", "-o", "--output",
     if output == "json":
         print(json.dumps(report, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"topology {report['topology']}" + (f" in netns {ctx.netns}" if ctx.netns else ""))
     for col in ("kind", "name", "details", "state"):
         table.add_column(col)
@@ -135,7 +157,9 @@ LEASE_COLUMNS = {"network": "network", "mac": "mac", "address": "address", "name
 FORWARD_COLUMNS = {"proto": "proto", "port": "port", "to": "to", "packets": "packets", "bytes": "bytes"}
 
 
-def _table(title: str, columns: dict[str, str], rows: list[dict]) -> Table:
+def _table(title: str, columns: dict[str, str], rows: list[dict]):
+    from rich.table import Table
+
     table = Table(title=title)
     for heading in columns.values():
         table.add_column(heading)

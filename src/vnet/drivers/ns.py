@@ -58,15 +58,24 @@ def _share_rundir() -> None:
 
 
 _hopper: ThreadPoolExecutor | None = None
+_home: int | None = None  # the namespace vnet started in, for the hopper to return to
 
 
 def _hop(fn: Callable[..., T], *args: Any) -> T:
     """Run fn in the one thread that moves between namespaces (never vnet's main thread, so
     vnet itself stays where it started whatever fn enters)."""
-    global _hopper
+    global _hopper, _home
     if _hopper is None:
+        _home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         _hopper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vnet-netns")
     return _hopper.submit(fn, *args).result()
+
+
+def _go_home() -> None:
+    # a thread inside a namespace keeps it alive: leave it before it is deleted
+    if _home is not None and _libc.setns(_home, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(home): {os.strerror(err)}")
 
 
 def _unshare_and_bind(path: Path) -> socket.socket:
@@ -96,6 +105,8 @@ def create(name: str) -> socket.socket:
 def remove(name: str) -> None:
     """As `ip netns delete`: detach the bind mount, remove the file; the kernel frees the namespace
     when nothing holds it any more."""
+    if _hopper is not None:
+        _hop(_go_home)
     path = str(NETNS_DIR / name).encode()
     if _libc.umount2(path, MNT_DETACH) != 0:
         err = ctypes.get_errno()
