@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -103,22 +103,15 @@ def ifinfo(index: int = 0, up: bool | None = None) -> bytes:
     return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
 
 
+def encode(*fields: tuple[Callable[[int, Any], bytes], int, Any]) -> bytes:
+    """The attributes that have a value, in order: (encoder, type, value); None leaves one out."""
+    return b"".join(enc(kind, value) for enc, kind, value in fields if value is not None)
+
+
 def link_attrs(ifname: str | None = None, mac: str | None = None, mtu: int | None = None, master: int | None = None, alias: str | None = None,
                group: int | None = None) -> bytes:
-    out = b""
-    if group is not None:
-        out += a_u32(IFLA_GROUP, group)
-    if ifname is not None:
-        out += a_str(IFLA_IFNAME, ifname)
-    if mac:
-        out += a_mac(IFLA_ADDRESS, mac)
-    if mtu:
-        out += a_u32(IFLA_MTU, mtu)
-    if master is not None:
-        out += a_u32(IFLA_MASTER, master)
-    if alias is not None:
-        out += a_str(IFLA_IFALIAS, alias)
-    return out
+    return encode((a_u32, IFLA_GROUP, group), (a_str, IFLA_IFNAME, ifname), (a_mac, IFLA_ADDRESS, mac or None),
+                  (a_u32, IFLA_MTU, mtu or None), (a_u32, IFLA_MASTER, master), (a_str, IFLA_IFALIAS, alias))
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -167,34 +160,50 @@ class Link:
 _TUN_NAMES = {IFLA_TUN_OWNER: "IFLA_TUN_OWNER", IFLA_TUN_GROUP: "IFLA_TUN_GROUP", IFLA_TUN_TYPE: "IFLA_TUN_TYPE", IFLA_TUN_MULTI_QUEUE: "IFLA_TUN_MULTI_QUEUE"}
 
 
+def _u32(v: memoryview) -> int:
+    return _U32.unpack_from(v)[0]
+
+
+def _set(name: str, conv: Callable[[memoryview], Any]) -> Callable[[Any, memoryview], None]:
+    return lambda obj, v: setattr(obj, name, conv(v))
+
+
+def _decode(obj: Any, msg: memoryview, offset: int, fields: dict[int, Callable[[Any, memoryview], None]]) -> Any:
+    """Set obj's fields from the attributes the table names; every other attribute is skipped."""
+    for kind, v in attrs(msg, offset, len(msg)):
+        f = fields.get(kind)
+        if f is not None:
+            f(obj, v)
+    return obj
+
+
+def _link_info(link: Link, v: memoryview) -> None:
+    data = None
+    for kind, iv in attrs(v, 0, len(v)):
+        if kind == IFLA_INFO_KIND:
+            link.kind = _str(iv)
+        elif kind == IFLA_INFO_DATA:
+            data = iv
+    if data is not None and link.kind == "tun":
+        for kind, tv in attrs(data, 0, len(data)):
+            if kind in _TUN_NAMES:
+                link.data[_TUN_NAMES[kind]] = _u32(tv) if len(tv) >= 4 else tv[0]
+
+
+_LINK_FIELDS = {
+    IFLA_IFNAME: _set("ifname", _str),
+    IFLA_IFALIAS: _set("alias", _str),
+    IFLA_MASTER: _set("master", lambda v: _u32(v) or None),
+    IFLA_ADDRESS: _set("mac", _mac),
+    IFLA_MTU: _set("mtu", _u32),
+    IFLA_GROUP: _set("group", _u32),
+    IFLA_LINKINFO: _link_info,
+}
+
+
 def parse_link(msg: memoryview) -> Link:
     _, _, index, flags, _ = _IFINFO.unpack_from(msg, 16)
-    link = Link(index, "", flags)
-    for kind, v in attrs(msg, 16 + _IFINFO.size, len(msg)):
-        if kind == IFLA_IFNAME:
-            link.ifname = _str(v)
-        elif kind == IFLA_IFALIAS:
-            link.alias = _str(v)
-        elif kind == IFLA_MASTER:
-            link.master = _U32.unpack_from(v)[0] or None
-        elif kind == IFLA_ADDRESS:
-            link.mac = _mac(v)
-        elif kind == IFLA_MTU:
-            link.mtu = _U32.unpack_from(v)[0]
-        elif kind == IFLA_GROUP:
-            link.group = _U32.unpack_from(v)[0]
-        elif kind == IFLA_LINKINFO:
-            data = None
-            for ik, iv in attrs(v, 0, len(v)):
-                if ik == IFLA_INFO_KIND:
-                    link.kind = _str(iv)
-                elif ik == IFLA_INFO_DATA:
-                    data = iv
-            if data is not None and link.kind == "tun":
-                for tk, tv in attrs(data, 0, len(data)):
-                    if tk in _TUN_NAMES:
-                        link.data[_TUN_NAMES[tk]] = _U32.unpack_from(tv)[0] if len(tv) >= 4 else tv[0]
-    return link
+    return _decode(Link(index, "", flags), msg, 16 + _IFINFO.size, _LINK_FIELDS)
 
 
 @dataclass
@@ -208,21 +217,18 @@ class Addr:
     proto: int = 0
 
 
+_ADDR_FIELDS = {
+    IFA_ADDRESS: _set("address", _ip),
+    IFA_LOCAL: _set("local", _ip),
+    IFA_BROADCAST: _set("broadcast", _ip),
+    IFA_LABEL: _set("label", _str),
+    IFA_PROTO: _set("proto", lambda v: v[0]),
+}
+
+
 def parse_addr(msg: memoryview) -> Addr:
     _, prefixlen, _, _, index = _IFADDR.unpack_from(msg, 16)
-    a = Addr(index, prefixlen)
-    for kind, v in attrs(msg, 16 + _IFADDR.size, len(msg)):
-        if kind == IFA_ADDRESS:
-            a.address = _ip(v)
-        elif kind == IFA_LOCAL:
-            a.local = _ip(v)
-        elif kind == IFA_BROADCAST:
-            a.broadcast = _ip(v)
-        elif kind == IFA_LABEL:
-            a.label = _str(v)
-        elif kind == IFA_PROTO:
-            a.proto = v[0]
-    return a
+    return _decode(Addr(index, prefixlen), msg, 16 + _IFADDR.size, _ADDR_FIELDS)
 
 
 @dataclass
@@ -239,23 +245,19 @@ class Route:
     prefsrc: str | None = None
 
 
+_ROUTE_FIELDS = {
+    RTA_DST: _set("dst", _ip),
+    RTA_GATEWAY: _set("gateway", _ip),
+    RTA_OIF: _set("oif", _u32),
+    RTA_PRIORITY: _set("priority", _u32),
+    RTA_PREFSRC: _set("prefsrc", _ip),
+    RTA_TABLE: _set("table", _u32),
+}
+
+
 def parse_route(msg: memoryview) -> Route:
     _, dst_len, _, _, table, proto, scope, rtype, _ = _RTMSG.unpack_from(msg, 16)
-    rt = Route(dst_len, table, proto, scope, rtype)
-    for kind, v in attrs(msg, 16 + _RTMSG.size, len(msg)):
-        if kind == RTA_DST:
-            rt.dst = _ip(v)
-        elif kind == RTA_GATEWAY:
-            rt.gateway = _ip(v)
-        elif kind == RTA_OIF:
-            rt.oif = _U32.unpack_from(v)[0]
-        elif kind == RTA_PRIORITY:
-            rt.priority = _U32.unpack_from(v)[0]
-        elif kind == RTA_PREFSRC:
-            rt.prefsrc = _ip(v)
-        elif kind == RTA_TABLE:
-            rt.table = _U32.unpack_from(v)[0]
-    return rt
+    return _decode(Route(dst_len, table, proto, scope, rtype), msg, 16 + _RTMSG.size, _ROUTE_FIELDS)
 
 
 @dataclass
@@ -539,19 +541,9 @@ def _route_body(dst: str, dst_len: int, oif: int | None, gateway: str | None, pr
     if scope is None:  # a delete matches any scope (RT_SCOPE_NOWHERE), as `ip route del` does
         scope = RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
     body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, table if table < 256 else 0, proto, scope, RTN_UNICAST, 0)
-    if table >= 256:
-        body += a_u32(RTA_TABLE, table)
-    if dst_len:
-        body += a_ip(RTA_DST, dst)
-    if oif:
-        body += a_u32(RTA_OIF, oif)
-    if gateway:
-        body += a_ip(RTA_GATEWAY, gateway)
-    if priority is not None:
-        body += a_u32(RTA_PRIORITY, priority)
-    if prefsrc:
-        body += a_ip(RTA_PREFSRC, prefsrc)
-    return body
+    return body + encode((a_u32, RTA_TABLE, table if table >= 256 else None), (a_ip, RTA_DST, dst if dst_len else None),
+                         (a_u32, RTA_OIF, oif or None), (a_ip, RTA_GATEWAY, gateway or None),
+                         (a_u32, RTA_PRIORITY, priority), (a_ip, RTA_PREFSRC, prefsrc or None))
 
 
 def add_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = RTPROT_BOOT, table: int = RT_TABLE_MAIN,
