@@ -116,16 +116,25 @@ class Journal:
         """Every step of the run, before the first one runs: one write and one fsync, not two per
         step. Recovery treats a step not marked done as possibly run in part, and converges from
         each resource's recorded old state, so recording steps that never ran costs nothing."""
-        self._append([{"step": k, "action": a.to_json()} for k, a in enumerate(actions, first)], durable=True)
+        records = [{"journal": 2}] + [{"step": k, "action": a.to_json()} for k, a in enumerate(actions, first)]
+        self._append(records, durable=True)
+
+    def start(self, steps: list[int]) -> None:
+        """These steps are about to run (flushed: a kill of vnet cannot lose it). Recovery sweeps
+        up after steps that started, never after those that were only recorded."""
+        self._append([{"start": k} for k in steps], durable=False)
 
     def done(self, step: int) -> None:
         # not fsynced: a lost `done` only makes recovery check that step too
         self._append([{"done": step}], durable=False)
 
-    def steps(self) -> list[tuple[int, Action, bool]]:
-        """(step, action, known done) in journal order; a torn last line is ignored."""
+    def steps(self) -> list[tuple[int, Action, bool, bool]]:
+        """(step, action, started, done) in journal order; a torn last line is ignored. A journal
+        of an older vnet, which recorded each step as it started, has every step started."""
         begun: dict[int, Action] = {}
+        started: set[int] = set()
         done: set[int] = set()
+        marks_starts = False
         for line in self.path.read_text().splitlines():
             try:
                 rec = json.loads(line)
@@ -133,9 +142,13 @@ class Journal:
                 continue
             if "step" in rec:
                 begun[rec["step"]] = Action.from_json(rec["action"])
+            elif "start" in rec:
+                started.add(rec["start"])
             elif "done" in rec:
                 done.add(rec["done"])
-        return [(k, begun[k], k in done) for k in sorted(begun)]
+            elif rec.get("journal") == 2:
+                marks_starts = True
+        return [(k, begun[k], k in started or k in done or not marks_starts, k in done) for k in sorted(begun)]
 
     def close(self, remove: bool) -> None:
         if self._f is not None:
@@ -624,6 +637,8 @@ class Engine:
                         fault = VnetError(f"fault injected at step {step}")
                         break
                     steps.append(step)
+                if steps:
+                    self.journal.start(steps)
                 if len(steps) > 1:
                     netlink.delete_links(nss, [actions[k - 1].old for k in steps])  # type: ignore[misc]
                 elif steps:
@@ -751,7 +766,7 @@ class Engine:
         if not self.journal.exists():
             return None
         steps = self.journal.steps()
-        finished = sum(1 for _, _, d in steps if d)
+        finished = sum(1 for _, _, _, d in steps if d)
         msg = (
             f"found the journal of an interrupted run of {self.topology} ({len(steps)} steps begun, {finished} finished); "
             "undoing it to the state before that run"
@@ -760,7 +775,7 @@ class Engine:
         hooks = self.hooks if self.hooks.kill_phase == "recover" else Hooks.from_env()
         before: dict[str, Resource | None] = {}
         extra_ns: set[str] = set()
-        for _, a, _ in steps:
+        for _, a, _, _ in steps:
             before.setdefault(a.resource.id, a.old)
             for r in (a.new, a.old):
                 if r is not None and r.kind == "veth" and r.get("peer_ns"):
@@ -770,8 +785,8 @@ class Engine:
         extra = tuple(sorted(n for n in extra_ns if nsmod.exists(n)))
         errors: list[str] = []
         obs = self.observe(nss, extra_netns=extra)
-        for _, a, done in steps:
-            if not done and a.op in ("create", "update"):
+        for _, a, started, done in steps:
+            if started and not done and a.op in ("create", "update"):
                 try:
                     self._sweep(nss, a.new, obs)
                 except Exception as exc:

@@ -67,14 +67,24 @@ def test_journal_ignores_a_torn_last_line(tmp_path):
     j = Journal(tmp_path / "journal.jsonl")
     a = Action("create", make("bridge", "br0", mark="vnet:t:bridge:n"), None)
     b = Action("create", iptables.resource("FORWARD", ["-A FORWARD -j ACCEPT"], "d1"), None)
-    j.begin([a, b])
+    c = Action("create", make("bridge", "br1", mark="vnet:t:bridge:m"), None)
+    j.begin([a, b, c])
+    j.start([1])
     j.done(1)
+    j.start([2])
     j.close(remove=False)
     with open(j.path, "a") as f:
         f.write('{"done": ')  # killed while writing
     steps = j.steps()
-    assert [(k, done) for k, _, done in steps] == [(1, True), (2, False)]
+    assert [(k, started, done) for k, _, started, done in steps] == [(1, True, True), (2, True, False), (3, False, False)]
     assert steps[1][1] == b  # the engine's own kinds come back from the journal too
+
+
+def test_a_journal_of_an_older_vnet_counts_every_recorded_step_as_started(tmp_path):
+    j = Journal(tmp_path / "journal.jsonl")
+    a = Action("create", make("bridge", "br0", mark="vnet:t:bridge:n"), None)
+    j.path.write_text(json.dumps({"step": 1, "action": a.to_json()}) + "\n")
+    assert [(k, started, done) for k, _, started, done in j.steps()] == [(1, True, False)]
 
 
 # --- plan order for the engine's extra kind --------------------------------------------------------

@@ -97,18 +97,12 @@ def _all_or_nothing(ns: Namespace, ifname: str, steps) -> None:
         raise
 
 
-def _made(ns: Namespace, ifname: str, results: list[RtnlError | None]) -> None:
-    """Results of [create, configure…] sent as one batch: the first error wins; anything after a
-    successful create that failed takes the new link away again."""
-    if results[0] is not None:
-        raise results[0]
-    err = next((e for e in results[1:] if e is not None), None)
-    if err is not None:
-        try:
-            _delete_link(ns, ifname)
-        except Exception:
-            pass
-        raise err
+def _create_marked(ns: Namespace, create: tuple[int, int, bytes], ifname: str, mark: str) -> None:
+    """Create a link, then mark it (the kernel takes no ifalias at creation). Two requests, not one
+    batch: were the create refused (the name taken), a batched mark would land on the link that
+    holds the name — someone else's."""
+    ns.nl.request(*create)
+    _all_or_nothing(ns, ifname, lambda: ns.nl.request(*rtnl.set_link(ifname=ifname, alias=mark)))
 
 
 # --- links ------------------------------------------------------------------------------------
@@ -116,10 +110,7 @@ def _made(ns: Namespace, ifname: str, results: list[RtnlError | None]) -> None:
 
 def create_bridge(nss: Namespaces, r: Resource) -> None:
     ns = nss.host
-    _made(ns, r.key, ns.nl.batch([
-        rtnl.new_link(r.key, "bridge", mac=r.get("mac"), mtu=r.get("mtu"), up=True),
-        rtnl.set_link(ifname=r.key, alias=r.get("mark")),
-    ]))
+    _create_marked(ns, rtnl.new_link(r.key, "bridge", mac=r.get("mac"), mtu=r.get("mtu"), up=True), r.key, r.get("mark"))
 
 
 def create_tap(nss: Namespaces, r: Resource) -> None:
@@ -142,19 +133,23 @@ def _netns_fd(name: str) -> Iterator[int]:
 
 def create_veth(nss: Namespaces, r: Resource) -> None:
     """The pair in one request (the host end with its MAC, MTU, bridge and up; the peer born in its
-    namespace with its MAC), the host end's mark in the same batch, then the peer's mark and up."""
+    namespace with its MAC and MTU), then the host end's mark, then the peer's mark and up."""
     ns, peer_ns = nss.host, nss.get(r.get("peer_ns"))
     with _netns_fd(r.get("peer_ns")) as fd:
-        peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"))
-        _made(ns, r.key, ns.nl.batch([
-            rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)),
-            rtnl.set_link(ifname=r.key, alias=r.get("mark")),
-        ]))
+        peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"), r.get("mtu"))
+        _create_marked(ns, rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)), r.key, r.get("mark"))
     _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
+
+
+def _forget_peer(nss: Namespaces, r: Resource) -> None:
+    # a veth takes its peer along: the peer's ifindex, if cached, names nothing any more
+    if r.kind == "veth" and r.get("peer_ns") and r.get("peer_name") and nsmod.exists(r.get("peer_ns")):
+        nss.get(r.get("peer_ns")).indexes.pop(r.get("peer_name"), None)
 
 
 def delete_link(nss: Namespaces, r: Resource) -> None:
     _delete_link(nss.host, r.key)
+    _forget_peer(nss, r)
 
 
 def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
@@ -166,9 +161,12 @@ def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
     ns = nss.host
     links = {li.ifname: li for li in ns.nl.links()}
     todo = [links[r.key] for r in rs if r.key in links]
+    for r in rs:
+        if r.key not in links:
+            ns.indexes.pop(r.key, None)
     if len(todo) < 2:
-        for li in todo:
-            _delete_link(ns, li.ifname)
+        for r in rs:
+            delete_link(nss, r)
         return
     used = {li.group for li in links.values()}
     group = next(g for g in iter(lambda: random.randrange(1 << 16, 1 << 31), None) if g not in used)
@@ -176,7 +174,11 @@ def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
     def restore(done: list[rtnl.Link]) -> None:
         ns.nl.batch([rtnl.set_link(li.index, group=li.group) for li in done])
 
-    results = ns.nl.batch([rtnl.set_link(li.index, group=group) for li in todo])
+    try:
+        results = ns.nl.batch([rtnl.set_link(li.index, group=group) for li in todo])
+    except BaseException:
+        restore(todo)
+        raise
     failed = next((e for e in results if e is not None), None)
     if failed is not None:
         restore([li for li, e in zip(todo, results) if e is None])
@@ -188,6 +190,8 @@ def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
         raise
     for li in todo:
         ns.indexes.pop(li.ifname, None)
+    for r in rs:
+        _forget_peer(nss, r)
 
 
 def update_link(nss: Namespaces, old: Resource, new: Resource) -> None:
@@ -287,31 +291,46 @@ def _ipv4_state(ns: Namespace, idx: int) -> tuple[list[rtnl.Addr], list[rtnl.Rou
     return ns.nl.addrs(idx), routes
 
 
-def _move_addressing(ns: Namespace, src: int, dst: int) -> None:
-    """Copy addresses then routes from src to dst, then drop them from src.
-
-    The copy comes first so the host always holds its addresses somewhere; routes follow the
-    addresses because a gateway must be reachable on the new device when the route is added."""
-    addrs, routes = _ipv4_state(ns, src)
+def _copy_addressing(ns: Namespace, addrs: list[rtnl.Addr], routes: list[rtnl.Route], to: int) -> None:
     for a in addrs:
         try:
-            ns.nl.request(*rtnl.add_addr(dst, a.address, a.prefixlen, proto=a.proto, broadcast=a.broadcast, local=a.local))
+            ns.nl.request(*rtnl.add_addr(to, a.address, a.prefixlen, proto=a.proto, broadcast=a.broadcast, local=a.local))
         except RtnlError as exc:
             if exc.code != EEXIST:
                 raise
+    # routes without a gateway first: a gateway must be reachable when its route is added
+    for rt in sorted(routes, key=lambda rt: rt.gateway is not None):
+        try:
+            ns.nl.request(*rtnl.add_route(rt.dst or "0.0.0.0", rt.dst_len, oif=to, gateway=rt.gateway, proto=rt.proto, table=rt.table,
+                                          scope=rt.scope, priority=rt.priority, prefsrc=rt.prefsrc, replace=True, flags=rt.flags))
+        except RtnlError as exc:
+            dst_link = ns.nl.link_by_index(to)
+            raise VnetError(f"cannot move route {rt.dst or '0.0.0.0'}/{rt.dst_len} to {dst_link.ifname if dst_link else to}: {exc}") from None
+
+
+def _drop_addresses(ns: Namespace, addrs: list[rtnl.Addr], index: int) -> None:
     for a in addrs:
         try:
-            ns.nl.request(*rtnl.del_addr(src, a.address, a.prefixlen))
+            ns.nl.request(*rtnl.del_addr(index, a.address, a.prefixlen))
         except RtnlError as exc:
             if exc.code != EADDRNOTAVAIL:
                 raise
-    for rt in routes:
-        try:
-            ns.nl.request(*rtnl.add_route(rt.dst or "0.0.0.0", rt.dst_len, oif=dst, gateway=rt.gateway, proto=rt.proto, table=rt.table,
-                                          scope=rt.scope, priority=rt.priority, prefsrc=rt.prefsrc, replace=True))
-        except RtnlError as exc:
-            dst_link = ns.nl.link_by_index(dst)
-            raise VnetError(f"cannot move route {rt.dst or '0.0.0.0'}/{rt.dst_len} to {dst_link.ifname if dst_link else dst}: {exc}") from None
+
+
+def _move_addressing(ns: Namespace, src: int, dst: int) -> None:
+    """Copy addresses then routes from src to dst, then drop the addresses from src.
+
+    The copy comes first so the host always holds its addresses somewhere (and removing a
+    device's last address makes the kernel flush its routes, so they must be on dst by then). If
+    any of it fails, src gets back exactly what it had, from what was read before."""
+    addrs, routes = _ipv4_state(ns, src)
+    try:
+        _copy_addressing(ns, addrs, routes, dst)
+        _drop_addresses(ns, addrs, src)
+    except BaseException:
+        _copy_addressing(ns, addrs, routes, src)
+        _drop_addresses(ns, addrs, dst)
+        raise
 
 
 def create_uplink(nss: Namespaces, r: Resource) -> None:

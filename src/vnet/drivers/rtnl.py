@@ -243,6 +243,7 @@ class Route:
     oif: int | None = None
     priority: int | None = None
     prefsrc: str | None = None
+    flags: int = 0  # RTNH_F_ONLINK and the like
 
 
 _ROUTE_FIELDS = {
@@ -256,8 +257,8 @@ _ROUTE_FIELDS = {
 
 
 def parse_route(msg: memoryview) -> Route:
-    _, dst_len, _, _, table, proto, scope, rtype, _ = _RTMSG.unpack_from(msg, 16)
-    return _decode(Route(dst_len, table, proto, scope, rtype), msg, 16 + _RTMSG.size, _ROUTE_FIELDS)
+    _, dst_len, _, _, table, proto, scope, rtype, flags = _RTMSG.unpack_from(msg, 16)
+    return _decode(Route(dst_len, table, proto, scope, rtype, flags=flags), msg, 16 + _RTMSG.size, _ROUTE_FIELDS)
 
 
 @dataclass
@@ -286,6 +287,8 @@ def parse_qdisc(msg: memoryview) -> Qdisc:
 # --- the socket ----------------------------------------------------------------------------------
 
 
+IN_FLIGHT = 64  # requests sent before their acknowledgements are read
+NLM_F_DUMP_INTR = 0x10
 _local = threading.local()
 
 
@@ -356,34 +359,52 @@ class Netlink:
             raise err
 
     def batch(self, requests: list[tuple[int, int, bytes]]) -> list[RtnlError | None]:
-        """Send every request, then read every acknowledgement: one round trip for many changes.
-        The kernel runs them in order; each gets its own result (None or the error)."""
-        seqs = {self._send(t, f | F_ACK, b): i for i, (t, f, b) in enumerate(requests)}
-        out: list[RtnlError | None] = [None] * len(requests)
-        pending = len(seqs)
-        if not pending:
-            return out
-        for mtype, _, seq, msg in self._messages():
-            if mtype == NLMSG_ERROR and seq in seqs:
-                out[seqs.pop(seq)] = self._error(msg)
-                pending -= 1
-                if not pending:
-                    return out
+        """Send requests, then read their acknowledgements: one round trip for many changes.
+        The kernel runs them in order; each gets its own result (None or the error). At most
+        IN_FLIGHT are sent before their acknowledgements are read: unread acknowledgements fill
+        the socket's receive buffer (rmem_max caps it), and the kernel drops what does not fit."""
+        out: list[RtnlError | None] = []
+        for start in range(0, len(requests), IN_FLIGHT):
+            chunk = requests[start : start + IN_FLIGHT]
+            seqs = {self._send(t, f | F_ACK, b): i for i, (t, f, b) in enumerate(chunk)}
+            results: list[RtnlError | None] = [None] * len(chunk)
+            for mtype, _, seq, msg in self._messages():
+                if mtype == NLMSG_ERROR and seq in seqs:
+                    results[seqs.pop(seq)] = self._error(msg)
+                    if not seqs:
+                        break
+            out += results
         return out
 
-    def dump(self, mtype: int, body: bytes) -> Iterator[memoryview]:
+    def dump(self, mtype: int, body: bytes) -> list[memoryview]:
+        """Every message of a dump, copied out of the receive buffer. A dump the kernel flags as
+        interrupted (the table changed while it was read) is read again."""
+        for _ in range(5):
+            msgs, interrupted = self._dump_once(mtype, body)
+            if not interrupted:
+                return msgs
+        raise RtnlError(errno.EAGAIN, "the kernel kept changing the table while it was read")
+
+    def _dump_once(self, mtype: int, body: bytes) -> tuple[list[memoryview], bool]:
         seq = self._send(mtype, F_DUMP, body)
-        for t, _, s, msg in self._messages():
+        msgs: list[memoryview] = []
+        interrupted = False
+        for t, flags, s, msg in self._messages():
             if s != seq:
                 continue
+            interrupted |= bool(flags & NLM_F_DUMP_INTR)
             if t == NLMSG_DONE:
-                return
+                code = -struct.unpack_from("=i", msg, 16)[0] if len(msg) >= 20 else 0
+                if code and code != errno.ENOENT:  # ENOENT: nothing to dump (e.g. no main table yet)
+                    raise RtnlError(code, "dump failed")
+                return msgs, interrupted
             if t == NLMSG_ERROR:
                 err = self._error(msg)
                 if err is not None:
                     raise err
-                return
-            yield msg
+                return msgs, interrupted
+            msgs.append(memoryview(bytes(msg)))
+        return msgs, interrupted
 
 
 class Rtnl(Netlink):
@@ -498,8 +519,8 @@ def new_link(ifname: str, kind: str, info_data: bytes = b"", **settings) -> tupl
     return RTM_NEWLINK, F_CREATE | F_EXCL, body + attr(IFLA_LINKINFO, info)
 
 
-def veth_peer(ifname: str, netns_fd: int | None = None, mac: str | None = None) -> bytes:
-    peer = ifinfo() + link_attrs(ifname, mac=mac)
+def veth_peer(ifname: str, netns_fd: int | None = None, mac: str | None = None, mtu: int | None = None) -> bytes:
+    peer = ifinfo() + link_attrs(ifname, mac=mac, mtu=mtu)
     if netns_fd is not None:
         peer += a_u32(IFLA_NET_NS_FD, netns_fd)
     return attr(VETH_INFO_PEER, peer)
@@ -537,19 +558,19 @@ def del_addr(index: int, address: str, prefixlen: int) -> tuple[int, int, bytes]
     return RTM_DELADDR, 0, _addr_body(index, address, prefixlen)
 
 
-def _route_body(dst: str, dst_len: int, oif: int | None, gateway: str | None, proto: int, table: int, scope: int | None, priority: int | None, prefsrc: str | None, delete: bool) -> bytes:
+def _route_body(dst: str, dst_len: int, oif: int | None, gateway: str | None, proto: int, table: int, scope: int | None, priority: int | None, prefsrc: str | None, delete: bool, flags: int = 0) -> bytes:
     if scope is None:  # a delete matches any scope (RT_SCOPE_NOWHERE), as `ip route del` does
         scope = RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
-    body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, table if table < 256 else 0, proto, scope, RTN_UNICAST, 0)
+    body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, table if table < 256 else 0, proto, scope, RTN_UNICAST, flags)
     return body + encode((a_u32, RTA_TABLE, table if table >= 256 else None), (a_ip, RTA_DST, dst if dst_len else None),
                          (a_u32, RTA_OIF, oif or None), (a_ip, RTA_GATEWAY, gateway or None),
                          (a_u32, RTA_PRIORITY, priority), (a_ip, RTA_PREFSRC, prefsrc or None))
 
 
 def add_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = RTPROT_BOOT, table: int = RT_TABLE_MAIN,
-              scope: int | None = None, priority: int | None = None, prefsrc: str | None = None, replace: bool = False) -> tuple[int, int, bytes]:
-    flags = F_CREATE | (F_REPLACE if replace else F_EXCL)
-    return RTM_NEWROUTE, flags, _route_body(dst, dst_len, oif, gateway, proto, table, scope, priority, prefsrc, False)
+              scope: int | None = None, priority: int | None = None, prefsrc: str | None = None, replace: bool = False, flags: int = 0) -> tuple[int, int, bytes]:
+    nl_flags = F_CREATE | (F_REPLACE if replace else F_EXCL)
+    return RTM_NEWROUTE, nl_flags, _route_body(dst, dst_len, oif, gateway, proto, table, scope, priority, prefsrc, False, flags)
 
 
 def del_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = 0, table: int = RT_TABLE_MAIN) -> tuple[int, int, bytes]:
