@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 
 from vnet import check, sandbox
 from vnet.drivers.ns import Namespace
@@ -100,3 +101,30 @@ def test_bridged_moves_host_addressing_and_endpoint_gets_lan_dhcp(world):
     world.destroy(topo.name)
     assert snapshot.take(world.host) == before
     assert check.ping(world.host, WAN)
+
+
+def test_bridged_keeps_a_host_whose_gateway_is_reached_by_a_link_route(world):
+    """Hosting providers give a /32 and a gateway outside it: `192.0.2.1 dev eth0 scope link` plus
+    `default via 192.0.2.1`. The link route must reach the bridge before the default route, or the
+    host is cut off."""
+    host = world.host
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", "-n", host, *args], check=True, capture_output=True)
+
+    ip("addr", "del", f"{sandbox.HOST_ADDR}/24", "dev", "eth0")
+    ip("addr", "add", f"{sandbox.HOST_ADDR}/32", "dev", "eth0")
+    ip("route", "add", f"{sandbox.LAN_ROUTER}/32", "dev", "eth0", "scope", "link")
+    ip("route", "add", "default", "via", sandbox.LAN_ROUTER, "dev", "eth0")
+    assert check.ping(host, WAN)
+    topo = world.load("bridged.yaml")
+    before = snapshot.take(host)
+    world.apply(topo)
+    state = snapshot.take(host)
+    assert ("br-lan", sandbox.HOST_ADDR, 32) in state["addresses"]
+    assert any('"dev": "br-lan"' in r and '"dst": "default"' in r for r in state["routes"])
+    assert any('"dev": "br-lan"' in r and f'"dst": "{sandbox.LAN_ROUTER}"' in r for r in state["routes"])
+    assert check.ping(host, WAN)
+    world.destroy(topo.name)
+    assert snapshot.take(host) == before
+    assert check.ping(host, WAN)
