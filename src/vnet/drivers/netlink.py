@@ -302,7 +302,8 @@ def _copy_addressing(ns: Namespace, addrs: list[rtnl.Addr], routes: list[rtnl.Ro
     for rt in sorted(routes, key=lambda rt: rt.gateway is not None):
         try:
             ns.nl.request(*rtnl.add_route(rt.dst or "0.0.0.0", rt.dst_len, oif=to, gateway=rt.gateway, proto=rt.proto, table=rt.table,
-                                          scope=rt.scope, priority=rt.priority, prefsrc=rt.prefsrc, replace=True, flags=rt.flags))
+                                          scope=rt.scope, priority=rt.priority, prefsrc=rt.prefsrc, replace=True,
+                                          flags=rt.flags & rtnl.RTNH_F_ONLINK))  # not DEAD/LINKDOWN: state, not settings
         except RtnlError as exc:
             dst_link = ns.nl.link_by_index(to)
             raise VnetError(f"cannot move route {rt.dst or '0.0.0.0'}/{rt.dst_len} to {dst_link.ifname if dst_link else to}: {exc}") from None
