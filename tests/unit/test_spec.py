@@ -727,3 +727,38 @@ def test_topology_shaped_data_only_raises_spec_error_and_valid_ones_expand(data)
         for r in desired(t):
             if r.kind in ("bridge", "tap", "veth"):
                 assert len(r.key.encode()) <= IFNAMSIZ
+
+
+@pytest.fixture(params=["libyaml", "python"])
+def yaml_parser(request, monkeypatch):
+    """Run a test with the C parser vnet uses where libyaml exists, and with the pure-Python one."""
+    from vnet.spec import validate
+
+    if request.param == "libyaml":
+        if validate._StrictCLoader is None:
+            pytest.skip("PyYAML without libyaml here")
+    else:
+        monkeypatch.setattr(validate, "_StrictCLoader", None)
+    return request.param
+
+
+@pytest.mark.parametrize("text", [BILLION_LAUGHS, "name: lab\nnetworks:\n  lan0: &n {mode: isolated}\n  lan1: *n\n", "name: a\nname: b\n",
+                                  "name: lab\n" + "x: " + "[" * 5000 + "]" * 5000 + "\n", "name: lab\nx: " + "- " * 3000 + "y\n",
+                                  "name: [\n", "? [a]\n: 1\n"])
+def test_both_parsers_refuse_the_same_hostile_texts(yaml_parser, text):
+    from vnet.spec.validate import parse_yaml
+
+    with pytest.raises(SpecError) as exc:
+        parse_yaml(text)
+    assert len(exc.value.problems) == 1
+
+
+def test_both_parsers_read_every_example_alike(yaml_parser):
+    from pathlib import Path
+
+    from vnet.spec.validate import parse_yaml
+
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        assert parse_yaml(path.read_text()) == yaml.safe_load(path.read_text()), path.name
