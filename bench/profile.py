@@ -79,8 +79,8 @@ class Probe:
         self.wrap(nsmod, "create", "netns create")
         self.wrap(subprocess, "run", lambda argv, *a, **kw: "process " + _prog(argv))
         for cls, label in ((rtnl.Netlink, "netlink"), (rtnl.Rtnl, "netlink"), (rtnl.Nft, "nfnetlink")):
-            for name in ("request", "batch", "dump", "links", "link", "link_by_index", "addrs", "routes", "qdiscs", "tables", "rule_counts", "set_keys"):
-                if name in vars(cls):
+            for name, fn in list(vars(cls).items()):
+                if callable(fn) and not name.startswith("_"):
                     self.wrap(cls, name, f"{label} {name}")
         try:
             yield self

@@ -112,11 +112,11 @@ class Journal:
         if durable:
             os.fsync(self._f.fileno())  # on disk: survives a crash of the machine
 
-    def begin(self, actions: list[Action], first: int = 1) -> None:
+    def begin(self, actions: list[Action]) -> None:
         """Every step of the run, before the first one runs: one write and one fsync, not two per
         step. Recovery treats a step not marked done as possibly run in part, and converges from
         each resource's recorded old state, so recording steps that never ran costs nothing."""
-        records = [{"journal": 2}] + [{"step": k, "action": a.to_json()} for k, a in enumerate(actions, first)]
+        records = [{"journal": 2}] + [{"step": k, "action": a.to_json()} for k, a in enumerate(actions, 1)]
         self._append(records, durable=True)
 
     def start(self, steps: list[int]) -> None:

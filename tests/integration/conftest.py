@@ -31,6 +31,7 @@ class World:
         self.state = tmp / "state"
         self.sb = sandbox.create(self.name, state_dir=self.state)
         self.applied: set[str] = set()
+        self.procs: list[subprocess.Popen] = []  # vnet runs a test started in the background
 
     @property
     def host(self) -> str:
@@ -63,6 +64,10 @@ class World:
 
     def close(self) -> None:
         errors = []
+        for proc in self.procs:  # a test that failed half-way may have left a run going
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
         for name in self.applied:
             try:
                 self.destroy(name)

@@ -15,6 +15,19 @@ def _run(ns: str, *argv: str) -> str:
     return subprocess.run(Namespace(ns).argv(list(argv)), capture_output=True, text=True, check=True).stdout
 
 
+def inside(ns: str, fn):
+    """fn's result, run inside namespace ns (where /proc/sys/net is that namespace's)."""
+    n = Namespace(ns)
+    try:
+        return n.call(fn)
+    finally:
+        n.close()
+
+
+def sysctl(ns: str, path: str) -> str:
+    return inside(ns, lambda: (Path("/proc/sys") / path).read_text().strip())
+
+
 def _sysctls(ns: str) -> dict[str, str]:
     def read() -> dict[str, str]:
         out = {"ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}
@@ -22,11 +35,7 @@ def _sysctls(ns: str) -> dict[str, str]:
             out[f"{conf.name}.forwarding"] = (conf / "forwarding").read_text().strip()
         return out
 
-    n = Namespace(ns)
-    try:
-        return n.call(read)
-    finally:
-        n.close()
+    return inside(ns, read)
 
 
 def _strip_volatile(links: list[dict]) -> list[dict]:

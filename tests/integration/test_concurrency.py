@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from vnet import check, sandbox, spec
-from vnet.drivers.ns import Namespace
 
 from . import snapshot
 from .test_recovery import VNET, renamed
@@ -40,12 +39,20 @@ endpoints:
 
 def start(world, *args: str, env: dict | None = None) -> subprocess.Popen:
     argv = [VNET, "--netns", world.host, "--state-dir", str(world.state), *args]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    world.procs.append(proc)  # stopped by the fixture if the test fails before it ends
+    return proc
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
+
+
+def apply_at_once(world, paths: list[Path], delay: str) -> list[tuple[int, str, str]]:
+    """Start an apply of each file at the same moment (each step slowed by delay), wait for all."""
+    procs = [start(world, "apply", str(p), env={"VNET_STEP_DELAY": delay}) for p in paths]
+    return [finish(p) for p in procs]
 
 
 def wait_for_journal(world, name: str, timeout: float = 20) -> None:
@@ -56,11 +63,7 @@ def wait_for_journal(world, name: str, timeout: float = 20) -> None:
 
 
 def forwarding(ns: str, dev: str) -> str:
-    n = Namespace(ns)
-    try:
-        return n.call(lambda: open(f"/proc/sys/net/ipv4/conf/{dev}/forwarding").read().strip())
-    finally:
-        n.close()
+    return snapshot.sysctl(ns, f"net/ipv4/conf/{dev}/forwarding")
 
 
 def test_same_topology_twice_at_once_is_serialised(world, tmp_path):
@@ -98,9 +101,7 @@ def test_two_topologies_in_parallel_both_end_correct(world, tmp_path):
     a, b = topology(world, tmp_path, "10.61.1.0/24"), topology(world, tmp_path, "10.61.2.0/24")
     ta, tb = spec.load(a), spec.load(b)
     before = snapshot.take(world.host)
-    world.applied |= {ta.name, tb.name}
-    procs = [start(world, "apply", str(p), env={"VNET_STEP_DELAY": "0.05"}) for p in (a, b)]
-    results = [finish(p) for p in procs]
+    results = apply_at_once(world, [a, b], "0.05")
     assert [r[0] for r in results] == [0, 0], [r[2] for r in results]
     sandbox.settle(world.host)
     assert world.plan(ta).actions == [] and world.plan(tb).actions == []
@@ -146,9 +147,7 @@ def test_same_subnet_applied_at_once_only_one_wins(world, tmp_path):
     a, b = topology(world, tmp_path, "10.64.0.0/24"), topology(world, tmp_path, "10.64.0.0/24")
     ta, tb = spec.load(a), spec.load(b)
     before = snapshot.take(world.host)
-    world.applied |= {ta.name, tb.name}
-    procs = [start(world, "apply", str(p), env={"VNET_STEP_DELAY": "0.1"}) for p in (a, b)]
-    results = [finish(p) for p in procs]
+    results = apply_at_once(world, [a, b], "0.1")
     codes = sorted(r[0] for r in results)
     assert codes == [0, 2], [r[2] for r in results]
     winner, loser = (ta, tb) if results[0][0] == 0 else (tb, ta)

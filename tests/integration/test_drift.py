@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from vnet import api, check, sandbox, spec
-from vnet.drivers.ns import Namespace
 
+from . import snapshot
 from .test_recovery import renamed, run
 
 
@@ -19,11 +19,7 @@ def _ip(ns: str, *args: str) -> None:
 
 
 def _write_sysctl(ns: str, path: str, value: str) -> None:
-    n = Namespace(ns)
-    try:
-        n.call(lambda: open(f"/proc/sys/{path}", "w").write(value + "\n"))
-    finally:
-        n.close()
+    snapshot.inside(ns, lambda: open(f"/proc/sys/{path}", "w").write(value + "\n"))
 
 
 def _indexes(world, topo) -> dict[tuple[str, str], int]:

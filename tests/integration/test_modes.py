@@ -6,19 +6,10 @@ import ipaddress
 import subprocess
 
 from vnet import check, sandbox
-from vnet.drivers.ns import Namespace
 
 from . import snapshot
 
 WAN = sandbox.WAN_ADDR
-
-
-def _sysctl(ns: str, path: str) -> str:
-    n = Namespace(ns)
-    try:
-        return n.call(lambda: open(f"/proc/sys/{path}").read().strip())
-    finally:
-        n.close()
 
 
 def test_isolated_endpoints_reach_only_each_other(world):
@@ -69,8 +60,8 @@ def test_nat_masquerades_out_and_blocks_in(world):
         assert check.tcp_line(world.sb.wan, "192.168.223.10", 9000, timeout_s=1) is None
     assert not check.ping(world.sb.wan, "192.168.223.10")
     # forwarding is on only where NAT needs it; the host-wide switch stays off
-    assert _sysctl(world.host, "net/ipv4/conf/eth0/forwarding") == "1"
-    assert _sysctl(world.host, "net/ipv4/ip_forward") == before["sysctl"]["ip_forward"]
+    assert snapshot.sysctl(world.host, "net/ipv4/conf/eth0/forwarding") == "1"
+    assert snapshot.sysctl(world.host, "net/ipv4/ip_forward") == before["sysctl"]["ip_forward"]
     world.destroy(topo.name)
     after = snapshot.take(world.host)
     assert after["sysctl"]["eth0.forwarding"] == before["sysctl"]["eth0.forwarding"]

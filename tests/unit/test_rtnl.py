@@ -88,7 +88,7 @@ def test_kernel_errors_carry_errno_and_the_extended_ack_text():
     request = struct.pack("=IHHII", 32, rtnl.RTM_NEWLINK, 5, 9, 0) + b"\0" * 16
     tlv = rtnl.a_str(rtnl.NLMSGERR_ATTR_MSG, "Unknown device type")
     err = struct.pack("=i", -95) + request[:16] + tlv  # capped: the request's header only
-    e = rtnl.Netlink._error(message(rtnl.NLMSG_ERROR, err, flags=0x100 | 0x200))
+    e = rtnl.Netlink._error(message(rtnl.NLMSG_ERROR, err, flags=rtnl.NLM_F_CAPPED | rtnl.NLM_F_ACK_TLVS))
     assert e.code == 95 and "Unknown device type" in str(e)
     assert rtnl.Netlink._error(message(rtnl.NLMSG_ERROR, struct.pack("=i", 0) + request[:16])) is None
 
@@ -98,3 +98,12 @@ def test_a_table_comment_is_read_from_its_user_data():
 
     assert _comment(b"\x00\x0avnet:x:ab\x00") == "vnet:x:ab"
     assert _comment(None) is None and _comment(b"") is None
+
+
+def test_set_element_keys_are_found_through_the_nesting():
+    key = rtnl.attr(rtnl.NFTA_SET_ELEM_KEY, rtnl.attr(rtnl.NFTA_DATA_VALUE, b"\xef\xbe\x00\x00"))
+    elems = rtnl.attr(1, key) + rtnl.attr(1, rtnl.attr(rtnl.NFTA_SET_ELEM_KEY, rtnl.attr(rtnl.NFTA_DATA_VALUE, b"\x01\x00\x00\x00")))
+    body = struct.pack("=BBH", rtnl.NFPROTO_INET, 0, 0) + rtnl.a_str(rtnl.NFTA_SET_ELEM_LIST_TABLE, "vnet-x") + rtnl.attr(rtnl.NFTA_SET_ELEM_LIST_ELEMENTS, elems)
+    msg = message(rtnl.NFT_SUBSYS | 12, body)
+    path = (rtnl.NFTA_SET_ELEM_LIST_ELEMENTS, None, rtnl.NFTA_SET_ELEM_KEY, rtnl.NFTA_DATA_VALUE)
+    assert [bytes(v) for v in rtnl._walk(msg, 20, path)] == [b"\xef\xbe\x00\x00", b"\x01\x00\x00\x00"]

@@ -537,7 +537,7 @@ def test_spec_error_text_lists_every_problem():
 
 @pytest.mark.parametrize("text", ["? [a, b]\n: c\n", "? {a: 1}\n: c\n", "name: lab\nnetworks:\n  ? [x]\n  : {mode: host}\n"])
 def test_unhashable_yaml_key_is_a_spec_error(text):
-    # _StrictLoader.construct_mapping puts the key into a set before SafeConstructor can reject it
+    # _NoDuplicateKeys.construct_mapping puts the key into a set before SafeConstructor can reject it
     assert problems(text)
 
 
@@ -735,10 +735,10 @@ def yaml_parser(request, monkeypatch):
     from vnet.spec import validate
 
     if request.param == "libyaml":
-        if validate._StrictCLoader is None:
+        if validate._Loader is validate._PyStrictLoader:
             pytest.skip("PyYAML without libyaml here")
     else:
-        monkeypatch.setattr(validate, "_StrictCLoader", None)
+        monkeypatch.setattr(validate, "_Loader", validate._PyStrictLoader)
     return request.param
 
 

@@ -78,7 +78,7 @@ def _set_link(ns: Namespace, ifname: str, r: Resource, alias_key: str = "mark", 
 
 
 def _delete_link(ns: Namespace, ifname: str) -> None:
-    ns.indexes.pop(ifname, None)
+    ns.indexes.clear()
     try:
         ns.nl.request(*rtnl.del_link(ifname=ifname))
     except RtnlError as exc:
@@ -142,9 +142,9 @@ def create_veth(nss: Namespaces, r: Resource) -> None:
 
 
 def _forget_peer(nss: Namespaces, r: Resource) -> None:
-    # a veth takes its peer along: the peer's ifindex, if cached, names nothing any more
-    if r.kind == "veth" and r.get("peer_ns") and r.get("peer_name") and nsmod.exists(r.get("peer_ns")):
-        nss.get(r.get("peer_ns")).indexes.pop(r.get("peer_name"), None)
+    # a veth takes its peer along: what its namespace's cache says of it names nothing any more
+    if r.kind == "veth" and r.get("peer_ns") and nsmod.exists(r.get("peer_ns")):
+        nss.get(r.get("peer_ns")).indexes.clear()
 
 
 def delete_link(nss: Namespaces, r: Resource) -> None:
@@ -161,35 +161,25 @@ def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
     ns = nss.host
     links = {li.ifname: li for li in ns.nl.links()}
     todo = [links[r.key] for r in rs if r.key in links]
-    for r in rs:
-        if r.key not in links:
-            ns.indexes.pop(r.key, None)
     if len(todo) < 2:
         for r in rs:
             delete_link(nss, r)
         return
     used = {li.group for li in links.values()}
     group = next(g for g in iter(lambda: random.randrange(1 << 16, 1 << 31), None) if g not in used)
-
-    def restore(done: list[rtnl.Link]) -> None:
-        ns.nl.batch([rtnl.set_link(li.index, group=li.group) for li in done])
-
+    grouped = todo  # until the kernel says which took the group, put every one back on failure
     try:
         results = ns.nl.batch([rtnl.set_link(li.index, group=group) for li in todo])
-    except BaseException:
-        restore(todo)
-        raise
-    failed = next((e for e in results if e is not None), None)
-    if failed is not None:
-        restore([li for li, e in zip(todo, results) if e is None])
-        raise failed
-    try:
+        grouped = [li for li, e in zip(todo, results) if e is None]
+        failed = next((e for e in results if e is not None), None)
+        if failed is not None:
+            raise failed
         ns.nl.request(*rtnl.del_group(group))
     except BaseException:
-        restore(todo)
+        ns.nl.batch([rtnl.set_link(li.index, group=li.group) for li in grouped])
         raise
-    for li in todo:
-        ns.indexes.pop(li.ifname, None)
+    finally:
+        ns.indexes.clear()
     for r in rs:
         _forget_peer(nss, r)
 

@@ -135,7 +135,8 @@ class Namespace:
         self.path = str(NETNS_DIR / name) if name else None
         self._nl: Rtnl | None = None
         self._nft: Nft | None = None
-        self.indexes: dict[str, int] = {}  # ifname → ifindex, as far as this run has seen them
+        # ifname → ifindex as this run has seen them; emptied whenever a link here is deleted
+        self.indexes: dict[str, int] = {}
         self._ipr: Any = None
 
     @property
@@ -172,7 +173,7 @@ class Namespace:
         if self._ipr is None:
             from pyroute2 import IPRoute
 
-            self._ipr = IPRoute(fileno=self._socket(0, socket.SOCK_DGRAM).detach())  # pyroute2 wants DGRAM if self.name else IPRoute()
+            self._ipr = IPRoute(fileno=self._socket(0, socket.SOCK_DGRAM).detach())  # pyroute2 wants DGRAM
         return self._ipr
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:

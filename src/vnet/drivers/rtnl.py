@@ -24,13 +24,13 @@ NETLINK_GET_STRICT_CHK = 12
 
 # message types
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_GETQDISC = 38
 
 # flags
-F_REQUEST, F_MULTI, F_ACK = 0x1, 0x2, 0x4
+F_REQUEST, F_ACK = 0x1, 0x4
 F_DUMP = 0x300
 F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 
@@ -40,7 +40,7 @@ IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFLA_TUN_OWNER, IFLA_TUN_GROUP, IFLA_TUN_TYPE, IFLA_TUN_MULTI_QUEUE = 1, 2, 3, 7
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS, IFA_PROTO = 1, 2, 3, 4, 8, 11
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_PROTO = 1, 2, 4, 11
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
 TCA_KIND, TCA_OPTIONS = 1, 2
 TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
@@ -126,6 +126,17 @@ def attrs(buf: bytes | memoryview, offset: int, end: int) -> Iterator[tuple[int,
             break
         yield kind & 0x3FFF, mv[offset + 4 : offset + n]  # without NLA_F_NESTED / NET_BYTEORDER
         offset += _pad(n)
+
+
+def _walk(buf: memoryview, offset: int, path: tuple[int | None, ...]) -> Iterator[memoryview]:
+    """Payloads of the attributes reached by following path (attribute types, None for any) down
+    through nested attributes."""
+    if not path:
+        yield buf
+        return
+    for kind, v in attrs(buf, offset, len(buf)):
+        if path[0] is None or kind == path[0]:
+            yield from _walk(v, 0, path[1:])
 
 
 def _str(v: memoryview) -> str:
@@ -214,7 +225,6 @@ class Addr:
     address: str | None = None
     local: str | None = None
     broadcast: str | None = None
-    label: str | None = None
     proto: int = 0
 
 
@@ -222,7 +232,6 @@ _ADDR_FIELDS = {
     IFA_ADDRESS: _set("address", _ip),
     IFA_LOCAL: _set("local", _ip),
     IFA_BROADCAST: _set("broadcast", _ip),
-    IFA_LABEL: _set("label", _str),
     IFA_PROTO: _set("proto", lambda v: v[0]),
 }
 
@@ -290,6 +299,7 @@ def parse_qdisc(msg: memoryview) -> Qdisc:
 
 IN_FLIGHT = 64  # requests sent before their acknowledgements are read
 NLM_F_DUMP_INTR = 0x10
+NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # on an error: the request's header only; TLVs follow
 _local = threading.local()
 
 
@@ -347,8 +357,8 @@ class Netlink:
         # with NETLINK_EXT_ACK the original request follows (header only when capped), then TLVs
         flags = _HDR.unpack_from(msg, 0)[2]
         inner_len = _HDR.unpack_from(msg, 20)[0]
-        start = 20 + (_HDR.size if flags & 0x100 else _pad(inner_len))  # NLM_F_CAPPED
-        for kind, v in attrs(msg, start, len(msg)) if flags & 0x200 else ():  # NLM_F_ACK_TLVS
+        start = 20 + (_HDR.size if flags & NLM_F_CAPPED else _pad(inner_len))
+        for kind, v in attrs(msg, start, len(msg)) if flags & NLM_F_ACK_TLVS else ():
             if kind == NLMSGERR_ATTR_MSG:
                 detail = _str(v)
         return RtnlError(code, detail)
@@ -459,7 +469,7 @@ NFT_MSG_GETTABLE, NFT_MSG_GETRULE, NFT_MSG_GETSETELEM = 1, 7, 13
 NFTA_TABLE_NAME, NFTA_TABLE_USERDATA = 1, 6
 NFTA_RULE_TABLE = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
-NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE = 1, 1, 1
+NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE = 1, 1  # inside each NFTA_LIST_ELEM
 NFPROTO_INET = 1
 _NFGEN = struct.Struct("=BBH")
 
@@ -493,21 +503,14 @@ class Nft(Netlink):
     def set_keys(self, family: int, table: str, name: str) -> list[bytes] | None:
         """The keys of a set's elements (None when the set does not exist)."""
         body = _NFGEN.pack(family, 0, 0) + a_str(NFTA_SET_ELEM_LIST_TABLE, table) + a_str(NFTA_SET_ELEM_LIST_SET, name)
-        keys: list[bytes] = []
         try:
-            for m in self.dump(NFT_SUBSYS | NFT_MSG_GETSETELEM, body):
-                for kind, v in attrs(m, 20, len(m)):
-                    if kind != NFTA_SET_ELEM_LIST_ELEMENTS:
-                        continue
-                    for _, elem in attrs(v, 0, len(v)):
-                        for ek, ev in attrs(elem, 0, len(elem)):
-                            if ek == NFTA_SET_ELEM_KEY:
-                                keys += [bytes(dv) for dk, dv in attrs(ev, 0, len(ev)) if dk == NFTA_DATA_VALUE]
+            msgs = self.dump(NFT_SUBSYS | NFT_MSG_GETSETELEM, body)
         except RtnlError as exc:
             if exc.code == errno.ENOENT:
                 return None
             raise
-        return keys
+        path = (NFTA_SET_ELEM_LIST_ELEMENTS, None, NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE)  # None: each NFTA_LIST_ELEM
+        return [bytes(v) for m in msgs for v in _walk(m, 20, path)]
 
 
 # --- request bodies ------------------------------------------------------------------------------
