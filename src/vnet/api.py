@@ -20,6 +20,7 @@ from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned
 from vnet.errors import SpecError, VnetError
 from vnet.observe import Observation
 from vnet.plan import Action, matches
+from vnet.resources import Resource
 from vnet.spec.models import Topology
 from vnet.spec.validate import parse_yaml
 
@@ -88,15 +89,16 @@ def forward_counters(topology: str, netns: str | None = None) -> list[dict]:
 def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> dict:
     planned = engine(topo.name, netns, state_dir).status(topo)
     owned = planned.observation.owned
+
+    def row(r: Resource, state: str) -> dict:
+        return {"kind": r.kind, "name": r.key, "details": r.describe().partition(" (")[2].rstrip(")"), "state": state}
+
     rows = []
     for r in planned.desired:
         have = owned.get(r.id)
-        state = "missing" if have is None else ("ok" if matches(r, have) else "drift")
-        rows.append({"kind": r.kind, "name": r.key, "details": (have or r).describe().partition(" (")[2].rstrip(")"), "state": state})
+        rows.append(row(have or r, "missing" if have is None else ("ok" if matches(r, have) else "drift")))
     want_ids = {r.id for r in planned.desired}
-    for rid, r in owned.items():
-        if rid not in want_ids:
-            rows.append({"kind": r.kind, "name": r.key, "details": r.describe().partition(" (")[2].rstrip(")"), "state": "extra"})
+    rows += [row(r, "extra") for rid, r in owned.items() if rid not in want_ids]
     return {
         "topology": topo.name,
         "netns": netns,

@@ -6,15 +6,13 @@ without root and the same inputs always give the same resources.
 
 from __future__ import annotations
 
-import grp
-import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
 from vnet import dnsconf, names, nftrules, qemuargs
 from vnet.resources import Resource, make, ns_key
 from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec, rate_bits
-from vnet.spec.validate import addressing
+from vnet.spec.validate import addressing, principal_id
 from vnet.drivers.dnsmasq import digest as config_digest
 from vnet.drivers.qemu import digest as argv_digest
 
@@ -38,7 +36,6 @@ class Port:
     """A bridge port vnet makes for an endpoint or a VM NIC, with what it may do."""
 
     ifname: str  # host side: the tap, or the host end of the veth
-    network: str
     mac: str  # the MAC the guest/container sends from
     address: str | None  # its fixed IPv4 address, when known
     isolated: bool
@@ -56,11 +53,11 @@ def ports(topo: Topology) -> list[Port]:
             continue
         ifname = (ep.ifname or names.tap(t, ep_name)) if isinstance(ep, TapSpec) else names.veth_host(t, ep_name)
         ip = known_address(topo, ep_name, ep.network)
-        out.append(Port(ifname, ep.network, guest_mac(topo, ep_name), str(ip) if ip else None, ep.isolated, ep.spoofing, ep.rate))
+        out.append(Port(ifname, guest_mac(topo, ep_name), str(ip) if ip else None, ep.isolated, ep.spoofing, ep.rate))
     for vm_name, vm in topo.vms.items():
         for i, nic in enumerate(vm.nics):
             out.append(
-                Port(qemuargs.nic_tap(topo, vm_name, i), nic.network, qemuargs.nic_mac(topo, vm_name, i), nic.address,
+                Port(qemuargs.nic_tap(topo, vm_name, i), qemuargs.nic_mac(topo, vm_name, i), nic.address,
                      nic.isolated, nic.spoofing, nic.rate)
             )
     return out
@@ -83,18 +80,6 @@ def endpoint_netns(topo: Topology, ep_name: str) -> str:
     ep = topo.endpoints[ep_name]
     assert isinstance(ep, NetnsSpec)
     return ep.netns or names.netns(topo.name, ep_name)
-
-
-def _uid(value: str | None) -> int | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else pwd.getpwnam(value).pw_uid
-
-
-def _gid(value: str | None) -> int | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else grp.getgrnam(value).gr_gid
 
 
 def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
@@ -138,8 +123,8 @@ def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
                     name,
                     mark=names.link_mark(t, role, ep_name),
                     mode=ep.kind,
-                    owner=_uid(None if ep.owner is None else str(ep.owner)),
-                    group=_gid(None if ep.group is None else str(ep.group)),
+                    owner=principal_id(ep.owner, "user"),
+                    group=principal_id(ep.group, "group"),
                     master=master,
                     mac=names.tap_mac(guest_mac(topo, ep_name)) if ep.kind == "tap" else None,
                     mtu=mtu,
@@ -174,11 +159,12 @@ def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
 
     out += _services(topo, facts)
     out += _vms(topo, facts)
-    for port in ports(topo):
+    port_list = ports(topo)
+    for port in port_list:
         if port.rate:
             out.append(make("qdisc", port.ifname, rate=rate_bits(port.rate)))
 
-    rules = nftrules.render(topo, facts)
+    rules = nftrules.render(topo, facts, port_list)
     if rules is not None:
         out.append(
             make("ruleset", names.nft_table(t), {"text": rules.text, "rendered": True},

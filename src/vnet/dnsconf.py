@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vnet import names
+from vnet import names, qemuargs
 from vnet.spec.models import NetnsSpec, TapSpec
 from vnet.spec.validate import addressing, dhcp_range
 
@@ -22,8 +22,9 @@ def hostname(name: str) -> str:
     return name.replace("_", "-")  # topology names allow '_', DNS labels do not
 
 
-def _lease(value: str) -> str:
-    return "infinite" if value == "infinite" else value
+def nic_hostname(vm_name: str, index: int) -> str:
+    """A VM's first NIC answers to the VM's name, its others to name-<index>."""
+    return hostname(vm_name) if index == 0 else f"{hostname(vm_name)}-{index}"
 
 
 def files(state: Path, net_name: str) -> dict[str, Path]:
@@ -70,7 +71,7 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
         first, last = dhcp_range(topo, net_name)
         lines += [
             f"dhcp-leasefile={f['leases']}",
-            f"dhcp-range={first},{last},{addr.subnet.netmask},{_lease(net.dhcp.lease)}",
+            f"dhcp-range={first},{last},{addr.subnet.netmask},{net.dhcp.lease}",
             "dhcp-authoritative",
         ]
         # an empty option tells dnsmasq to send none: an isolated network has no router
@@ -96,8 +97,8 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
             for i, nic in enumerate(vm.nics):
                 if nic.network != net_name:
                     continue
-                mac = nic.mac or names.mac(topo.name, vm_name, str(i))
-                name = hostname(vm_name) if i == 0 else f"{hostname(vm_name)}-{i}"
+                mac = qemuargs.nic_mac(topo, vm_name, i)
+                name = nic_hostname(vm_name, i)
                 lines.append(f"dhcp-host={mac},{nic.address},{name}" if nic.address else f"dhcp-host={mac},{name}")
         for h in net.dhcp.hosts:
             lines.append(f"dhcp-host={h.mac},{h.address}" + (f",{hostname(h.name)}" if h.name else ""))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vnet import names
-from vnet.drivers import iptables
+from vnet.drivers import iptables, sysctl
 from vnet.drivers.ns import Namespace
 
 
@@ -37,16 +37,6 @@ def _wrap(text: str, width: int = 96) -> list[str]:
         else:
             line = f"{line} {word}" if line else word
     return lines + ([line] if line else [])
-
-
-def _read(ns: Namespace, path: str) -> str | None:
-    def read() -> str | None:
-        try:
-            return Path("/proc/sys", path).read_text().strip()
-        except OSError:
-            return None
-
-    return ns.call(read)
 
 
 def _forward_drop(ns: Namespace) -> list[Finding]:
@@ -86,7 +76,7 @@ def _forward_drop(ns: Namespace) -> list[Finding]:
 
 
 def _br_netfilter(ns: Namespace) -> list[Finding]:
-    value = _read(ns, "net/bridge/bridge-nf-call-iptables")
+    value = ns.call(sysctl.read, "net/bridge/bridge-nf-call-iptables")
     if value != "1":
         return []
     return [
@@ -142,7 +132,7 @@ def _nft_drops(ns: Namespace) -> list[Finding]:
 
 
 def _forwarding(ns: Namespace) -> list[Finding]:
-    if _read(ns, "net/ipv4/ip_forward") == "1":
+    if ns.call(sysctl.read, "net/ipv4/ip_forward") == "1":
         return []
     return [
         Finding(

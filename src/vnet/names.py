@@ -83,5 +83,18 @@ def parse_mark(alias: str | None) -> tuple[str, str, str, tuple[str, ...]] | Non
     return fields[1], fields[2], fields[3], tuple(fields[4:])
 
 
+def digest_mark(topology: str, digest: str) -> str:
+    """The mark on what vnet makes whole from a rendered text (nft tables, iptables rules)."""
+    return f"{MARK}:{topology}:{digest}"
+
+
+def parse_digest_mark(text: str | None) -> tuple[str, str] | None:
+    """(topology, digest) of a digest mark, None for anything vnet did not make."""
+    fields = (text or "").split(":")
+    if len(fields) != 3 or fields[0] != MARK:
+        return None
+    return fields[1], fields[2]
+
+
 def nft_table(topology: str) -> str:
     return f"vnet-{topology}"

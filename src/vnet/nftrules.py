@@ -71,8 +71,9 @@ class Rendered:
     rules: int
 
 
-def render(topo: Topology, facts: HostFacts) -> Rendered | None:
-    """The ruleset of a topology, or None when it needs no rules."""
+def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> Rendered | None:
+    """The ruleset of a topology, or None when it needs no rules. `port_list` is desired.ports(topo)
+    where the caller has it already."""
     from vnet.desired import bridge_name, ports, uplink_of
 
     bridges = _Set("bridges", "ifname")
@@ -98,8 +99,9 @@ def render(topo: Topology, facts: HostFacts) -> Rendered | None:
         if net.mode == "nat":
             up = _q(uplink_of(topo, net_name, facts) or "")
             egress.elements.append(f"{br} . {up}")
-            masq.elements.append(f"{addressing(topo, net_name).subnet} . {up}")
-            hairpin.elements.append(f"{addressing(topo, net_name).subnet} . {br}")
+            subnet = addressing(topo, net_name).subnet
+            masq.elements.append(f"{subnet} . {up}")
+            hairpin.elements.append(f"{subnet} . {br}")
             for fwd in net.forwards:
                 address, to_port = forward_target(topo, net_name, fwd.to)
                 lo, hi = port_span(fwd.port)
@@ -151,7 +153,7 @@ def render(topo: Topology, facts: HostFacts) -> Rendered | None:
     isolated_ports = _Set("isolated_ports", "ifname")
     upload = _Set("upload_limits", "", map_type="ifname : limit")
     limits: list[str] = []
-    for i, port in enumerate(ports(topo)):
+    for i, port in enumerate(ports(topo) if port_list is None else port_list):
         name = _q(port.ifname)
         if port.spoofing == "deny":
             guarded.elements.append(name)
@@ -214,11 +216,10 @@ def render(topo: Topology, facts: HostFacts) -> Rendered | None:
     skeleton = [line for line in inet_body + bridge_body if not _is_elements(line)]
     digest = hashlib.sha256("\n".join(skeleton).encode()).hexdigest()[:16]
     text = (
-        f'table inet {table} {{\n  comment "{table_comment(topo.name, digest)}"\n' + "\n".join(inet_body) + "\n}\n"
+        f'table inet {table} {{\n  comment "{names.digest_mark(topo.name, digest)}"\n' + "\n".join(inet_body) + "\n}\n"
         f"table bridge {table} {{\n" + "\n".join(bridge_body) + "\n}\n"
     )
-    count = len(forward) + len(input_) + len(prerouting) + len(output) + len(postrouting) + len(bridge_pre) + len(bridge_fwd)
-    return Rendered(text, digest, elements, count)
+    return Rendered(text, digest, elements, rule_count(skeleton))
 
 
 def _is_elements(line: str) -> bool:
@@ -283,15 +284,3 @@ def delta(table: str, old_text: str, new_text: str) -> str | None:
         if came:
             adds.append(f"add element {family} {table} {name} {{ {', '.join(came)} }}")
     return "\n".join(deletes + adds) + "\n"
-
-
-def table_comment(topology: str, digest: str) -> str:
-    return f"{names.MARK}:{topology}:{digest}"
-
-
-def parse_table_comment(comment: str | None) -> tuple[str, str] | None:
-    """(topology, digest) of a vnet table's comment, None for a table vnet did not make."""
-    fields = (comment or "").split(":")
-    if len(fields) != 3 or fields[0] != names.MARK:
-        return None
-    return fields[1], fields[2]

@@ -63,7 +63,7 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
                 add(Problem(f"{path}.uplink", f"{net.uplink} is a vnet interface", "name a physical NIC"))
             elif li.master and li.master != bridge_name(topo, net_name):
                 add(Problem(f"{path}.uplink", f"{net.uplink} is already a port of {li.master}", "release it first"))
-            elif li.kind in ("bridge",):
+            elif li.kind == "bridge":
                 add(Problem(f"{path}.uplink", f"{net.uplink} is a bridge", "name the NIC, not a bridge"))
         if net.subnet:
             subnet = ipaddress.IPv4Network(net.subnet)

@@ -13,8 +13,6 @@ firewall the internet could open connections to vnet's networks — the tests pr
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vnet.drivers import ns as nsmod
+from vnet.drivers import process
 from vnet.drivers.ns import Namespace
 from vnet.engine import DEFAULT_STATE_DIR, require_net_admin
 from vnet.errors import VnetError
@@ -176,26 +175,7 @@ def _stop(pidfile: Path) -> None:
         pid = int(pidfile.read_text())
     except (FileNotFoundError, ValueError):
         return
-    try:
-        os.killpg(pid, signal.SIGTERM)  # the session leader is nsenter; its child shares the group
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)  # when this process started it, reap it: a zombie still counts
-        except ChildProcessError:
-            pass
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.02)
-    else:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    process.stop_pids([pid], timeout=3, group=True)  # the session leader is nsenter; its child shares the group
     pidfile.unlink(missing_ok=True)
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from vnet import names, nftrules
+from vnet import names
 from vnet.desired import HostFacts, desired
 from vnet.resources import Resource
 from vnet.spec import load_text
@@ -158,7 +158,7 @@ def test_nat_ruleset_is_in_its_own_table():
     assert rules.key == "vnet-lab"
     text = rules.get("text")
     assert text.startswith("table inet vnet-lab {")
-    assert f'comment "{nftrules.table_comment("lab", rules.get("digest"))}"' in text
+    assert f'comment "{names.digest_mark("lab", rules.get("digest"))}"' in text
     # only accept policies: vnet never decides for traffic that is not its own
     assert re.findall(r"policy (\w+);", text) and set(re.findall(r"policy (\w+);", text)) == {"accept"}
 
@@ -444,6 +444,6 @@ def test_rendered_rules_quote_every_interface_name(bridge, uplink):
 
 def test_table_comment_round_trip():
     digest = one(resources(NAT), "ruleset").get("digest")
-    assert nftrules.parse_table_comment(nftrules.table_comment("lab", digest)) == ("lab", digest)
+    assert names.parse_digest_mark(names.digest_mark("lab", digest)) == ("lab", digest)
     for foreign in (None, "", "docker", "vnet:lab", "other:lab:abc", "vnet:lab:abc:extra"):
-        assert nftrules.parse_table_comment(foreign) is None
+        assert names.parse_digest_mark(foreign) is None

@@ -73,12 +73,9 @@ class Filter:
         """(topology, digest, rule) of every rule carrying a vnet comment (of `topology` if given)."""
         out = []
         for r in self.rules:
-            mark = comment_of(r)
-            if mark is None:
-                continue
-            fields = mark.split(":")
-            if len(fields) == 3 and fields[0] == names.MARK and (topology is None or fields[1] == topology):
-                out.append((fields[1], fields[2], r))
+            mark = names.parse_digest_mark(comment_of(r))
+            if mark is not None and (topology is None or mark[0] == topology):
+                out.append((mark[0], mark[1], r))
         return out
 
 
@@ -127,7 +124,7 @@ def render(topology: str, chain: str, paths: list[tuple[str, str, str | None]]) 
             rule += ["-m", "conntrack", "--ctstate", states]
         plain.append(rule)
     digest = hashlib.sha256(repr((chain, plain)).encode()).hexdigest()[:12]
-    mark = f"{names.MARK}:{topology}:{digest}"
+    mark = names.digest_mark(topology, digest)
     return [shlex.join(["-A", chain, *r, "-m", "comment", "--comment", mark, "-j", "ACCEPT"]) for r in plain], digest
 
 
@@ -169,9 +166,9 @@ def _restore(ns: Namespace, lines: list[str]) -> None:
 
 def _topology_of(r: Resource) -> str | None:
     for line in r.get("lines") or ():
-        mark = comment_of(shlex.split(line))
-        if mark and mark.count(":") == 2:
-            return mark.split(":")[1]
+        mark = names.parse_digest_mark(comment_of(shlex.split(line)))
+        if mark is not None:
+            return mark[0]
     return None
 
 

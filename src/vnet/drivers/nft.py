@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vnet import nftrules
+from vnet import names, nftrules
 from vnet.drivers import rtnl
 from vnet.drivers.ns import Namespace
 from vnet.errors import VnetError
@@ -42,7 +42,7 @@ def observe_table(ns: Namespace, name: str, tables: list[dict], rules: dict[tupl
     if not mine:
         return None
     comment = next((t["comment"] for t in mine if t["family"] == "inet"), None)
-    owner = nftrules.parse_table_comment(comment)
+    owner = names.parse_digest_mark(comment)
     count = sum(rules.get((f, name), 0) for f in FAMILIES)
     return make("ruleset", name, digest=owner[1] if owner else None, elements=_generation(ns, name), rules=count)
 
@@ -65,7 +65,7 @@ def with_text(ns: Namespace, r: Resource, saved: Path) -> Resource:
         text = None
     if text is not None:
         skeleton, sets = nftrules.parse(text)
-        found = nftrules.parse_table_comment(next((x.split('"')[1] for x in text.splitlines() if x.strip().startswith("comment ")), ""))
+        found = names.parse_digest_mark(next((x.split('"')[1] for x in text.splitlines() if x.strip().startswith("comment ")), ""))
         if (
             found
             and found[1] == r.get("digest")

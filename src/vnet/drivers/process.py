@@ -66,12 +66,23 @@ def is_gone(pid: int) -> bool:
         return True
 
 
-def stop_pids(pids: list[int], timeout: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL what is left after `timeout`; reaps those that are our children."""
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+
+
+def stop_pids(pids: list[int], timeout: float = 5.0, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL what is left after `timeout`; reaps those that are our children.
+    With `group`, each pid leads a process group, and the whole group is stopped."""
+    pids = list(pids)
+    send, gone = (os.killpg, _group_gone) if group else (os.kill, is_gone)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
-                os.kill(pid, sig)
+                send(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
@@ -81,7 +92,7 @@ def stop_pids(pids: list[int], timeout: float = 5.0) -> None:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     pass
-                if is_gone(pid):
+                if gone(pid):
                     pids.remove(pid)
             time.sleep(0.02)
         if not pids:

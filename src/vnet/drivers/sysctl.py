@@ -16,7 +16,8 @@ from vnet.resources import Resource, make, ns_key
 PROC = Path("/proc/sys")
 
 
-def _read(path: str) -> str | None:
+def read(path: str) -> str | None:
+    """The value under /proc/sys of the calling thread's namespace; None where there is none."""
     try:
         return (PROC / path).read_text().strip()
     except FileNotFoundError:
@@ -53,14 +54,14 @@ def observe(nss: Namespaces, record: SysctlRecord) -> list[Resource]:
     out = []
     for key, entry in record.load().items():
         # a vanished path (its device is gone) is still reported, so that the record is cleared
-        value = nss.get(entry["ns"]).call(_read, entry["path"])
+        value = nss.get(entry["ns"]).call(read, entry["path"])
         out.append(make("sysctl", key, {"before": entry["before"]}, ns=entry["ns"], path=entry["path"], value=value))
     return out
 
 
 def create(nss: Namespaces, record: SysctlRecord, r: Resource) -> None:
     ns, path = nss.get(r.get("ns")), r.get("path")
-    before = ns.call(_read, path)
+    before = ns.call(read, path)
     if before is None:
         raise FileNotFoundError(f"/proc/sys/{path} does not exist in {ns.label}")
     data = record.load()
@@ -78,6 +79,6 @@ def delete(nss: Namespaces, record: SysctlRecord, r: Resource) -> None:
     entry = data.pop(r.key, None)
     if entry is not None:
         ns = nss.get(entry["ns"])
-        if ns.call(_read, entry["path"]) is not None:
+        if ns.call(read, entry["path"]) is not None:
             ns.call(_write, entry["path"], entry["before"])
     record.save(data)

@@ -179,11 +179,20 @@ def dhcp_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv4Address, ip
     return first, last
 
 
+def principal_id(value: object, kind: str) -> int | None:
+    """The uid (kind "user") or gid ("group") a topology names by number or by name; None for
+    none. KeyError when this host has no such name."""
+    if value is None:
+        return None
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    return pwd.getpwnam(text).pw_uid if kind == "user" else grp.getgrnam(text).gr_gid
+
+
 def _principal_exists(value: str, kind: str) -> bool:
-    if value.isdigit():
-        return True
     try:
-        (pwd.getpwnam if kind == "user" else grp.getgrnam)(value)
+        principal_id(value, kind)
         return True
     except KeyError:
         return False
@@ -239,9 +248,7 @@ def relations(topo: Topology) -> list[Problem]:
             known = ", ".join(topo.networks) or "none declared"
             add(Problem(f"{path}.network", f"no network named {network!r} (known: {known})", "declare it under networks:"))
             network = None
-        if isinstance(ep, TapSpec):
-            claim_ifname(ep.ifname or names.tap(topo.name, ep_name), f"{path}.ifname")
-        elif isinstance(ep, TunSpec):
+        if isinstance(ep, (TapSpec, TunSpec)):
             claim_ifname(ep.ifname or names.tap(topo.name, ep_name), f"{path}.ifname")
         elif isinstance(ep, NetnsSpec):
             claim_ifname(names.veth_host(topo.name, ep_name), path)
@@ -378,7 +385,8 @@ def _names(topo: Topology, add) -> None:
             ns = names.service_netns(topo.name, net_name)
             if ns in taken_ns:
                 add(Problem(f"endpoints.{taken_ns[ns]}", f"its namespace {ns} is the one serving networks.{net_name}", "rename the endpoint"))
-    from vnet.dnsconf import hostname
+    from vnet.dnsconf import hostname, nic_hostname  # here: dnsconf and qemuargs import the spec
+    from vnet.qemuargs import nic_mac
 
     for net_name in topo.networks:
         seen: dict[str, str] = {}
@@ -386,7 +394,7 @@ def _names(topo: Topology, add) -> None:
         for vm_name, vm in topo.vms.items():
             for i, nic in enumerate(vm.nics):
                 if nic.network == net_name:
-                    candidates.append((hostname(vm_name) if i == 0 else f"{hostname(vm_name)}-{i}", f"vms.{vm_name}.nics.{i}"))
+                    candidates.append((nic_hostname(vm_name, i), f"vms.{vm_name}.nics.{i}"))
         for dns_name, path in candidates:
             if dns_name in seen and seen[dns_name].split(".")[:2] != path.split(".")[:2]:
                 add(Problem(path, f"its DNS name {dns_name!r} on networks.{net_name} is also {seen[dns_name]}'s", "rename one of them"))
@@ -394,7 +402,7 @@ def _names(topo: Topology, add) -> None:
     tap_macs: dict[str, tuple[str, str]] = {}
     for vm_name, vm in topo.vms.items():
         for i, nic in enumerate(vm.nics):
-            guest = nic.mac or names.mac(topo.name, vm_name, str(i))
+            guest = nic_mac(topo, vm_name, i)
             mac = names.tap_mac(guest)
             other = tap_macs.get(mac)
             if other and other[1] != guest:  # the same guest MAC twice is reported already
@@ -446,6 +454,8 @@ def _services(topo: Topology, add) -> None:
 
 
 def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dict) -> None:
+    from vnet.qemuargs import nic_mac, nic_tap  # here: qemuargs imports the spec
+
     for ep_name, ep in topo.endpoints.items():
         mac = getattr(ep, "mac", None)
         if mac is None and isinstance(ep, (TapSpec, NetnsSpec)):
@@ -454,8 +464,6 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
         path = f"vms.{vm_name}"
         if sum(bool(x) for x in (vm.image, vm.kernel or vm.disk)) != 1:
             add(Problem(path, "needs exactly one of image:, kernel: (with initrd, append) or disk:", "e.g. image: tiny for vnet's test guest"))
-        if vm.kernel and vm.disk and not vm.append:
-            pass  # a kernel with a root disk is fine
         if (vm.initrd or vm.append) and not vm.kernel:
             add(Problem(f"{path}.kernel", "initrd: and append: need a kernel:", "add kernel:, or remove them"))
         if not vm.nics:
@@ -465,8 +473,8 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
             if nic.network not in topo.networks:
                 add(Problem(f"{npath}.network", f"no network named {nic.network!r}", "declare it under networks:"))
                 continue
-            claim_ifname(nic.ifname or names.vm_tap(topo.name, vm_name, i), f"{npath}.ifname")
-            mac = nic.mac or names.mac(topo.name, vm_name, str(i))
+            claim_ifname(nic_tap(topo, vm_name, i), f"{npath}.ifname")
+            mac = nic_mac(topo, vm_name, i)
             if mac in macs:
                 add(Problem(f"{npath}.mac", f"{mac} is also the MAC of {macs[mac]}", "MACs must be unique; omit it to get a stable unique one"))
             macs[mac] = npath
