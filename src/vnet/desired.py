@@ -51,7 +51,7 @@ def ports(topo: Topology) -> list[Port]:
     for ep_name, ep in topo.endpoints.items():
         if isinstance(ep, TunSpec) or getattr(ep, "network", None) is None:
             continue
-        ifname = (ep.ifname or names.tap(t, ep_name)) if isinstance(ep, TapSpec) else names.veth_host(t, ep_name)
+        ifname = names.endpoint_tap(t, ep_name, ep.ifname) if isinstance(ep, TapSpec) else names.veth_host(t, ep_name)
         ip = known_address(topo, ep_name, ep.network)
         out.append(Port(ifname, guest_mac(topo, ep_name), str(ip) if ip else None, ep.isolated, ep.spoofing, ep.rate))
     for vm_name, vm in topo.vms.items():
@@ -79,7 +79,7 @@ def guest_mac(topo: Topology, ep_name: str) -> str:
 def endpoint_netns(topo: Topology, ep_name: str) -> str:
     ep = topo.endpoints[ep_name]
     assert isinstance(ep, NetnsSpec)
-    return ep.netns or names.netns(topo.name, ep_name)
+    return names.endpoint_netns(topo.name, ep_name, ep.netns)
 
 
 def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
@@ -115,7 +115,7 @@ def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
         master = bridge_name(topo, network) if network else None
         mtu = topo.networks[network].mtu if network else None
         if isinstance(ep, (TapSpec, TunSpec)):
-            name = ep.ifname or names.tap(t, ep_name)
+            name = names.endpoint_tap(t, ep_name, ep.ifname)
             role = ep.kind
             out.append(
                 make(

@@ -51,6 +51,16 @@ def netns(topology: str, endpoint: str) -> str:
     return f"{topology}-{endpoint}"
 
 
+def endpoint_netns(topology: str, endpoint: str, given: str | None) -> str:
+    """A netns endpoint's namespace: the one the topology names (borrowed), else vnet's own."""
+    return given or netns(topology, endpoint)
+
+
+def endpoint_tap(topology: str, endpoint: str, given: str | None) -> str:
+    """A tap or tun endpoint's interface: the name the topology gives, else vnet's own."""
+    return given or tap(topology, endpoint)
+
+
 def mac(*parts: str, oui: str = "52:54:00") -> str:
     """A stable unicast MAC from names: the QEMU OUI and three bytes of a hash."""
     h = _digest(*parts)

@@ -249,7 +249,7 @@ def relations(topo: Topology) -> list[Problem]:
             add(Problem(f"{path}.network", f"no network named {network!r} (known: {known})", "declare it under networks:"))
             network = None
         if isinstance(ep, (TapSpec, TunSpec)):
-            claim_ifname(ep.ifname or names.tap(topo.name, ep_name), f"{path}.ifname")
+            claim_ifname(names.endpoint_tap(topo.name, ep_name, ep.ifname), f"{path}.ifname")
         elif isinstance(ep, NetnsSpec):
             claim_ifname(names.veth_host(topo.name, ep_name), path)
         mac = getattr(ep, "mac", None)
@@ -295,7 +295,7 @@ def relations(topo: Topology) -> list[Problem]:
     netns_names: dict[str, str] = {}
     for ep_name, ep in topo.endpoints.items():
         if isinstance(ep, NetnsSpec):
-            ns = ep.netns or names.netns(topo.name, ep_name)
+            ns = names.endpoint_netns(topo.name, ep_name, ep.netns)
             if ns in netns_names:
                 add(Problem(f"endpoints.{ep_name}.netns", f"namespace {ns!r} is also used by endpoints.{netns_names[ns]}", "one endpoint per namespace"))
             netns_names[ns] = ep_name
@@ -379,7 +379,7 @@ def _names(topo: Topology, add) -> None:
     for vm_name in topo.vms:
         if vm_name in topo.endpoints:
             add(Problem(f"vms.{vm_name}", f"{vm_name!r} is also an endpoint's name", "name VMs and endpoints apart (both become DNS names)"))
-    taken_ns = {ep.netns or names.netns(topo.name, n): n for n, ep in topo.endpoints.items() if isinstance(ep, NetnsSpec)}
+    taken_ns = {names.endpoint_netns(topo.name, n, ep.netns): n for n, ep in topo.endpoints.items() if isinstance(ep, NetnsSpec)}
     for net_name, net in topo.networks.items():
         if net.mode == "isolated" and (net.dhcp or net.dns):
             ns = names.service_netns(topo.name, net_name)
