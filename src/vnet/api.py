@@ -33,12 +33,12 @@ def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAU
     return engine(topo.name, netns, state_dir).plan(topo)
 
 
-def apply(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, fail_at: int | None = None) -> list[Action]:
-    return engine(topo.name, netns, state_dir).apply(topo, fail_at=fail_at)
+def apply(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[Action]:
+    return engine(topo.name, netns, state_dir).apply(topo)
 
 
-def destroy(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, fail_at: int | None = None) -> list[Action]:
-    return engine(topology, netns, state_dir).destroy(fail_at=fail_at)
+def destroy(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[Action]:
+    return engine(topology, netns, state_dir).destroy()
 
 
 def topology_name(path: Path | str) -> str:

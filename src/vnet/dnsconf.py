@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
+from vnet.facts import guest_mac
 from vnet.spec.models import NetnsSpec, TapSpec
 from vnet.spec.validate import addressing, dhcp_range
 
@@ -33,8 +34,6 @@ def files(state: Path, net_name: str) -> dict[str, Path]:
 
 
 def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: list[str], state: Path) -> str:
-    from vnet.desired import guest_mac
-
     net = topo.networks[net_name]
     addr = addressing(topo, net_name)
     assert addr.subnet is not None and addr.service is not None

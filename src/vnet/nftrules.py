@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vnet import names
+from vnet.facts import HostFacts, bridge_name, ports, uplink_of
 from vnet.spec.models import port_span, rate_bits
 from vnet.spec.validate import addressing, forward_target
 
 if TYPE_CHECKING:
-    from vnet.desired import HostFacts
     from vnet.spec.models import Topology
 
 
@@ -74,8 +74,6 @@ class Rendered:
 def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> Rendered | None:
     """The ruleset of a topology, or None when it needs no rules. `port_list` is desired.ports(topo)
     where the caller has it already."""
-    from vnet.desired import bridge_name, ports, uplink_of
-
     bridges = _Set("bridges", "ifname")
     isolated_bridges = _Set("isolated_bridges", "ifname")
     intra = _Set("intra", "ifname . ifname")

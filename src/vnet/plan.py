@@ -5,24 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from vnet.resources import RANK, Resource, _freeze
-
-# Kinds the engine adds beside those of resources.ORDER, placed between two of them: the iptables
-# ACCEPT rules vnet adds when another firewall drops forwarded traffic open the path only after
-# vnet's own ruleset guards it, and before forwarding is switched on.
-EXTRA_RANK = {"iptables": RANK["ruleset"] + 0.5}
-
-
-def rank(kind: str) -> float:
-    return RANK[kind] if kind in RANK else EXTRA_RANK[kind]
-
-
-def resource_from_json(data: dict) -> Resource:
-    """Like Resource.from_json, for the engine's extra kinds too (journals name them)."""
-    if data["kind"] in RANK:
-        return Resource.from_json(data)
-    freeze = lambda d: tuple(sorted((k, _freeze(v)) for k, v in d.items()))  # noqa: E731
-    return Resource(data["kind"], data["key"], freeze(data["attrs"]), freeze(data.get("extra", {})))
+from vnet import kinds
+from vnet.kinds import rank
+from vnet.resources import Resource
 
 
 @dataclass(frozen=True)
@@ -61,8 +46,8 @@ class Action:
     def from_json(cls, data: dict) -> Action:
         return cls(
             data["op"],
-            resource_from_json(data["new"]) if data["new"] else None,
-            resource_from_json(data["old"]) if data["old"] else None,
+            Resource.from_json(data["new"]) if data["new"] else None,
+            Resource.from_json(data["old"]) if data["old"] else None,
         )
 
 
@@ -86,24 +71,21 @@ def diff(desired: Iterable[Resource], observed: dict[str, Resource]) -> list[Act
     return deletes + changes
 
 
-# Links of the target namespace that are deleted one after another are deleted as one batch
-# (drivers/netlink.delete_links): the kernel then waits out its grace periods once, not per link.
-BATCHED_DELETES = ("bridge", "tap", "veth")
-
-
-def _batched(a: Action) -> bool:
-    return a.op == "delete" and a.resource.kind in BATCHED_DELETES
+def _batch(a: Action) -> str | None:
+    return kinds.get(a.resource.kind).batch if a.op == "delete" else None
 
 
 def batches(actions: list[Action]) -> list[range]:
-    """The actions, cut into runs that execute together: consecutive link deletions form one run,
+    """The actions, cut into runs that execute together: consecutive deletions of kinds that share
+    a batch (links: the kernel then waits out its grace periods once, not per link) form one run,
     every other action is a run of its own. Steps keep their own numbers in the journal."""
     out: list[range] = []
     i = 0
     while i < len(actions):
         j = i + 1
-        if _batched(actions[i]):
-            while j < len(actions) and _batched(actions[j]):
+        batch = _batch(actions[i])
+        if batch is not None:
+            while j < len(actions) and _batch(actions[j]) == batch:
                 j += 1
         out.append(range(i, j))
         i = j

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from vnet import names
-from vnet.desired import HostFacts, bridge_name, uplink_of
+from vnet.facts import HostFacts, bridge_name, uplink_of
 from vnet.drivers import ns as nsmod
 from vnet.errors import Problem
 from vnet.observe import Observation

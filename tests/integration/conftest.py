@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import subprocess
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from vnet import api, sandbox, spec
 from vnet.drivers import ns as nsmod
 from vnet.errors import VnetError
+
+from tests import faults
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -40,19 +43,22 @@ class World:
     def load(self, example: str):
         return spec.load(EXAMPLES / example)
 
-    def apply(self, topo, **kw):
+    def apply(self, topo, fail_at: int | str | None = None):
+        """Apply; with `fail_at`, a fault at that point (tests/faults.py) makes it fail."""
         self.applied.add(topo.name)
         try:
-            return api.apply(topo, netns=self.host, state_dir=self.state, **kw)
+            with faults.injected(fail_at=fail_at) if fail_at is not None else nullcontext():
+                return api.apply(topo, netns=self.host, state_dir=self.state)
         finally:
             sandbox.settle(self.host)  # new links finish IPv6 address detection: compare only after
 
     def plan(self, topo):
         return api.plan(topo, netns=self.host, state_dir=self.state)
 
-    def destroy(self, name: str, **kw):
+    def destroy(self, name: str, fail_at: int | str | None = None):
         try:
-            return api.destroy(name, netns=self.host, state_dir=self.state, **kw)
+            with faults.injected(fail_at=fail_at) if fail_at is not None else nullcontext():
+                return api.destroy(name, netns=self.host, state_dir=self.state)
         finally:
             sandbox.settle(self.host)  # links a rollback re-created finish IPv6 address detection
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from vnet import check, sandbox, spec
 
 from . import snapshot
-from .test_recovery import VNET, renamed
+from .test_recovery import FAULTY, FAULTY_ENV, VNET, renamed
 
 
 def topology(world, tmp: Path, subnet: str, bridge: str | None = None, name: str | None = None) -> Path:
@@ -38,8 +38,8 @@ endpoints:
 
 
 def start(world, *args: str, env: dict | None = None) -> subprocess.Popen:
-    argv = [VNET, "--netns", world.host, "--state-dir", str(world.state), *args]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    argv = [*(FAULTY if env else [VNET]), "--netns", world.host, "--state-dir", str(world.state), *args]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **FAULTY_ENV, **(env or {})})
     world.procs.append(proc)  # stopped by the fixture if the test fails before it ends
     return proc
 

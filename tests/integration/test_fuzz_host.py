@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vnet import api, spec
-from vnet.desired import HostFacts
+from vnet.desired import desired
+from vnet.facts import HostFacts
 from vnet.drivers.ns import Namespaces
 from vnet.engine import Engine
 from vnet.errors import SpecError
@@ -216,11 +217,11 @@ def test_thousands_of_hostile_topologies_end_cleanly_and_change_nothing(world, t
                 assert exc.problems and all(str(p) for p in exc.problems)
                 return
             facts = HostFacts(default_uplink=obs.default_uplink, resolvers=("192.0.2.1",), state=tmp_path / topo.name,
-                              tiny_guest=("/nonexistent/vmlinuz", "/nonexistent/initrd"))
+                              tiny_guest=("/nonexistent/vmlinuz", "/nonexistent/initrd"), iptables=obs.filter)
             e = Engine(topo.name, netns=world.host, state_dir=world.state)
-            want = e._desired(topo, obs, facts)
+            want = desired(topo, facts)
             assert_nothing_injects(topo, want)
-            problems = check(topo, obs, want, facts) + e._claim_problems(topo, obs)
+            problems = check(topo, obs, want, facts) + e.claims.problems(topo, obs)
             assert all(str(p) for p in problems)
             actions = diff(want, obs.owned)
             assert all(a.describe() for a in actions)

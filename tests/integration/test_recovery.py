@@ -20,6 +20,10 @@ from . import snapshot
 from .conftest import EXAMPLES
 
 VNET = str(Path(os.sys.executable).with_name("vnet"))
+# vnet with the faults its environment asks for (VNET_KILL_AT, VNET_FAIL_AT, VNET_STEP_DELAY)
+# installed from outside: the vnet command itself carries no test hooks
+FAULTY = [os.sys.executable, "-m", "tests.faults"]
+FAULTY_ENV = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
 
 def renamed(world, example: str, tmp: Path, prefix: str = "k") -> Path:
@@ -37,8 +41,8 @@ def renamed(world, example: str, tmp: Path, prefix: str = "k") -> Path:
 
 
 def run(world, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    argv = [VNET, "--netns", world.host, "--state-dir", str(world.state), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    argv = [*(FAULTY if env else [VNET]), "--netns", world.host, "--state-dir", str(world.state), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **FAULTY_ENV, **(env or {})})
 
 
 def killed(world, command: str, path: Path, point: str) -> None:
@@ -248,7 +252,8 @@ def test_fault_at_every_destroy_step_leaves_the_network_intact(world, tmp_path, 
         try:
             world.destroy(topo.name, fail_at=k)
         except StepFailed as exc:
-            assert exc.step == k and f"step {k} (" in str(exc)
+            # a fault inside a batch of link deletions fails the batch as one step: its first
+            assert exc.step <= k and f"step {exc.step} (" in str(exc)
             assert snapshot.take(world.host) == applied, f"fault at destroy step {k} left a change"
             k += 1
             continue

@@ -1,4 +1,4 @@
-"""The engine's pure parts, without root: test hooks, journal reading, claims between topologies,
+"""The engine's pure parts, without root: fault points, journal reading, claims between topologies,
 shared sysctls, the iptables rules it adds beside a foreign DROP policy, and the doctor's words."""
 
 from __future__ import annotations
@@ -7,15 +7,23 @@ import json
 
 import pytest
 
-from vnet import doctor, engine, spec
+from vnet import doctor, spec
 from vnet.drivers import iptables
-from vnet.engine import Engine, Hooks, Journal
+from vnet.engine import Engine
+from vnet.engine.journal import Journal
+from vnet.engine.lock import Claim, Claims
+from vnet.facts import HostFacts, forward_paths
+from vnet.kinds import sysctl as sysctl_kind
+from vnet.kinds.base import Ctx
+from vnet.drivers.sysctl import SysctlRecord
 from vnet.observe import LinkInfo, Observation
-from vnet.plan import Action, diff, rank, resource_from_json
-from vnet.resources import make
+from vnet.plan import Action, diff, rank
+from vnet.resources import Resource, make
+
+from tests.faults import Faults, InjectedFault, Point
 
 
-# --- hooks ---------------------------------------------------------------------------------------
+# --- fault points (tests/faults.py, installed from outside the engine) ---------------------------
 
 
 @pytest.mark.parametrize(
@@ -23,41 +31,53 @@ from vnet.resources import make
     [("7", "step", 7, "before", 0), ("7:before", "step", 7, "before", 0), ("7:after", "step", 7, "after", 0),
      ("7:call3", "step", 7, "call", 3), ("recover:2", "recover", 2, "before", 0)],
 )
-def test_kill_hook_spec(monkeypatch, value, phase, at, when, call):
-    monkeypatch.setattr(engine, "_count_driver_calls", lambda hooks: None)  # would patch the process
-    monkeypatch.setenv("VNET_KILL_AT", value)
-    h = Hooks.from_env()
-    assert (h.kill_phase, h.kill_at, h.kill_when, h.kill_call) == (phase, at, when, call)
+def test_fault_point_spec(value, phase, at, when, call):
+    p = Point.parse(value)
+    assert (p.phase, p.at, p.when, p.call) == (phase, at, when, call)
 
 
-def test_bad_kill_hook_spec_is_refused(monkeypatch):
-    monkeypatch.setenv("VNET_KILL_AT", "3:sometime")
-    with pytest.raises(ValueError, match="VNET_KILL_AT"):
-        Hooks.from_env()
+def test_bad_fault_point_is_refused():
+    with pytest.raises(ValueError, match="k:call<n>"):
+        Point.parse("3:sometime")
 
 
-def test_hooks_fire_only_at_their_point(monkeypatch):
+def test_faults_fire_only_at_their_point(monkeypatch):
     died = []
-    monkeypatch.setattr(Hooks, "die", staticmethod(lambda: died.append(True)))
-    h = Hooks(kill_phase="step", kill_at=2, kill_when="call", kill_call=2)
-    h.step(1, "before")
-    h.called(), h.called(), h.called()
-    h.step(2, "before")
-    h.called()
+    monkeypatch.setattr(Faults, "die", staticmethod(lambda: died.append(True)))
+    f = Faults(kill_at="2:call2")
+    f.starting([1])
+    f.called(), f.called(), f.called()
+    f.finishing(1)
+    f.starting([2])
+    f.called()
     assert not died
-    h.called()
+    f.called()
     assert died == [True]
-    h = Hooks(kill_phase="step", kill_at=3, kill_when="after")
-    h.step(3, "before")
+    f = Faults(kill_at="3:after")
+    f.starting([3])
     assert len(died) == 1
-    h.step(3, "after")
+    f.finishing(3)
     assert len(died) == 2
 
 
-def test_fail_at_from_env(monkeypatch):
-    monkeypatch.setenv("VNET_FAIL_AT", "4")
-    assert Hooks.from_env().fail_at == 4
-    assert Hooks.from_env(fail_at=2).fail_at == 2
+def test_a_fault_inside_a_step_fires_after_the_call_it_names():
+    f = Faults(fail_at="4:call2")
+    f.starting([4])
+    f.called()
+    with pytest.raises(InjectedFault, match="inside step 4, after driver call 2"):
+        f.called()
+    f = Faults(fail_at=2)
+    f.starting([1])
+    with pytest.raises(InjectedFault, match="before step 2"):
+        f.starting([2])
+
+
+def test_no_driver_call_outside_a_step_counts():
+    f = Faults(fail_at="1:call1")
+    f.called()  # observing, before any step: not step 1's first call
+    f.starting([1])
+    with pytest.raises(InjectedFault):
+        f.called()
 
 
 # --- journal ---------------------------------------------------------------------------------------
@@ -100,7 +120,7 @@ def test_iptables_rules_come_after_the_ruleset_and_before_forwarding():
     assert [a.resource.kind for a in diff([], {r.id: r for r in want})] == ["sysctl", "iptables", "ruleset"]
     assert rank("ruleset") < rank("iptables") < rank("sysctl")
     r = want[1]
-    assert resource_from_json(json.loads(json.dumps(r.to_json()))) == r
+    assert Resource.from_json(json.loads(json.dumps(r.to_json()))) == r
 
 
 # --- iptables ------------------------------------------------------------------------------------
@@ -156,7 +176,7 @@ def test_forward_paths_of_a_topology():
         "name: t\nnetworks:\n  n: {mode: nat, subnet: 10.9.0.0/24, uplink: eth0, forwards: [{port: 80, to: 10.9.0.5}]}\n"
         "  m: {mode: host, subnet: 10.10.0.0/24}\n  i: {mode: isolated}\nallow: [{from: m, to: n}]\n"
     )
-    paths = Engine._forward_paths(topo, engine.HostFacts())
+    paths = forward_paths(topo, HostFacts())
     assert ("vb-t-n", "vb-t-n", None) in paths and ("vb-t-m", "vb-t-m", None) in paths
     assert ("vb-t-n", "eth0", None) in paths and ("eth0", "vb-t-n", "RELATED,ESTABLISHED") in paths
     assert ("eth0", "vb-t-n", "DNAT") in paths
@@ -174,37 +194,41 @@ def _topo(name: str, subnet: str, bridge: str | None = None):
 
 
 def test_claims_of_live_topologies_are_clear_errors(tmp_path):
-    a = Engine("a", netns="h", state_dir=tmp_path)
-    a._write_claim(a._claim(_topo("a", "10.7.0.0/24", "brx")))
+    a = Claims(tmp_path, "a", "h")
+    a.write(Claim.of(_topo("a", "10.7.0.0/24", "brx"), "h"))
     obs = Observation("b")
-    b = Engine("b", netns="h", state_dir=tmp_path)
+    b = Claims(tmp_path, "b", "h")
     # a's claim is stale: no objects, no journal, no run in progress
-    assert b._claim_problems(_topo("b", "10.7.0.0/25", "brx"), obs) == []
+    assert b.problems(_topo("b", "10.7.0.0/25", "brx"), obs) == []
     # a's bridge exists with its mark: the claim counts
     obs.links["brx"] = LinkInfo("brx", 5, "bridge", ("a", "bridge", "n", ("host",)), None, None, 1500, True)
-    problems = [str(p) for p in b._claim_problems(_topo("b", "10.7.0.0/25", "brx"), obs)]
+    problems = [str(p) for p in b.problems(_topo("b", "10.7.0.0/25", "brx"), obs)]
     assert problems == [
         "networks.n.subnet: 10.7.0.0/25 overlaps 10.7.0.0/24, claimed by topology 'a' (network n) — choose a free range, or destroy topology a first",
         "networks.n.bridge: bridge brx is claimed by topology 'a' — name another bridge",
     ]
-    assert b._claim_problems(_topo("b", "10.8.0.0/24"), obs) == []
+    assert b.problems(_topo("b", "10.8.0.0/24"), obs) == []
     # another namespace's claims are not this one's business
-    other = Engine("b", netns="elsewhere", state_dir=tmp_path)
-    assert other._claim_problems(_topo("b", "10.7.0.0/24", "brx"), obs) == []
+    other = Claims(tmp_path, "b", "elsewhere")
+    assert other.problems(_topo("b", "10.7.0.0/24", "brx"), obs) == []
 
 
 def test_a_shared_forwarding_sysctl_stays_and_its_first_value_is_handed_over(tmp_path):
     key = "@host/net/ipv4/conf/eth0/forwarding"
     r = make("sysctl", key, {"before": "0"}, ns="", path="net/ipv4/conf/eth0/forwarding", value="1")
-    a, b = Engine("a", netns="h", state_dir=tmp_path), Engine("b", netns="h", state_dir=tmp_path)
-    for e in (a, b):
-        e._write_claim(e._claim(_topo(e.topology, "10.7.0.0/24" if e is a else "10.8.0.0/24")))
+    def ctx(name: str, subnet: str) -> Ctx:
+        claims = Claims(tmp_path, name, "h")
+        claims.write(Claim.of(_topo(name, subnet), "h"))
+        return Ctx(nss=None, topology=name, state=tmp_path / name, state_root=tmp_path, record=SysctlRecord(tmp_path / name),
+                   host_lock=None, others=claims.others)
+
+    a, b = ctx("a", "10.7.0.0/24"), ctx("b", "10.8.0.0/24")
     a.record.save({key: {"ns": "", "path": "net/ipv4/conf/eth0/forwarding", "before": "0"}})
     b.record.save({key: {"ns": "", "path": "net/ipv4/conf/eth0/forwarding", "before": "1"}})  # a had set it
-    assert a._sysctl_still_needed(r)  # b still needs it: a leaves it on...
+    assert sysctl_kind.still_needed(a, r)  # b still needs it: a leaves it on...
     assert a.record.load() == {}
     assert b.record.load()[key]["before"] == "0"  # ...and b will restore what was there first
-    assert not b._sysctl_still_needed(r)  # b is the last one: it restores
+    assert not sysctl_kind.still_needed(b, r)  # b is the last one: it restores
 
 
 def test_bridged_bridge_is_born_with_the_uplink_mac():

@@ -7,9 +7,22 @@ import random
 
 import pytest
 
-from vnet.desired import HostFacts, desired
+from vnet.desired import desired
+from vnet.facts import HostFacts
 from vnet.plan import Action, batches, diff, matches
-from vnet.resources import ORDER, RANK, Resource, make
+from vnet.kinds import ordered, rank
+from vnet.resources import Resource, make
+
+# creation order, as the kinds' `after` declare it: namespaces hold links, bridges hold ports,
+# links hold addresses, the firewall comes after the links it names, forwarding goes on once the
+# firewall guards it, services bind to addresses that exist, VMs start last (they open taps)
+ORDER = ("netns", "bridge", "tap", "veth", "qdisc", "address", "uplink", "route", "ruleset", "iptables", "sysctl", "service", "vm")
+
+
+def test_the_registry_orders_kinds_by_their_after():
+    assert tuple(k.name for k in ordered()) == ORDER
+    for kind in ordered():
+        assert all(rank(dep) < rank(kind.name) for dep in kind.after), kind.name
 from vnet.spec import load_text
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -109,9 +122,9 @@ def test_extra_is_not_compared():
     assert ops(diff([want], observed(r("ruleset", "vnet-lab", digest="abd")))) == [("update", "ruleset:vnet-lab")]
 
 
-def test_make_rejects_unknown_kind():
-    with pytest.raises(ValueError):
-        make("vlan", "v0")
+def test_a_plan_refuses_a_kind_nobody_registered():
+    with pytest.raises(ValueError, match="unknown resource kind 'vlan'"):
+        diff([make("vlan", "v0")], {})
 
 
 # --- order --------------------------------------------------------------------------------------
@@ -168,12 +181,12 @@ endpoints:
     want = desired(load_text(text), HostFacts(default_uplink="eth0"))
     creates = diff(want, {})
     assert {a.op for a in creates} == {"create"} and len(creates) == len(want)
-    ranks = [RANK[a.resource.kind] for a in creates]
+    ranks = [rank(a.resource.kind) for a in creates]
     assert ranks == sorted(ranks)
     assert diff(want, observed(*want)) == []
     # everything the topology made is deleted, in reverse, when the topology is gone
     deletes = diff([], observed(*want))
-    assert [RANK[a.resource.kind] for a in deletes] == sorted(ranks, reverse=True)
+    assert [rank(a.resource.kind) for a in deletes] == sorted(ranks, reverse=True)
 
 
 # --- Action -------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from vnet import names
-from vnet.desired import HostFacts, desired
+from vnet.desired import desired
+from vnet.facts import HostFacts
 from vnet.errors import Problem, SpecError
 from vnet.resources import Resource
 from vnet.spec import load_text

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from vnet import dnsconf, names, qemuargs
-from vnet.desired import HostFacts, desired
+from vnet.desired import desired
+from vnet.facts import HostFacts
 from vnet.drivers.dnsmasq import digest as config_digest
 from vnet.drivers.qemu import digest as argv_digest
 from vnet.errors import Problem, SpecError
@@ -907,9 +908,9 @@ def test_vm_digest_ignores_unrelated_changes():
 
 
 def test_vms_start_after_their_taps_and_services():
-    from vnet.resources import RANK
+    from vnet.kinds import rank
 
-    assert RANK["vm"] > RANK["service"] > RANK["tap"]
+    assert rank("vm") > rank("service") > rank("tap")
 
 
 # --- the tiny guest's initramfs -----------------------------------------------------------------

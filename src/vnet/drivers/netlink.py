@@ -184,14 +184,16 @@ def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
         _forget_peer(nss, r)
 
 
-def update_link(nss: Namespaces, old: Resource, new: Resource) -> None:
-    """Change in place what can change in place; recreate the link otherwise."""
-    in_place = {"master", "mtu", "mac", "mark", "peer_mac", "peer_mark"}
+IN_PLACE = {"master", "mtu", "mac", "mark", "peer_mac", "peer_mark"}
+
+
+def changes_in_place(old: Resource, new: Resource) -> bool:
+    """True when every change from old to new can be made to the link as it is."""
     changed = {k for k in set(old.a) | set(new.a) if old.get(k) != new.get(k) and new.get(k) is not None}
-    if changed - in_place:
-        delete(nss, old)
-        create(nss, new)
-        return
+    return not changed - IN_PLACE
+
+
+def set_in_place(nss: Namespaces, new: Resource) -> None:
     _set_link(nss.host, new.key, new)
     if new.kind == "veth":
         _set_link(nss.get(new.get("peer_ns")), new.get("peer_name"), new, alias_key="peer_mark", mac_key="peer_mac", port=False)
@@ -398,45 +400,19 @@ def qdisc_resource(dump: dict[int, list[rtnl.Qdisc]], ifname: str, index: int) -
     return None
 
 
-# --- dispatch ---------------------------------------------------------------------------------
+# --- tun/tap data, as the link dump carries it -------------------------------------------------
 
-_CREATE = {
-    "netns": create_netns,
-    "bridge": create_bridge,
-    "tap": create_tap,
-    "veth": create_veth,
-    "address": create_address,
-    "route": create_route,
-    "uplink": create_uplink,
-    "qdisc": create_qdisc,
-}
-_DELETE = {
-    "netns": delete_netns,
-    "bridge": delete_link,
-    "tap": delete_link,
-    "veth": delete_link,
-    "address": delete_address,
-    "route": delete_route,
-    "uplink": delete_uplink,
-    "qdisc": delete_qdisc,
-}
+TUN_TYPES = {1: "tun", 2: "tap"}
+UNSET_ID = 0xFFFFFFFF
 
 
-def handles(kind: str) -> bool:
-    return kind in _CREATE
-
-
-def create(nss: Namespaces, r: Resource) -> None:
-    _CREATE[r.kind](nss, r)
-
-
-def delete(nss: Namespaces, r: Resource) -> None:
-    _DELETE[r.kind](nss, r)
-
-
-def update(nss: Namespaces, old: Resource, new: Resource) -> None:
-    if new.kind in ("bridge", "tap", "veth"):
-        update_link(nss, old, new)
-    else:
-        delete(nss, old)
-        create(nss, new)
+def tun_attrs(data: dict) -> dict:
+    def ident(key: str) -> int | None:
+        value = data.get(key)
+        return None if value in (None, UNSET_ID) else value
+    return {
+        "mode": TUN_TYPES.get(data.get("IFLA_TUN_TYPE"), "?"),
+        "owner": ident("IFLA_TUN_OWNER"),
+        "group": ident("IFLA_TUN_GROUP"),
+        "multi_queue": bool(data.get("IFLA_TUN_MULTI_QUEUE")),
+    }

@@ -1,0 +1,167 @@
+"""Locks and claims.
+
+Locks: one per topology (a second run waits, saying for whom, or gives up after
+VNET_LOCK_TIMEOUT seconds), and a short one per target namespace, held while a topology claims
+its subnets, bridges and uplinks (so two topologies applied at once cannot both take the same
+range) and while state shared between topologies (forwarding sysctls, iptables) changes.
+
+Claims: what a topology takes in a target namespace, recorded in its state directory, so that
+another topology cannot take it too while the first one still has objects there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from vnet.errors import Problem, VnetError
+from vnet.facts import bridge_name
+from vnet.spec.models import Topology
+from vnet.spec.validate import addressing
+
+
+class LockTimeout(VnetError):
+    """Another vnet run holds the topology and did not finish in time."""
+
+
+def _try_lock(fd: int, patience: float) -> bool:
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
+@contextmanager
+def flock(path: Path, what: str, warn: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, writing our pid into it for whoever waits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        if not _try_lock(fd, patience=0.3):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            limit = os.environ.get("VNET_LOCK_TIMEOUT")
+            if warn is not None:
+                warn(f"waiting for another vnet run on {what} (pid {holder}) to finish")
+            if limit is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            elif not _try_lock(fd, patience=float(limit)):
+                raise LockTimeout(
+                    f"another vnet run (pid {holder}) holds {what}; gave up after {float(limit):g}s — "
+                    "let it finish, then try again"
+                )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def held(path: Path) -> bool:
+    """True while some process holds the lock on `path`."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Claim:
+    netns: str
+    subnets: dict[str, str] = field(default_factory=dict)  # network → subnet
+    bridges: dict[str, str] = field(default_factory=dict)  # network → bridge
+    uplinks: dict[str, str] = field(default_factory=dict)  # network → NIC (bridged)
+
+    @classmethod
+    def of(cls, topo: Topology, netns: str | None) -> Claim:
+        c = cls(netns or "")
+        for net_name, net in topo.networks.items():
+            c.bridges[net_name] = bridge_name(topo, net_name)
+            if net.mode in ("host", "nat") and net.subnet:
+                c.subnets[net_name] = str(addressing(topo, net_name).subnet)
+            if net.mode == "bridged" and net.uplink:
+                c.uplinks[net_name] = net.uplink
+        return c
+
+
+class Claims:
+    """The claims of every topology under one state directory, seen from one of them."""
+
+    def __init__(self, state_root: Path, topology: str, netns: str | None):
+        self.root = state_root
+        self.topology = topology
+        self.netns = netns or ""
+
+    def file(self, topology: str) -> Path:
+        return self.root / topology / "claim.json"
+
+    def read(self, topology: str) -> Claim | None:
+        try:
+            data = json.loads(self.file(topology).read_text())
+            return Claim(data["netns"], data["subnets"], data["bridges"], data["uplinks"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, claim: Claim) -> None:
+        path = self.file(self.topology)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(claim.__dict__, sort_keys=True))
+        tmp.replace(path)
+
+    def alive(self, other: str, obs) -> bool:
+        """A claim counts while its topology has objects here, a journal, or a run in progress."""
+        return (
+            (self.root / other / "journal.jsonl").exists()
+            or any(li.mark and li.mark[0] == other for li in obs.links.values())
+            or held(self.root / f"{other}.lock")
+        )
+
+    def others(self, obs=None) -> Iterator[tuple[str, Claim]]:
+        """(topology, claim) of the other topologies in the same target namespace; with an
+        observation, only those whose claim is alive."""
+        try:
+            dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != self.topology)
+        except FileNotFoundError:
+            return
+        for d in dirs:
+            claim = self.read(d.name)
+            if claim is not None and claim.netns == self.netns and (obs is None or self.alive(d.name, obs)):
+                yield d.name, claim
+
+    def problems(self, topo: Topology, obs) -> list[Problem]:
+        mine = Claim.of(topo, self.netns)
+        problems = []
+        for other, claim in self.others(obs):
+            for net, subnet in mine.subnets.items():
+                for onet, osubnet in claim.subnets.items():
+                    if ipaddress.ip_network(subnet).overlaps(ipaddress.ip_network(osubnet)):
+                        problems.append(Problem(f"networks.{net}.subnet", f"{subnet} overlaps {osubnet}, claimed by topology {other!r} (network {onet})", f"choose a free range, or destroy topology {other} first"))
+            for net, br in mine.bridges.items():
+                if br in claim.bridges.values():
+                    problems.append(Problem(f"networks.{net}.bridge", f"bridge {br} is claimed by topology {other!r}", "name another bridge"))
+            for net, up in mine.uplinks.items():
+                if up in claim.uplinks.values():
+                    problems.append(Problem(f"networks.{net}.uplink", f"{up} is the uplink of topology {other!r} already", "a NIC joins one bridge only"))
+        return problems

@@ -1,0 +1,101 @@
+"""Facts of a topology and its host that desired state and every renderer share: bridge names,
+uplinks, the ports vnet makes, guest MACs, and what was read from the host (`HostFacts`).
+
+It sits below `desired.py` and the renderers (nftables, dnsmasq), so that they import it and not
+each other. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vnet import names, qemuargs
+from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
+from vnet.spec.validate import known_address
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What desired state needs to know of the host."""
+
+    default_uplink: str | None = None  # interface of the default route, for nat without `uplink:`
+    resolvers: tuple[str, ...] = ()  # the host's DNS servers: default upstream of vnet's DNS
+    kvm: bool = False  # KVM runs guests here (probed), for accel: auto
+    vhost_net: bool = False  # /dev/vhost-net exists
+    state: Path = Path("/run/vnet/_")  # the topology's state directory: where daemons keep their files
+    tiny_guest: tuple[str, str] | None = None  # (kernel, initrd) of the built-in test guest, when a VM uses it
+    # iptables' filter table as read (drivers.iptables.Filter), when another firewall may drop
+    # what vnet forwards; None where it was not read (then vnet adds no iptables rules)
+    iptables: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Port:
+    """A bridge port vnet makes for an endpoint or a VM NIC, with what it may do."""
+
+    ifname: str  # host side: the tap, or the host end of the veth
+    mac: str  # the MAC the guest/container sends from
+    address: str | None  # its fixed IPv4 address, when known
+    isolated: bool
+    spoofing: str
+    rate: str | None
+
+
+def ports(topo: Topology) -> list[Port]:
+    out = []
+    t = topo.name
+    for ep_name, ep in topo.endpoints.items():
+        if isinstance(ep, TunSpec) or getattr(ep, "network", None) is None:
+            continue
+        ifname = names.endpoint_tap(t, ep_name, ep.ifname) if isinstance(ep, TapSpec) else names.veth_host(t, ep_name)
+        ip = known_address(topo, ep_name, ep.network)
+        out.append(Port(ifname, guest_mac(topo, ep_name), str(ip) if ip else None, ep.isolated, ep.spoofing, ep.rate))
+    for vm_name, vm in topo.vms.items():
+        for i, nic in enumerate(vm.nics):
+            out.append(
+                Port(qemuargs.nic_tap(topo, vm_name, i), qemuargs.nic_mac(topo, vm_name, i), nic.address,
+                     nic.isolated, nic.spoofing, nic.rate)
+            )
+    return out
+
+
+def bridge_name(topo: Topology, net_name: str) -> str:
+    return topo.networks[net_name].bridge or names.bridge(topo.name, net_name)
+
+
+def uplink_of(topo: Topology, net_name: str, facts: HostFacts) -> str | None:
+    return topo.networks[net_name].uplink or facts.default_uplink
+
+
+def guest_mac(topo: Topology, ep_name: str) -> str:
+    ep = topo.endpoints[ep_name]
+    return getattr(ep, "mac", None) or names.mac(topo.name, ep_name)
+
+
+def endpoint_netns(topo: Topology, ep_name: str) -> str:
+    ep = topo.endpoints[ep_name]
+    assert isinstance(ep, NetnsSpec)
+    return names.endpoint_netns(topo.name, ep_name, ep.netns)
+
+
+def forward_paths(topo: Topology, facts: HostFacts) -> list[tuple[str, str, str | None]]:
+    """(in, out, conntrack states) of the traffic vnet forwards: what a foreign FORWARD DROP
+    policy must let through (vnet's own table still filters all of it)."""
+    paths: list[tuple[str, str, str | None]] = []
+    for net_name, net in topo.networks.items():
+        br = bridge_name(topo, net_name)
+        paths.append((br, br, None))  # switched inside the bridge: crosses FORWARD with br_netfilter
+        up = uplink_of(topo, net_name, facts) if net.mode == "nat" else None
+        if up:
+            paths.append((br, up, None))
+            paths.append((up, br, "RELATED,ESTABLISHED"))
+            if net.forwards:
+                paths.append((up, br, "DNAT"))
+    for allow in topo.allow:
+        if allow.from_ in topo.networks and allow.to in topo.networks:
+            a, b = bridge_name(topo, allow.from_), bridge_name(topo, allow.to)
+            paths.append((a, b, None))
+            paths.append((b, a, "RELATED,ESTABLISHED"))
+    return paths

@@ -1,0 +1,87 @@
+"""What every resource kind provides, and the context the engine hands it.
+
+A kind is a small class with the same hooks (the way pve-network's zone plugins share one base):
+what the topology wants of it (pure), what the host holds of it, and the verbs that change it.
+The engine looks a kind up by name and calls its verb; it has no per-kind branches.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
+
+from vnet.resources import Resource
+
+if TYPE_CHECKING:
+    from vnet.drivers.ns import Namespaces
+    from vnet.drivers.sysctl import SysctlRecord
+    from vnet.facts import HostFacts
+    from vnet.observe import LinkInfo, Observation, View
+    from vnet.spec.models import Topology
+
+
+@dataclass
+class Ctx:
+    """What a verb may use: the namespaces, the topology's state directory, the short lock that
+    guards state shared with other topologies in the target namespace, and those topologies."""
+
+    nss: Namespaces
+    topology: str
+    state: Path  # the topology's own state directory
+    state_root: Path  # where every topology's directory lives
+    record: SysctlRecord
+    host_lock: Callable[[], AbstractContextManager[None]]
+    others: Callable[[], Iterator[tuple[str, Any]]]  # (topology, claim) of the others here
+    log: Callable[[str], None] = lambda msg: None
+    undoing: bool = False  # putting things back (undo, recovery): no checks that could refuse it
+    cache: dict = field(default_factory=dict)
+
+
+class Kind:
+    name: ClassVar[str]
+    # kinds this one is created after (and deleted before): plan order comes from these
+    after: ClassVar[tuple[str, ...]] = ()
+    # the role in a link's ownership mark that this kind reads back from the host (links only)
+    link_roles: ClassVar[tuple[str, ...]] = ()
+    # deletions of kinds that share a batch name run as one call when they follow each other
+    batch: ClassVar[str | None] = None
+
+    # --- pure ---
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        return []
+
+    # --- reading the host ---
+    def observe(self, view: View, obs: Observation) -> None:
+        """Add what the host holds of this kind (kinds that are not links)."""
+
+    def from_link(self, view: View, li: LinkInfo) -> Iterable[Resource]:
+        """The resources an owned link with one of `link_roles` stands for."""
+        return ()
+
+    def complete(self, ctx: Ctx, r: Resource) -> Resource:
+        """`r` with what undoing a change to it needs but observing did not read."""
+        return r
+
+    def namespaces(self, r: Resource) -> tuple[str, ...]:
+        """Namespaces besides the target that hold parts of `r` (recovery reads them)."""
+        return ()
+
+    # --- changing the host ---
+    def create(self, ctx: Ctx, r: Resource) -> None:
+        raise NotImplementedError
+
+    def delete(self, ctx: Ctx, r: Resource) -> None:
+        raise NotImplementedError
+
+    def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
+        self.delete(ctx, old)
+        self.create(ctx, new)
+
+    def delete_many(self, ctx: Ctx, rs: list[Resource]) -> None:
+        for r in rs:
+            self.delete(ctx, r)
+
+    def sweep(self, ctx: Ctx, r: Resource, obs: Observation) -> None:
+        """Remove what a create cut short left before it carried vnet's mark."""

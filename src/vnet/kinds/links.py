@@ -1,0 +1,170 @@
+"""Bridges, taps/tuns and veth pairs: links of the target namespace that carry vnet's mark in
+their ifalias. Deleted one after another, they are deleted as one link group (see
+drivers.netlink.delete_links)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from vnet import names
+from vnet.drivers import netlink
+from vnet.drivers import ns as nsmod
+from vnet.facts import HostFacts, bridge_name, endpoint_netns, guest_mac
+from vnet.kinds.address import address, observed_addresses
+from vnet.kinds.base import Ctx, Kind
+from vnet.kinds.route import observed_routes
+from vnet.resources import Resource, make, ns_key
+from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
+from vnet.spec.validate import addressing, principal_id
+
+HOST = ""  # the target namespace
+
+
+class LinkKind(Kind):
+    batch = "links"
+
+    def delete(self, ctx: Ctx, r: Resource) -> None:
+        netlink.delete_link(ctx.nss, r)
+
+    def delete_many(self, ctx: Ctx, rs: list[Resource]) -> None:
+        netlink.delete_links(ctx.nss, rs)
+
+    def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
+        """Change in place what can change in place; make the link anew otherwise."""
+        if netlink.changes_in_place(old, new):
+            netlink.set_in_place(ctx.nss, new)
+        else:
+            self.delete(ctx, old)
+            self.create(ctx, new)
+
+    def sweep(self, ctx: Ctx, r: Resource, obs) -> None:
+        li = obs.links.get(r.key)
+        if li is not None and li.mark is None and r.id not in obs.owned:
+            netlink.delete_link(ctx.nss, r)
+
+
+class Bridge(LinkKind):
+    name = "bridge"
+    after = ("netns",)
+    link_roles = ("bridge",)
+
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        out = []
+        for net_name, net in topo.networks.items():
+            br = bridge_name(topo, net_name)
+            # a fixed MAC keeps the bridge's address stable as ports come and go; in bridged mode
+            # the bridge takes the uplink's MAC instead, so the LAN sees the host unchanged
+            mac = None if net.mode == "bridged" else names.local_mac(topo.name, net_name, "bridge")
+            out.append(make("bridge", br, mark=names.link_mark(topo.name, "bridge", net_name, net.mode), mtu=net.mtu, mac=mac))
+            addr = addressing(topo, net_name)
+            if addr.gateway is not None and addr.subnet is not None:
+                out.append(address(HOST, br, f"{addr.gateway}/{addr.subnet.prefixlen}"))
+        return out
+
+    def from_link(self, view, li) -> Iterable[Resource]:
+        yield make("bridge", li.name, mark=view.alias(li), mtu=li.mtu, mac=li.mac)
+        if li.mark[3][:1] == ("bridged",):
+            return  # its addresses are the uplink's, carried by the uplink resource
+        yield from observed_addresses(view.addresses(""), HOST, li.name, li.index)
+
+    def create(self, ctx: Ctx, r: Resource) -> None:
+        netlink.create_bridge(ctx.nss, r)
+
+
+class Tap(LinkKind):
+    """A tap (for QEMU) or a tun (for a user-space program), persistent, owned by a user."""
+
+    name = "tap"
+    after = ("bridge",)
+    link_roles = ("tap", "tun")
+
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        out = []
+        t = topo.name
+        for ep_name, ep in topo.endpoints.items():
+            if not isinstance(ep, (TapSpec, TunSpec)):
+                continue
+            network = getattr(ep, "network", None)
+            name = names.endpoint_tap(t, ep_name, ep.ifname)
+            out.append(
+                make(
+                    "tap",
+                    name,
+                    mark=names.link_mark(t, ep.kind, ep_name),
+                    mode=ep.kind,
+                    owner=principal_id(ep.owner, "user"),
+                    group=principal_id(ep.group, "group"),
+                    master=bridge_name(topo, network) if network else None,
+                    mac=names.tap_mac(guest_mac(topo, ep_name)) if ep.kind == "tap" else None,
+                    mtu=topo.networks[network].mtu if network else None,
+                )
+            )
+            if isinstance(ep, TunSpec) and ep.address:
+                out.append(address(HOST, name, ep.address))
+        return out
+
+    def from_link(self, view, li) -> Iterable[Resource]:
+        yield make("tap", li.name, mark=view.alias(li), master=li.master, mac=li.mac, mtu=li.mtu, **netlink.tun_attrs(li.data))
+        yield from observed_addresses(view.addresses(""), HOST, li.name, li.index)
+
+    def create(self, ctx: Ctx, r: Resource) -> None:
+        netlink.create_tap(ctx.nss, r)
+
+
+class Veth(LinkKind):
+    """A veth pair: the host end a port of the bridge, the peer inside the endpoint's namespace."""
+
+    name = "veth"
+    after = ("bridge", "netns")
+    link_roles = ("veth",)
+
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        out = []
+        t = topo.name
+        for ep_name, ep in topo.endpoints.items():
+            if not isinstance(ep, NetnsSpec):
+                continue
+            ns = endpoint_netns(topo, ep_name)
+            out.append(
+                make(
+                    "veth",
+                    names.veth_host(t, ep_name),
+                    mark=names.link_mark(t, "veth", ep_name, ns),
+                    master=bridge_name(topo, ep.network) if ep.network else None,
+                    mac=names.local_mac(t, ep_name, "host"),
+                    peer_ns=ns,
+                    peer_name=ep.ifname,
+                    peer_mac=guest_mac(topo, ep_name),
+                    peer_mark=names.link_mark(t, "veth-peer", ep_name),
+                    mtu=topo.networks[ep.network].mtu if ep.network else None,
+                )
+            )
+            if ep.address:
+                out.append(address(ns, ep.ifname, ep.address))
+                addr = addressing(topo, ep.network)
+                if addr.gateway is not None:
+                    out.append(make("route", ns_key(ns, "default"), ns=ns, dst="default", gateway=str(addr.gateway), ifname=ep.ifname))
+        return out
+
+    def from_link(self, view, li) -> Iterable[Resource]:
+        extra = li.mark[3]
+        peer_ns = extra[0] if extra else None
+        attrs = dict(mark=view.alias(li), master=li.master, mac=li.mac, mtu=li.mtu, peer_ns=peer_ns, peer_name=None, peer_mac=None, peer_mark=None)
+        if peer_ns and nsmod.exists(peer_ns):
+            inner_owned: dict[int, str] = {}
+            for p in view.links(peer_ns).values():
+                if p.mark and p.mark[:3] == (view.topology, "veth-peer", li.mark[2]):
+                    attrs.update(peer_name=p.name, peer_mac=p.mac, peer_mark=view.alias(p))
+                    inner_owned[p.index] = p.name
+                    yield from observed_addresses(view.addresses(peer_ns), peer_ns, p.name, p.index)
+            yield from observed_routes(view.nss.get(peer_ns), peer_ns, inner_owned)
+        yield make("veth", li.name, **attrs)
+
+    def namespaces(self, r: Resource) -> tuple[str, ...]:
+        return (r.get("peer_ns"),) if r.get("peer_ns") else ()
+
+    def create(self, ctx: Ctx, r: Resource) -> None:
+        netlink.create_veth(ctx.nss, r)
+
+
+KINDS = (Bridge(), Tap(), Veth())

@@ -1,0 +1,35 @@
+"""Rate limits: a token bucket (tbf) on a port's host side shapes what the endpoint receives."""
+
+from __future__ import annotations
+
+from vnet.drivers import netlink
+from vnet.facts import HostFacts, ports
+from vnet.kinds.base import Ctx, Kind
+from vnet.resources import Resource, make
+from vnet.spec.models import Topology, rate_bits
+
+
+class Qdisc(Kind):
+    name = "qdisc"
+    after = ("tap", "veth")
+
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        return [make("qdisc", p.ifname, rate=rate_bits(p.rate)) for p in ports(topo) if p.rate]
+
+    def observe(self, view, obs) -> None:
+        dump = netlink.qdisc_dump(view.nss.host)
+        for r in list(obs.owned.values()):
+            if r.kind in ("tap", "veth"):
+                li = obs.links.get(r.key)
+                q = netlink.qdisc_resource(dump, li.name, li.index) if li else None
+                if q is not None:
+                    obs.add(q)
+
+    def create(self, ctx: Ctx, r: Resource) -> None:
+        netlink.create_qdisc(ctx.nss, r)
+
+    def delete(self, ctx: Ctx, r: Resource) -> None:
+        netlink.delete_qdisc(ctx.nss, r)
+
+
+KINDS = (Qdisc(),)

@@ -1,0 +1,69 @@
+"""DHCP and DNS: one supervised dnsmasq per network that asks for either. On an isolated network,
+whose bridge has no host address, it runs in a small namespace of its own attached to the bridge."""
+
+from __future__ import annotations
+
+from vnet import dnsconf, names
+from vnet.drivers import dnsmasq, process
+from vnet.facts import HostFacts, bridge_name
+from vnet.kinds.address import address
+from vnet.kinds.base import Ctx, Kind
+from vnet.resources import Resource, make
+from vnet.spec.models import Topology
+from vnet.spec.validate import addressing
+
+HOST = ""
+
+
+class Service(Kind):
+    name = "service"
+    after = ("sysctl", "address")  # binds to addresses that exist
+
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        out: list[Resource] = []
+        t = topo.name
+        for net_name, net in topo.networks.items():
+            if net.dhcp is None and net.dns is None:
+                continue
+            addr = addressing(topo, net_name)
+            if net.mode == "isolated":
+                ns = names.service_netns(t, net_name)
+                out.append(make("netns", ns, mark=names.link_mark(t, "netns", f"svc-{net_name}")))
+                out.append(
+                    make(
+                        "veth",
+                        names.veth_host(t, f"svc-{net_name}"),
+                        mark=names.link_mark(t, "veth", f"svc-{net_name}", ns),
+                        master=bridge_name(topo, net_name),
+                        mac=names.local_mac(t, net_name, "svc-host"),
+                        peer_ns=ns,
+                        peer_name="eth0",
+                        peer_mac=names.local_mac(t, net_name, "svc"),
+                        peer_mark=names.link_mark(t, "veth-peer", f"svc-{net_name}"),
+                        mtu=net.mtu,
+                    )
+                )
+                out.append(address(ns, "eth0", f"{addr.service}/{addr.subnet.prefixlen}"))
+                ifname = "eth0"
+            else:
+                ns, ifname = HOST, bridge_name(topo, net_name)
+            config = dnsconf.render(topo, net_name, ifname, ns, list(facts.resolvers), facts.state)
+            out.append(make("service", f"dnsmasq-{net_name}", {"config": config}, network=net_name, ns=ns, digest=dnsmasq.digest(config)))
+        return out
+
+    def observe(self, view, obs) -> None:
+        for r in dnsmasq.observe(view.state):
+            obs.add(r)
+
+    def create(self, ctx: Ctx, r: Resource) -> None:
+        dnsmasq.create(ctx.nss, ctx.state, r)
+
+    def delete(self, ctx: Ctx, r: Resource) -> None:
+        dnsmasq.delete(ctx.nss, ctx.state, r)
+
+    def sweep(self, ctx: Ctx, r: Resource, obs) -> None:
+        # started, but killed before its pid file was read back: find it by its config path
+        process.kill_named(str(dnsconf.files(ctx.state, r.get("network"))["conf"]))
+
+
+KINDS = (Service(),)

@@ -1,0 +1,81 @@
+"""Forwarding sysctls, per interface (never the host-wide ip_forward), with the value found
+before kept in the topology's record and put back on destroy — unless another topology in the
+same namespace still needs it."""
+
+from __future__ import annotations
+
+from vnet.drivers import sysctl
+from vnet.facts import HostFacts, bridge_name, uplink_of
+from vnet.kinds.base import Ctx, Kind
+from vnet.resources import Resource, make, ns_key
+from vnet.spec.models import Topology
+
+HOST = ""
+
+
+class Sysctl(Kind):
+    name = "sysctl"
+    after = ("ruleset", "iptables")  # forwarding goes on once the firewall guards it
+
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        # a nat network's bridge and uplink, and both bridges of an allowed pair (IPv4 asks the
+        # input device)
+        forwarding: list[str | None] = []
+        for net_name, net in topo.networks.items():
+            if net.mode == "nat":
+                forwarding += [bridge_name(topo, net_name), uplink_of(topo, net_name, facts)]
+        for rule in topo.allow:
+            forwarding += [bridge_name(topo, rule.from_), bridge_name(topo, rule.to)]
+        out = []
+        for dev in dict.fromkeys(forwarding):
+            path = f"net/ipv4/conf/{dev}/forwarding"
+            out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
+        return out
+
+    def observe(self, view, obs) -> None:
+        for r in sysctl.observe(view.nss, sysctl.SysctlRecord(view.state)):
+            obs.add(r)
+
+    def create(self, ctx: Ctx, r: Resource) -> None:
+        with ctx.host_lock():
+            sysctl.create(ctx.nss, ctx.record, r)
+
+    def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
+        with ctx.host_lock():
+            sysctl.update(ctx.nss, ctx.record, old, new)
+
+    def delete(self, ctx: Ctx, r: Resource) -> None:
+        with ctx.host_lock():  # a forwarding switch may be shared with another topology
+            if not still_needed(ctx, r):
+                sysctl.delete(ctx.nss, ctx.record, r)
+
+
+def still_needed(ctx: Ctx, r: Resource) -> bool:
+    """When another topology in the same namespace also set this sysctl, leave the value: that
+    topology still needs it. Hand it the value found before this one changed it, if it recorded
+    this one's value as its own "before", so the last one out restores the original."""
+    if r.get("ns"):  # endpoint namespaces belong to one topology
+        return False
+    sharers = []
+    for other, _ in ctx.others():
+        rec = sysctl.SysctlRecord(ctx.state_root / other)
+        entry = rec.load().get(r.key)
+        if entry is not None:
+            sharers.append((rec, entry))
+    if not sharers:
+        return False
+    mine = ctx.record.load()
+    entry = mine.pop(r.key, None)
+    if entry is not None:
+        for rec, theirs in sharers:
+            if theirs["before"] == r.get("value") and theirs["before"] != entry["before"]:
+                data = rec.load()
+                data[r.key]["before"] = entry["before"]
+                rec.save(data)
+                break
+    ctx.record.save(mine)
+    ctx.log(f"{r.get('path')} stays as it is: another topology here needs it too")
+    return True
+
+
+KINDS = (Sysctl(),)

@@ -1,0 +1,51 @@
+"""QEMU guests, supervised: a tap per NIC (made by vnet, opened by QEMU by name) and the process."""
+
+from __future__ import annotations
+
+from vnet import names, qemuargs
+from vnet.drivers import process, qemu
+from vnet.facts import HostFacts, bridge_name
+from vnet.kinds.base import Ctx, Kind
+from vnet.resources import Resource, make
+from vnet.spec.models import Topology
+
+
+class Vm(Kind):
+    name = "vm"
+    after = ("service", "tap")  # opens its taps and leases from the services; stops first
+
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        out: list[Resource] = []
+        for vm_name, vm in topo.vms.items():
+            for i, nic in enumerate(vm.nics):
+                out.append(
+                    make(
+                        "tap",
+                        qemuargs.nic_tap(topo, vm_name, i),
+                        mark=names.link_mark(topo.name, "tap", f"{vm_name}.{i}"),
+                        mode="tap",
+                        master=bridge_name(topo, nic.network),
+                        mac=names.tap_mac(qemuargs.nic_mac(topo, vm_name, i)),
+                        multi_queue=True if qemuargs.queues(topo, vm_name) > 1 else None,
+                        mtu=topo.networks[nic.network].mtu,
+                    )
+                )
+            argv = qemuargs.argv(topo, vm_name, facts.state, kvm=facts.kvm, vhost=facts.vhost_net, tiny=facts.tiny_guest)
+            out.append(make("vm", vm_name, {"argv": argv}, digest=qemu.digest(argv)))
+        return out
+
+    def observe(self, view, obs) -> None:
+        for r in qemu.observe(view.state):
+            obs.add(r)
+
+    def create(self, ctx: Ctx, r: Resource) -> None:
+        qemu.create(ctx.nss, ctx.state, r)
+
+    def delete(self, ctx: Ctx, r: Resource) -> None:
+        qemu.delete(ctx.nss, ctx.state, r)
+
+    def sweep(self, ctx: Ctx, r: Resource, obs) -> None:
+        process.kill_named(str(qemuargs.files(ctx.state, r.key)["pid"]))
+
+
+KINDS = (Vm(),)
