@@ -25,7 +25,8 @@ from pathlib import Path
 
 from vnet import dnsconf
 from vnet.drivers import process
-from vnet.resources import RANK, Resource
+from vnet.kinds import rank
+from vnet.resources import Resource
 
 from bench.env import in_ns, run
 
@@ -66,7 +67,7 @@ def derive(want: list[Resource], state: Path) -> Work:
         (ns_lines(ns) if ns else w.host_batch).append(line)
         w.seeds.append(("ip " if not ns else f"ip -n {shlex.quote(ns)} ") + line)
 
-    for r in sorted(want, key=lambda r: RANK.get(r.kind, 99)):
+    for r in sorted(want, key=lambda r: rank(r.kind)):
         a = r.get
         if r.kind == "netns":
             w.namespaces.append(r.key)

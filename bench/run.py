@@ -16,7 +16,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from vnet import sandbox
+from vnet import api, sandbox
 from vnet.desired import desired
 from vnet.engine import Engine
 from vnet.observe import Observation
@@ -155,7 +155,7 @@ class Bench:
         self.log("cleaning up")
         try:
             for r in ("bn", "bnf"):
-                if (self.state / r).exists() or any(n.startswith(f"{r}-") for n in os.listdir(world.NETNS_DIR)):
+                if api.state_of(r, self.host, self.state).exists() or any(n.startswith(f"{r}-") for n in os.listdir(world.NETNS_DIR)):
                     self.fallback_delete(r)
         except Exception as exc:
             print(f"bench: cleanup of topologies failed: {exc}")
@@ -177,7 +177,7 @@ class Bench:
         else:
             t = topo.load(topo.forwards_dict(10000, extra=True))
         w, _ = self.work(t)
-        baselines.delete_floor(w, self.host, self.state / name, self.scratch, {})
+        baselines.delete_floor(w, self.host, api.state_of(name, self.host, self.state), self.scratch, {})
         for n in os.listdir(world.NETNS_DIR):
             if n.startswith(f"{name}-"):
                 world.sweep([n])

@@ -40,7 +40,7 @@ def guests(sb: sandbox.Sandbox, state: Path) -> bool:
     t0 = time.monotonic()
     api.apply(topo, netns=sb.host, state_dir=state)
     try:
-        agents = {vm: guest.Agent(qemuargs.files(state / topo.name, vm)["agent"]) for vm in topo.vms}
+        agents = {vm: guest.Agent(qemuargs.files(api.state_of(topo.name, sb.host, state), vm)["agent"]) for vm in topo.vms}
         for a in agents.values():
             a.wait_ready(timeout=180)
         console.print(f"both guests booted and configured by DHCP in {time.monotonic() - t0:.1f}s")
@@ -48,7 +48,7 @@ def guests(sb: sandbox.Sandbox, state: Path) -> bool:
         table = Table(title="DHCP leases from vnet's dnsmasq")
         for col in ("mac", "address", "name"):
             table.add_column(col)
-        for lease in api.leases(topo.name, state_dir=state):
+        for lease in api.leases(topo.name, state_dir=state, netns=sb.host):
             table.add_row(lease.mac, lease.address, lease.name)
         console.print(table)
 

@@ -16,7 +16,7 @@ import os
 from vnet import qemuargs, spec
 from vnet.desired import desired
 from vnet.drivers import dnsmasq
-from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned
+from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned, statedir
 from vnet.errors import SpecError, VnetError
 from vnet.observe import Observation
 from vnet.plan import Action, matches
@@ -29,12 +29,19 @@ def engine(topology: str, netns: str | None = None, state_dir: Path | str = DEFA
     return Engine(topology, netns=netns, state_dir=state_dir)
 
 
-def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Planned:
-    return engine(topo.name, netns, state_dir).plan(topo)
+def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, source: Path | str | None = None) -> Planned:
+    return engine(topo.name, netns, state_dir).plan(topo, _source(source))
 
 
-def apply(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[Action]:
-    return engine(topo.name, netns, state_dir).apply(topo)
+def apply(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR,
+          source: Path | str | None = None, force: bool = False) -> list[Action]:
+    """Apply `topo`; `source` is the file it came from (its identity in the target: another file
+    under the same name is refused unless `force`)."""
+    return engine(topo.name, netns, state_dir).apply(topo, _source(source), force)
+
+
+def _source(path: Path | str | None) -> str | None:
+    return str(Path(path).resolve()) if path is not None else None
 
 
 def destroy(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[Action]:
@@ -53,12 +60,17 @@ def topology_name(path: Path | str) -> str:
         raise
 
 
-def leases(topology: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[dnsmasq.Lease]:
-    return dnsmasq.leases(Path(state_dir) / topology)
+def state_of(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Path:
+    """The directory where vnet keeps a topology's state for one target namespace."""
+    return statedir.target_root(state_dir, netns) / topology
 
 
-def console_log(topology: str, vm: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> Path:
-    return qemuargs.files(Path(state_dir) / topology, vm)["console"]
+def leases(topology: str, state_dir: Path | str = DEFAULT_STATE_DIR, netns: str | None = None) -> list[dnsmasq.Lease]:
+    return dnsmasq.leases(state_of(topology, netns, state_dir))
+
+
+def console_log(topology: str, vm: str, state_dir: Path | str = DEFAULT_STATE_DIR, netns: str | None = None) -> Path:
+    return qemuargs.files(state_of(topology, netns, state_dir), vm)["console"]
 
 
 def qemu_args(topo: Topology, vm: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, full: bool = False) -> list[str]:
@@ -106,5 +118,5 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "recovered": planned.recovered,  # what was said of an interrupted run this call undid, if any
         "resources": rows,
         "forwards": forward_counters(topo.name, netns),
-        "leases": [lease.to_json() for lease in leases(topo.name, state_dir)],
+        "leases": [lease.to_json() for lease in leases(topo.name, state_dir, netns)],
     }

@@ -88,7 +88,7 @@ def validate(topology: Path) -> None:
 def plan(topology: Path) -> None:
     """Print the changes apply would make (nothing when the host matches)."""
     try:
-        planned = api.plan(spec.load(topology), netns=ctx.netns, state_dir=ctx.state_dir)
+        planned = api.plan(spec.load(topology), netns=ctx.netns, state_dir=ctx.state_dir, source=topology)
     except VnetError as exc:
         _fail(exc)
     if not planned.actions:
@@ -98,14 +98,14 @@ def plan(topology: Path) -> None:
 
 
 @app.command()
-def apply(topology: Path) -> None:
+def apply(topology: Path, force: bool = typer.Option(False, "--force", help="take over a topology of the same name applied from another file")) -> None:
     """Make the host match the topology; on any failure, undo everything this run changed."""
     try:
         topo = spec.load(topology)
         eng = _engine(topo.name)
         eng.log = _say
         t0 = time.monotonic()
-        actions = eng.apply(topo)
+        actions = eng.apply(topo, str(topology.resolve()), force)
     except VnetError as exc:
         _fail(exc)
     dt = time.monotonic() - t0
@@ -175,7 +175,7 @@ def leases(topology: Path, output: str = typer.Option("table", "-o", "--output",
         name = api.topology_name(topology)
     except VnetError as exc:
         _fail(exc)
-    rows = [r.to_json() for r in api.leases(name, state_dir=ctx.state_dir)]
+    rows = [r.to_json() for r in api.leases(name, state_dir=ctx.state_dir, netns=ctx.netns)]
     if output == "json":
         print(json.dumps(rows, indent=2))
         return
@@ -197,7 +197,7 @@ def qemu_args(topology: Path, vm: str, full: bool = typer.Option(False, "--full"
 def console(topology: Path, vm: str, follow: bool = typer.Option(False, "-f", "--follow")) -> None:
     """Show what a VM printed on its serial console."""
     try:
-        path = api.console_log(api.topology_name(topology), vm, state_dir=ctx.state_dir)
+        path = api.console_log(api.topology_name(topology), vm, state_dir=ctx.state_dir, netns=ctx.netns)
     except VnetError as exc:
         _fail(exc)
     if not path.exists():

@@ -25,6 +25,7 @@ class HostFacts:
     kvm: bool = False  # KVM runs guests here (probed), for accel: auto
     vhost_net: bool = False  # /dev/vhost-net exists
     state: Path = Path("/run/vnet/_")  # the topology's state directory: where daemons keep their files
+    target: str = ""  # names.target_id of the target namespace: marked on the namespaces vnet makes
     tiny_guest: tuple[str, str] | None = None  # (kernel, initrd) of the built-in test guest, when a VM uses it
     # iptables' filter table as read (drivers.iptables.Filter), when another firewall may drop
     # what vnet forwards; None where it was not read (then vnet adds no iptables rules)

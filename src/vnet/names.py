@@ -79,6 +79,18 @@ def tap_mac(guest_mac: str) -> str:
     return "fe" + guest_mac[2:]
 
 
+def target_id(netns: str | None) -> str:
+    """A short, fixed-size identity of a target namespace, for marks on global objects (named
+    namespaces): what vnet made for one target is never taken for another's. '' for the namespace
+    vnet runs in."""
+    return _digest("target", netns)[:8] if netns else ""
+
+
+def netns_mark(topology: str, name: str, target: str) -> str:
+    """The mark on the `lo` of a namespace vnet makes, naming the target it was made for."""
+    return link_mark(topology, "netns", name, *((target,) if target else ()))
+
+
 def link_mark(topology: str, role: str, name: str, *extra: str) -> str:
     return ":".join((MARK, topology, role, name, *extra))
 

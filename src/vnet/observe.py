@@ -99,7 +99,9 @@ class View:
         return ":".join((names.MARK, *li.mark[:3], *li.mark[3]))
 
 
-def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = ()) -> Observation:
+def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = (), target: str = "") -> Observation:
+    """What `topology` owns in the target namespace (and in the namespaces it made for that
+    target: `target` is names.target_id of it)."""
     obs = Observation(topology)
     view = View(nss, topology, state_dir)
     host = nss.host
@@ -124,6 +126,8 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
         lo = view.links(name).get("lo")
         mark = lo.mark if lo else None
         owner = mark[0] if mark else None
+        if owner == topology and mark[1] == "netns" and mark[3][:1] != ((target,) if target else ()):
+            owner = f"{topology} (applied to another target namespace)"  # same name, not ours
         obs.namespaces[name] = owner
         if owner == topology:
             obs.add(make("netns", name, mark=view.alias(lo)))

@@ -179,9 +179,24 @@ def _stop(pidfile: Path) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+def destroy_topologies(host: str, state_dir: Path | str) -> list[str]:
+    """Destroy every topology applied to the sandbox host (found by its claim in vnet's state):
+    their daemons and the namespaces they made would otherwise outlive the sandbox."""
+    from vnet.engine import Engine, statedir
+
+    done = []
+    if not nsmod.exists(host):
+        return done
+    for claim in sorted(statedir.target_root(state_dir, host).glob("*/claim.json")):
+        Engine(claim.parent.name, netns=host, state_dir=state_dir).destroy()
+        done.append(claim.parent.name)
+    return done
+
+
 def destroy(name: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> None:
     require_net_admin("sandbox destroy")
     sb = Sandbox(name, Path(state_dir) / "sandbox" / name)
+    destroy_topologies(sb.host, state_dir)
     for pidfile in ("dnsmasq.pid", "responder.pid"):
         _stop(sb.state / pidfile)
     for n in sb.namespaces:

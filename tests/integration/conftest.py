@@ -40,6 +40,10 @@ class World:
     def host(self) -> str:
         return self.sb.host
 
+    def state_of(self, topology: str) -> Path:
+        """Where vnet keeps the topology's state for this world's host."""
+        return api.state_of(topology, self.host, self.state)
+
     def load(self, example: str):
         return spec.load(EXAMPLES / example)
 

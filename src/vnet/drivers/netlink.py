@@ -205,6 +205,9 @@ def set_in_place(nss: Namespaces, new: Resource) -> None:
 def create_netns(nss: Namespaces, r: Resource) -> None:
     if nsmod.exists(r.key):
         raise VnetError(f"network namespace {r.key} exists already and is not vnet's")
+    if nsmod.half_made(r.key):
+        raise VnetError(f"{nsmod.NETNS_DIR / r.key} is a file with no namespace mounted on it (a killed `ip netns add`?); "
+                        f"if nothing is creating it right now, remove it with `ip netns delete {r.key}`")
     sock = nsmod.create(r.key)
     try:
         ns = nss.get(r.key)

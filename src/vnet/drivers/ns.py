@@ -27,15 +27,41 @@ T = TypeVar("T")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _mounted(path: Path, rundir_dev: int) -> bool:
+    """A namespace is a file in /run/netns with an nsfs bind mount on it: a different device than
+    the directory's. A plain file there is half-made (`ip netns add` or vnet killed between
+    making the file and mounting the namespace on it) and cannot be entered."""
+    try:
+        return path.stat().st_dev != rundir_dev
+    except FileNotFoundError:
+        return False
+
+
+def _rundir_dev() -> int | None:
+    try:
+        return NETNS_DIR.stat().st_dev
+    except FileNotFoundError:
+        return None
+
+
 def exists(name: str) -> bool:
-    return (NETNS_DIR / name).exists()
+    """True when a namespace of that name can be entered."""
+    dev = _rundir_dev()
+    return dev is not None and _mounted(NETNS_DIR / name, dev)
+
+
+def half_made(name: str) -> bool:
+    """True when /run/netns holds a file of that name with no namespace mounted on it."""
+    path = NETNS_DIR / name
+    return path.exists() and not exists(name)
 
 
 def listed() -> list[str]:
-    try:
-        return sorted(p.name for p in NETNS_DIR.iterdir())
-    except FileNotFoundError:
+    """Namespaces that can be entered (half-made files left out)."""
+    dev = _rundir_dev()
+    if dev is None:
         return []
+    return sorted(p.name for p in NETNS_DIR.iterdir() if _mounted(p, dev))
 
 
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20

@@ -8,24 +8,43 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from vnet.drivers.ns import Namespaces
+from vnet.errors import VnetError
 from vnet.resources import Resource, make, ns_key
 
 PROC = Path("/proc/sys")
+# the sysctls vnet sets: per-interface switches under net/; a path read back from a record or a
+# journal must be one of them (a state directory is data, never a way to write /proc/sys/kernel)
+_PATH = re.compile(r"net/ipv[46]/conf/[A-Za-z0-9_.-]{1,15}/[a-z_]{1,32}")
+
+
+def checked(path: str) -> str:
+    if not isinstance(path, str) or not _PATH.fullmatch(path) or "/../" in f"/{path}/" or "/./" in f"/{path}/":
+        raise VnetError(f"refusing sysctl {path!r}: vnet only sets net/ipv4|ipv6/conf/<interface>/<switch>")
+    return path
+
+
+def _under_net(path: str) -> str:
+    if not isinstance(path, str) or not re.fullmatch(r"net/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", path) or ".." in path.split("/"):
+        raise VnetError(f"refusing sysctl {path!r}: not a name under /proc/sys/net")
+    return path
 
 
 def read(path: str) -> str | None:
     """The value under /proc/sys of the calling thread's namespace; None where there is none."""
     try:
-        return (PROC / path).read_text().strip()
+        return (PROC / _under_net(path)).read_text().strip()
     except FileNotFoundError:
         return None
 
 
 def _write(path: str, value: str) -> None:
-    (PROC / path).write_text(value + "\n")
+    if not isinstance(value, str) or not re.fullmatch(r"-?[0-9]{1,10}", value):
+        raise VnetError(f"refusing value {value!r} for sysctl {path}: vnet writes small integers only")
+    (PROC / checked(path)).write_text(value + "\n")
 
 
 class SysctlRecord:
@@ -35,10 +54,15 @@ class SysctlRecord:
         self.file = state_dir / "sysctl.json"
 
     def load(self) -> dict[str, dict]:
+        """The record; entries vnet would never have written (another path, a malformed value)
+        are left out: they are not vnet's to restore."""
         try:
-            return json.loads(self.file.read_text())
+            data = json.loads(self.file.read_text())
         except FileNotFoundError:
             return {}
+        except ValueError:
+            return {}
+        return {k: e for k, e in (data.items() if isinstance(data, dict) else ()) if _sane(k, e)}
 
     def save(self, data: dict[str, dict]) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +72,15 @@ class SysctlRecord:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(self.file)
+
+
+def _sane(key: str, entry) -> bool:
+    try:
+        checked(entry["path"])
+        return (isinstance(entry["ns"], str) and isinstance(entry["before"], str) and re.fullmatch(r"-?[0-9]{1,10}", entry["before"])
+                and key == ns_key(entry["ns"], entry["path"]))
+    except (VnetError, KeyError, TypeError):
+        return False
 
 
 def observe(nss: Namespaces, record: SysctlRecord) -> list[Resource]:

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from vnet import names
 from vnet.desired import desired
 from vnet.drivers import kvm, sysctl
 from vnet.drivers.ns import Namespaces
+from vnet.engine import statedir
 from vnet.engine.journal import Journal
 from vnet.engine.lock import Claim, Claims, LockTimeout, flock
 from vnet.engine.recovery import recover
@@ -84,7 +86,8 @@ class Engine:
     def __init__(self, topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR):
         self.topology = topology
         self.netns = netns
-        self.state_root = Path(state_dir)
+        self.state_base = statedir.secure(state_dir, create=has_net_admin())
+        self.state_root = statedir.target_root(self.state_base, netns)  # this target's topologies
         self.state = self.state_root / topology
         self.record = sysctl.SysctlRecord(self.state)
         self.journal = Journal(self.state / "journal.jsonl")
@@ -96,7 +99,7 @@ class Engine:
 
     def observe(self, nss: Namespaces, topo: Topology | None = None, extra_netns: tuple[str, ...] = ()) -> Observation:
         borrowed = tuple(ep.netns for ep in (topo.endpoints.values() if topo else ()) if isinstance(ep, NetnsSpec) and ep.netns)
-        return observe(nss, self.topology, self.state, borrowed + extra_netns)
+        return observe(nss, self.topology, self.state, borrowed + extra_netns, names.target_id(self.netns))
 
     def facts(self, topo: Topology, obs: Observation) -> HostFacts:
         wants_kvm = any(vm.accel == "auto" for vm in topo.vms.values())
@@ -108,26 +111,27 @@ class Engine:
             state=self.state,
             tiny_guest=self._tiny_guest() if any(vm.image == "tiny" for vm in topo.vms.values()) else None,
             iptables=obs.filter,
+            target=names.target_id(self.netns),
         )
 
     def _tiny_guest(self) -> tuple[str, str]:
         from vnet import guest
 
-        return str(guest.kernel_path()), str(guest.build_initrd(self.state_root / "guest"))
+        return str(guest.kernel_path()), str(guest.build_initrd(self.state_base / "guest"))
 
-    def _plan(self, nss: Namespaces, topo: Topology) -> Planned:
+    def _plan(self, nss: Namespaces, topo: Topology, source: str | None = None) -> Planned:
         obs = self.observe(nss, topo)
         facts = self.facts(topo, obs)
         want = desired(topo, facts)
-        problems = check(topo, obs, want, facts) + self.claims.problems(topo, obs)
+        problems = check(topo, obs, want, facts) + self.claims.problems(topo, obs) + self.claims.identity_problems(source, obs)
         if problems:
             raise ClashError(problems)
         return Planned(topo.name, diff(want, obs.owned), want, obs)
 
-    def plan(self, topo: Topology) -> Planned:
+    def plan(self, topo: Topology, source: str | None = None) -> Planned:
         note = self._recover_if_needed()
         with Namespaces(self.netns) as nss:
-            planned = self._plan(nss, topo)
+            planned = self._plan(nss, topo, source)
         planned.recovered = note
         return planned
 
@@ -146,7 +150,7 @@ class Engine:
 
     def _host_locked(self):
         """Short lock per target namespace: claims and shared host state change under it."""
-        return flock(self.state_root / f".netns-{self.netns or '@'}.lock", f"namespace {self.netns or '(current)'}")
+        return flock(self.state_root / ".target.lock", f"namespace {self.netns or '(current)'}")
 
     def _runner(self, nss: Namespaces) -> Runner:
         ctx = Ctx(nss=nss, topology=self.topology, state=self.state, state_root=self.state_root, record=self.record,
@@ -155,14 +159,16 @@ class Engine:
 
     # --- changing ---------------------------------------------------------------------------
 
-    def apply(self, topo: Topology) -> list[Action]:
+    def apply(self, topo: Topology, source: str | None = None, force: bool = False) -> list[Action]:
+        """Make the target hold `topo`. `source`, the file it came from, is its identity here:
+        another file under the same name is refused unless `force`."""
         require_net_admin("apply")
         with self._locked(), Namespaces(self.netns) as nss:
             self._recover(nss)
             with self._host_locked():
-                planned = self._plan(nss, topo)
+                planned = self._plan(nss, topo, None if force else source)
                 had_claim = self.claims.file(self.topology).exists()
-                self.claims.write(Claim.of(topo, self.netns))
+                self.claims.write(Claim.of(topo, self.netns, source))
             planned.actions = self._born_with_uplink_mac(planned.actions, planned.observation)
             try:
                 self._runner(nss).run(planned.actions)

@@ -92,10 +92,11 @@ class Claim:
     subnets: dict[str, str] = field(default_factory=dict)  # network → subnet
     bridges: dict[str, str] = field(default_factory=dict)  # network → bridge
     uplinks: dict[str, str] = field(default_factory=dict)  # network → NIC (bridged)
+    source: str | None = None  # the file it was applied from, when known
 
     @classmethod
-    def of(cls, topo: Topology, netns: str | None) -> Claim:
-        c = cls(netns or "")
+    def of(cls, topo: Topology, netns: str | None, source: str | None = None) -> Claim:
+        c = cls(netns or "", source=source)
         for net_name, net in topo.networks.items():
             c.bridges[net_name] = bridge_name(topo, net_name)
             if net.mode in ("host", "nat") and net.subnet:
@@ -119,7 +120,7 @@ class Claims:
     def read(self, topology: str) -> Claim | None:
         try:
             data = json.loads(self.file(topology).read_text())
-            return Claim(data["netns"], data["subnets"], data["bridges"], data["uplinks"])
+            return Claim(data["netns"], data["subnets"], data["bridges"], data["uplinks"], data.get("source"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -149,6 +150,17 @@ class Claims:
             claim = self.read(d.name)
             if claim is not None and claim.netns == self.netns and (obs is None or self.alive(d.name, obs)):
                 yield d.name, claim
+
+    def identity_problems(self, source: str | None, obs) -> list[Problem]:
+        """A topology's name is not its identity: another file that happens to use the same
+        `name:` must not take over (and delete) what the first one built here."""
+        mine = self.read(self.topology)
+        if source is None or mine is None or mine.source is None or mine.source == source:
+            return []
+        if not self.alive(self.topology, obs):
+            return []  # nothing of it left here: a stale claim
+        return [Problem("name", f"topology {self.topology!r} in this namespace was applied from {mine.source}, not from {source}",
+                        f"give this file another name:, destroy {self.topology} first, or pass --force to take it over")]
 
     def problems(self, topo: Topology, obs) -> list[Problem]:
         mine = Claim.of(topo, self.netns)

@@ -18,7 +18,7 @@ class Netns(Kind):
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         return [
-            make("netns", endpoint_netns(topo, ep_name), mark=names.link_mark(topo.name, "netns", ep_name))
+            make("netns", endpoint_netns(topo, ep_name), mark=names.netns_mark(topo.name, ep_name, facts.target))
             for ep_name, ep in topo.endpoints.items()
             if isinstance(ep, NetnsSpec) and ep.netns is None  # a borrowed namespace is not vnet's
         ]
@@ -33,6 +33,11 @@ class Netns(Kind):
         netlink.delete_netns(ctx.nss, r)
 
     def sweep(self, ctx: Ctx, r: Resource, obs) -> None:
+        if nsmod.half_made(r.key):
+            # killed between making the file and mounting the namespace on it: the file is all
+            # there is, and left alone it would make every later setns() on the name fail
+            nsmod.remove(r.key)
+            return
         if nsmod.exists(r.key) and r.id not in obs.owned:
             from vnet.observe import read_links
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from vnet import dnsconf, names
 from vnet.drivers import dnsmasq, process
+from vnet.errors import VnetError
 from vnet.facts import HostFacts, bridge_name
 from vnet.kinds.address import address
 from vnet.kinds.base import Ctx, Kind
@@ -28,7 +29,7 @@ class Service(Kind):
             addr = addressing(topo, net_name)
             if net.mode == "isolated":
                 ns = names.service_netns(t, net_name)
-                out.append(make("netns", ns, mark=names.link_mark(t, "netns", f"svc-{net_name}")))
+                out.append(make("netns", ns, mark=names.netns_mark(t, f"svc-{net_name}", facts.target)))
                 out.append(
                     make(
                         "veth",
@@ -56,6 +57,8 @@ class Service(Kind):
             obs.add(r)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
+        if ctx.undoing:
+            restorable(r.get("config"))
         dnsmasq.create(ctx.nss, ctx.state, r)
 
     def delete(self, ctx: Ctx, r: Resource) -> None:
@@ -64,6 +67,19 @@ class Service(Kind):
     def sweep(self, ctx: Ctx, r: Resource, obs) -> None:
         # started, but killed before its pid file was read back: find it by its config path
         process.kill_named(str(dnsconf.files(ctx.state, r.get("network"))["conf"]))
+
+
+# dnsmasq options that run a program or read more configuration: never in a config that vnet puts
+# back from its records (undo, recovery), which it reads from the state directory
+_UNSAFE = ("dhcp-script", "dhcp-luascript", "script-arp", "conf-file", "conf-dir", "conf-script", "servers-file", "user", "group")
+
+
+def restorable(config: str | None) -> str:
+    for line in (config or "").splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key in _UNSAFE:
+            raise VnetError(f"refusing to restart dnsmasq from a recorded config that sets {key}: run `vnet apply` to start it from the topology")
+    return config or ""
 
 
 KINDS = (Service(),)

@@ -39,6 +39,12 @@ class Vm(Kind):
             obs.add(r)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
+        if ctx.undoing:
+            # putting back a VM that a failed or killed run stopped would mean running a command
+            # line read from the state directory: vnet runs only the ones it derives from a
+            # topology file, so the guest stays stopped until the next apply
+            ctx.log(f"VM {r.key} was stopped and stays stopped: `vnet apply` the topology to start it again")
+            return
         qemu.create(ctx.nss, ctx.state, r)
 
     def delete(self, ctx: Ctx, r: Resource) -> None:
