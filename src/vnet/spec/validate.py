@@ -746,8 +746,32 @@ def _names(topo: Topology, add) -> None:
             ns = names.service_netns(topo.name, net_name)
             if ns in taken_ns:
                 add(Problem(f"endpoints.{taken_ns[ns]}", f"its namespace {ns} is the one serving networks.{net_name}", "rename the endpoint"))
-    from vnet.dnsconf import hostname, nic_hostname  # here: dnsconf and qemuargs import the spec
+    from vnet.dnsconf import DHCP_KEYWORDS, GATEWAY_NAME, hostname, nic_hostname  # here: dnsconf and qemuargs import the spec
     from vnet.qemuargs import nic_mac
+
+    # names that become DHCP/DNS names: none may be a word dnsmasq reads as a keyword, and none
+    # may take the gateway's DNS name on a network that has a gateway
+    def dns_name_ok(name: str, path: str, net_name: str | None) -> None:
+        if name in DHCP_KEYWORDS:
+            add(Problem(path, f"{name!r} is a keyword to dnsmasq ({', '.join(sorted(DHCP_KEYWORDS))}), not a host name", "choose another name"))
+        elif net_name is not None and name == GATEWAY_NAME and topo.networks[net_name].mode in ("host", "nat"):
+            add(Problem(path, f"{GATEWAY_NAME!r} is the DNS name of networks.{net_name}'s gateway", f"choose another name; {GATEWAY_NAME}.<domain> always answers with the gateway's address"))
+
+    for ep_name, ep in topo.endpoints.items():
+        network = getattr(ep, "network", None)
+        if network is not None:
+            dns_name_ok(hostname(ep_name), f"endpoints.{ep_name}", network if network in topo.networks else None)
+    for vm_name, vm in topo.vms.items():
+        for i, nic in enumerate(vm.nics):
+            dns_name_ok(nic_hostname(vm_name, i), f"vms.{vm_name}" if i == 0 else f"vms.{vm_name}.nics.{i}", nic.network if nic.network in topo.networks else None)
+    for net_name, net in topo.networks.items():
+        for i, h in enumerate(net.dhcp.hosts if net.dhcp else ()):
+            if h.name:
+                dns_name_ok(hostname(h.name), f"networks.{net_name}.dhcp.hosts.{i}.name", net_name)
+        if net.dns is not None and net.mode in ("host", "nat"):
+            for rec in net.dns.records:
+                if rec in (GATEWAY_NAME, f"{GATEWAY_NAME}.{net.dns.domain}"):
+                    add(Problem(f"networks.{net_name}.dns.records.{rec}", "is the gateway's own DNS name", "choose another name"))
 
     for net_name in topo.networks:
         seen: dict[str, str] = {}
