@@ -132,6 +132,7 @@ def test_huge_integers_are_a_problem_not_a_traceback(value):
 def test_huge_port_numbers_are_a_problem_not_a_traceback():
     ps = problems(f"name: t\nnetworks:\n  a: {{mode: nat, subnet: 10.0.0.0/24, forwards: [{{port: '{'9' * 5000}', to: 10.0.0.5}}]}}\n")
     assert [p.path for p in ps] == ["networks.a.forwards.0.port"]
+    assert "limit" not in ps[0].message and "1-65535" in ps[0].message  # not Python's int limit
 
 
 def test_an_impossible_date_is_a_problem_not_a_traceback():
@@ -276,3 +277,11 @@ def test_validate_says_host_checks_happen_at_plan():
     topo = load_text("name: t\nnetworks:\n  a: {mode: nat, subnet: 10.0.0.0/24, uplink: eth9}\n")
     line = spec.summary("t.yaml", topo)
     assert line.startswith("t.yaml: valid (1 networks, 0 endpoints, 0 VMs)") and "`vnet plan`" in line and "uplink" in line
+
+
+def test_an_unknown_key_leaves_the_rest_of_its_entry_checked():
+    ps = problems(
+        "name: t\nnetworks:\n  a: {mode: nat, subnet: 10.0.0.0/24, lease: 1h}\n  b: {mode: host, subnet: 10.0.0.0/25}\n"
+        "endpoints:\n  y: {kind: tun, network: b, address: 10.0.0.200/30}\n  gateway: {kind: netns, network: a}\n"
+    )
+    assert [p.path for p in ps] == ["networks.a.lease", "endpoints.y.network", "networks.b.subnet", "endpoints.y.address", "endpoints.gateway"]

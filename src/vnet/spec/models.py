@@ -193,8 +193,8 @@ def rate_bits(value: str) -> int:
 
 def _port_range(value: int | str) -> int | str:
     lo, dash, hi = str(value).partition("-")
-    if not lo.isdigit() or (dash and not hi.isdigit()):
-        raise ValueError("write a port number or a range like 5000-5010")
+    if not lo.isdigit() or (dash and not hi.isdigit()) or len(lo) > 5 or len(hi) > 5:
+        raise ValueError("write a port number (1-65535) or a range like 5000-5010")
     a, b = int(lo), int(hi or lo)
     if not (1 <= a <= b <= 65535):
         raise ValueError("ports are 1-65535, the lower first")

@@ -360,6 +360,14 @@ def _salvage(data: dict, errors: list[dict], dropped: set[tuple], broken: set[st
         parts, _ = _user_path(data, err["loc"], keep_last=False)
         if not parts:
             continue
+        if err["type"] == "extra_forbidden" and len(parts) > 1:  # an unknown key means nothing: only it goes
+            holder = data
+            for key in parts[:-1]:
+                holder = holder[key] if isinstance(holder, (dict, list)) else None
+            if isinstance(holder, dict):
+                holder.pop(parts[-1], None)
+                dropped.add(parts)
+                continue
         top = parts[0]
         if top == "name":
             data["name"] = _PLACEHOLDER_NAME
