@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from vnet.spec.models import Topology
 
 
+# Words dnsmasq reads as keywords, not as a host name, in a `dhcp-host=` line (`ignore` refuses the
+# client, `infinite` is a lease time; `set:`/`tag:`/`id:` need a ':' that no vnet name has). A
+# name equal to one of them is refused by validation: dnsmasq has no quoting to escape it.
+DHCP_KEYWORDS = frozenset({"ignore", "infinite"})
+GATEWAY_NAME = "gateway"  # the DNS name of a host or nat network's gateway: gateway.<domain>
+
+
 def hostname(name: str) -> str:
     return name.replace("_", "-")  # topology names allow '_', DNS labels do not
 
@@ -62,7 +69,7 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
                 ip = ipaddress.IPv4Interface(ep.address).ip
                 lines.append(f"host-record={hostname(ep_name)}.{domain},{hostname(ep_name)},{ip}")
         if addr.gateway is not None:
-            lines.append(f"host-record=gateway.{domain},gateway,{addr.gateway}")
+            lines.append(f"host-record={GATEWAY_NAME}.{domain},{GATEWAY_NAME},{addr.gateway}")
         for rec_name, ip in net.dns.records.items():
             lines.append(f"host-record={rec_name},{ip}")
 

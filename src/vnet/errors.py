@@ -38,6 +38,17 @@ class ClashError(SpecError):
     """The topology does not fit the host: a name taken by something vnet did not make (or by
     another topology), a missing uplink, a subnet that collides with a host route."""
 
+    def __init__(self, problems: list[Problem]):
+        # the host checks and the claims of other topologies may both see one clash (another
+        # topology's bridge exists, and is claimed): it is reported once, by the first that saw it
+        seen: set[str] = set()
+        once = []
+        for p in problems:
+            if p.path not in seen or not p.path:
+                once.append(p)
+            seen.add(p.path)
+        super().__init__(once)
+
 
 class NotPermitted(VnetError):
     """The command needs privileges the caller does not have."""

@@ -21,6 +21,13 @@ def _owner_text(mark) -> str:
     return f"topology {mark[0]!r}" if mark else "something vnet did not make"
 
 
+def _clash_fix(mark, what: str) -> str:
+    """Another topology's object goes away with that topology; a foreign one is the user's."""
+    if mark:
+        return f"destroy topology {mark[0]} first (`vnet destroy` with its file), or choose another {what}"
+    return f"choose another {what}, or remove that {'interface' if what == 'name' else what}"
+
+
 def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFacts) -> list[Problem]:
     problems: list[Problem] = []
     add = problems.append
@@ -33,14 +40,17 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
             if name:
                 path_of.setdefault(name, f"endpoints.{ep_name}")
 
+    clashed: set[str] = set()  # links reported taken: a route through one is the same clash
     for r in want:
         if r.kind in ("bridge", "tap", "veth"):
             li = obs.links.get(r.key)
             if li is not None and (not li.mark or li.mark[0] != t):
-                add(Problem(path_of.get(r.key, r.key), f"interface {r.key} exists already and belongs to {_owner_text(li.mark)}", "choose another name, or remove that interface"))
+                clashed.add(r.key)
+                add(Problem(path_of.get(r.key, r.key), f"interface {r.key} exists already and belongs to {_owner_text(li.mark)}", _clash_fix(li.mark, "name")))
         if r.kind == "netns" and r.key in obs.namespaces and obs.namespaces[r.key] != t:
             owner = obs.namespaces[r.key]
-            add(Problem(f"endpoints.{r.get('mark').split(':')[3]}", f"network namespace {r.key} exists and belongs to {_owner_text((owner,) if owner else None)}", "set netns: to borrow it, or remove it"))
+            fix = f"destroy topology {owner} first (`vnet destroy` with its file), or rename this endpoint" if owner else "set netns: to borrow it, or remove it"
+            add(Problem(f"endpoints.{r.get('mark').split(':')[3]}", f"network namespace {r.key} exists and belongs to {_owner_text((owner,) if owner else None)}", fix))
 
     for ep_name, ep in topo.endpoints.items():
         if isinstance(ep, NetnsSpec) and ep.netns and not nsmod.exists(ep.netns):
@@ -68,7 +78,7 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
         if net.subnet:
             subnet = ipaddress.IPv4Network(net.subnet)
             for dst, dev in obs.routes:
-                if dev in owned_bridges:
+                if dev in owned_bridges or dev in clashed:
                     continue
                 if dst.overlaps(subnet):
                     li = obs.links.get(dev) if dev else None

@@ -13,6 +13,7 @@ firewall the internet could open connections to vnet's networks — the tests pr
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -94,7 +95,21 @@ def _wait_listening(ns: str, port: int, proto: str = "t", timeout: float = 5.0) 
     raise VnetError(f"sandbox: nothing listens on port {port} in {ns}")
 
 
+_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def check_name(name: str) -> str:
+    """A sandbox name becomes namespace names and a directory under the state directory: a
+    plain word, so that no name (`../../victim`, `a/b`) reaches outside them."""
+    if not _NAME_RE.fullmatch(name):
+        raise VnetError(
+            f"sandbox name {name!r} is not valid — use lower-case letters, digits, '_' or '-', starting with a letter, at most 32 characters"
+        )
+    return name
+
+
 def create(name: str, state_dir: Path | str = DEFAULT_STATE_DIR, host_dhcp: bool = False) -> Sandbox:
+    check_name(name)
     require_net_admin("sandbox create")
     sb = Sandbox(name, Path(state_dir) / "sandbox" / name)
     taken = [n for n in sb.namespaces if nsmod.exists(n)]
@@ -194,6 +209,7 @@ def destroy_topologies(host: str, state_dir: Path | str) -> list[str]:
 
 
 def destroy(name: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> None:
+    check_name(name)
     require_net_admin("sandbox destroy")
     sb = Sandbox(name, Path(state_dir) / "sandbox" / name)
     destroy_topologies(sb.host, state_dir)

@@ -149,7 +149,7 @@ def test_unknown_endpoint_key_path_has_no_discriminator():
 
 def test_unknown_endpoint_kind():
     ps = problems(topo(endpoints={"vm": {"kind": "vhost"}}))
-    assert [p.path for p in ps] == ["endpoints.vm"]
+    assert [p.path for p in ps] == ["endpoints.vm.kind"]
     assert "kind" in ps[0].fix
 
 
@@ -255,8 +255,10 @@ def test_overlapping_subnets_are_all_reported_in_one_run():
     )
     ps = problems(data)
     overlaps = [p for p in ps if "overlaps" in p.message]
-    assert [p.path for p in overlaps] == ["networks.lan1.subnet", "networks.lan2.subnet", "networks.lan2.subnet"]
+    # each clash once: lan2 names both networks it overlaps, in the file's order
+    assert [p.path for p in overlaps] == ["networks.lan1.subnet", "networks.lan2.subnet"]
     assert "networks.lan0.subnet" in overlaps[0].message
+    assert re.search(r"networks\.lan0\.subnet .*, networks\.lan1\.subnet", overlaps[1].message)
     assert not any("lan3" in p.path for p in ps)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +89,34 @@ def leases(state: Path) -> list[Lease]:
     out = []
     for path in sorted(state.glob("dnsmasq-*.leases")):
         network = path.name[len("dnsmasq-") : -len(".leases")]
-        for line in path.read_text().splitlines():
-            fields = line.split()
-            if len(fields) >= 4:
-                out.append(Lease(network, fields[1], fields[2], "" if fields[3] == "*" else fields[3], int(fields[0])))
+        try:
+            text = path.read_bytes().decode(errors="replace")
+        except OSError:
+            continue  # removed while read (a destroy), or unreadable: no leases to show
+        for line in text.splitlines():
+            lease = parse_lease(network, line)
+            if lease is not None:
+                out.append(lease)
     return out
+
+
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def parse_lease(network: str, line: str) -> Lease | None:
+    """One line of a dnsmasq lease file (`expiry mac address name client-id`), or None for a line
+    that is not an IPv4 lease (a DHCPv6 `duid` line, a line cut short, anything malformed)."""
+    fields = line.split()
+    if len(fields) < 4 or not fields[0].isdigit() or len(fields[0]) > 12:
+        return None
+    mac = fields[1].lower()
+    if not _MAC_RE.fullmatch(mac):
+        return None
+    try:
+        address = str(ipaddress.IPv4Address(fields[2]))
+    except ValueError:
+        return None
+    name = "" if fields[3] == "*" else fields[3]
+    if not name.isprintable():
+        name = name.encode("unicode_escape").decode()
+    return Lease(network, mac, address, name, int(fields[0]))

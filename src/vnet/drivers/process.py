@@ -1,13 +1,19 @@
 """Daemons vnet supervises (dnsmasq, QEMU): started in a namespace, known by pid file.
 
-A pid file alone can lie (a crashed daemon's pid reused by another process), so a process counts
-as vnet's only while its command line still names a path unique to the topology under vnet's
-state directory (its pid file, or its config file). Anything else is never signalled.
+A pid file alone can lie (a crashed daemon's pid reused by another process, or a file someone
+wrote), so vnet records who it started in an identity file beside it (`<marker>.ident`): the
+program's executable before it starts, then the daemon's pid, its start time (field 22 of
+/proc/PID/stat) and the boot it started in. A process counts as vnet's only while all of these
+still match, and its command line still names the marker (a path unique to the daemon under
+vnet's state directory). Anything else — a pid file without an identity, a pid now held by
+another program — is never signalled.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -23,21 +29,82 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+    except OSError:
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot: with the pid, it names one process."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def ident_file(pidfile: Path, marker: Path | str | None = None) -> Path:
+    return Path(f"{marker or pidfile}.ident")
+
+
+def _read_ident(path: Path) -> dict | None:
+    try:
+        ident = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return ident if isinstance(ident, dict) and isinstance(ident.get("exe"), str) else None
+
+
+def _write_ident(path: Path, ident: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(ident))
+    tmp.replace(path)
+
+
+def _program(argv0: str) -> str:
+    found = shutil.which(argv0)
+    if found is None:
+        raise VnetError(f"{argv0} is not installed (not found in PATH)")
+    return os.path.realpath(found)
+
+
+def is_ours(pid: int, ident: dict | None, marker: str) -> bool:
+    """Whether `pid` is the process `ident` records (or, before its pid was recorded, a process
+    of the recorded executable whose command line names `marker`)."""
+    if ident is None or pid <= 0 or pid == os.getpid():
+        return False
+    if _exe(pid) != ident["exe"] or not any(marker in arg for arg in _cmdline(pid)):
+        return False
+    if "pid" in ident:
+        return ident["pid"] == pid and ident.get("start") == start_time(pid) and ident.get("boot") == _boot_id()
+    return True
+
+
 def running(pidfile: Path, marker: Path | None = None) -> int | None:
-    """The pid of the daemon that owns `pidfile`, or None if it is not running. `marker` is the
-    path its command line must name (default: the pid file itself)."""
+    """The pid of the daemon that owns `pidfile`, or None if it is not running (or the pid file
+    names a process vnet did not start). `marker` is the path its command line must name
+    (default: the pid file itself)."""
     try:
         pid = int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    if any(str(marker or pidfile) in arg for arg in _cmdline(pid)):
-        return pid
-    return None
+    return pid if is_ours(pid, _read_ident(ident_file(pidfile, marker)), str(marker or pidfile)) else None
 
 
 def start(ns: Namespace, argv: list[str], pidfile: Path, marker: Path | None = None, timeout: float = 10.0) -> int:
-    """Run a self-daemonizing program in `ns`; wait until its pid file names a live process."""
+    """Run a self-daemonizing program in `ns`; wait until its pid file names a live process, and
+    record that process's identity."""
     pidfile.unlink(missing_ok=True)
+    ident = ident_file(pidfile, marker)
+    _write_ident(ident, {"exe": _program(argv[0])})  # before it runs: a step cut short still knows what it started
     proc = ns.run(argv, check=False)
     if proc.returncode != 0:
         raise VnetError(f"{Path(argv[0]).name} did not start: {(proc.stderr or proc.stdout).strip() or f'exit {proc.returncode}'}")
@@ -45,6 +112,8 @@ def start(ns: Namespace, argv: list[str], pidfile: Path, marker: Path | None = N
     while time.monotonic() < deadline:
         pid = running(pidfile, marker)
         if pid is not None:
+            started = start_time(pid)
+            _write_ident(ident, {**_read_ident(ident), "pid": pid, "start": started, "boot": _boot_id()})  # type: ignore[dict-item]
             return pid
         time.sleep(0.02)
     stop(pidfile, marker)
@@ -56,6 +125,7 @@ def stop(pidfile: Path, marker: Path | None = None, timeout: float = 5.0) -> Non
     if pid is not None:
         stop_pids([pid], timeout)
     pidfile.unlink(missing_ok=True)
+    ident_file(pidfile, marker).unlink(missing_ok=True)
 
 
 def is_gone(pid: int) -> bool:
@@ -101,10 +171,11 @@ def stop_pids(pids: list[int], timeout: float = 5.0, group: bool = False) -> Non
 
 def kill_named(marker: str, timeout: float = 5.0) -> None:
     """Stop the processes whose command line names `marker` (a path under vnet's state directory,
-    unique to one daemon of one topology): a daemon started by a step cut short, pid file or not."""
-    pids = [
-        int(proc.name)
-        for proc in Path("/proc").iterdir()
-        if proc.name.isdigit() and int(proc.name) != os.getpid() and any(marker in arg for arg in _cmdline(int(proc.name)))
-    ]
+    unique to one daemon of one topology) and that run the program vnet recorded for it: a daemon
+    started by a step cut short, pid file or not. Without a record, nothing is signalled."""
+    ident = _read_ident(ident_file(Path(marker)))
+    if ident is None:
+        return
+    intent = {"exe": ident["exe"]}  # any process of that program naming the marker, recorded pid or not
+    pids = [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit() and is_ours(int(proc.name), intent, marker)]
     stop_pids(pids, timeout)

@@ -55,6 +55,28 @@ def _network(value: str) -> str:
     return str(net)
 
 
+# ranges no network of vnet's can use: what each is, for the message
+_RESERVED = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), "0.0.0.0/8 means \"this network\" and is never routed"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "127.0.0.0/8 is loopback"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "169.254.0.0/16 is link-local"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "224.0.0.0/4 is multicast"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "240.0.0.0/4 is reserved (class E) and the broadcast address"),
+)
+_USABLE_HINT = "use a private range such as 10.x, 172.16-31.x or 192.168.x"
+
+
+def _usable(net: ipaddress.IPv4Network) -> None:
+    for reserved, what in _RESERVED:
+        if net.overlaps(reserved):
+            raise ValueError(f"{net} is not usable: {what}; {_USABLE_HINT}")
+
+
+def _subnet(value: str) -> str:
+    _usable(ipaddress.IPv4Network(value))
+    return value
+
+
 def _interface(value: str) -> str:
     try:
         iface = ipaddress.IPv4Interface(value)
@@ -62,6 +84,7 @@ def _interface(value: str) -> str:
         raise ValueError("is not an IPv4 address with prefix like 192.168.10.5/24") from None
     if "/" not in value:
         raise ValueError("needs a prefix length, like 192.168.10.5/24")
+    _usable(iface.network)
     return str(iface)
 
 
@@ -78,18 +101,43 @@ def _reject_bool(value: object) -> object:
     return value
 
 
+MAX_ID = 2**32 - 2  # uid_t/gid_t are 32 bits; 2**32-1 is (uid_t)-1, "no change" to chown
+
+
 def _user(value: str | int) -> str:
     if isinstance(value, bool):  # YAML `yes`/`no` must not become uid 1 / uid 0 (root)
         raise ValueError("is a boolean; write a user or group name or number")
     value = str(value)
-    if not _USER_RE.fullmatch(value):
+    if not _USER_RE.fullmatch(value) or len(value) > 32:
         raise ValueError("is not a user or group name or number")
+    if value.isdigit() and int(value) > MAX_ID:
+        raise ValueError(f"is not a valid id; user and group ids go from 0 to {MAX_ID}")
+    return value
+
+
+PATH_MAX = 4096
+
+
+def _path(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("contains a NUL byte; no path can")
+    if not value.strip():
+        raise ValueError("is empty; write a path")
+    if len(value.encode()) >= PATH_MAX:
+        raise ValueError(f"is longer than {PATH_MAX - 1} bytes, the longest path Linux opens")
+    return value
+
+
+def _text(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("contains a NUL byte; no program argument can")
     return value
 
 
 _DURATION_RE = re.compile(r"[1-9][0-9]{0,6}[smhd]?|infinite")
 _LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _SIZE_RE = re.compile(r"[1-9][0-9]{0,6}[MG]")
+MIN_MEMORY_MIB, MAX_MEMORY_MIB = 16, 1024 * 1024  # 16M (no kernel boots in less) to 1024G
 
 
 def _duration(value: str) -> str:
@@ -117,7 +165,13 @@ def _domain(value: str) -> str:
 def _size(value: str) -> str:
     if not _SIZE_RE.fullmatch(value):
         raise ValueError("write a size like 256M or 2G")
+    if not MIN_MEMORY_MIB <= memory_mib(value) <= MAX_MEMORY_MIB:
+        raise ValueError(f"{value} is out of range; guest memory goes from {MIN_MEMORY_MIB}M to {MAX_MEMORY_MIB // 1024}G")
     return value
+
+
+def memory_mib(value: str) -> int:
+    return int(value[:-1]) * (1024 if value[-1] == "G" else 1)
 
 
 _RATE_RE = re.compile(r"([1-9][0-9]{0,6})(kbit|mbit|gbit)")
@@ -139,8 +193,8 @@ def rate_bits(value: str) -> int:
 
 def _port_range(value: int | str) -> int | str:
     lo, dash, hi = str(value).partition("-")
-    if not lo.isdigit() or (dash and not hi.isdigit()):
-        raise ValueError("write a port number or a range like 5000-5010")
+    if not lo.isdigit() or (dash and not hi.isdigit()) or len(lo) > 5 or len(hi) > 5:
+        raise ValueError("write a port number (1-65535) or a range like 5000-5010")
     a, b = int(lo), int(hi or lo)
     if not (1 <= a <= b <= 65535):
         raise ValueError("ports are 1-65535, the lower first")
@@ -178,6 +232,8 @@ IfName = Annotated[str, AfterValidator(_ifname)]
 Name = Annotated[str, AfterValidator(_name)]
 Mac = Annotated[str, AfterValidator(_mac)]
 Network = Annotated[str, AfterValidator(_network)]
+Subnet = Annotated[str, AfterValidator(_network), AfterValidator(_subnet)]
+FilePath = Annotated[str, AfterValidator(_path)]
 Interface = Annotated[str, AfterValidator(_interface)]
 Address = Annotated[str, AfterValidator(_address)]
 Principal = Annotated[str | int, BeforeValidator(_reject_bool), AfterValidator(_user)]
@@ -243,7 +299,7 @@ class NetworkSpec(Strict):
         "bridged: the uplink NIC joins the bridge"
     )
     bridge: IfName | None = Field(None, description="bridge name; default derived from topology and network")
-    subnet: Network | None = Field(None, description="IPv4 subnet of the network (host, nat: required)")
+    subnet: Subnet | None = Field(None, description="IPv4 subnet of the network (host, nat: required)")
     address: Address | None = Field(None, description="the bridge's address (host, nat); default the subnet's first")
     uplink: IfName | None = Field(
         None, description="nat: egress interface (default: the default route's); bridged: the NIC that joins"
@@ -310,10 +366,10 @@ class VmSpec(Strict):
     image: Literal["tiny"] | None = Field(
         None, description="tiny: vnet's built-in test guest (Debian cloud kernel + busybox, DHCP client, command agent)"
     )
-    kernel: str | None = Field(None, description="path to a kernel to boot directly (with initrd, append)")
-    initrd: str | None = None
-    append: str | None = Field(None, description="kernel command line")
-    disk: str | None = Field(None, description="path to a disk image (qcow2 or raw) to boot from")
+    kernel: FilePath | None = Field(None, description="path to a kernel to boot directly (with initrd, append)")
+    initrd: FilePath | None = None
+    append: Annotated[str, AfterValidator(_text)] | None = Field(None, description="kernel command line")
+    disk: FilePath | None = Field(None, description="path to a disk image (qcow2 or raw) to boot from")
     memory: Annotated[str, AfterValidator(_size)] = Field("256M", description="guest memory, e.g. 256M or 1G")
     cpus: int = Field(1, ge=1, le=64)
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM where it works, else software")

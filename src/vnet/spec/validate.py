@@ -7,15 +7,19 @@ the topology is applied to (uplinks exist, subnets do not collide with host rout
 
 from __future__ import annotations
 
+import copy
+import difflib
 import grp
 import ipaddress
 import pwd
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vnet import names
 from vnet.errors import Problem, SpecError
@@ -27,12 +31,19 @@ MAX_FILE_BYTES = 1 << 20
 MAX_NESTING = 64  # a topology is a handful of levels deep
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+MAX_INT_DIGITS = 20  # no number in a topology is longer; Python refuses past 4300 digits
+
+
 class _NoDuplicateKeys:
-    """Rejects duplicate keys and keys that are not plain values, whichever parser runs."""
+    """Rejects duplicate keys and keys that are not plain values, whichever parser runs. Keys are
+    taken as written: `yes:` is the name "yes", not True (YAML 1.1 would make it a boolean)."""
 
     def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
         seen = set()
         for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key_node.tag = _STR_TAG  # every key of a topology is a name
             key = self.construct_object(key_node, deep=deep)  # type: ignore[attr-defined]
             try:
                 hash(key)
@@ -47,14 +58,33 @@ class _NoDuplicateKeys:
             seen.add(key)
         return super().construct_mapping(node, deep=deep)  # type: ignore[misc]
 
+    def construct_yaml_int(self, node):  # type: ignore[no-untyped-def]
+        digits = sum(c.isalnum() for c in node.value)
+        if digits > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of {digits} digits; no value in a topology has more than {MAX_INT_DIGITS}", node.start_mark
+            )
+        return super().construct_yaml_int(node)  # type: ignore[misc]
+
 
 class _PyStrictLoader(_NoDuplicateKeys, yaml.SafeLoader):
     """Pure Python, where PyYAML was built without libyaml."""
 
 
+def _as_written(loader, node):  # type: ignore[no-untyped-def]
+    return str(node.value)  # a date-like value is text to vnet (and 2001-13-45 must not crash the parser)
+
+
+_PyStrictLoader.add_constructor("tag:yaml.org,2002:int", _NoDuplicateKeys.construct_yaml_int)
+_PyStrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _as_written)
+
+
 _CSafeLoader = getattr(yaml, "CSafeLoader", None)
 # libyaml where PyYAML has it: a sixth of the time of the pure-Python parser
 _Loader = type("_CStrictLoader", (_NoDuplicateKeys, _CSafeLoader), {}) if _CSafeLoader else _PyStrictLoader
+if _Loader is not _PyStrictLoader:
+    _Loader.add_constructor("tag:yaml.org,2002:int", _NoDuplicateKeys.construct_yaml_int)
+    _Loader.add_constructor("tag:yaml.org,2002:timestamp", _as_written)
 
 
 def _screen(text: str, loader: type) -> None:
@@ -89,32 +119,298 @@ def parse_yaml(text: str) -> Any:
         raise SpecError([Problem("", "nesting is too deep", "a topology is a few levels deep")]) from None
 
 
-def _path(loc: tuple) -> str:
-    # pydantic puts the endpoint's kind (the union tag) into the location, right after the
-    # endpoint's name; users think in keys only
-    parts = list(loc)
-    if len(parts) > 2 and parts[0] == "endpoints" and parts[2] in ("tap", "tun", "netns"):
-        del parts[2]
+# --- schema problems, said in the file's terms ---------------------------------------------------
+#
+# pydantic's messages name its own machinery (union tags, "Input should be", member labels such
+# as `str`/`int` in the location). Each error is restated here: its location walked against the
+# data the user wrote (so only keys and indexes that exist in the file remain), its message by
+# error type, and a fix with a "did you mean" where a close spelling exists.
+
+
+def _yaml_type(value: object) -> str:
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "a " + type(value).__name__
+
+
+def _user_path(data: Any, loc: tuple, keep_last: bool) -> tuple[tuple, list]:
+    """The parts of `loc` that are keys or indexes of `data` (plus the last one of a missing
+    key), and the labels pydantic added (union members, the endpoint's kind)."""
+    parts: list = []
+    labels: list = []
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and part in cur:
+            parts.append(part)
+            cur = cur[part]
+        elif isinstance(cur, (list, tuple)) and isinstance(part, int) and 0 <= part < len(cur):
+            parts.append(part)
+            cur = cur[part]
+        elif i == len(loc) - 1 and keep_last and part != "[key]":
+            parts.append(part)
+            cur = None
+        else:
+            labels.append(part)
+    return tuple(parts), labels
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return tp
+            tp = members[0]
+        else:
+            return tp
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _kind_model(tp: Any, value: Any) -> Any:
+    """The member of a tagged union (the endpoint kinds) that `value` names by its `kind`."""
+    for member in get_args(tp):
+        if _is_model(member) and "kind" in member.model_fields:
+            if isinstance(value, dict) and value.get("kind") in get_args(member.model_fields["kind"].annotation):
+                return member
+    return None
+
+
+def _field(model: type[BaseModel], key: Any):  # type: ignore[no-untyped-def]
+    for name, info in model.model_fields.items():
+        if (info.alias or name) == key:
+            return info
+    return None
+
+
+def _type_at(data: Any, parts: tuple) -> Any:
+    """The model class (or type) the value at `parts` of the file is checked against."""
+    tp: Any = Topology
+    cur = data
+    for part in parts:
+        tp = _unwrap(tp)
+        if get_origin(tp) in (Union, UnionType):
+            tp = _kind_model(tp, cur)
+        if _is_model(tp):
+            info = _field(tp, part)
+            if info is None:
+                return None
+            tp = info.annotation
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        elif get_origin(tp) in (list, tuple):
+            tp = get_args(tp)[0]
+        else:
+            return None
+        cur = cur.get(part) if isinstance(cur, dict) else (cur[part] if isinstance(cur, (list, tuple)) and isinstance(part, int) and part < len(cur) else None)
+    tp = _unwrap(tp)
+    if get_origin(tp) in (Union, UnionType):
+        tp = _kind_model(tp, cur) or tp
+    return tp
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _kinds(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """tap/tun/netns → model, for the kinds of endpoint `model` is one of."""
+    from vnet.spec.models import Endpoint
+
+    members = get_args(_unwrap(Endpoint))
+    if model not in members:
+        return {}
+    return {get_args(m.model_fields["kind"].annotation)[0]: m for m in members}
+
+
+def _said_as(words: list[str], conjunction: str = "or") -> str:
+    words = [str(w) for w in words]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {conjunction} " + words[-1]
+
+
+def _did_you_mean(word: object, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else ""
+
+
+def _unknown_key(data: Any, parts: tuple) -> Problem:
+    path, key = _dotted(parts), parts[-1]
+    model = _type_at(data, parts[:-1])
+    if not _is_model(model):
+        return Problem(path, "unknown key", "remove it, or check its spelling")
+    kinds = _kinds(model)
+    takers = [kind for kind, m in kinds.items() if m is not model and key in _keys(m)]
+    if takers:
+        mine = next(kind for kind, m in kinds.items() if m is model)
+        return Problem(path, f"a {mine} endpoint takes no `{key}:`; {_said_as(takers, 'and')} endpoints do", f"remove it, or use kind: {_said_as(takers)}")
+    hint = _did_you_mean(key, _keys(model))
+    if not hint:  # a key of a sub-section written one level too high (dhcp's `range:` on the network)
+        for name, info in model.model_fields.items():
+            sub = _unwrap(info.annotation)
+            if _is_model(sub) and key in _keys(sub):
+                hint = f"`{key}` goes under `{info.alias or name}:`"
+                break
+    if not hint:
+        hint = f"{_said_as(sorted(_keys(model)))} are the keys here" if len(_keys(model)) <= 12 else "remove it, or check its spelling"
+    return Problem(path, "unknown key", hint)
+
+
+def _dotted(parts: tuple | list) -> str:
     return ".".join(str(p) for p in parts)
 
 
-_FIXES = {
-    "extra_forbidden": "remove it, or check its spelling",
-    "missing": "add it",
-    "union_tag_invalid": "use kind: tap, tun or netns",
-    "union_tag_not_found": "add kind: tap, tun or netns",
-    "literal_error": "use one of the listed values",
-}
+def _quoted_list(text: str) -> list[str]:
+    return re.findall(r"'([^']*)'", text)
 
 
-def _model_problems(exc: ValidationError) -> list[Problem]:
-    problems = []
+def _schema_problem(data: Any, err: dict) -> Problem:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    parts, labels = _user_path(data, err["loc"], keep_last=kind == "missing")
+    path = _dotted(parts)
+    if kind == "extra_forbidden":
+        return _unknown_key(data, parts)
+    if kind == "missing":
+        tp = _type_at(data, parts)
+        if get_origin(tp) is Literal:
+            return Problem(path, "is required", f"add it: one of {_said_as(list(get_args(tp)))}")
+        return Problem(path, "is required", "add it")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        kinds = _quoted_list(ctx.get("expected_tags", "")) or ["tap", "tun", "netns"]
+        if kind == "union_tag_not_found":
+            return Problem(f"{path}.kind", "is required", f"add kind: {_said_as(kinds)}")
+        hint = _did_you_mean(ctx.get("tag"), kinds)
+        return Problem(f"{path}.kind", f"{ctx.get('tag')!r} is not a kind", (hint + " " if hint else "") + f"use kind: {_said_as(kinds)}")
+    if kind == "literal_error":
+        choices = _quoted_list(ctx.get("expected", ""))
+        hint = _did_you_mean(value, choices)
+        return Problem(path, f"{value!r} is not one of {_said_as(choices)}", hint or "use one of them")
+    if labels and labels[-1] in ("str", "int"):  # a `str | int` field: a name or a number
+        return Problem(path, f"is {_yaml_type(value)}", "write a name or a number")
+    if kind in ("int_type", "int_parsing", "int_from_float", "finite_number"):
+        return Problem(path, f"{value!r} is not a whole number", "write a number like 1500")
+    if kind == "int_parsing_size":
+        return Problem(path, "is too large a number", "write a number that fits its field")
+    if kind in ("bool_type", "bool_parsing"):
+        return Problem(path, f"{value!r} is not true or false", "write true or false")
+    if kind == "string_type":
+        return Problem(path, f"is {_yaml_type(value)}", "write text here")
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return Problem(path, f"is {_yaml_type(value)}", "write a mapping here (key: value lines)")
+    if kind in ("list_type", "tuple_type"):
+        return Problem(path, f"is {_yaml_type(value)}", "write a list here ([a, b] or - lines)")
+    if kind in ("too_short", "too_long"):
+        return Problem(path, f"has {ctx.get('actual_length')} items", f"write {ctx.get('min_length', ctx.get('max_length'))} items" if kind == "too_short" else f"write at most {ctx.get('max_length')} items")
+    if kind in ("greater_than_equal", "greater_than"):
+        return Problem(path, f"{value!r} is too small", f"the least is {ctx.get('ge', ctx.get('gt'))}")
+    if kind in ("less_than_equal", "less_than"):
+        return Problem(path, f"{value!r} is too large", f"the most is {ctx.get('le', ctx.get('lt'))}")
+    if kind == "value_error":
+        return Problem(path, err["msg"].removeprefix("Value error, "))
+    return Problem(path, f"{value!r} is not valid here ({err['msg'].replace('Input should be', 'it should be')})")
+
+
+def _model_problems(data: Any, exc: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
     for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        problems.append(Problem(_path(err["loc"]), msg, _FIXES.get(err["type"], "")))
+        problem = _schema_problem(data, err)
+        if problem.path in (p.path for p in problems):
+            continue  # one problem per place (union members each report the same value)
+        problems.append(problem)
     return problems
+
+
+# --- everything else checked too, around the schema problems --------------------------------------
+#
+# A schema problem must not hide the rest of the file (a too-long bridge name and an overlapping
+# subnet are two problems). The file is checked again without what is broken, and the relations
+# between fields checked on what remains. A broken field whose absence only means its default (a
+# derived name, a derived MAC, no rate limit) is left out and its entry still checked; a broken
+# field that other checks rely on (a mode, a subnet, an address, a network reference) leaves its
+# whole entry out, and nothing that refers to that entry is reported.
+
+_OPTIONAL = {
+    "networks": {"bridge", "mtu", "uplink", "forwards", ("dhcp", "lease"), ("dhcp", "mtu"), ("dhcp", "routes"),
+                 ("dhcp", "range"), ("dhcp", "hosts"), "dns"},
+    "endpoints": {"ifname", "mac", "owner", "group", "isolated", "spoofing", "rate", "netns"},
+    "vms": {"image", "kernel", "initrd", "append", "disk", "memory", "cpus", "accel", "nics"},
+}
+_PLACEHOLDER_NAME = "x"
+
+
+def _salvage(data: dict, errors: list[dict], dropped: set[tuple], broken: set[str]) -> dict:
+    """A copy of `data` without the parts `errors` point at (recorded in `dropped`; names of
+    whole entries left out also in `broken`)."""
+    data = copy.deepcopy(data)
+    for err in errors:
+        parts, _ = _user_path(data, err["loc"], keep_last=False)
+        if not parts:
+            continue
+        if err["type"] == "extra_forbidden" and len(parts) > 1:  # an unknown key means nothing: only it goes
+            holder = data
+            for key in parts[:-1]:
+                holder = holder[key] if isinstance(holder, (dict, list)) else None
+            if isinstance(holder, dict):
+                holder.pop(parts[-1], None)
+                dropped.add(parts)
+                continue
+        top = parts[0]
+        if top == "name":
+            data["name"] = _PLACEHOLDER_NAME
+            dropped.add(("name",))
+        elif top in _OPTIONAL and len(parts) >= 2 and isinstance(data.get(top), dict):
+            section, entry = data[top], parts[1]
+            if len(parts) >= 3 and isinstance(section.get(entry), dict):
+                for depth in (2, 1):  # the deepest optional part: dhcp.lease before dhcp
+                    sub = tuple(parts[2 : 2 + depth])
+                    if len(sub) == depth and (sub[0] if depth == 1 else sub) in _OPTIONAL[top]:
+                        holder = section[entry]
+                        for key in sub[:-1]:
+                            holder = holder.get(key) if isinstance(holder, dict) else None
+                        if isinstance(holder, dict):
+                            holder.pop(sub[-1], None)
+                        dropped.add((top, entry, *sub))
+                        break
+                else:
+                    section.pop(entry, None)
+                    dropped.add((top, entry))
+                    broken.add(str(entry))
+            else:
+                section.pop(entry, None)
+                dropped.add((top, entry))
+                broken.add(str(entry))
+        else:  # a whole section (allow rules shift when one is left out), or an unknown key
+            data.pop(top, None)
+            dropped.add((top,))
+    return data
+
+
+def _hidden(problem: Problem, dropped: set[tuple]) -> bool:
+    """A relation problem about something left out of the check (or resting on it)."""
+    path = problem.path
+    for parts in dropped:
+        if parts == ("name",):
+            continue
+        d = _dotted(parts)
+        if path == d or path.startswith(d + ".") or d.startswith(path + "."):
+            return True
+        if len(parts) == 2 and re.search(re.escape(d) + r"(?![\w-])", problem.message):
+            return True
+    return False
 
 
 def load_text(text: str) -> Topology:
@@ -124,15 +420,38 @@ def load_text(text: str) -> Topology:
     if not isinstance(data, dict):
         raise SpecError([Problem("", "the top level must be a mapping", "start with `name: <topology>`")])
     try:
-        topo = Topology.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(_model_problems(exc)) from None
+        return _checked(data)
     except RecursionError:
         raise SpecError([Problem("", "nesting is too deep", "a topology is a few levels deep")]) from None
+
+
+def _checked(data: dict) -> Topology:
+    try:
+        topo = Topology.model_validate(data)
+    except ValidationError as exc:
+        problems = _model_problems(data, exc)
+        problems += _relations_around(data, exc.errors())
+        raise SpecError(problems) from None
     problems = relations(topo)
     if problems:
         raise SpecError(problems)
     return topo
+
+
+def _relations_around(data: dict, errors: list[dict]) -> list[Problem]:
+    dropped: set[tuple] = set()
+    broken: set[str] = set()
+    partial = data
+    for _ in range(4):  # each round leaves out more; a few rounds reach a file that validates
+        partial = _salvage(partial, errors, dropped, broken)
+        try:
+            topo = Topology.model_validate(partial)
+            break
+        except ValidationError as exc:
+            errors = exc.errors()
+    else:
+        return []
+    return [p for p in relations(topo, frozenset(broken)) if not _hidden(p, dropped)]
 
 
 def load(path: str | Path) -> Topology:
@@ -198,7 +517,9 @@ def _principal_exists(value: str, kind: str) -> bool:
         return False
 
 
-def relations(topo: Topology) -> list[Problem]:
+def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Problem]:
+    """Problems between fields. `broken` names entries left out for their own (schema) problems:
+    a reference to one of them is not reported as a reference to nothing."""
     problems: list[Problem] = []
     add = problems.append
     seen_ifnames: dict[str, str] = {}
@@ -209,7 +530,6 @@ def relations(topo: Topology) -> list[Problem]:
         else:
             seen_ifnames[name] = path
 
-    subnets: list[tuple[str, ipaddress.IPv4Network]] = []
     for net_name, net in topo.networks.items():
         path = f"networks.{net_name}"
         claim_ifname(net.bridge or names.bridge(topo.name, net_name), f"{path}.bridge")
@@ -223,10 +543,6 @@ def relations(topo: Topology) -> list[Problem]:
             add(Problem(f"{path}.uplink", f"has no meaning in {net.mode} mode", "remove it, or use mode: nat or bridged"))
         if net.subnet:
             subnet = ipaddress.IPv4Network(net.subnet)
-            for other_name, other in subnets:
-                if subnet.overlaps(other):
-                    add(Problem(f"{path}.subnet", f"{subnet} overlaps networks.{other_name}.subnet {other}", "use a separate range"))
-            subnets.append((net_name, subnet))
             if net.address:
                 gw = ipaddress.IPv4Address(net.address)
                 if gw not in subnet or gw in (subnet.network_address, subnet.broadcast_address):
@@ -244,7 +560,9 @@ def relations(topo: Topology) -> list[Problem]:
     for ep_name, ep in topo.endpoints.items():
         path = f"endpoints.{ep_name}"
         network = getattr(ep, "network", None)
-        if network is not None and network not in topo.networks:
+        if network in broken:
+            network = None
+        elif network is not None and network not in topo.networks:
             known = ", ".join(topo.networks) or "none declared"
             add(Problem(f"{path}.network", f"no network named {network!r} (known: {known})", "declare it under networks:"))
             network = None
@@ -267,10 +585,6 @@ def relations(topo: Topology) -> list[Problem]:
             if iface.ip in addresses:
                 add(Problem(f"{path}.address", f"{iface.ip} is also the address of {addresses[iface.ip]}", "give each endpoint its own address"))
             addresses[iface.ip] = path
-            if isinstance(ep, TunSpec):
-                for net_name, subnet in subnets:
-                    if iface.network.overlaps(subnet):
-                        add(Problem(f"{path}.address", f"{iface.network} overlaps networks.{net_name}.subnet", "use a separate range"))
         if address and network:
             net = topo.networks[network]
             iface = ipaddress.IPv4Interface(address)
@@ -299,12 +613,63 @@ def relations(topo: Topology) -> list[Problem]:
             if ns in netns_names:
                 add(Problem(f"endpoints.{ep_name}.netns", f"namespace {ns!r} is also used by endpoints.{netns_names[ns]}", "one endpoint per namespace"))
             netns_names[ns] = ep_name
+    _overlaps(topo, add)
     _services(topo, add)
-    _vms(topo, add, claim_ifname, macs, addresses)
-    _forwards(topo, add)
-    _allows(topo, add)
+    _vms(topo, add, claim_ifname, macs, addresses, broken)
+    _forwards(topo, add, broken)
+    _allows(topo, add, broken)
     _names(topo, add)
     return problems
+
+
+def overlapping(ranges: list[ipaddress.IPv4Network]) -> dict[int, list[int]]:
+    """For each range (by index), the earlier ranges (by index) it overlaps; only those with any.
+
+    Sorted sweep, O(n log n): CIDR blocks either nest or are apart, so after sorting by start
+    (wider first) a block overlaps exactly the blocks still open on a stack of its ancestors;
+    that stack is at most 33 deep (one per prefix length), equal blocks share one entry."""
+    order = sorted(range(len(ranges)), key=lambda i: (int(ranges[i].network_address), ranges[i].prefixlen, i))
+    stack: list[tuple[int, int, list[int]]] = []  # (end, prefixlen, indexes of an equal block)
+    pairs: dict[int, list[int]] = {}
+    for i in order:
+        net = ranges[i]
+        start, end = int(net.network_address), int(net.broadcast_address)
+        while stack and stack[-1][0] < start:
+            stack.pop()
+        if stack and stack[-1][0] == end and stack[-1][1] == net.prefixlen:
+            same = stack[-1][2]
+            for j in (j for _, _, group in stack for j in group):
+                a, b = (i, j) if j < i else (j, i)
+                pairs.setdefault(a, []).append(b)
+            same.append(i)
+            continue
+        for _, _, group in stack:
+            for j in group:
+                a, b = (i, j) if j < i else (j, i)
+                pairs.setdefault(a, []).append(b)
+        stack.append((end, net.prefixlen, [i]))
+    return {i: sorted(js) for i, js in pairs.items()}
+
+
+def _overlaps(topo: Topology, add) -> None:
+    """Subnets must not overlap each other, nor a tun's network (two tuns may share one)."""
+    where: list[tuple[str, str, bool]] = []  # (path, how others name it, is a tun)
+    ranges: list[ipaddress.IPv4Network] = []
+    for net_name, net in topo.networks.items():
+        if net.subnet:
+            ranges.append(ipaddress.IPv4Network(net.subnet))
+            where.append((f"networks.{net_name}.subnet", f"networks.{net_name}.subnet", False))
+    for ep_name, ep in topo.endpoints.items():
+        if isinstance(ep, TunSpec) and ep.address:
+            ranges.append(ipaddress.IPv4Interface(ep.address).network)
+            where.append((f"endpoints.{ep_name}.address", f"endpoints.{ep_name}.address", True))
+    for i, earlier in sorted(overlapping(ranges).items()):
+        others = [j for j in earlier if not (where[i][2] and where[j][2])]
+        if not others:
+            continue
+        named = [f"{where[j][1]} {ranges[j]}" for j in others[:3]]
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        add(Problem(where[i][0], f"{ranges[i]} overlaps {', '.join(named)}{more}", "use a separate range"))
 
 
 def known_address(topo: Topology, name: str, network: str) -> ipaddress.IPv4Address | None:
@@ -328,7 +693,7 @@ def forward_target(topo: Topology, network: str, to: str) -> tuple[ipaddress.IPv
     return address, int(port) if port else None
 
 
-def _forwards(topo: Topology, add) -> None:
+def _forwards(topo: Topology, add, broken: frozenset[str] = frozenset()) -> None:
     seen: dict[tuple[str, int], str] = {}
     for net_name, net in topo.networks.items():
         for i, fwd in enumerate(net.forwards):
@@ -346,7 +711,9 @@ def _forwards(topo: Topology, add) -> None:
             name = fwd.to.partition(":")[0]
             addr = addressing(topo, net_name)
             if address is None:
-                if name in topo.endpoints or name in topo.vms:
+                if name in broken:
+                    pass  # reported for itself
+                elif name in topo.endpoints or name in topo.vms:
                     add(Problem(f"{path}.to", f"{name} has no fixed address on {net_name}", "give it address: (or a DHCP reservation) to forward to it"))
                 else:
                     add(Problem(f"{path}.to", f"no endpoint or VM named {name!r}", "name one, or write its address"))
@@ -356,12 +723,14 @@ def _forwards(topo: Topology, add) -> None:
                 add(Problem(f"{path}.to", "a port range forwards to the same ports", "drop the :port from to:"))
 
 
-def _allows(topo: Topology, add) -> None:
+def _allows(topo: Topology, add, broken: frozenset[str] = frozenset()) -> None:
     for i, rule in enumerate(topo.allow):
         path = f"allow.{i}"
         for field, name in (("from", rule.from_), ("to", rule.to)):
             net = topo.networks.get(name)
-            if net is None:
+            if net is None and name in broken:
+                pass
+            elif net is None:
                 add(Problem(f"{path}.{field}", f"no network named {name!r}", "name a network of this topology"))
             elif net.mode in ("isolated", "bridged"):
                 add(Problem(f"{path}.{field}", f"networks.{name} is {net.mode}: it is not routed by the host", "allow between host or nat networks"))
@@ -385,13 +754,39 @@ def _names(topo: Topology, add) -> None:
             ns = names.service_netns(topo.name, net_name)
             if ns in taken_ns:
                 add(Problem(f"endpoints.{taken_ns[ns]}", f"its namespace {ns} is the one serving networks.{net_name}", "rename the endpoint"))
-    from vnet.dnsconf import hostname, nic_hostname  # here: dnsconf and qemuargs import the spec
+    from vnet.dnsconf import DHCP_KEYWORDS, GATEWAY_NAME, hostname, nic_hostname  # here: dnsconf and qemuargs import the spec
     from vnet.qemuargs import nic_mac
+
+    # names that become DHCP/DNS names: none may be a word dnsmasq reads as a keyword, and none
+    # may take the gateway's DNS name on a network that has a gateway
+    def dns_name_ok(name: str, path: str, net_name: str | None) -> None:
+        if name in DHCP_KEYWORDS:
+            add(Problem(path, f"{name!r} is a keyword to dnsmasq ({', '.join(sorted(DHCP_KEYWORDS))}), not a host name", "choose another name"))
+        elif net_name is not None and name == GATEWAY_NAME and topo.networks[net_name].mode in ("host", "nat"):
+            add(Problem(path, f"{GATEWAY_NAME!r} is the DNS name of networks.{net_name}'s gateway", f"choose another name; {GATEWAY_NAME}.<domain> always answers with the gateway's address"))
+
+    for ep_name, ep in topo.endpoints.items():
+        network = getattr(ep, "network", None)
+        if network is not None:
+            dns_name_ok(hostname(ep_name), f"endpoints.{ep_name}", network if network in topo.networks else None)
+    for vm_name, vm in topo.vms.items():
+        for i, nic in enumerate(vm.nics):
+            dns_name_ok(nic_hostname(vm_name, i), f"vms.{vm_name}" if i == 0 else f"vms.{vm_name}.nics.{i}", nic.network if nic.network in topo.networks else None)
+    for net_name, net in topo.networks.items():
+        for i, h in enumerate(net.dhcp.hosts if net.dhcp else ()):
+            if h.name:
+                dns_name_ok(hostname(h.name), f"networks.{net_name}.dhcp.hosts.{i}.name", net_name)
+        if net.dns is not None and net.mode in ("host", "nat"):
+            for rec in net.dns.records:
+                if rec in (GATEWAY_NAME, f"{GATEWAY_NAME}.{net.dns.domain}"):
+                    add(Problem(f"networks.{net_name}.dns.records.{rec}", "is the gateway's own DNS name", "choose another name"))
 
     for net_name in topo.networks:
         seen: dict[str, str] = {}
         candidates = [(hostname(n), f"endpoints.{n}") for n, ep in topo.endpoints.items() if getattr(ep, "network", None) == net_name]
         for vm_name, vm in topo.vms.items():
+            if vm_name in topo.endpoints:
+                continue  # its name clash is reported once, above
             for i, nic in enumerate(vm.nics):
                 if nic.network == net_name:
                     candidates.append((nic_hostname(vm_name, i), f"vms.{vm_name}.nics.{i}"))
@@ -453,7 +848,7 @@ def _services(topo: Topology, add) -> None:
                 add(Problem(f"{path}.dhcp.routes.{i}.via", f"{r.via} is not inside {subnet}", "clients can only use a gateway on their subnet"))
 
 
-def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dict) -> None:
+def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dict, broken: frozenset[str] = frozenset()) -> None:
     from vnet.qemuargs import nic_mac, nic_tap  # here: qemuargs imports the spec
 
     for ep_name, ep in topo.endpoints.items():
@@ -471,7 +866,8 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
         for i, nic in enumerate(vm.nics):
             npath = f"{path}.nics.{i}"
             if nic.network not in topo.networks:
-                add(Problem(f"{npath}.network", f"no network named {nic.network!r}", "declare it under networks:"))
+                if nic.network not in broken:
+                    add(Problem(f"{npath}.network", f"no network named {nic.network!r}", "declare it under networks:"))
                 continue
             claim_ifname(nic_tap(topo, vm_name, i), f"{npath}.ifname")
             mac = nic_mac(topo, vm_name, i)
