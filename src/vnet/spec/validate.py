@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from vnet import names
 from vnet.errors import Problem, SpecError
+from vnet.spec import vmfiles
 from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec, port_span
 
 MAX_FILE_BYTES = 1 << 20
@@ -117,7 +118,8 @@ def _model_problems(exc: ValidationError) -> list[Problem]:
     return problems
 
 
-def load_text(text: str) -> Topology:
+def load_text(text: str, base: Path | None = None) -> Topology:
+    """The topology in `text`; a VM's relative paths are taken from `base` (the file's directory)."""
     data = parse_yaml(text)
     if data is None:
         raise SpecError([Problem("", "the file is empty", "declare at least `name:`")])
@@ -129,6 +131,7 @@ def load_text(text: str) -> Topology:
         raise SpecError(_model_problems(exc)) from None
     except RecursionError:
         raise SpecError([Problem("", "nesting is too deep", "a topology is a few levels deep")]) from None
+    topo = vmfiles.resolve(topo, base)
     problems = relations(topo)
     if problems:
         raise SpecError(problems)
@@ -141,7 +144,11 @@ def load(path: str | Path) -> Topology:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Problem(str(p), f"cannot read the file ({exc.__class__.__name__}: {exc})", "check the path")]) from None
-    return load_text(text)
+    topo = load_text(text, base=p.absolute().parent)
+    problems = vmfiles.check(topo)  # the files VMs boot from, as QEMU's user will open them
+    if problems:
+        raise SpecError(problems)
+    return topo
 
 
 # --- relations between fields -------------------------------------------------------------------
@@ -454,7 +461,10 @@ def _services(topo: Topology, add) -> None:
 
 
 def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dict) -> None:
-    from vnet.qemuargs import nic_mac, nic_tap  # here: qemuargs imports the spec
+    from vnet.qemuargs import nic_mac, nic_tap, user_problem  # here: qemuargs imports the spec
+
+    for problem in vmfiles.relative(topo):
+        add(problem)
 
     for ep_name, ep in topo.endpoints.items():
         mac = getattr(ep, "mac", None)
@@ -466,6 +476,8 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
             add(Problem(path, "needs exactly one of image:, kernel: (with initrd, append) or disk:", "e.g. image: tiny for vnet's test guest"))
         if (vm.initrd or vm.append) and not vm.kernel:
             add(Problem(f"{path}.kernel", "initrd: and append: need a kernel:", "add kernel:, or remove them"))
+        if vm.user is not None and (bad := user_problem(vm.user)):
+            add(Problem(f"{path}.user", *bad))
         if not vm.nics:
             add(Problem(f"{path}.nics", "is empty", "attach the VM to a network: nics: [{network: <name>}]"))
         for i, nic in enumerate(vm.nics):
