@@ -90,45 +90,63 @@ def file_problem(value: str, user: qemuargs.RunAs, groups: set[int], want: int, 
     return None
 
 
-def _qemu_img(disk: str, user: qemuargs.RunAs) -> subprocess.CompletedProcess:
-    argv = ["qemu-img", "info", "--backing-chain", "--output=json", "-U", "-f", "qcow2", disk]
+MAX_CHAIN = 16  # images a chain may stand on
+
+
+def _qemu_img(image: str, fmt: str | None, user: qemuargs.RunAs) -> subprocess.CompletedProcess:
+    """`qemu-img info` of one image; its backing file is not opened (nothing is followed before it
+    is checked: a backing file may name a network server)."""
+    argv = ["qemu-img", "info", "--output=json", "-U", *(["-f", fmt] if fmt else []), image]
     if os.geteuid() == 0:
-        argv = qemuargs.setpriv(user) + argv  # an untrusted image is parsed, and its chain opened, as QEMU's user
+        argv = qemuargs.setpriv(user) + argv  # an untrusted image is parsed as QEMU's user
     return subprocess.run(argv, capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT, cwd="/")
 
 
+def _local(name: object) -> bool:
+    # what QEMU takes for a protocol (nbd:, json:, http:): a colon before the first slash
+    return isinstance(name, str) and name.startswith("/") and "\0" not in name
+
+
 def chain_problems(disk: str, user: qemuargs.RunAs, groups: set[int], allow_devices: bool) -> list[tuple[str, str]]:
-    """Problems with the images a qcow2 `disk` stands on (backing files, external data files)."""
-    try:
-        proc = _qemu_img(disk, user)
-    except FileNotFoundError:
-        return [("qemu-img is missing, so the backing chain of this qcow2 cannot be checked", "apt-get install qemu-utils")]
-    except subprocess.TimeoutExpired:
-        return [(f"qemu-img took over {QEMU_IMG_TIMEOUT:.0f}s to read {disk}", "check the image")]
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        return [(f"its backing chain cannot be read as user {user.name}: {why}",
-                 f"make every image of the chain readable by {user.name}, or rebase the image")]
-    try:
-        chain = json.loads(proc.stdout)
-    except ValueError:
-        return [("qemu-img printed no backing chain", "check the image")]
-    out = []
-    extra = []
-    for i, image in enumerate(chain if isinstance(chain, list) else [chain]):
-        names = [] if i == 0 else [("backing file", image.get("filename"))]
-        data_file = (image.get("format-specific") or {}).get("data", {}).get("data-file")
+    """Problems with the images a qcow2 `disk` stands on (backing files, external data files),
+    found by walking the chain as `qemu-img info --backing-chain` would, one image at a time."""
+    image, fmt = disk, "qcow2"
+    for _ in range(MAX_CHAIN):
+        try:
+            proc = _qemu_img(image, fmt, user)
+        except FileNotFoundError:
+            return [("qemu-img is missing, so the backing chain of this qcow2 cannot be checked", "apt-get install qemu-utils")]
+        except subprocess.TimeoutExpired:
+            return [(f"qemu-img took over {QEMU_IMG_TIMEOUT:.0f}s to read {image}", "check the image")]
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            return [(f"its backing chain cannot be read as user {user.name}: {why}",
+                     f"make every image of the chain readable by {user.name}, or rebase the image")]
+        try:
+            info = json.loads(proc.stdout)
+        except ValueError:
+            return [(f"qemu-img printed nothing readable for {image}", "check the image")]
+        found = []
+        data_file = ((info.get("format-specific") or {}).get("data") or {}).get("data-file")
         if data_file:
-            names.append(("data file", data_file))
-        extra += names
-    for what, name in extra:
-        if not isinstance(name, str) or not name.startswith("/"):
-            out.append((f"{what} {name!r} of the image is not a local file", "use images whose chain is local files"))
-            continue
-        problem = file_problem(name, user, groups, os.R_OK, allow_devices)
-        if problem:
-            out.append((f"{what}: {problem[0]}", problem[1]))
-    return out
+            found.append(("data file", data_file))
+        backing = info.get("full-backing-filename") or info.get("backing-filename")
+        if backing:
+            found.append(("backing file", backing))
+        for what, name in found:
+            if not _local(name):
+                return [(f"{what} {name!r} of {image} is not a local file", "use images whose chain is local files, or rebase the image")]
+            problem = file_problem(name, user, groups, os.R_OK, allow_devices)
+            if problem:
+                return [(f"{what} of {image}: {problem[0]}", problem[1])]
+        if not backing:
+            return []
+        image, fmt = backing, info.get("backing-filename-format")
+        if fmt not in (None, "qcow2", "raw"):
+            return [(f"backing file {image} is in format {fmt!r}", "use qcow2 or raw images")]
+        if fmt == "raw":
+            return []
+    return [(f"its backing chain is longer than {MAX_CHAIN} images", "flatten it (qemu-img convert)")]
 
 
 def check(topo: Topology) -> list[Problem]:
