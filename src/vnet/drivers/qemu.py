@@ -98,12 +98,18 @@ def _reap(pid: int) -> int | None:
 
 
 def _wait_ready(pid: int, qmp: Path, timeout: float) -> None:
-    """Until QEMU greets on its QMP socket; VnetError with its last words if it exits first."""
+    """Until QEMU answers a command on QMP: it greets as soon as the socket is up, but commands are
+    answered only from its main loop, after the machine is built (kernel loaded, disks and taps
+    open). VnetError with its last words if it exits first."""
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(str(qmp))  # queued by the kernel: vnet made the socket listen already
         s.settimeout(0.1)
-        greeting = b""
+        received = b""
+        try:
+            s.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "query-status", "id": "vnet-ready"}\n')
+        except OSError:
+            pass  # QEMU is exiting already: its status tells
         while time.monotonic() < deadline:
             code = _reap(pid)
             if code is not None:
@@ -112,11 +118,22 @@ def _wait_ready(pid: int, qmp: Path, timeout: float) -> None:
                 chunk = s.recv(4096)
             except socket.timeout:
                 continue
+            except OSError:
+                chunk = b""  # reset: QEMU is exiting
             if not chunk:
+                time.sleep(0.05)  # QEMU closed the connection: it is exiting
                 continue
-            greeting += chunk
-            if b'"QMP"' in greeting:
-                return
+            received += chunk
+            *lines, received = received.split(b"\n")
+            for line in lines:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(msg, dict) and msg.get("id") == "vnet-ready":
+                    if "return" in msg:
+                        return
+                    raise VnetError(f"QEMU answered query-status with {msg.get('error')}")
     raise TimeoutError
 
 
