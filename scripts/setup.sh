@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 for pair in ip:iproute2 nft:nftables iptables:iptables dnsmasq:dnsmasq-base busybox:busybox-static \
-            nsenter:util-linux setpriv:util-linux ss:iproute2 qemu-system-x86_64:qemu-system-x86 iperf3:iperf3; do
+            nsenter:util-linux setpriv:util-linux ss:iproute2 qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils iperf3:iperf3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # the guest kernel of vnet's tiny test guest (virtio_net as a module, as the guest builder expects)
@@ -16,6 +16,18 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+fi
+
+# the unprivileged user QEMU runs as (a VM's `user:` names another); in the kvm group for /dev/kvm
+if ! getent passwd vnet-qemu >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vnet-qemu
+  else
+    echo "no user vnet-qemu (QEMU runs as it): run as root to create it" >&2
+  fi
+fi
+if [ "$(id -u)" = 0 ] && getent group kvm >/dev/null && ! id -nG vnet-qemu | grep -qw kvm; then
+  usermod -a -G kvm vnet-qemu
 fi
 
 PY=${PYTHON:-python3}

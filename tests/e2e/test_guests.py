@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import pwd
 import re
 import time
+from pathlib import Path
 
 from vnet import api, guest, qemuargs, sandbox
 from vnet.drivers import process
@@ -17,10 +19,39 @@ def _agents(world, topo):
     return {vm: guest.Agent(qemuargs.files(state, vm)["agent"]) for vm in topo.vms}
 
 
-def _lease_of(agent: guest.Agent) -> ipaddress.IPv4Interface:
-    rc, out = agent.run("ip -4 -o addr show dev eth0")
-    assert rc == 0, out
-    return ipaddress.IPv4Interface(re.search(r"inet (\S+)", out).group(1))
+def _lease_of(agent: guest.Agent, timeout: float = 60.0) -> ipaddress.IPv4Interface:
+    """eth0's address once udhcpc has set it (the agent may answer before the lease arrives)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rc, out = agent.run("ip -4 -o addr show dev eth0")
+        assert rc == 0, out
+        found = re.search(r"inet (\S+)", out)
+        if found:
+            return ipaddress.IPv4Interface(found.group(1))
+        assert time.monotonic() < deadline, f"no DHCP lease on eth0 after {timeout}s: {out!r}"
+        time.sleep(0.3)
+
+
+def _status(pid: int) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+
+
+def _assert_confined(world, topo) -> None:
+    """Each guest's QEMU runs as the unprivileged user, in seccomp's filter mode, with no
+    capabilities and no way to gain any."""
+    qemu_uid = pwd.getpwnam(qemuargs.DEFAULT_USER).pw_uid
+    for vm in topo.vms:
+        pid = process.running(qemuargs.files(world.state_of(topo.name), vm)["pid"])
+        assert pid, f"no QEMU running for {vm}"
+        st = _status(pid)
+        uids = [int(x) for x in st["Uid"].split()]
+        gids = [int(x) for x in st["Gid"].split()]
+        assert uids == [qemu_uid] * 4 and 0 not in uids, f"QEMU of {vm} runs with uids {uids}"
+        assert 0 not in gids, f"QEMU of {vm} runs with gids {gids}"
+        assert st["Seccomp"].strip() == "2", f"QEMU of {vm} is not sandboxed: Seccomp {st['Seccomp']}"
+        assert st["NoNewPrivs"].strip() == "1"
+        assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == int(st["CapBnd"], 16) == 0, st
+        assert Path(f"/proc/{pid}/exe").resolve().name == "qemu-system-x86_64"
 
 
 def test_guests_lease_resolve_each_other_and_reach_the_internet(world):
@@ -55,6 +86,7 @@ def test_guests_lease_resolve_each_other_and_reach_the_internet(world):
         assert rc == 0 and out.splitlines()[-1] == sandbox.HOST_ADDR, out
 
     print(f"\nboot to lease and agent ready, two guests in parallel: {booted:.1f}s")
+    _assert_confined(world, topo)
     pids = [process.running(qemuargs.files(world.state_of(topo.name), vm)["pid"]) for vm in topo.vms]
     assert all(pids)
     world.destroy(topo.name)
@@ -72,6 +104,7 @@ def test_isolated_guests_lease_and_reach_each_other_only(world):
     a, b = _lease_of(agents["a"]), _lease_of(agents["b"])
     subnet = ipaddress.IPv4Network("10.77.0.0/24")
     assert a.ip in subnet and b.ip in subnet and a.ip != b.ip
+    _assert_confined(world, topo)
     rc, out = agents["a"].run("ping -c1 -W3 b.iso.test")
     assert rc == 0 and str(b.ip) in out, out
     rc, out = agents["b"].run(f"ping -c1 -W2 {sandbox.HOST_ADDR}")

@@ -771,7 +771,7 @@ def test_macs_stable_unique_and_qemu_prefixed():
 
 def test_argv_tcg_without_kvm():
     argv = qemuargs.argv(vm_topo(), "web", STATE, kvm=False, vhost=False, tiny=("/k", "/i"))
-    assert argv[0] == "qemu-system-x86_64"
+    assert argv[argv.index("--") + 1] == "qemu-system-x86_64"  # after setpriv's switch to QEMU's user
     assert argv[argv.index("-accel") + 1] == "tcg"
     assert argv[argv.index("-cpu") + 1] == "max"
     assert argv.count("-accel") == 1
@@ -791,9 +791,11 @@ def test_explicit_accel_wins():
 
 
 def test_tiny_image_boots_the_given_kernel_and_initrd():
+    # vnet built (or chose) them: it opens them and QEMU reads them through descriptors
     argv = qemuargs.argv(vm_topo(), "web", STATE, kvm=False, vhost=False, tiny=("/k", "/i"))
-    assert argv[argv.index("-kernel") + 1] == "/k"
-    assert argv[argv.index("-initrd") + 1] == "/i"
+    assert argv[argv.index("-kernel") + 1] == f"/dev/fd/{qemuargs.FD_KERNEL}"
+    assert argv[argv.index("-initrd") + 1] == f"/dev/fd/{qemuargs.FD_INITRD}"
+    assert qemuargs.inputs(vm_topo(), "web", ("/k", "/i")) == {str(qemuargs.FD_KERNEL): "/k", str(qemuargs.FD_INITRD): "/i"}
     assert argv[argv.index("-append") + 1] == qemuargs.TINY_APPEND
     assert "-drive" not in argv
 
@@ -811,16 +813,15 @@ def test_kernel_boot():
     assert argv[argv.index("-append") + 1] == "console=ttyS0 root=/dev/vda"
 
 
-def test_daemonized_with_files_under_state():
+def test_state_files_are_passed_by_descriptor_and_the_pid_record_is_named():
     argv = qemuargs.argv(vm_topo({"memory": "512M", "cpus": 2}), "web", STATE, kvm=False, vhost=False, tiny=("/k", "/i"))
-    assert argv[-1] == "-daemonize"
-    pid = Path(argv[argv.index("-pidfile") + 1])
-    assert pid == STATE / "vm-web.pid"
+    assert "-daemonize" not in argv and "-pidfile" not in argv  # vnet starts QEMU and records its pid itself
+    assert f"secret,id=vnet-pidfile,data={STATE / 'vm-web.pid'}" in argv
     assert argv[argv.index("-m") + 1] == "512M"
     assert argv[argv.index("-smp") + 1] == "2"
-    assert f"file:{STATE / 'vm-web.console'}" in argv
-    assert f"unix:{STATE / 'vm-web.qmp'},server=on,wait=off" in argv
-    assert f"socket,id=agent,path={STATE / 'vm-web.agent'},server=on,wait=off" in argv
+    assert f"file,id=console,path=/dev/fd/{qemuargs.FD_CONSOLE}" in argv
+    assert f"socket,id=qmp,fd={qemuargs.FD_QMP},server=on,wait=off" in argv
+    assert f"socket,id=agent,fd={qemuargs.FD_AGENT},server=on,wait=off" in argv
     assert argv[argv.index("-name") + 1] == "lab-web"
     assert "-net" not in argv  # never the deprecated syntax
     assert "-nodefaults" in argv
@@ -881,14 +882,19 @@ def test_desired_vm_resource():
     vm = rs["vm:web"]
     argv = qemuargs.argv(t, "web", STATE, kvm=False, vhost=False, tiny=("/k", "/i"))
     assert list(vm.get("argv")) == argv
-    assert vm.get("digest") == argv_digest(argv)
+    assert vm.get("digest") == argv_digest(argv, qemuargs.inputs(t, "web", ("/k", "/i")))
 
 
-def test_desired_passes_kvm_and_vhost_facts():
+def test_desired_passes_kvm_and_vhost_facts(monkeypatch):
     facts = HostFacts(default_uplink="eth0", state=STATE, tiny_guest=("/k", "/i"), kvm=True, vhost_net=True)
+    # vhost only where QEMU's user may open /dev/vhost-net (a host fact, stood in for here)
+    monkeypatch.setattr(qemuargs, "device_usable", lambda path, user: path == "/dev/vhost-net")
     argv = list(by_id(desired(vm_topo(), facts))["vm:web"].get("argv"))
     assert argv[argv.index("-accel") + 1] == "kvm"
     assert any(a.endswith(",vhost=on") for a in argv)
+    monkeypatch.setattr(qemuargs, "device_usable", lambda path, user: False)
+    argv = list(by_id(desired(vm_topo(), facts))["vm:web"].get("argv"))
+    assert not any("vhost=on" in a for a in argv)
 
 
 def test_vm_digest_follows_the_argv():

@@ -1,7 +1,7 @@
 """Does KVM actually run a guest here? Opening /dev/kvm is not enough: on some hosts a vCPU hangs,
 or QEMU cannot set up its vCPU (seen here: "failed to set MSR 0x10a"). Two probes, each in a child
 process with a deadline: one `hlt` instruction in a bare VM must exit with KVM_EXIT_HLT, and QEMU
-must bring up a KVM machine (paused) and quit cleanly over QMP."""
+must bring up a KVM machine (paused) and quit cleanly over QMP, as the unprivileged user guests run as."""
 
 from __future__ import annotations
 
@@ -47,6 +47,19 @@ sys.exit(0 if struct.unpack_from("I", run, 8)[0] == KVM_EXIT_HLT else 3)
 """
 
 
+def _as_qemu_user() -> list[str]:
+    """The prefix that runs the probe as the user QEMU runs as (it needs /dev/kvm, through the kvm
+    group), where vnet is root and that user exists."""
+    from vnet import qemuargs
+
+    if os.geteuid() != 0:
+        return []
+    try:
+        return qemuargs.setpriv(qemuargs.run_user())
+    except Exception:  # no such user yet: validation names it; probe as we are
+        return []
+
+
 @functools.cache
 def usable(timeout: float = 3.0) -> bool:
     if os.environ.get("VNET_ACCEL") in ("tcg", "kvm"):
@@ -59,7 +72,7 @@ def usable(timeout: float = 3.0) -> bool:
             return False
         qmp = '{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
         proc = subprocess.run(
-            ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-nodefaults",
+            [*_as_qemu_user(), "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-nodefaults",
              "-display", "none", "-S", "-qmp", "stdio"],
             input=qmp, capture_output=True, text=True, timeout=timeout,
         )

@@ -17,6 +17,7 @@ class Vm(Kind):
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out: list[Resource] = []
         for vm_name, vm in topo.vms.items():
+            user = qemuargs.run_user(vm.user)  # QEMU runs as this user and opens the taps it owns
             for i, nic in enumerate(vm.nics):
                 out.append(
                     make(
@@ -24,14 +25,17 @@ class Vm(Kind):
                         qemuargs.nic_tap(topo, vm_name, i),
                         mark=names.link_mark(topo.name, "tap", f"{vm_name}.{i}"),
                         mode="tap",
+                        owner=user.uid,
                         master=bridge_name(topo, nic.network),
                         mac=names.tap_mac(qemuargs.nic_mac(topo, vm_name, i)),
                         multi_queue=True if qemuargs.queues(topo, vm_name) > 1 else None,
                         mtu=topo.networks[nic.network].mtu,
                     )
                 )
-            argv = qemuargs.argv(topo, vm_name, facts.state, kvm=facts.kvm, vhost=facts.vhost_net, tiny=facts.tiny_guest)
-            out.append(make("vm", vm_name, {"argv": argv}, digest=qemu.digest(argv)))
+            vhost = facts.vhost_net and qemuargs.device_usable("/dev/vhost-net", user)
+            argv = qemuargs.argv(topo, vm_name, facts.state, kvm=facts.kvm, vhost=vhost, tiny=facts.tiny_guest, user=user)
+            inputs = qemuargs.inputs(topo, vm_name, facts.tiny_guest)
+            out.append(make("vm", vm_name, {"argv": argv, "inputs": inputs}, digest=qemu.digest(argv, inputs)))
         return out
 
     def observe(self, view, obs) -> None:

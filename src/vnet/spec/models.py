@@ -366,10 +366,18 @@ class VmSpec(Strict):
     image: Literal["tiny"] | None = Field(
         None, description="tiny: vnet's built-in test guest (Debian cloud kernel + busybox, DHCP client, command agent)"
     )
-    kernel: FilePath | None = Field(None, description="path to a kernel to boot directly (with initrd, append)")
-    initrd: FilePath | None = None
+    kernel: FilePath | None = Field(
+        None, description="path to a kernel to boot directly (with initrd, append); relative to the topology file"
+    )
+    initrd: FilePath | None = Field(None, description="path to an initrd; relative to the topology file")
     append: Annotated[str, AfterValidator(_text)] | None = Field(None, description="kernel command line")
-    disk: FilePath | None = Field(None, description="path to a disk image (qcow2 or raw) to boot from")
+    disk: FilePath | None = Field(
+        None, description="path to a disk image (qcow2 or raw) to boot from; relative to the topology file"
+    )
+    user: Principal | None = Field(
+        None, description="unprivileged user QEMU runs as (name or uid); default vnet-qemu, which `make setup` creates"
+    )
+    allow_devices: bool = Field(False, description="allow kernel/initrd/disk to be device nodes such as /dev/sdb")
     memory: Annotated[str, AfterValidator(_size)] = Field("256M", description="guest memory, e.g. 256M or 1G")
     cpus: int = Field(1, ge=1, le=64)
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM where it works, else software")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from vnet import names
 from vnet.errors import Problem, SpecError
+from vnet.spec import vmfiles
 from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec, port_span
 
 MAX_FILE_BYTES = 1 << 20
@@ -413,25 +414,27 @@ def _hidden(problem: Problem, dropped: set[tuple]) -> bool:
     return False
 
 
-def load_text(text: str) -> Topology:
+def load_text(text: str, base: Path | None = None) -> Topology:
+    """The topology in `text`; a VM's relative paths are taken from `base` (the file's directory)."""
     data = parse_yaml(text)
     if data is None:
         raise SpecError([Problem("", "the file is empty", "declare at least `name:`")])
     if not isinstance(data, dict):
         raise SpecError([Problem("", "the top level must be a mapping", "start with `name: <topology>`")])
     try:
-        return _checked(data)
+        return _checked(data, base)
     except RecursionError:
         raise SpecError([Problem("", "nesting is too deep", "a topology is a few levels deep")]) from None
 
 
-def _checked(data: dict) -> Topology:
+def _checked(data: dict, base: Path | None = None) -> Topology:
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
         problems = _model_problems(data, exc)
         problems += _relations_around(data, exc.errors())
         raise SpecError(problems) from None
+    topo = vmfiles.resolve(topo, base)
     problems = relations(topo)
     if problems:
         raise SpecError(problems)
@@ -460,7 +463,11 @@ def load(path: str | Path) -> Topology:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Problem(str(p), f"cannot read the file ({exc.__class__.__name__}: {exc})", "check the path")]) from None
-    return load_text(text)
+    topo = load_text(text, base=p.absolute().parent)
+    problems = vmfiles.check(topo)  # the files VMs boot from, as QEMU's user will open them
+    if problems:
+        raise SpecError(problems)
+    return topo
 
 
 # --- relations between fields -------------------------------------------------------------------
@@ -849,7 +856,10 @@ def _services(topo: Topology, add) -> None:
 
 
 def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dict, broken: frozenset[str] = frozenset()) -> None:
-    from vnet.qemuargs import nic_mac, nic_tap  # here: qemuargs imports the spec
+    from vnet.qemuargs import nic_mac, nic_tap, user_problem  # here: qemuargs imports the spec
+
+    for problem in vmfiles.relative(topo):
+        add(problem)
 
     for ep_name, ep in topo.endpoints.items():
         mac = getattr(ep, "mac", None)
@@ -861,6 +871,8 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
             add(Problem(path, "needs exactly one of image:, kernel: (with initrd, append) or disk:", "e.g. image: tiny for vnet's test guest"))
         if (vm.initrd or vm.append) and not vm.kernel:
             add(Problem(f"{path}.kernel", "initrd: and append: need a kernel:", "add kernel:, or remove them"))
+        if vm.user is not None and (bad := user_problem(vm.user)):
+            add(Problem(f"{path}.user", *bad))
         if not vm.nics:
             add(Problem(f"{path}.nics", "is empty", "attach the VM to a network: nics: [{network: <name>}]"))
         for i, nic in enumerate(vm.nics):
