@@ -82,7 +82,8 @@ def _spawn(ns: str, argv: list[str], pidfile: Path, log: Path) -> None:
         proc = subprocess.Popen(
             Namespace(ns).argv(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
-    pidfile.write_text(f"{proc.pid}\n")
+    # the start time names this very process: a pid reused by another one is never signalled
+    pidfile.write_text(f"{proc.pid} {process.start_time(proc.pid)}\n")
 
 
 def _wait_listening(ns: str, port: int, proto: str = "t", timeout: float = 5.0) -> None:
@@ -187,10 +188,12 @@ def settle(ns: str, timeout: float = 5.0) -> None:
 
 def _stop(pidfile: Path) -> None:
     try:
-        pid = int(pidfile.read_text())
+        pid_text, started = pidfile.read_text().split()
+        pid = int(pid_text)
     except (FileNotFoundError, ValueError):
         return
-    process.stop_pids([pid], timeout=3, group=True)  # the session leader is nsenter; its child shares the group
+    if str(process.start_time(pid)) == started:
+        process.stop_pids([pid], timeout=3, group=True)  # the session leader is nsenter; its child shares the group
     pidfile.unlink(missing_ok=True)
 
 

@@ -193,3 +193,21 @@ def test_a_rendered_config_has_one_gateway_record_and_no_keyword_hosts(tmp_path)
     for line in text.splitlines():
         if line.startswith("dhcp-host="):
             assert not set(line.split("=", 1)[1].split(",")) & dnsconf.DHCP_KEYWORDS
+
+
+def test_a_sandbox_pid_file_naming_another_process_gets_it_no_signal(tmp_path):
+    from vnet import sandbox
+    from vnet.drivers import process
+
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        pidfile = tmp_path / "responder.pid"
+        pidfile.write_text(f"{bystander.pid} 12345\n")  # its pid, but not its start time
+        sandbox._stop(pidfile)
+        assert bystander.poll() is None
+        pidfile.write_text(f"{bystander.pid} {process.start_time(bystander.pid)}\n")  # the control: it is ours
+        sandbox._stop(pidfile)
+        assert bystander.wait(timeout=10) is not None
+    finally:
+        bystander.kill()
+        bystander.wait()
