@@ -44,8 +44,10 @@ def _source(path: Path | str | None) -> str | None:
     return str(Path(path).resolve()) if path is not None else None
 
 
-def destroy(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[Action]:
-    return engine(topology, netns, state_dir).destroy()
+def destroy(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, force: bool = False) -> list[Action]:
+    """Remove what vnet made for `topology`; a namespace still running processes is refused
+    unless `force` (which stops them)."""
+    return engine(topology, netns, state_dir).destroy(force)
 
 
 def topology_name(path: Path | str) -> str:

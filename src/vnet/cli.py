@@ -113,13 +113,13 @@ def apply(topology: Path, force: bool = typer.Option(False, "--force", help="tak
 
 
 @app.command()
-def destroy(topology: Path) -> None:
+def destroy(topology: Path, force: bool = typer.Option(False, "--force", help="stop processes still running in the namespaces vnet made")) -> None:
     """Remove exactly what vnet made for this topology."""
     try:
         name = api.topology_name(topology)
         eng = _engine(name)
         eng.log = _say
-        actions = eng.destroy()
+        actions = eng.destroy(force)
     except VnetError as exc:
         _fail(exc)
     _say(f"destroyed {name}: {len(actions)} objects removed")

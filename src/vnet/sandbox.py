@@ -206,7 +206,7 @@ def destroy_topologies(host: str, state_dir: Path | str) -> list[str]:
     if not nsmod.exists(host):
         return done
     for claim in sorted(statedir.target_root(state_dir, host).glob("*/claim.json")):
-        Engine(claim.parent.name, netns=host, state_dir=state_dir).destroy()
+        Engine(claim.parent.name, netns=host, state_dir=state_dir).destroy(force=True)
         done.append(claim.parent.name)
     return done
 

@@ -59,10 +59,11 @@ class World:
     def plan(self, topo):
         return api.plan(topo, netns=self.host, state_dir=self.state)
 
-    def destroy(self, name: str, fail_at: int | str | None = None):
+    def destroy(self, name: str, fail_at: int | str | None = None, force: bool = True):
+        """Destroy; by default processes a test left in endpoint namespaces are stopped with them."""
         try:
             with faults.injected(fail_at=fail_at) if fail_at is not None else nullcontext():
-                return api.destroy(name, netns=self.host, state_dir=self.state)
+                return api.destroy(name, netns=self.host, state_dir=self.state, force=force)
         finally:
             sandbox.settle(self.host)  # links a rollback re-created finish IPv6 address detection
 

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,32 @@ def test_sandbox_destroy_destroys_the_topologies_applied_in_it_first(tmp_path):
         sandbox.destroy(name, state_dir=state)
     assert not [n for n in nsmod.listed() if n.startswith(f"{topo.name}-")]
     assert all(process.is_gone(pid) for pid in pids)
+
+
+# --- issue 14: deleting a namespace where processes still run --------------------------------------
+
+
+def test_a_namespace_with_live_processes_is_not_deleted_without_force(world, tmp_path):
+    path = renamed(world, "nat.yaml", tmp_path)
+    topo = spec.load(path)
+    world.apply(topo)
+    inner = _netns_of(topo)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", inner, "sleep", "300"])
+    try:
+        deadline = time.monotonic() + 10
+        while sleeper.pid not in nsmod.pids_in(inner):  # `ip netns exec` enters, then execs sleep
+            assert time.monotonic() < deadline, "sleep never ran in the namespace"
+            time.sleep(0.02)
+        planned = world.plan(spec.load_text(f"name: {topo.name}\nnetworks:\n  lan0: {{mode: nat, subnet: 192.168.223.0/24, uplink: eth0}}\n"))
+        assert any(f"namespace {inner} still runs" in w for w in planned.warnings)
+        before = snapshot.take(world.host)
+        proc = run(world, "destroy", str(path))
+        assert proc.returncode != 0 and "--force" in proc.stderr, proc.stderr
+        assert snapshot.take(world.host) == before and nsmod.exists(inner)
+        proc = run(world, "destroy", "--force", str(path))
+        assert proc.returncode == 0, proc.stderr
+        assert not nsmod.exists(inner)
+        assert sleeper.wait(timeout=10) is not None  # stopped with it, not left in a nameless namespace
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -56,6 +56,25 @@ def half_made(name: str) -> bool:
     return path.exists() and not exists(name)
 
 
+def pids_in(name: str) -> list[int]:
+    """The processes whose network namespace is the named one."""
+    try:
+        st = (NETNS_DIR / name).stat()
+    except FileNotFoundError:
+        return []
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            s = os.stat(p / "ns" / "net")
+        except OSError:
+            continue  # gone meanwhile, or a kernel thread
+        if (s.st_dev, s.st_ino) == (st.st_dev, st.st_ino):
+            out.append(int(p.name))
+    return out
+
+
 def listed() -> list[str]:
     """Namespaces that can be entered (half-made files left out)."""
     dev = _rundir_dev()

@@ -14,20 +14,21 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from vnet import names
 from vnet.desired import desired
-from vnet.drivers import kvm, sysctl
+from vnet.drivers import kvm, process, sysctl
+from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespaces
 from vnet.engine import statedir
 from vnet.engine.journal import Journal
 from vnet.engine.lock import Claim, Claims, LockTimeout, flock
 from vnet.engine.recovery import recover
 from vnet.engine.run import Runner
-from vnet.errors import ClashError, NotPermitted, StepFailed
+from vnet.errors import ClashError, NotPermitted, Problem, StepFailed
 from vnet.facts import HostFacts
 from vnet.kinds import Ctx
 from vnet.observe import Observation, observe
@@ -80,6 +81,42 @@ class Planned:
     desired: list[Resource]
     observation: Observation
     recovered: str | None = None  # what the command said about an interrupted run it undid
+    warnings: list[str] = field(default_factory=list)  # what the plan disrupts: said before it runs
+
+
+def disruptions(actions: list[Action]) -> tuple[list[str], dict[str, list[int]]]:
+    """What a plan would disrupt, in words, and the namespaces it deletes that still run processes
+    (name → pids): those are refused unless forced."""
+    words: list[str] = []
+    busy: dict[str, list[int]] = {}
+    for a in actions:
+        r = a.resource
+        if r.kind == "vm" and a.op == "update":
+            words.append(f"VM {r.key} restarts: its command line changes (the guest is shut down, then started again)")
+        elif r.kind == "vm" and a.op == "delete":
+            words.append(f"VM {r.key} is shut down")
+        elif r.kind == "netns" and a.op == "delete":
+            pids = nsmod.pids_in(r.key)
+            if pids:
+                busy[r.key] = pids
+                words.append(f"namespace {r.key} still runs {len(pids)} process(es) (pids {', '.join(map(str, pids[:5]))}"
+                             f"{' …' if len(pids) > 5 else ''}): deleting it is refused unless --force, which stops them")
+        elif r.kind == "service" and a.op == "update":
+            words.append(f"dnsmasq of network {r.get('network')} restarts with a new configuration: DHCP guests keep their "
+                         "old lease until they renew (restart them, or renew, to pick up a changed subnet or gateway)")
+    return words, busy
+
+
+def _refuse_busy(busy: dict[str, list[int]], force: bool, log: Callable[[str], None]) -> None:
+    if not busy:
+        return
+    if not force:
+        raise ClashError([Problem(f"namespace {name}", f"{len(pids)} process(es) still run in it (pids {', '.join(map(str, pids[:5]))})",
+                                  "stop them first, or pass --force to stop them and delete the namespace")
+                          for name, pids in busy.items()])
+    for name, pids in busy.items():
+        log(f"stopping {len(pids)} process(es) in namespace {name} (--force)")
+        process.stop_pids(pids)
 
 
 class Engine:
@@ -126,7 +163,8 @@ class Engine:
         problems = check(topo, obs, want, facts) + self.claims.problems(topo, obs) + self.claims.identity_problems(source, obs)
         if problems:
             raise ClashError(problems)
-        return Planned(topo.name, diff(want, obs.owned), want, obs)
+        actions = diff(want, obs.owned)
+        return Planned(topo.name, actions, want, obs, warnings=disruptions(actions)[0])
 
     def plan(self, topo: Topology, source: str | None = None) -> Planned:
         note = self._recover_if_needed()
@@ -170,6 +208,7 @@ class Engine:
                 had_claim = self.claims.file(self.topology).exists()
                 self.claims.write(Claim.of(topo, self.netns, source))
             planned.actions = self._born_with_uplink_mac(planned.actions, planned.observation)
+            _refuse_busy(disruptions(planned.actions)[1], force, self.log)
             try:
                 self._runner(nss).run(planned.actions)
             except StepFailed:
@@ -194,11 +233,14 @@ class Engine:
             out.append(a)
         return out
 
-    def destroy(self) -> list[Action]:
+    def destroy(self, force: bool = False) -> list[Action]:
+        """Remove what vnet made for the topology here. A namespace it made that still runs
+        processes is refused unless `force`, which stops them first."""
         require_net_admin("destroy")
         with self._locked(), Namespaces(self.netns) as nss:
             self._recover(nss)
             actions = diff([], self.observe(nss).owned)
+            _refuse_busy(disruptions(actions)[1], force, self.log)
             self._runner(nss).run(actions)
             if not self.journal.exists():
                 shutil.rmtree(self.state, ignore_errors=True)
