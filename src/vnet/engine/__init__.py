@@ -123,7 +123,9 @@ class Engine:
     def __init__(self, topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR):
         self.topology = topology
         self.netns = netns
-        self.state_base = statedir.secure(state_dir, create=has_net_admin())
+        # what root replays from the state directory must be root's alone; without the rights to
+        # change the network, vnet only reads it (and says that an interrupted run needs root)
+        self.state_base = statedir.secure(state_dir, create=True) if has_net_admin() else Path(os.path.abspath(state_dir))
         self.state_root = statedir.target_root(self.state_base, netns)  # this target's topologies
         self.state = self.state_root / topology
         self.record = sysctl.SysctlRecord(self.state)
