@@ -220,6 +220,10 @@ def _open_sockets(targets: list[Target]) -> dict:
     return out
 
 
+def _token(ident: int, i: int) -> bytes:
+    return f"vnet-check {ident} {i}\n".encode()
+
+
 def probe_from(ns: str | None, targets: list[Target], timeout: float = 1.0) -> list[Target]:
     """Run every probe of one source namespace at once (ICMP echo, TCP connect, UDP echo, a
     don't-fragment echo of a full MTU) and wait at most `timeout` for all of them. A TCP reset
@@ -228,21 +232,18 @@ def probe_from(ns: str | None, targets: list[Target], timeout: float = 1.0) -> l
     ident = _random.randrange(1, 0xFFFF)
     sel = _selectors.DefaultSelector()
     pending: set[int] = set()
-    by_key: dict[tuple, int] = {}
     try:
         for i, t in enumerate(targets):
             t.reached = False
             try:
                 if t.proto == "icmp":
                     socks["icmp"].sendto(_echo(ident, i, b"vnet-check"), (t.address, 0))
-                    by_key[("icmp", t.address, i)] = i
                 elif t.proto == "mtu":
                     payload = b"\0" * max(0, t.size - 28)
                     socks["mtu"][i].sendto(_echo(ident, i, payload), (t.address, 0))
                     sel.register(socks["mtu"][i], _selectors.EVENT_READ, ("mtu", i))
                 elif t.proto == "udp":
-                    socks["udp"].sendto(b"vnet-check\n", (t.address, t.port))
-                    by_key[("udp", t.address, t.port)] = i
+                    socks["udp"].sendto(_token(ident, i), (t.address, t.port))
                 elif t.proto == "tcp":
                     s = socks["tcp"][i]
                     err = s.connect_ex((t.address, t.port))
@@ -269,7 +270,7 @@ def probe_from(ns: str | None, targets: list[Target], timeout: float = 1.0) -> l
                     t = targets[i]
                     try:
                         if t.proto == "udp":
-                            socks["udp"].sendto(b"vnet-check\n", (t.address, t.port))
+                            socks["udp"].sendto(_token(ident, i), (t.address, t.port))
                         elif t.proto == "icmp":
                             socks["icmp"].sendto(_echo(ident, i, b"vnet-check"), (t.address, 0))
                     except OSError:
@@ -287,14 +288,18 @@ def probe_from(ns: str | None, targets: list[Target], timeout: float = 1.0) -> l
                     pending.discard(i)
                     sel.unregister(s)
                 elif kind == "udp":
+                    # the reply echoes the token: a host answering from another of its
+                    # addresses (the one facing the prober) still counts
                     try:
-                        _, peer = s.recvfrom(256)
+                        data, _ = s.recvfrom(256)
                     except OSError:
                         continue
-                    j = by_key.get(("udp", peer[0], peer[1]))
-                    if j is not None:
-                        targets[j].reached = True
-                        pending.discard(j)
+                    words = data.split()
+                    if len(words) == 3 and words[0] == b"vnet-check" and words[1] == str(ident).encode():
+                        j = int(words[2])
+                        if j in pending:
+                            targets[j].reached = True
+                            pending.discard(j)
                 else:  # icmp, mtu: an echo reply with our id
                     try:
                         data, peer = s.recvfrom(65535)
@@ -364,7 +369,7 @@ class Responders:
                 try:
                     if key.data == "udp":
                         data, peer = s.recvfrom(256)
-                        s.sendto((peer[0] + "\n").encode(), peer)
+                        s.sendto(data, peer)  # the prober's token, back
                     else:
                         c, _ = s.accept()
                         c.close()
