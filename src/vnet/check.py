@@ -451,6 +451,7 @@ class Report:
     skipped: list[tuple[str, str]]
     seconds: float
     vms: list[dict] = _field(default_factory=list)
+    warnings: list[str] = _field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -469,6 +470,7 @@ class Report:
             "results": [{**_asdict(r), "ok": r.ok} for r in self.results],
             "mtu": self.mtu,
             "vms": self.vms,
+            "warnings": self.warnings,
             "skipped": [{"what": w, "why": y} for w, y in self.skipped],
             "mismatches": [_asdict(r) for r in self.mismatches],
         }
@@ -658,7 +660,26 @@ def run(topo, netns: str | None = None, state_dir: Path | str = "/run/vnet", out
                     "reached": t.reached if t else None, "note": t.note if t else "not probed"})
     peers_json = {name: {"kind": p.kind, "network": p.network, "address": where.get(name, (None, None))[1] if where.get(name) else None}
                   for name, p in it.peers.items()}
-    return Report(topo.name, peers_json, results, mtu, skipped, _time.monotonic() - t0, vms)
+    return Report(topo.name, peers_json, results, mtu, skipped, _time.monotonic() - t0, vms, _neighbour_warning(it))
+
+
+def _neighbour_warning(it: _intent.Intent) -> list[str]:
+    """Probing every pair of a network needs a neighbour entry per pair, and the kernel's table is
+    shared by all namespaces (gc_thresh3, 1024 by default): say so before mismatches confuse."""
+    members: dict[str | None, int] = {}
+    for p in it.peers.values():
+        if p.kind in ("endpoint", "vm"):
+            members[p.network] = members.get(p.network, 0) + 1
+    need = sum(m * m for m in members.values())
+    try:
+        limit = int(Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3").read_text())
+    except (OSError, ValueError):
+        return []
+    if need <= limit:
+        return []
+    return [f"probing every pair needs about {need} ARP entries, more than the kernel's neighbour table holds "
+            f"(net.ipv4.neigh.default.gc_thresh3 = {limit}, shared by all namespaces): probes between endpoints "
+            "may fail for that reason alone; raise gc_thresh2/3 or split the network"]
 
 
 def render(report: Report, console=None) -> None:
@@ -703,6 +724,8 @@ def render(report: Report, console=None) -> None:
         if not v["agent"]:
             console.print(f"VM {v['peer']}: no guest agent; ARP from the bridge: "
                           + {True: "answers", False: "[red]no answer[/]", None: "address unknown"}[v["arp"]])
+    for w in report.warnings:
+        console.print(f"[yellow]warning: {w}[/]")
     for what, why in report.skipped:
         console.print(f"[dim]skipped {what}: {why}[/]")
     for r in report.mismatches:
