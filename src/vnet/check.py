@@ -575,7 +575,7 @@ def run(topo, netns: str | None = None, state_dir: Path | str = "/run/vnet", out
             if p.vm not in agents:
                 agents[p.vm] = _vm_agent(state, topo, p.vm)
             if agents[p.vm] is None:
-                from vnet.desired import bridge_name
+                from vnet.facts import bridge_name
 
                 alive = _arp(netns, bridge_name(topo, p.network), addr, timeout) if addr else None
                 vms.append({"peer": p.name, "address": addr, "agent": False, "arp": alive})

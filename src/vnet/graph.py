@@ -65,7 +65,7 @@ def _id(prefix: str, name: str) -> str:
 
 def model(topo: Topology) -> Graph:
     """The graph of a topology, from the file alone."""
-    from vnet.desired import bridge_name
+    from vnet.facts import bridge_name
 
     t = topo.name
     g = Graph(f"vnet topology {t}")

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from vnet import qemuargs, spec
-from vnet.desired import HostFacts, desired
+from vnet.desired import desired
+from vnet.facts import HostFacts
 from vnet.errors import SpecError, VnetError
 
 STATE = Path("/tmp/x")
