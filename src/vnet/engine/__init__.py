@@ -3,8 +3,8 @@
 In parts a reader finds by name:
 - lock.py      per-topology and per-namespace locks; claims of subnets, bridges and uplinks
 - journal.py   the write-ahead journal of a run
-- run.py       running a plan through the kinds' verbs, and undoing it on failure
-- recovery.py  bringing the host back after a run that was killed
+- run.py       running a plan through the kinds' verbs; bringing the host back to what it was
+               before a run that failed or was killed (convergent, from the journal)
 The kinds (vnet.kinds) do the work; the engine has no per-kind branches. The bridged uplink move
 and its check are the uplink kind's (kinds/uplink.py).
 """
@@ -26,7 +26,6 @@ from vnet.drivers.ns import Namespaces
 from vnet.engine import statedir
 from vnet.engine.journal import Journal
 from vnet.engine.lock import Claim, Claims, LockTimeout, flock
-from vnet.engine.recovery import recover
 from vnet.engine.run import Runner
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed
 from vnet.facts import HostFacts
@@ -195,7 +194,7 @@ class Engine:
     def _runner(self, nss: Namespaces) -> Runner:
         ctx = Ctx(nss=nss, topology=self.topology, state=self.state, state_root=self.state_root, record=self.record,
                   host_lock=self._host_locked, others=self.claims.others, log=self.log)
-        return Runner(ctx, self.journal)
+        return Runner(ctx, self.journal, lambda extra: self.observe(nss, extra_netns=extra))
 
     # --- changing ---------------------------------------------------------------------------
 
@@ -271,7 +270,7 @@ class Engine:
             "undoing it to the state before that run"
         )
         self.warn(msg)
-        recover(self._runner(nss), lambda extra: self.observe(nss, extra_netns=extra))
+        self._runner(nss).recover()
         if not self.observe(nss).owned:
             shutil.rmtree(self.state, ignore_errors=True)  # nothing of this topology is left
         return msg
