@@ -1,4 +1,4 @@
-.PHONY: setup test unit demo bench clean
+.PHONY: setup test unit demo bench soak clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,6 +11,9 @@ unit: setup
 
 demo: setup
 	.venv/bin/python scripts/demo.py
+
+soak: setup
+	VNET_SOAK_KILLS=$${VNET_SOAK_KILLS:-200} .venv/bin/python -m pytest -q -s tests/integration/test_soak.py
 
 bench: setup
 	.venv/bin/python -m bench
