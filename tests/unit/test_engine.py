@@ -252,3 +252,60 @@ def test_doctor_words():
     assert loud.startswith("Some settings of this host get in the way")
     assert all(len(line) <= 100 for line in loud.splitlines())
     assert json.loads(doctor.as_json([doctor.Finding("a", "info", "t", "e")])) == [{"topic": "a", "level": "info", "title": "t", "explanation": "e"}]
+
+
+# --- what is put back from records is checked (issue 12 item 2) ------------------------------------
+
+
+def _undo_ctx(tmp_path, logged: list[str]) -> Ctx:
+    return Ctx(nss=None, topology="t", state=tmp_path, state_root=tmp_path, record=SysctlRecord(tmp_path),
+               host_lock=None, others=lambda: iter(()), log=logged.append, undoing=True)
+
+
+def test_a_vm_is_never_restarted_from_a_recorded_command_line(tmp_path, monkeypatch):
+    from vnet.drivers import qemu
+    from vnet.kinds import vm as vm_kind
+
+    started = []
+    monkeypatch.setattr(qemu, "create", lambda *a: started.append(a))
+    r = make("vm", "web", {"argv": ["/tmp/evil", "--as-root"]}, digest="x")
+    logged: list[str] = []
+    vm_kind.Vm().create(_undo_ctx(tmp_path, logged), r)
+    assert started == [] and "stays stopped" in logged[0]
+    ctx = _undo_ctx(tmp_path, logged)
+    ctx.undoing = False  # the control: a run from the topology starts it
+    vm_kind.Vm().create(ctx, r)
+    assert len(started) == 1
+
+
+@pytest.mark.parametrize("line", ["dhcp-script=/tmp/x", "conf-file=/tmp/more.conf", "conf-dir=/tmp", "user=root"])
+def test_dnsmasq_is_not_restarted_from_a_recorded_config_that_runs_programs(tmp_path, monkeypatch, line):
+    from vnet.drivers import dnsmasq
+    from vnet.errors import VnetError
+    from vnet.kinds import service
+
+    started = []
+    monkeypatch.setattr(dnsmasq, "create", lambda *a: started.append(a))
+    safe = "interface=vb-t-n\nbind-interfaces\ndhcp-range=10.0.0.10,10.0.0.20,1h\n"
+    ctx = _undo_ctx(tmp_path, [])
+    service.Service().create(ctx, make("service", "dnsmasq-n", {"config": safe}, network="n", ns="", digest="d"))
+    assert len(started) == 1
+    with pytest.raises(VnetError, match=line.split("=")[0]):
+        service.Service().create(ctx, make("service", "dnsmasq-n", {"config": safe + line + "\n"}, network="n", ns="", digest="e"))
+    assert len(started) == 1
+
+
+def test_sysctl_paths_and_values_from_records_are_checked(tmp_path):
+    from vnet.drivers import sysctl
+
+    rec = SysctlRecord(tmp_path)
+    good = {"ns": "", "path": "net/ipv4/conf/eth0/forwarding", "before": "0"}
+    rec.file.write_text(json.dumps({
+        "@host/net/ipv4/conf/eth0/forwarding": good,
+        "@host/kernel/core_pattern": {"ns": "", "path": "kernel/core_pattern", "before": "|/tmp/x"},
+        "@host/net/ipv4/conf/../../../kernel/x": {"ns": "", "path": "net/ipv4/conf/../../../kernel/x", "before": "1"},
+        "@host/net/ipv4/conf/eth1/forwarding": {"ns": "", "path": "net/ipv4/conf/eth1/forwarding", "before": "1; rm -rf /"},
+    }))
+    assert rec.load() == {"@host/net/ipv4/conf/eth0/forwarding": good}
+    with pytest.raises(Exception, match="refusing sysctl"):
+        sysctl._write("kernel/core_pattern", "1")
