@@ -118,7 +118,7 @@ def cmd_destroy(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vnet import api
-    from vnet.errors import SpecError
+    from vnet.errors import Problem, SpecError
 
     if a.name is not None:
         name = api.check_name(a.name)
@@ -126,8 +126,9 @@ def cmd_destroy(a: argparse.Namespace) -> int:
         try:
             name = api.topology_name(a.topology)
         except SpecError as exc:
-            if not Path(a.topology).exists():
-                exc.problems.append(_hint("if the file is lost, `vnet destroy --name NAME` removes the topology by name (`vnet list` shows them)"))
+            if not Path(a.topology).exists() and len(exc.problems) == 1:
+                p = exc.problems[0]
+                exc.problems[0] = Problem(p.path, p.message, "check the path; if the file is lost, `vnet destroy --name NAME` removes the topology by its name (`vnet list` shows them)")
             raise
     known = (Path(a.state_dir) / name).is_dir()
     eng = api.engine(name, **_where(a))
@@ -136,12 +137,6 @@ def cmd_destroy(a: argparse.Namespace) -> int:
     tail = "" if removed or known else f" (nothing of {name} was found here; `vnet list` shows what is applied)"
     _say(f"destroyed {name}: {len(removed)} objects removed{tail}")
     return 0
-
-
-def _hint(text: str):
-    from vnet.errors import Problem
-
-    return Problem("", text)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -392,7 +387,7 @@ def os_problem(exc: OSError, state_dir: str) -> str:
         errno.EEXIST: f"it is a file, not a directory: {where}" if in_state else "it is in the way: move or remove it",
         errno.ENOTDIR: f"a part of it is a file, not a directory: {where}",
         errno.ENOENT: f"it cannot be made there: {where}" if in_state else "check the path",
-        errno.EROFS: f"the file system is read-only: {where}" if in_state else "choose a writable place",
+        errno.EROFS: f"the file system is read-only: {where}" if in_state else "the file system is read-only: choose a writable place",
         errno.EACCES: f"run vnet as root, or {where}" if in_state else "check its permissions, or run vnet as root",
         errno.EPERM: f"run vnet as root, or {where}" if in_state else "check its permissions, or run vnet as root",
         errno.ENOSPC: "free some space on that file system",
