@@ -435,6 +435,9 @@ def run(argv: list[str] | None = None) -> int:
     if getattr(a, "func", None) is None:  # `vnet sandbox` alone
         (getattr(a, "parser", None) or p).print_help()
         return 2
+    from pathlib import Path
+
+    a.state_dir = Path(a.state_dir)
     try:
         return a.func(a)
     except KeyboardInterrupt:
