@@ -171,21 +171,24 @@ def applied(netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR)
         return []
     out = []
     for d in dirs:
-        claim = Engine(d.name, netns, root)._read_claim(d.name)
-        if claim is None or claim.netns != (netns or ""):
+        try:
+            claim = json.loads((d / "claim.json").read_text())  # see the engine's claims
+        except (OSError, ValueError):
+            continue
+        if not isinstance(claim, dict) or claim.get("netns") != (netns or ""):
             continue
         try:
             record = json.loads((d / SOURCE).read_text())
         except (OSError, ValueError):
             record = {}
-        file = record.get("file")
+        file = claim.get("source") or record.get("file")  # an engine that records the file has it in the claim
         out.append({
             "name": d.name,
             "netns": netns,
             "file": file,
             "file_exists": bool(file) and Path(file).is_file(),
             "applied_at": record.get("applied_at"),
-            "networks": record.get("networks") or sorted(claim.bridges),
+            "networks": record.get("networks") or sorted(claim.get("bridges") or {}),
             "endpoints": record.get("endpoints"),
             "vms": record.get("vms"),
             "interrupted": (d / "journal.jsonl").exists(),
