@@ -49,7 +49,7 @@ def apply(
     if log is not None:
         eng.log = log
     actions = eng.apply(topo, fail_at=fail_at)
-    record_source(topo, state_dir, source)
+    record_source(topo, netns, state_dir, source)
     return actions
 
 
@@ -79,6 +79,11 @@ def topology_name(path: Path | str) -> str:
         if isinstance(name, str):
             return check_name(name)
         raise
+
+
+def state_of(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Path:
+    """The directory where vnet keeps a topology's state for one target namespace."""
+    return Path(state_dir) / topology  # one directory for every target, with this engine
 
 
 def leases(topology: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[dnsmasq.Lease]:
@@ -143,9 +148,9 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
 SOURCE = "source.json"  # in a topology's state directory: its file and what it held, at the last apply
 
 
-def record_source(topo: Topology, state_dir: Path | str = DEFAULT_STATE_DIR, source: Path | str | None = None) -> None:
+def record_source(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, source: Path | str | None = None) -> None:
     """Remember which file a topology was applied from (None: from the API) and its size."""
-    d = Path(state_dir) / topo.name
+    d = state_of(topo.name, netns, state_dir)
     if not (d / "claim.json").exists():  # nothing of it is applied (a rolled-back first apply)
         return
     record = {
@@ -164,7 +169,7 @@ def applied(netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR)
     """Every topology applied in the target namespace, from the state directory alone (no host
     access): name, file, networks, endpoint and VM counts as applied, and whether a run of it
     was interrupted. `sync` adds whether the host matches the file."""
-    root = Path(state_dir)
+    root = state_of("x", netns, state_dir).parent  # where the target's topologies keep their state
     try:
         dirs = sorted(p for p in root.iterdir() if p.is_dir())
     except FileNotFoundError:

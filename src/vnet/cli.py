@@ -130,7 +130,7 @@ def cmd_destroy(a: argparse.Namespace) -> int:
                 p = exc.problems[0]
                 exc.problems[0] = Problem(p.path, p.message, "check the path; if the file is lost, `vnet destroy --name NAME` removes the topology by its name (`vnet list` shows them)")
             raise
-    known = (Path(a.state_dir) / name).is_dir()
+    known = api.state_of(name, a.netns, a.state_dir).is_dir()
     eng = api.engine(name, **_where(a))
     eng.log = _say
     removed = eng.destroy()
@@ -445,6 +445,9 @@ def run(argv: list[str] | None = None) -> int:
         return 130
     except _Usage as exc:
         a.parser.error(str(exc))
+    except BrokenPipeError:  # `vnet plan | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         return report(exc, a)
     return 0  # not reached: argparse's error exits
