@@ -9,15 +9,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import json
 import os
+import time
+from pathlib import Path
+from typing import Callable
 
 from vnet import qemuargs, spec
 from vnet.desired import desired
 from vnet.drivers import dnsmasq
 from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned, statedir
-from vnet.errors import SpecError, VnetError
+from vnet.errors import Problem, SpecError, VnetError
 from vnet.observe import Observation
 from vnet.plan import Action, matches
 from vnet.resources import Resource
@@ -33,11 +35,23 @@ def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAU
     return engine(topo.name, netns, state_dir).plan(topo, _source(source))
 
 
-def apply(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR,
-          source: Path | str | None = None, force: bool = False) -> list[Action]:
-    """Apply `topo`; `source` is the file it came from (its identity in the target: another file
-    under the same name is refused unless `force`)."""
-    return engine(topo.name, netns, state_dir).apply(topo, _source(source), force)
+def apply(
+    topo: Topology,
+    netns: str | None = None,
+    state_dir: Path | str = DEFAULT_STATE_DIR,
+    source: Path | str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[Action]:
+    """Make the host match `topo`. `source` is the file it came from: its identity in the target
+    (another file under the same name is refused unless `force`), recorded for `vnet list`; `log`
+    hears each step as it is done."""
+    eng = engine(topo.name, netns, state_dir)
+    if log is not None:
+        eng.log = log
+    actions = eng.apply(topo, _source(source), force)
+    record_source(topo, netns, state_dir, source)
+    return actions
 
 
 def _source(path: Path | str | None) -> str | None:
@@ -50,15 +64,27 @@ def destroy(topology: str, netns: str | None = None, state_dir: Path | str = DEF
     return engine(topology, netns, state_dir).destroy(force)
 
 
+def check_name(name: str) -> str:
+    """A topology name as the file's `name:` must be (it names a directory and kernel objects)."""
+    try:
+        return spec.models._name(name)
+    except ValueError as exc:
+        raise SpecError([Problem("name", f"{name!r} {exc}", "give the name as `vnet list` shows it")]) from None
+
+
 def topology_name(path: Path | str) -> str:
     """The topology's name, even from a file that no longer validates (destroy must still work)."""
     try:
         return spec.load(path).name
-    except SpecError:
-        data = parse_yaml(Path(path).read_text())
+    except SpecError as invalid:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError):
+            raise invalid from None  # it says the file cannot be read
+        data = parse_yaml(text)
         name = data.get("name") if isinstance(data, dict) else None
         if isinstance(name, str):
-            return spec.models._name(name)
+            return check_name(name)
         raise
 
 
@@ -122,3 +148,89 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "forwards": forward_counters(topo.name, netns),
         "leases": [lease.to_json() for lease in leases(topo.name, state_dir, netns)],
     }
+
+
+# --- what is applied: `vnet list` ----------------------------------------------------------------
+
+SOURCE = "source.json"  # in a topology's state directory: its file and what it held, at the last apply
+
+
+def record_source(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, source: Path | str | None = None) -> None:
+    """Remember which file a topology was applied from (None: from the API) and its size."""
+    d = state_of(topo.name, netns, state_dir)
+    if not (d / "claim.json").exists():  # nothing of it is applied (a rolled-back first apply)
+        return
+    record = {
+        "file": str(Path(source).absolute()) if source is not None else None,
+        "applied_at": int(time.time()),
+        "networks": sorted(topo.networks),
+        "endpoints": len(topo.endpoints),
+        "vms": len(topo.vms),
+    }
+    tmp = d / f".{SOURCE}.{os.getpid()}"
+    tmp.write_text(json.dumps(record, sort_keys=True))
+    tmp.replace(d / SOURCE)
+
+
+def applied(netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[dict]:
+    """Every topology applied in the target namespace, from the state directory alone (no host
+    access): name, file, networks, endpoint and VM counts as applied, and whether a run of it
+    was interrupted. `sync` adds whether the host matches the file."""
+    root = state_of("x", netns, state_dir).parent  # where the target's topologies keep their state
+    try:
+        dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+    out = []
+    for d in dirs:
+        try:
+            claim = json.loads((d / "claim.json").read_text())  # see the engine's claims
+        except (OSError, ValueError):
+            continue
+        if not isinstance(claim, dict) or claim.get("netns") != (netns or ""):
+            continue
+        try:
+            record = json.loads((d / SOURCE).read_text())
+        except (OSError, ValueError):
+            record = {}
+        file = claim.get("source") or record.get("file")  # an engine that records the file has it in the claim
+        out.append({
+            "name": d.name,
+            "netns": netns,
+            "file": file,
+            "file_exists": bool(file) and Path(file).is_file(),
+            "applied_at": record.get("applied_at"),
+            "networks": record.get("networks") or sorted(claim.get("bridges") or {}),
+            "endpoints": record.get("endpoints"),
+            "vms": record.get("vms"),
+            "interrupted": (d / "journal.jsonl").exists(),
+        })
+    return out
+
+
+def sync(entry: dict, state_dir: Path | str = DEFAULT_STATE_DIR) -> dict:
+    """Whether the host matches an applied topology's file: state is one of in_sync, pending
+    (`pending` changes), interrupted (a journal waits: any command on it undoes that run),
+    no_file (applied through the API), file_missing, file_invalid, file_renamed (it names
+    another topology now), unknown (the host could not be read: `detail` says why). Read-only:
+    an interrupted run is reported, not undone."""
+    def state(s: str, pending: int | None = None, detail: str | None = None) -> dict:
+        return {"state": s, "pending": pending, "detail": detail}
+
+    if entry["interrupted"]:
+        return state("interrupted", detail=f"run any vnet command on {entry['name']} to undo it")
+    if not entry["file"]:
+        return state("no_file", detail="applied without a file: vnet destroy --name " + entry["name"])
+    if not entry["file_exists"]:
+        return state("file_missing", detail=f"{entry['file']} is gone: vnet destroy --name {entry['name']} removes it")
+    try:
+        topo = spec.load(entry["file"])
+    except SpecError as exc:
+        return state("file_invalid", detail=str(exc.problems[0]) if exc.problems else None)
+    if topo.name != entry["name"]:
+        return state("file_renamed", detail=f"{entry['file']} names topology {topo.name} now")
+    try:
+        planned = engine(topo.name, entry["netns"], state_dir).status(topo)
+    except (VnetError, OSError) as exc:
+        return state("unknown", detail=str(exc))
+    return state("pending" if planned.actions else "in_sync", pending=len(planned.actions))

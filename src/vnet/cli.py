@@ -1,160 +1,51 @@
-"""The `vnet` command line."""
+"""The `vnet` command line.
+
+argparse from the standard library, and each command imports what it uses when it runs: `vnet
+--help` loads no vnet module beyond this one, `vnet validate` the spec alone (pydantic, YAML), and
+the engine, the drivers and rich (for tables) come in only for the commands that need them.
+
+Exit codes: 0 done; 1 an error (one line on stderr, naming the path or field and the fix);
+2 an invalid topology file or a usage error; `plan --exit-code` 0 no changes, 2 changes pending,
+1 any error; 130 interrupted (Ctrl-C), after apply or destroy undid what that run changed.
+"""
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import shlex
 import sys
-import time
-from pathlib import Path
-from typing import Optional
 
-import typer
-
-from vnet import api, spec
-from vnet.engine import DEFAULT_STATE_DIR
-from vnet.errors import SpecError, VnetError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Declarative virtual networks for VMs and containers.")
-sandbox_app = typer.Typer(no_args_is_help=True, help="Throwaway namespaces that play host, LAN and internet.")
-app.add_typer(sandbox_app, name="sandbox")
-
-
-class _Console:
-    """rich, imported when something is printed through it (tables, errors): `vnet apply` prints
-    plain lines and should not pay rich's import, nor its rendering for each of a thousand steps."""
-
-    def __init__(self, stderr: bool = False):
-        self._stderr = stderr
-        self._console = None
-
-    def print(self, *args, **kwargs) -> None:
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(stderr=self._stderr)
-        self._console.print(*args, **kwargs)
-
-
-out = _Console()
-err = _Console(stderr=True)
+STATE_DIR = "/run/vnet"  # = vnet.engine.DEFAULT_STATE_DIR (a unit test holds them equal), not imported: it costs the engine
 
 
 def _say(line: str) -> None:
-    print(line)
+    print(line, flush=True)  # a step is seen as it is done, also through a pipe
 
 
-class Ctx:
-    netns: Optional[str] = None
-    state_dir: Path = DEFAULT_STATE_DIR
+def _red(text: str) -> str:
+    return f"\033[31m{text}\033[0m" if sys.stderr.isatty() and not os.environ.get("NO_COLOR") else text
 
 
-ctx = Ctx()
+def _error(line: str) -> None:
+    print(f"{_red('error')}: {line}", file=sys.stderr, flush=True)
 
 
-@app.callback()
-def _global(
-    netns: Optional[str] = typer.Option(None, "--netns", help="act inside this network namespace (it plays the host)"),
-    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--state-dir", help="where vnet keeps journals and records"),
-) -> None:
-    ctx.netns, ctx.state_dir = netns, state_dir
+def _print_json(data) -> None:
+    import json
+
+    print(json.dumps(data, indent=2, default=str))
 
 
-def _fail(exc: VnetError) -> None:
-    if isinstance(exc, SpecError):
-        for p in exc.problems:
-            err.print(f"[red]error[/]: {p}", highlight=False, markup=True, soft_wrap=True)
-    else:
-        err.print(f"[red]error[/]: {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(exc.exit_code)
+def _where(a: argparse.Namespace) -> dict:
+    return {"netns": a.netns, "state_dir": a.state_dir}
 
 
-def _engine(topo: str):
-    return api.engine(topo, netns=ctx.netns, state_dir=ctx.state_dir)
+def _rich_print(*things) -> None:
+    from rich.console import Console
 
-
-@app.command()
-def validate(topology: Path) -> None:
-    """Check a topology file and print every problem."""
-    try:
-        topo = spec.load(topology)
-    except VnetError as exc:
-        _fail(exc)
-    _say(f"{topology}: valid ({len(topo.networks)} networks, {len(topo.endpoints)} endpoints)")
-
-
-@app.command()
-def plan(topology: Path) -> None:
-    """Print the changes apply would make (nothing when the host matches)."""
-    try:
-        planned = api.plan(spec.load(topology), netns=ctx.netns, state_dir=ctx.state_dir, source=topology)
-    except VnetError as exc:
-        _fail(exc)
-    if not planned.actions:
-        _say("no changes: the host matches the topology")
-    for a in planned.actions:
-        _say(a.describe())
-
-
-@app.command()
-def apply(topology: Path, force: bool = typer.Option(False, "--force", help="take over a topology of the same name applied from another file")) -> None:
-    """Make the host match the topology; on any failure, undo everything this run changed."""
-    try:
-        topo = spec.load(topology)
-        eng = _engine(topo.name)
-        eng.log = _say
-        t0 = time.monotonic()
-        actions = eng.apply(topo, str(topology.resolve()), force)
-    except VnetError as exc:
-        _fail(exc)
-    dt = time.monotonic() - t0
-    _say(f"applied {topo.name}: {len(actions)} changes in {dt:.2f}s" if actions else "no changes: the host matches the topology")
-
-
-@app.command()
-def destroy(topology: Path, force: bool = typer.Option(False, "--force", help="stop processes still running in the namespaces vnet made")) -> None:
-    """Remove exactly what vnet made for this topology."""
-    try:
-        name = api.topology_name(topology)
-        eng = _engine(name)
-        eng.log = _say
-        actions = eng.destroy(force)
-    except VnetError as exc:
-        _fail(exc)
-    _say(f"destroyed {name}: {len(actions)} objects removed")
-
-
-@app.command()
-def status(topology: Path, output: str = typer.Option("table", "-o", "--output", help="table or json")) -> None:
-    """Show networks, links, addresses and endpoints, and whether each matches the file."""
-    try:
-        report = api.status(spec.load(topology), netns=ctx.netns, state_dir=ctx.state_dir)
-    except VnetError as exc:
-        _fail(exc)
-    if output == "json":
-        print(json.dumps(report, indent=2))
-        return
-    from rich.table import Table
-
-    table = Table(title=f"topology {report['topology']}" + (f" in netns {ctx.netns}" if ctx.netns else ""))
-    for col in ("kind", "name", "details", "state"):
-        table.add_column(col)
-    colour = {"ok": "green", "missing": "yellow", "drift": "red", "extra": "magenta"}
-    for row in report["resources"]:
-        table.add_row(row["kind"], row["name"], row["details"], f"[{colour[row['state']]}]{row['state']}[/]")
-    out.print(table)
-    if report["forwards"]:
-        out.print(_table("port forwards", FORWARD_COLUMNS, report["forwards"]))
-    if report["leases"]:
-        out.print(_table("DHCP leases", LEASE_COLUMNS, report["leases"]))
-    out.print("in sync" if report["in_sync"] else "NOT in sync: run `vnet apply` to repair", highlight=False)
-    if not report["in_sync"]:
-        raise typer.Exit(1)
-
-
-LEASE_COLUMNS = {"network": "network", "mac": "mac", "address": "address", "name": "name", "remaining": "expires in"}
-FORWARD_COLUMNS = {"proto": "proto", "port": "port", "to": "to", "packets": "packets", "bytes": "bytes"}
+    console = Console()
+    for thing in things:
+        console.print(thing, highlight=False)
 
 
 def _table(title: str, columns: dict[str, str], rows: list[dict]):
@@ -168,96 +59,412 @@ def _table(title: str, columns: dict[str, str], rows: list[dict]):
     return table
 
 
-@app.command()
-def leases(topology: Path, output: str = typer.Option("table", "-o", "--output", help="table or json")) -> None:
-    """List current DHCP leases of the topology's networks (MAC, IP, name, expiry)."""
-    try:
-        name = api.topology_name(topology)
-    except VnetError as exc:
-        _fail(exc)
-    rows = [r.to_json() for r in api.leases(name, state_dir=ctx.state_dir, netns=ctx.netns)]
-    if output == "json":
-        print(json.dumps(rows, indent=2))
-        return
-    out.print(_table(f"leases of {name}", LEASE_COLUMNS, rows))
+# --- commands --------------------------------------------------------------------------------
 
 
-@app.command("qemu-args")
-def qemu_args(topology: Path, vm: str, full: bool = typer.Option(False, "--full", help="the whole command line vnet runs")) -> None:
-    """Print the QEMU arguments for a VM's NICs (taps made by `vnet apply`)."""
-    try:
-        topo = spec.load(topology)
-        argv = api.qemu_args(topo, vm, netns=ctx.netns, state_dir=ctx.state_dir, full=full)
-    except VnetError as exc:
-        _fail(exc)
-    print(" ".join(shlex.quote(a) for a in argv))
+def cmd_validate(a: argparse.Namespace) -> int:
+    from vnet import spec
+
+    topo = spec.load(a.topology)
+    _say(spec.summary(a.topology, topo))
+    return 0
 
 
-@app.command()
-def console(topology: Path, vm: str, follow: bool = typer.Option(False, "-f", "--follow")) -> None:
-    """Show what a VM printed on its serial console."""
-    try:
-        path = api.console_log(api.topology_name(topology), vm, state_dir=ctx.state_dir, netns=ctx.netns)
-    except VnetError as exc:
-        _fail(exc)
+def plan_json(planned, netns: str | None) -> dict:
+    """The plan for scripts: each action with its op, kind, key and attributes (a delete's are
+    those of what it removes; an update also has the old attributes and the names that change)."""
+    actions = []
+    for act in planned.actions:
+        r = act.new if act.new is not None else act.old
+        item = {"op": act.op, "kind": r.kind, "key": r.key, "attrs": dict(r.attrs), "summary": act.describe()}
+        if act.op == "update":
+            old = dict(act.old.attrs)
+            item["old"] = old
+            item["changed"] = sorted(k for k, v in r.attrs if v is not None and old.get(k) != v)
+        actions.append(item)
+    return {"topology": planned.topology, "netns": netns, "changes": len(actions), "actions": actions,
+            "warnings": planned.warnings, "recovered": planned.recovered}
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    from vnet import api, spec
+
+    planned = api.plan(spec.load(a.topology), **_where(a), source=a.topology)
+    if a.output == "json":
+        _print_json(plan_json(planned, a.netns))
+    else:
+        if not planned.actions:
+            _say("no changes: the host matches the topology")
+        for act in planned.actions:
+            _say(act.describe())
+        for warning in planned.warnings:
+            _say(f"warning: {warning}")
+    return 2 if a.exit_code and planned.actions else 0
+
+
+def cmd_apply(a: argparse.Namespace) -> int:
+    import time
+
+    from vnet import api, spec
+
+    topo = spec.load(a.topology)
+    t0 = time.monotonic()
+    actions = api.apply(topo, **_where(a), source=a.topology, force=a.force, log=_say)
+    dt = time.monotonic() - t0
+    _say(f"applied {topo.name}: {len(actions)} changes in {dt:.2f}s" if actions else "no changes: the host matches the topology")
+    return 0
+
+
+def cmd_destroy(a: argparse.Namespace) -> int:
+    if (a.topology is None) == (a.name is None):
+        raise _Usage("destroy takes a topology file or --name NAME (one of the two; `vnet list` shows the names)")
+    from pathlib import Path
+
+    from vnet import api
+    from vnet.errors import Problem, SpecError
+
+    if a.name is not None:
+        name = api.check_name(a.name)
+    else:
+        try:
+            name = api.topology_name(a.topology)
+        except SpecError as exc:
+            if not Path(a.topology).exists() and len(exc.problems) == 1:
+                p = exc.problems[0]
+                exc.problems[0] = Problem(p.path, p.message, "check the path; if the file is lost, `vnet destroy --name NAME` removes the topology by its name (`vnet list` shows them)")
+            raise
+    known = api.state_of(name, a.netns, a.state_dir).is_dir()
+    eng = api.engine(name, **_where(a))
+    eng.log = _say
+    removed = eng.destroy(a.force)
+    tail = "" if removed or known else f" (nothing of {name} was found here; `vnet list` shows what is applied)"
+    _say(f"destroyed {name}: {len(removed)} objects removed{tail}")
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from vnet import api, spec
+
+    report = api.status(spec.load(a.topology), **_where(a))
+    if a.output == "json":
+        _print_json(report)
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"topology {report['topology']}" + (f" in netns {a.netns}" if a.netns else ""))
+    for col in ("kind", "name", "details", "state"):
+        table.add_column(col)
+    colour = {"ok": "green", "missing": "yellow", "drift": "red", "extra": "magenta"}
+    for row in report["resources"]:
+        table.add_row(row["kind"], row["name"], row["details"], f"[{colour[row['state']]}]{row['state']}[/]")
+    things = [table]
+    if report["forwards"]:
+        things.append(_table("port forwards", FORWARD_COLUMNS, report["forwards"]))
+    if report["leases"]:
+        things.append(_table("DHCP leases", LEASE_COLUMNS, report["leases"]))
+    things.append("in sync" if report["in_sync"] else "NOT in sync: run `vnet apply` to repair")
+    _rich_print(*things)
+    return 0 if report["in_sync"] else 1
+
+
+LEASE_COLUMNS = {"network": "network", "mac": "mac", "address": "address", "name": "name", "remaining": "expires in"}
+FORWARD_COLUMNS = {"proto": "proto", "port": "port", "to": "to", "packets": "packets", "bytes": "bytes"}
+LIST_STATES = {
+    "in_sync": "in sync",
+    "pending": "{pending} changes pending",
+    "interrupted": "interrupted run",
+    "no_file": "no file",
+    "file_missing": "file missing",
+    "file_invalid": "file invalid",
+    "file_renamed": "file renamed",
+    "unknown": "unknown",
+}
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from vnet import api
+
+    rows = []
+    for entry in api.applied(**_where(a)):
+        rows.append({**entry, **api.sync(entry, a.state_dir)})
+    if a.output == "json":
+        _print_json(rows)
+        return 0
+    if not rows:
+        _say("no topologies applied" + (f" in netns {a.netns}" if a.netns else " here"))
+        return 0
+
+    def count(v) -> str:
+        return "?" if v is None else str(v)
+
+    shown = [
+        {
+            "name": r["name"],
+            "file": (r["file"] or "-") + ("" if r["file_exists"] or not r["file"] else " (gone)"),
+            "networks": ", ".join(r["networks"]),
+            "endpoints": count(r["endpoints"]),
+            "vms": count(r["vms"]),
+            "state": LIST_STATES[r["state"]].format(**r),
+        }
+        for r in rows
+    ]
+    title = "applied topologies" + (f" in netns {a.netns}" if a.netns else "")
+    _rich_print(_table(title, {k: k for k in ("name", "file", "networks", "endpoints", "vms", "state")}, shown))
+    for r in rows:
+        if r["state"] not in ("in_sync", "pending") and r["detail"]:
+            _say(f"{r['name']}: {r['detail']}")
+    return 0
+
+
+def cmd_leases(a: argparse.Namespace) -> int:
+    from vnet import api
+
+    name = api.topology_name(a.topology)
+    rows = [r.to_json() for r in api.leases(name, state_dir=a.state_dir, netns=a.netns)]
+    if a.output == "json":
+        _print_json(rows)
+    else:
+        _rich_print(_table(f"leases of {name}", LEASE_COLUMNS, rows))
+    return 0
+
+
+def cmd_qemu_args(a: argparse.Namespace) -> int:
+    import shlex
+
+    from vnet import api, spec
+
+    argv = api.qemu_args(spec.load(a.topology), a.vm, **_where(a), full=a.full)
+    print(" ".join(shlex.quote(x) for x in argv))
+    return 0
+
+
+def cmd_console(a: argparse.Namespace) -> int:
+    from vnet import api
+
+    path = api.console_log(api.topology_name(a.topology), a.vm, state_dir=a.state_dir, netns=a.netns)
     if not path.exists():
-        err.print(f"error: no console log for {vm} at {path}: is it running? (vnet status)")
-        raise typer.Exit(1)
-    if follow:
+        _error(f"no console log for {a.vm} at {path}: is it running? (vnet status)")
+        return 1
+    if a.follow:
         os.execvp("tail", ["tail", "-n", "+1", "-f", str(path)])
     sys.stdout.write(path.read_text(errors="replace"))
+    return 0
 
 
-@app.command()
-def doctor(
-    netns: Optional[str] = typer.Option(None, "--netns", help="look inside this namespace (default: the global --netns)"),
-    output: str = typer.Option("text", "-o", "--output", help="text or json"),
-) -> None:
-    """Explain host settings that get in the way of vnet's networks (firewalls, br_netfilter)."""
+def cmd_doctor(a: argparse.Namespace) -> int:
     from vnet import doctor as doc
 
-    try:
-        findings = doc.examine(netns or ctx.netns, ctx.state_dir)
-    except VnetError as exc:
-        _fail(exc)
-    print(doc.as_json(findings) if output == "json" else doc.report(findings), end="")
+    findings = doc.examine(a.netns, a.state_dir)
+    print(doc.as_json(findings) if a.output == "json" else doc.report(findings), end="")
+    return 0
 
 
-@app.command()
-def schema() -> None:
-    """Print the JSON Schema of topology files (for editors)."""
-    print(json.dumps(spec.json_schema(), indent=2))
+def cmd_schema(a: argparse.Namespace) -> int:
+    from vnet import spec
+
+    _print_json(spec.json_schema())
+    return 0
 
 
-@sandbox_app.command("create")
-def sandbox_create(name: str, dhcp: bool = typer.Option(False, help="the host's eth0 takes its address by DHCP")) -> None:
-    """Create NAME-host, NAME-lan and NAME-wan namespaces (host, home router, internet)."""
+def cmd_sandbox_create(a: argparse.Namespace) -> int:
     from vnet import sandbox
 
-    try:
-        sb = sandbox.create(name, state_dir=ctx.state_dir, host_dhcp=dhcp)
-    except VnetError as exc:
-        _fail(exc)
-    out.print(f"sandbox {name}: run vnet with --netns {sb.host}; LAN {sb.lan} (192.0.2.1), WAN {sb.wan} ({sandbox.WAN_ADDR})")
+    sb = sandbox.create(a.name, state_dir=a.state_dir, host_dhcp=a.dhcp)
+    _say(f"sandbox {a.name}: run vnet with --netns {sb.host}; LAN {sb.lan} (192.0.2.1), WAN {sb.wan} ({sandbox.WAN_ADDR})")
+    return 0
 
 
-@sandbox_app.command("destroy")
-def sandbox_destroy(name: str) -> None:
-    """Remove the sandbox's namespaces and processes."""
+def cmd_sandbox_destroy(a: argparse.Namespace) -> int:
     from vnet import sandbox
 
+    sandbox.destroy(a.name, state_dir=a.state_dir)
+    _say(f"sandbox {a.name} removed")
+    return 0
+
+
+# --- the parser --------------------------------------------------------------------------------
+
+
+class _Usage(Exception):
+    """A command was called the wrong way: argparse's usage error, exit 2."""
+
+
+def _globals(p: argparse.ArgumentParser, top: bool) -> None:
+    """--netns and --state-dir, before the command or after it (`vnet apply --netns X f.yaml`)."""
+    d = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("--netns", metavar="NS", help="act inside this network namespace (it plays the host)", **({"default": None} | d))
+    p.add_argument("--state-dir", metavar="DIR", help=f"where vnet keeps journals and records (default: {STATE_DIR})", **({"default": STATE_DIR} | d))
+
+
+def _output(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
+    p.add_argument("-o", "--output", choices=choices, default=choices[0], help=f"{' or '.join(choices)} (default: {choices[0]})")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="vnet",
+        description="Declarative virtual networks for VMs and containers.",
+        epilog="`vnet COMMAND --help` describes a command.",
+    )
+    _globals(top, top=True)
+    sub = top.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, func, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description or help)
+        _globals(p, top=False)
+        p.set_defaults(func=func, parser=p)
+        return p
+
+    p = command("validate", cmd_validate, "check a topology file and print every problem (the host is not consulted: `plan` checks it)")
+    p.add_argument("topology", help="topology file (YAML)")
+
+    p = command("plan", cmd_plan, "print the changes apply would make (nothing when the host matches)")
+    p.add_argument("topology", help="topology file (YAML)")
+    _output(p, ("text", "json"))
+    p.add_argument("--exit-code", action="store_true", help="exit 0 when nothing is pending, 2 when changes are, 1 on an error")
+
+    p = command("apply", cmd_apply, "make the host match the topology; on any failure, undo everything this run changed",
+                "Make the host match the topology, printing each step as it is done. On any failure, or Ctrl-C "
+                "(exit 130), everything this run changed is undone.")
+    p.add_argument("topology", help="topology file (YAML)")
+    p.add_argument("--force", action="store_true",
+                   help="take over a topology of the same name applied from another file; stop processes in namespaces it deletes")
+
+    p = command("destroy", cmd_destroy, "remove exactly what vnet made for a topology",
+                "Remove exactly what vnet made for a topology, named by its file or, when the file is lost, by "
+                "--name (`vnet list` shows the names). A file holding only `name: NAME` works too.")
+    p.add_argument("topology", nargs="?", help="topology file (YAML)")
+    p.add_argument("--name", help="the topology's name, for a file that is lost")
+    p.add_argument("--force", action="store_true", help="stop processes still running in the namespaces vnet made")
+
+    p = command("list", cmd_list, "every topology applied in the target namespace: file, networks, counts, sync state")
+    _output(p, ("table", "json"))
+
+    p = command("status", cmd_status, "show networks, links, addresses and endpoints, and whether each matches the file")
+    p.add_argument("topology", help="topology file (YAML)")
+    _output(p, ("table", "json"))
+
+    p = command("leases", cmd_leases, "list current DHCP leases of the topology's networks (MAC, IP, name, expiry)")
+    p.add_argument("topology", help="topology file (YAML)")
+    _output(p, ("table", "json"))
+
+    p = command("qemu-args", cmd_qemu_args, "print the QEMU arguments for a VM's NICs (taps made by `vnet apply`)")
+    p.add_argument("topology", help="topology file (YAML)")
+    p.add_argument("vm", help="the VM's name in the file")
+    p.add_argument("--full", action="store_true", help="the whole command line vnet runs")
+
+    p = command("console", cmd_console, "show what a VM printed on its serial console")
+    p.add_argument("topology", help="topology file (YAML)")
+    p.add_argument("vm", help="the VM's name in the file")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing what it prints (tail -f)")
+
+    p = command("doctor", cmd_doctor, "explain host settings that get in the way of vnet's networks (firewalls, br_netfilter)")
+    _output(p, ("text", "json"))
+
+    command("schema", cmd_schema, "print the JSON Schema of topology files (for editors)")
+
+    p = command("sandbox", None, "throwaway namespaces that play host, LAN and internet")
+    sandbox = p.add_subparsers(title="commands", metavar="COMMAND")
+    s = sandbox.add_parser("create", help="create NAME-host, NAME-lan and NAME-wan namespaces (host, home router, internet)")
+    _globals(s, top=False)
+    s.add_argument("name")
+    s.add_argument("--dhcp", action=argparse.BooleanOptionalAction, default=False, help="the host's eth0 takes its address by DHCP")
+    s.set_defaults(func=cmd_sandbox_create, parser=s)
+    s = sandbox.add_parser("destroy", help="remove the sandbox's namespaces and processes")
+    _globals(s, top=False)
+    s.add_argument("name")
+    s.set_defaults(func=cmd_sandbox_destroy, parser=s)
+    return top
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def os_problem(exc: OSError, state_dir: str) -> str:
+    """An OS error as one line: the path, what is wrong, and the fix."""
+    import errno
+
+    path = exc.filename if exc.filename is not None else ""
+    what = exc.strerror or exc.__class__.__name__
+    state = os.path.abspath(state_dir)
+    in_state = bool(path) and (os.path.abspath(str(path)) + "/").startswith(state.rstrip("/") + "/")
+    where = "point --state-dir at a directory vnet can write (default: /run/vnet)" if in_state else "check the path"
+    fix = {
+        errno.EEXIST: f"it is a file, not a directory: {where}" if in_state else "it is in the way: move or remove it",
+        errno.ENOTDIR: f"a part of it is a file, not a directory: {where}",
+        errno.ENOENT: f"it cannot be made there: {where}" if in_state else "check the path",
+        errno.EROFS: f"the file system is read-only: {where}" if in_state else "the file system is read-only: choose a writable place",
+        errno.EACCES: f"run vnet as root, or {where}" if in_state else "check its permissions, or run vnet as root",
+        errno.EPERM: f"run vnet as root, or {where}" if in_state else "check its permissions, or run vnet as root",
+        errno.ENOSPC: "free some space on that file system",
+    }.get(exc.errno, where)
+    subject = f"{path}: " if path else ""
+    return f"{subject}{what} — {fix}"
+
+
+def report(exc: BaseException, a: argparse.Namespace) -> int:
+    """Print a failure the user can act on as one line (an invalid file: one line per problem) and
+    return the exit code; anything else is a bug and propagates with its traceback."""
+    from vnet.errors import SpecError, StepFailed, VnetError
+
+    code = getattr(exc, "exit_code", 1)
+    if isinstance(exc, StepFailed) and isinstance(exc.cause, KeyboardInterrupt):
+        rolled_back = "ROLLBACK INCOMPLETE" not in str(exc)
+        tail = "everything this run changed was undone" if rolled_back else "ROLLBACK INCOMPLETE: run the command again to finish undoing it"
+        _error(f"interrupted at step {exc.step} ({exc.action}); {tail}")
+        return 130
+    if isinstance(exc, StepFailed) and isinstance(exc.cause, OSError):
+        _error(str(exc).replace(str(exc.cause), os_problem(exc.cause, a.state_dir), 1))
+    elif isinstance(exc, StepFailed) and not str(exc.cause):
+        _error(str(exc).replace("failed: ;", f"failed: {exc.cause.__class__.__name__};", 1))
+    elif isinstance(exc, SpecError):
+        for p in exc.problems:
+            _error(str(p))
+    elif isinstance(exc, VnetError):
+        _error(str(exc))
+    elif isinstance(exc, OSError):
+        _error(os_problem(exc, a.state_dir))
+        code = 1
+    else:
+        raise exc
+    return 1 if getattr(a, "exit_code", False) else code
+
+
+def run(argv: list[str] | None = None) -> int:
+    p = parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    if not argv:
+        p.print_help()
+        return 2
+    a = p.parse_args(argv)
+    if getattr(a, "func", None) is None:  # `vnet sandbox` alone
+        (getattr(a, "parser", None) or p).print_help()
+        return 2
+    from pathlib import Path
+
+    a.state_dir = Path(a.state_dir)
     try:
-        sandbox.destroy(name, state_dir=ctx.state_dir)
-    except VnetError as exc:
-        _fail(exc)
-    out.print(f"sandbox {name} removed")
+        return a.func(a)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except _Usage as exc:
+        a.parser.error(str(exc))
+    except BrokenPipeError:  # `vnet plan | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        return report(exc, a)
+    return 0  # not reached: argparse's error exits
 
 
 def main() -> None:
     try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+        code = run()
+    except KeyboardInterrupt:  # a second Ctrl-C, while the first was being reported
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":
