@@ -47,6 +47,10 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
             if li is not None and (not li.mark or li.mark[0] != t):
                 clashed.add(r.key)
                 add(Problem(path_of.get(r.key, r.key), f"interface {r.key} exists already and belongs to {_owner_text(li.mark)}", _clash_fix(li.mark, "name")))
+        if r.kind == "netns" and r.id not in obs.owned and nsmod.half_made(r.key):
+            # someone's `ip netns add` (or a run of another vnet) killed half-way: not ours to remove
+            add(Problem(f"endpoints.{r.get('mark').split(':')[3]}", f"{nsmod.NETNS_DIR / r.key} is a file with no namespace mounted on it",
+                        f"if nothing is creating it right now, remove it with `ip netns delete {r.key}`"))
         if r.kind == "netns" and r.key in obs.namespaces and obs.namespaces[r.key] != t:
             owner = obs.namespaces[r.key]
             fix = f"destroy topology {owner} first (`vnet destroy` with its file), or rename this endpoint" if owner else "set netns: to borrow it, or remove it"
