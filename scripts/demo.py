@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from vnet import api, check, guest, qemuargs, sandbox, spec
+from vnet import api, check, guest, ops, qemuargs, sandbox, spec
 from vnet.drivers import ns as nsmod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,22 +90,17 @@ def main() -> int:
             table.add_row(row["kind"], row["name"], row["state"])
         console.print(table)
 
+        # `vnet check`: every pair, ICMP/TCP/UDP and a full-MTU probe, against the file's intent
+        console.rule("vnet check examples/nat.yaml: real traffic against the declared intent")
+        checked = ops.check(topo, netns=sb.host, state_dir=state)
+        check.render(checked, console)
         wan, port = sandbox.WAN_ADDR, sandbox.WAN_PORT
         seen = check.tcp_line("lab-c1", wan, port)
-        rows = [
-            ("c1 → c2 ping 192.168.223.11", "reachable", check.ping("lab-c1", "192.168.223.11")),
-            ("c1 → gateway ping 192.168.223.1", "reachable", check.ping("lab-c1", "192.168.223.1")),
-            (f"c1 → internet ping {wan}", "reachable", check.ping("lab-c1", wan)),
-            (f"c1 → internet TCP {wan}:{port}, source seen", f"masqueraded to {sandbox.HOST_ADDR} (seen: {seen})", seen == sandbox.HOST_ADDR),
-            ("internet → c1 ping 192.168.223.10", "blocked", not check.ping(sb.wan, "192.168.223.10")),
-        ]
-        with check.Listener("lab-c1", 9000):
-            rows.append(("internet → c1 TCP :9000", "blocked", check.tcp_line(sb.wan, "192.168.223.10", 9000, timeout_s=1) is None))
-            rows.append(("c2 → c1 TCP :9000", "reachable", check.tcp_line("lab-c2", "192.168.223.10", 9000) == "192.168.223.11"))
+        rows = [(f"c1 → internet TCP {wan}:{port}, source seen", f"masqueraded to {sandbox.HOST_ADDR} (seen: {seen})", seen == sandbox.HOST_ADDR)]
         console.print(proof(rows))
         again = api.apply(topo, netns=sb.host, state_dir=state)
         console.print(f"second apply: {len(again)} changes (expected 0)")
-        ok = all(r[2] for r in rows) and not again and report["in_sync"]
+        ok = checked.ok and all(r[2] for r in rows) and not again and report["in_sync"]
         removed = api.destroy(topo.name, netns=sb.host, state_dir=state)
         console.print(f"vnet destroy: {len(removed)} objects removed")
         if shutil.which("qemu-system-x86_64") and list(Path("/boot").glob("vmlinuz-*")):

@@ -259,6 +259,26 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(a: argparse.Namespace) -> int:
+    from vnet import ops, spec
+
+    text = ops.graph(spec.load(a.topology), a.format, a.live, **_where(a))
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    from vnet import check, ops, spec
+
+    outside: bool | str = False if a.no_outside else (a.outside or True)
+    report = ops.check(spec.load(a.topology), **_where(a), outside=outside, timeout=a.timeout)
+    if a.output == "json":
+        _print_json(report.to_json())
+    else:
+        check.render(report)
+    return 0 if report.ok else 1
+
+
 def cmd_schema(a: argparse.Namespace) -> int:
     from vnet import spec
 
@@ -336,6 +356,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("topology", nargs="?", help="topology file (YAML)")
     p.add_argument("--name", help="the topology's name, for a file that is lost")
     p.add_argument("--force", action="store_true", help="stop processes still running in the namespaces vnet made")
+
+    p = command("check", cmd_check, "probe real traffic between every pair against what the file declares (exit 1 on a mismatch)",
+                "Probe every pair among endpoints, VMs, gateways, the host and the outside (ICMP, TCP, UDP) and a "
+                "full-MTU don't-fragment echo per network; print the matrix and explain each mismatch. Exit 0 when "
+                "everything is as declared, 1 otherwise.")
+    p.add_argument("topology", help="topology file (YAML)")
+    _output(p, ("table", "json"))
+    p.add_argument("--outside", metavar="NS", help="namespace that plays the outside (default: the sandbox's internet, if any)")
+    p.add_argument("--no-outside", action="store_true", help="leave the outside out")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds a probe waits for its answer (default 1)")
+
+    p = command("graph", cmd_graph, "draw the topology (mermaid, dot, svg through Graphviz, html)")
+    p.add_argument("topology", help="topology file (YAML)")
+    p.add_argument("--format", choices=("mermaid", "dot", "svg", "html"), default="mermaid", help="default: mermaid")
+    p.add_argument("--live", action="store_true", help="colour each object by its state on the host (in sync, missing, drifted)")
 
     p = command("list", cmd_list, "every topology applied in the target namespace: file, networks, counts, sync state")
     _output(p, ("table", "json"))
