@@ -13,6 +13,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -116,7 +117,8 @@ def test_random_kills_into_apply_and_destroy_always_recover(world, tmp_path):
             assert proc.returncode == 0, f"{where}: {proc.stderr}"
             sandbox.settle(world.host)
             assert snapshot.take(world.host) == before, f"{where}: the host was not put back"
-            assert daemons_of(world, name) == [], f"{where}: daemons left running"
+            left = {p: Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")[:160] for p in daemons_of(world, name)}
+            assert not left, f"{where}: daemons left running: {left}"
         else:
             # the destroy is undone, and apply (a guest stopped by the killed run is started from the
             # topology, never from a recorded command line) brings everything back

@@ -99,6 +99,22 @@ def running(pidfile: Path, marker: Path | None = None) -> int | None:
     return pid if is_ours(pid, _read_ident(ident_file(pidfile, marker)), str(marker or pidfile)) else None
 
 
+def expect(pidfile: Path, program: str, marker: Path | None = None) -> None:
+    """Before spawning a daemon whose pid file vnet writes itself: record the program, so a step
+    cut short before the pid is known still finds (kill_named) what it started."""
+    pidfile.unlink(missing_ok=True)
+    _write_ident(ident_file(pidfile, marker), {"exe": _program(program)})
+
+
+def record(pidfile: Path, pid: int, marker: Path | None = None) -> None:
+    """The pid of a daemon vnet spawned, in its pid file and its identity record."""
+    ident = ident_file(pidfile, marker)
+    _write_ident(ident, {**(_read_ident(ident) or {}), "pid": pid, "start": start_time(pid), "boot": _boot_id()})
+    tmp = pidfile.with_name(pidfile.name + ".tmp")
+    tmp.write_text(f"{pid}\n")
+    tmp.replace(pidfile)
+
+
 def start(ns: Namespace, argv: list[str], pidfile: Path, marker: Path | None = None, timeout: float = 10.0) -> int:
     """Run a self-daemonizing program in `ns`; wait until its pid file names a live process, and
     record that process's identity."""

@@ -171,15 +171,15 @@ def create(nss: Namespaces, state: Path, r: Resource) -> None:
         actions += [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)]
         actions += [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in high.items()]
         full = nss.host.argv(argv)  # nsenter and setpriv exec in place: the pid is QEMU's
+        process.expect(f["pid"], next(a for a in argv if Path(a).name.startswith("qemu-system-")))
         pid = os.posix_spawnp(full[0], full, {"PATH": SAFE_PATH, "LC_ALL": "C"}, file_actions=actions, setsid=True)
-        tmp = f["pid"].with_name(f["pid"].name + ".tmp")
-        tmp.write_text(f"{pid}\n")
-        tmp.replace(f["pid"])
+        process.record(f["pid"], pid)
         _wait_ready(pid, f["qmp"], START_TIMEOUT)
     except BaseException as exc:
         if pid is not None:
             process.stop_pids([pid], timeout=5.0)
         f["pid"].unlink(missing_ok=True)
+        process.ident_file(f["pid"]).unlink(missing_ok=True)
         f["argv"].unlink(missing_ok=True)
         if isinstance(exc, Exited):
             raise VnetError(f"QEMU for VM {r.key} exited at start (status {exc.args[0]}): {_tail(f['log']) or 'no message'}") from None
