@@ -141,3 +141,72 @@ def test_bridged_endpoint_leases_from_the_lan(world):
     lo, hi = (ipaddress.IPv4Address(x) for x in sandbox.DHCP_RANGE)
     assert lo <= leased.ip <= hi
     assert check.ping(ns, sandbox.LAN_ROUTER)
+
+
+MACVLAN = """
+name: {name}
+endpoints:
+  m1: {{kind: macvlan, uplink: eth0, address: 192.0.2.51/24, gateway: 192.0.2.1}}
+  m2: {{kind: macvlan, uplink: eth0, mode: private, address: 192.0.2.52/24}}
+  m3: {{kind: macvlan, uplink: eth0, address: dhcp}}
+"""
+
+
+def _mac_of(ns: str, ifname: str = "eth0") -> str:
+    out = check.run_in(ns, ["ip", "-o", "link", "show", "dev", ifname]).stdout.split()
+    return out[out.index("link/ether") + 1]
+
+
+def test_macvlan_endpoints_sit_on_the_lan(world):
+    topo = spec.load_text(MACVLAN.format(name="emv"))
+    world.apply(topo)
+    m1, m2, m3 = (names.netns("emv", e) for e in ("m1", "m2", "m3"))
+    # each on the sandbox host's eth0, in a namespace of its own, with a MAC of its own
+    kind = check.run_in(m1, ["ip", "-d", "-o", "link", "show", "dev", "eth0"]).stdout
+    assert "macvlan mode bridge" in kind
+    assert "macvlan mode private" in check.run_in(m2, ["ip", "-d", "-o", "link", "show", "dev", "eth0"]).stdout
+    assert _mac_of(m1) != _mac_of(world.host)
+    # the LAN router directly, and beyond it through the default route
+    assert check.ping(m1, sandbox.LAN_ROUTER)
+    assert check.ping(m2, sandbox.LAN_ROUTER)
+    assert check.tcp_line(m1, sandbox.WAN_ADDR, sandbox.WAN_PORT) == "192.0.2.51"  # the router sees the macvlan's own address
+    # bridge mode talks to another macvlan of the NIC, private mode does not
+    leased = ipaddress.IPv4Interface(wait_for("a lease on m3 from the LAN", lambda: _addr(m3), 15))
+    lo, hi = (ipaddress.IPv4Address(x) for x in sandbox.DHCP_RANGE)
+    assert lo <= leased.ip <= hi
+    assert check.ping(m1, str(leased.ip))
+    assert not check.ping(m2, str(leased.ip))
+    assert world.plan(topo).actions == []
+    # drift: a macvlan deleted by hand is made again
+    check.run_in(m2, ["ip", "link", "del", "eth0"])
+    assert [a.describe().split()[:2] for a in world.plan(topo).actions] == [["+", "macvlan"], ["+", "address"]]
+    world.apply(topo)
+    assert check.ping(m2, sandbox.LAN_ROUTER)
+    world.destroy(topo.name)
+    world.applied.discard(topo.name)
+    assert not any(nsmod.exists(n) for n in (m1, m2, m3))
+    assert "macvlan" not in check.run_in(world.host, ["ip", "-d", "link"]).stdout
+
+
+def test_macvlan_in_a_borrowed_namespace_is_found_by_destroy(world):
+    inner = "emb-mine"
+    nsmod.create(inner).close()
+    try:
+        topo = spec.load_text("name: emb\nendpoints:\n  m: {kind: macvlan, uplink: eth0, netns: emb-mine, ifname: lan0, address: 192.0.2.61/24}\n")
+        world.apply(topo)
+        assert check.ping(inner, sandbox.LAN_ROUTER)
+        # destroy by name only (no topology: as `vnet destroy` after the file is gone)
+        world.destroy("emb")
+        world.applied.discard("emb")
+        assert nsmod.exists(inner)  # borrowed: left
+        assert "lan0" not in check.run_in(inner, ["ip", "-o", "link"]).stdout
+    finally:
+        nsmod.remove(inner)
+
+
+def test_macvlan_on_a_missing_uplink_is_refused_and_leaves_nothing(world):
+    topo = spec.load_text("name: emx\nendpoints:\n  m: {kind: macvlan, uplink: nosuch0, address: 192.0.2.71/24}\n")
+    with pytest.raises(Exception) as err:
+        world.apply(topo)
+    assert "uplink nosuch0 not found" in str(err.value)
+    assert not nsmod.exists(names.netns("emx", "m"))
