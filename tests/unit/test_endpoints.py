@@ -154,3 +154,22 @@ def test_client_names_are_checked_before_they_reach_a_script(tmp_path):
         r = make("dhcpclient", "k", **{**dict(ns="t-a", ifname="eth0", endpoint="a", hostname="a"), **bad})
         with pytest.raises(VnetError):
             udhcpc.render(r, tmp_path)
+
+
+# --- the lib directory: what outlives a reboot ----------------------------------------------------
+
+
+def test_lib_dir_derived_from_the_state_dir(tmp_path):
+    from vnet import dnsconf, libdir
+
+    assert libdir.lib_of(Path("/run/vnet/lab")) == Path("/var/lib/vnet/lab")
+    assert libdir.lib_of(Path("/run/vnet/@h1/lab")) == Path("/var/lib/vnet/@h1/lab")
+    assert libdir.lib_of(tmp_path / "state" / "@h1" / "lab") == tmp_path / "state" / ".lib" / "@h1" / "lab"
+    assert dnsconf.files(Path("/run/vnet/lab"), "lan")["leases"] == Path("/var/lib/vnet/lab/dnsmasq-lan.leases")
+    assert dnsconf.files(Path("/run/vnet/lab"), "lan")["pid"] == Path("/run/vnet/lab/dnsmasq-lan.pid")
+    libdir.configure(tmp_path / "s", tmp_path / "persist")
+    try:
+        assert libdir.lib_of(tmp_path / "s" / "lab") == tmp_path / "persist" / "lab"
+    finally:
+        libdir.configure(tmp_path / "s", None)
+    assert libdir.lib_of(tmp_path / "s" / "lab") == tmp_path / "s" / ".lib" / "lab"
