@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vnet import check, names, sandbox, spec
+from vnet import check, dnsconf, names, sandbox, spec
 from vnet.drivers import ns as nsmod
 from vnet.drivers import process, udhcpc
 
@@ -62,7 +62,7 @@ def _client_pid(world, topo, ep: str) -> int | None:
 
 
 def _dnsmasq_expiry(world, topo, ip: str) -> int | None:
-    for line in (world.state_of(topo.name) / "dnsmasq-lan0.leases").read_text().splitlines():
+    for line in dnsconf.files(world.state_of(topo.name), "lan0")["leases"].read_text().splitlines():
         fields = line.split()
         if len(fields) > 2 and fields[2] == ip:
             return int(fields[0])
