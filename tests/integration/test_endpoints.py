@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -210,3 +211,48 @@ def test_macvlan_on_a_missing_uplink_is_refused_and_leaves_nothing(world):
         world.apply(topo)
     assert "uplink nosuch0 not found" in str(err.value)
     assert not nsmod.exists(names.netns("emx", "m"))
+
+
+def _reboot(world, topo, endpoints: list[str]) -> None:
+    """What a reboot does to the sandbox host: every process vnet ran is gone, the endpoint
+    namespaces and the host's vnet links and nft table are gone, /run is empty — but the lib
+    directory (/var/lib/vnet; here <state>/.lib) is kept."""
+    state = world.state_of(topo.name)
+    for pidfile, marker in [(f["pid"], f["conf"]) for f in [dnsconf.files(state, n) for n in topo.networks]] + \
+                           [(f["pid"], f["sh"]) for f in [udhcpc.files(state, e) for e in endpoints]]:
+        pid = process.running(pidfile, marker=marker)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            wait_for(f"pid {pid} gone", lambda: process.is_gone(pid), 5)
+    for e in endpoints:
+        nsmod.remove(names.netns(topo.name, e))
+    for line in check.run_in(world.host, ["ip", "-o", "link"]).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        alias = check.run_in(world.host, ["cat", f"/sys/class/net/{name}/ifalias"]).stdout.strip()
+        if alias.startswith(f"vnet:{topo.name}:"):
+            check.run_in(world.host, ["ip", "link", "del", name])
+    check.run_in(world.host, ["nft", "delete", "table", "inet", names.nft_table(topo.name)])
+    for child in world.state.iterdir():
+        if child.name != ".lib":
+            subprocess.run(["rm", "-rf", str(child)], check=True)
+
+
+def test_a_simulated_reboot_rebuilds_the_network_and_the_old_lease(world):
+    topo = spec.load_text(NAT_DHCP.format(name="epr"))
+    world.apply(topo)
+    ns = names.netns("epr", "c1")
+    leased = wait_for("a lease on c1", lambda: _addr(ns), 10)
+    leases = dnsconf.files(world.state_of(topo.name), "lan0")["leases"]
+    assert leases.is_relative_to(world.state / ".lib")  # kept apart from /run's state
+    before = _dnsmasq_expiry(world, topo, leased.split("/")[0])
+    _reboot(world, topo, ["c1", "c2"])
+    assert not nsmod.exists(ns) and not world.state_of(topo.name).exists() and leases.exists()
+    t0 = time.monotonic()
+    world.apply(topo)
+    again = wait_for("a lease after the reboot", lambda: _addr(ns), 10)
+    took = time.monotonic() - t0
+    assert again == leased  # the old address back: dnsmasq read its lease file
+    assert _dnsmasq_expiry(world, topo, leased.split("/")[0]) >= before
+    assert check.ping(ns, sandbox.WAN_ADDR) and check.ping(names.netns("epr", "c2"), "10.77.0.1")
+    assert world.plan(topo).actions == []
+    print(f"rebuilt after the simulated reboot, lease back, in {took:.2f}s")
