@@ -121,6 +121,7 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "resources": rows,
         "forwards": forward_counters(topo.name, netns),
         "leases": [lease.to_json() for lease in leases(topo.name, state_dir, netns)],
+        "dhcp_clients": dhcp_clients(topo.name, netns, state_dir),  # what vnet's clients hold (`address: dhcp`)
     }
 
 
