@@ -208,3 +208,15 @@ def spawn(ns: Namespace, argv: list[str], pidfile: Path, log: Path, marker: Path
         time.sleep(0.01)
     stop_pids([proc.pid])
     raise VnetError(f"{Path(argv[0]).name} did not start in {timeout:.0f}s")
+
+
+def recorded_pids(state: Path) -> set[int]:
+    """The live processes vnet started for one topology (dnsmasq, DHCP clients, QEMU), by the
+    identity files in its state directory: what a namespace may run without being someone else's."""
+    out: set[int] = set()
+    for ident_path in state.glob("*.ident"):
+        ident = _read_ident(ident_path)
+        marker = str(ident_path)[: -len(".ident")]
+        if ident and isinstance(ident.get("pid"), int) and is_ours(ident["pid"], ident, marker):
+            out.add(ident["pid"])
+    return out
