@@ -147,6 +147,7 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "resources": rows,
         "forwards": forward_counters(topo.name, netns),
         "leases": [lease.to_json() for lease in leases(topo.name, state_dir, netns)],
+        "dhcp_clients": dhcp_clients(topo.name, netns, state_dir),  # what vnet's clients hold (`address: dhcp`)
     }
 
 
@@ -234,3 +235,57 @@ def sync(entry: dict, state_dir: Path | str = DEFAULT_STATE_DIR) -> dict:
     except (VnetError, OSError) as exc:
         return state("unknown", detail=str(exc))
     return state("pending" if planned.actions else "in_sync", pending=len(planned.actions))
+
+
+# --- endpoint conveniences and boot persistence (issue 10) ------------------------------------------
+
+
+def dhcp_clients(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[dict]:
+    """What each DHCP client vnet runs (`address: dhcp`) holds: address, router, DNS, expiry."""
+    from vnet.drivers import udhcpc
+
+    return udhcpc.leases(state_of(topology, netns, state_dir))
+
+
+def set_lib_dir(state_dir: Path | str = DEFAULT_STATE_DIR, lib_dir: Path | str | None = None) -> None:
+    """`--lib-dir`: where the topologies under `state_dir` keep what outlives a reboot (leases);
+    None for the default (/var/lib/vnet beside /run/vnet, <state_dir>/.lib beside any other)."""
+    from vnet import libdir
+
+    libdir.configure(state_dir, lib_dir)
+
+
+def lib_of(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Path:
+    from vnet import libdir
+
+    return libdir.lib_of(state_of(topology, netns, state_dir))
+
+
+def enable(path: Path | str, netns: str | None = None, state_dir: Path | str | None = None, lib_dir: Path | str | None = None,
+           unit_dir: Path | str | None = None, program: str | None = None) -> Path:
+    """`vnet enable FILE`: a systemd unit that applies FILE at boot (and destroys it at shutdown).
+    The file must validate now; the unit names it by its absolute path."""
+    from vnet import persist
+
+    file = Path(path).resolve()
+    topo = spec.load(file)
+    unit = persist.Unit(topo.name, file, program or persist.vnet_program(), netns,
+                        Path(os.path.abspath(state_dir)) if state_dir and Path(state_dir) != DEFAULT_STATE_DIR else None,
+                        Path(os.path.abspath(lib_dir)) if lib_dir else None,
+                        multi_host=bool(getattr(topo, "hosts", None)))
+    return persist.enable(unit, Path(unit_dir) if unit_dir else persist.DEFAULT_UNIT_DIR)
+
+
+def disable(path: Path | str, unit_dir: Path | str | None = None) -> Path | None:
+    """`vnet disable FILE`: remove the unit `enable` wrote for FILE (the network stays)."""
+    from vnet import persist
+
+    file = Path(path).resolve()
+    return persist.disable(topology_name(file), file, Path(unit_dir) if unit_dir else persist.DEFAULT_UNIT_DIR)
+
+
+def export(topo: Topology, fmt: str) -> dict[str, str] | str:
+    """`vnet export --format networkd|sh`: networkd → {file name: text}; sh → one script."""
+    from vnet import export as _export
+
+    return _export.export(topo, fmt)

@@ -279,6 +279,39 @@ def cmd_check(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_enable(a: argparse.Namespace) -> int:
+    from vnet import api
+
+    unit = api.enable(a.topology, **_where(a), lib_dir=a.lib_dir, unit_dir=a.unit_dir)
+    _say(f"wrote {unit}: the topology is applied at boot (systemctl daemon-reload && systemctl enable {unit.name})")
+    return 0
+
+
+def cmd_disable(a: argparse.Namespace) -> int:
+    from vnet import api
+
+    unit = api.disable(a.topology, unit_dir=a.unit_dir)
+    _say(f"removed {unit} (the network stays as it is)" if unit else "no unit of vnet's for this file: nothing to remove")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vnet import api, spec
+
+    out = api.export(spec.load(a.topology), a.format)
+    if isinstance(out, str):
+        sys.stdout.write(out)
+        return 0
+    target = Path(a.dir or ".")
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in out.items():
+        (target / name).write_text(text)
+        _say(f"wrote {target / name}")
+    return 0
+
+
 def cmd_schema(a: argparse.Namespace) -> int:
     from vnet import spec
 
@@ -314,6 +347,8 @@ def _globals(p: argparse.ArgumentParser, top: bool) -> None:
     d = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("--netns", metavar="NS", help="act inside this network namespace (it plays the host)", **({"default": None} | d))
     p.add_argument("--state-dir", metavar="DIR", help=f"where vnet keeps journals and records (default: {STATE_DIR})", **({"default": STATE_DIR} | d))
+    p.add_argument("--lib-dir", metavar="DIR", help="where what outlives a reboot (DHCP leases) is kept (default: /var/lib/vnet beside /run/vnet)",
+                   **({"default": None} | d))
 
 
 def _output(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
@@ -366,6 +401,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--outside", metavar="NS", help="namespace that plays the outside (default: the sandbox's internet, if any)")
     p.add_argument("--no-outside", action="store_true", help="leave the outside out")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds a probe waits for its answer (default 1)")
+
+    p = command("enable", cmd_enable, "install a systemd unit that applies the topology at boot (and destroys it at shutdown)")
+    p.add_argument("topology", help="topology file (YAML)")
+    p.add_argument("--unit-dir", metavar="DIR", help="where the unit goes (default: /etc/systemd/system)")
+
+    p = command("disable", cmd_disable, "remove the unit `vnet enable` installed for the topology")
+    p.add_argument("topology", help="topology file (YAML)")
+    p.add_argument("--unit-dir", metavar="DIR", help="where the unit is (default: /etc/systemd/system)")
+
+    p = command("export", cmd_export, "the topology as systemd-networkd files or a shell script, for a distribution to own")
+    p.add_argument("topology", help="topology file (YAML)")
+    p.add_argument("--format", choices=("networkd", "sh"), required=True)
+    p.add_argument("-d", "--dir", metavar="DIR", help="networkd: where the files go (default: the current directory)")
 
     p = command("graph", cmd_graph, "draw the topology (mermaid, dot, svg through Graphviz, html)")
     p.add_argument("topology", help="topology file (YAML)")
@@ -480,6 +528,10 @@ def run(argv: list[str] | None = None) -> int:
 
     a.state_dir = Path(a.state_dir)
     try:
+        if a.lib_dir is not None:
+            from vnet import api
+
+            api.set_lib_dir(a.state_dir, a.lib_dir)
         return a.func(a)
     except KeyboardInterrupt:
         _error("interrupted")

@@ -36,8 +36,14 @@ def nic_hostname(vm_name: str, index: int) -> str:
 
 
 def files(state: Path, net_name: str) -> dict[str, Path]:
+    """dnsmasq's files: config, pid and log in the state directory; the leases, which must outlive
+    a reboot, in the lib directory (vnet.libdir)."""
+    from vnet import libdir
+
     base = state / f"dnsmasq-{net_name}"
-    return {k: Path(f"{base}.{k}") for k in ("conf", "pid", "leases", "log")}
+    out = {k: Path(f"{base}.{k}") for k in ("conf", "pid", "log")}
+    out["leases"] = libdir.lib_of(state) / f"dnsmasq-{net_name}.leases"
+    return out
 
 
 def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: list[str], state: Path) -> str:

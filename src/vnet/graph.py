@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from vnet import names, qemuargs
 from vnet.errors import VnetError
 from vnet.resources import ns_key
-from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec, port_span
+from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec, port_span
 from vnet.spec.validate import addressing, forward_target, known_address
 
 FORMATS = ("mermaid", "dot", "svg", "html")
@@ -111,13 +111,21 @@ def model(topo: Topology) -> Graph:
         nid = _id("ep", ep_name)
         if isinstance(ep, NetnsSpec):
             ns = names.endpoint_netns(t, ep_name, ep.netns)
-            lines = [ep_name, f"netns {ns}", ep.address or "address by DHCP"]
+            lines = [ep_name, f"netns {ns}", ep.address or ("address by DHCP (vnet's client)" if ep.dhcp else "address by DHCP")]
             res = [("veth", names.veth_host(t, ep_name))]
             if ep.netns is None:
                 res.append(("netns", ns))
             if ep.address:
                 res.append(("address", ns_key(ns, ep.ifname, ep.address)))
             port = names.veth_host(t, ep_name)
+        elif isinstance(ep, MacvlanSpec):
+            ns = names.endpoint_netns(t, ep_name, ep.netns)
+            lines = [ep_name, f"macvlan ({ep.mode}) on {ep.uplink}", f"netns {ns}",
+                     "address by DHCP" if ep.dhcp else (ep.address or "no address")]
+            res = [("macvlan", ns)] + ([("netns", ns)] if ep.netns is None else [])
+            g.nodes.append(Node(nid, "endpoint", "\n".join(lines), None, tuple(res)))
+            g.edges.append(Edge(nid, uplink(ep.uplink), "uplink", f"macvlan {ep.mode}", (("uplink", ep.uplink),)))
+            continue
         elif isinstance(ep, TapSpec):
             port = names.endpoint_tap(t, ep_name, ep.ifname)
             lines = [ep_name, f"tap {port}"] + ([f"owner {ep.owner}"] if ep.owner is not None else [])

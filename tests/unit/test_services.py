@@ -158,7 +158,8 @@ def test_nat_declared_range_netmask_and_lease(guests_conf):
 
 def test_state_files_under_state_dir(guests_conf):
     assert values(guests_conf, "pid-file") == ["/tmp/x/dnsmasq-lan0.pid"]
-    assert values(guests_conf, "dhcp-leasefile") == ["/tmp/x/dnsmasq-lan0.leases"]
+    # leases outlive a reboot: the lib directory beside the state (vnet.libdir)
+    assert values(guests_conf, "dhcp-leasefile") == ["/tmp/.lib/x/dnsmasq-lan0.leases"]
     assert values(guests_conf, "log-facility") == ["/tmp/x/dnsmasq-lan0.log"]
 
 

@@ -207,7 +207,7 @@ def test_one_network_overlapping_many_is_one_problem_naming_some():
 
 
 def test_an_unknown_kind_is_named_with_its_choices():
-    assert said("name: t\nendpoints:\n  x: {kind: tapp}\n") == ["endpoints.x.kind: 'tapp' is not a kind — did you mean `tap`? use kind: tap, tun or netns"]
+    assert said("name: t\nendpoints:\n  x: {kind: tapp}\n") == ["endpoints.x.kind: 'tapp' is not a kind — did you mean `tap`? use kind: tap, tun, netns or macvlan"]
 
 
 def test_a_missing_kind():

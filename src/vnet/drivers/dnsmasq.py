@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vnet import dnsconf
+from vnet import dnsconf, libdir
 from vnet.drivers import process
 from vnet.drivers.ns import Namespaces
 from vnet.resources import Resource, make
@@ -30,6 +30,7 @@ def _write(path: Path, text: str) -> None:
 def create(nss: Namespaces, state: Path, r: Resource) -> None:
     f = dnsconf.files(state, r.get("network"))
     _write(f["conf"], r.get("config"))
+    libdir.ensure(state)
     for path in (f["leases"], f["log"]):
         path.touch()
         os.chown(path, 65534, 65534)  # dnsmasq drops to nobody; it must still write these
@@ -87,7 +88,7 @@ class Lease:
 
 def leases(state: Path) -> list[Lease]:
     out = []
-    for path in sorted(state.glob("dnsmasq-*.leases")):
+    for path in sorted({*state.glob("dnsmasq-*.leases"), *libdir.lib_of(state).glob("dnsmasq-*.leases")}):
         network = path.name[len("dnsmasq-") : -len(".leases")]
         try:
             text = path.read_bytes().decode(errors="replace")

@@ -195,3 +195,44 @@ def kill_named(marker: str, timeout: float = 5.0) -> None:
     intent = {"exe": ident["exe"]}  # any process of that program naming the marker, recorded pid or not
     pids = [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit() and is_ours(int(proc.name), intent, marker)]
     stop_pids(pids, timeout)
+
+
+def spawn(ns: Namespace, argv: list[str], pidfile: Path, log: Path, marker: Path | None = None, timeout: float = 10.0) -> int:
+    """Run a program that stays in the foreground (`udhcpc -f`) in `ns`, detached in a session of
+    its own, its output to `log`; record its identity as `start` does for a daemon. The pid file
+    is written here: the program's own (if it writes one) names the same process."""
+    import subprocess
+
+    pidfile.unlink(missing_ok=True)
+    ident = ident_file(pidfile, marker)
+    exe = _program(argv[0])
+    _write_ident(ident, {"exe": exe})  # before it runs: a step cut short still knows what it started
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(ns.argv([exe, *argv[1:]]), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # nsenter enters, then execs the program: same pid
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise VnetError(f"{Path(argv[0]).name} exited at once ({proc.returncode}): {' '.join(tail) or 'no output'}")
+        if _exe(proc.pid) == exe:
+            _write_ident(ident, {"exe": exe, "pid": proc.pid, "start": start_time(proc.pid), "boot": _boot_id()})
+            tmp = pidfile.with_name(pidfile.name + ".tmp")
+            tmp.write_text(f"{proc.pid}\n")
+            tmp.replace(pidfile)
+            return proc.pid
+        time.sleep(0.01)
+    stop_pids([proc.pid])
+    raise VnetError(f"{Path(argv[0]).name} did not start in {timeout:.0f}s")
+
+
+def recorded_pids(state: Path) -> set[int]:
+    """The live processes vnet started for one topology (dnsmasq, DHCP clients, QEMU), by the
+    identity files in its state directory: what a namespace may run without being someone else's."""
+    out: set[int] = set()
+    for ident_path in state.glob("*.ident"):
+        ident = _read_ident(ident_path)
+        marker = str(ident_path)[: -len(".ident")]
+        if ident and isinstance(ident.get("pid"), int) and is_ours(ident["pid"], ident, marker):
+            out.add(ident["pid"])
+    return out

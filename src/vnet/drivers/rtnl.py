@@ -196,6 +196,10 @@ def _link_info(link: Link, v: memoryview) -> None:
             link.kind = _str(iv)
         elif kind == IFLA_INFO_DATA:
             data = iv
+    if data is not None and link.kind in ("macvlan", "macvtap"):
+        for kind, mv in attrs(data, 0, len(data)):
+            if kind == IFLA_MACVLAN_MODE and len(mv) >= 4:
+                link.data["IFLA_MACVLAN_MODE"] = _u32(mv)
     if data is not None and link.kind == "tun":
         for kind, tv in attrs(data, 0, len(data)):
             if kind in _TUN_NAMES:
@@ -528,6 +532,22 @@ def veth_peer(ifname: str, netns_fd: int | None = None, mac: str | None = None, 
     if netns_fd is not None:
         peer += a_u32(IFLA_NET_NS_FD, netns_fd)
     return attr(VETH_INFO_PEER, peer)
+
+
+IFLA_LINK = 5
+IFLA_MACVLAN_MODE = 1
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+
+
+def new_macvlan(ifname: str, lower: int, mode: str, netns_fd: int | None = None, mac: str | None = None,
+                mtu: int | None = None) -> tuple[int, int, bytes]:
+    """A macvlan on the link `lower` (an ifindex of the namespace the request is sent in), born in
+    the namespace `netns_fd` names: the kernel checks its name there, not here."""
+    body = ifinfo() + link_attrs(ifname, mac=mac, mtu=mtu) + a_u32(IFLA_LINK, lower)
+    if netns_fd is not None:
+        body += a_u32(IFLA_NET_NS_FD, netns_fd)
+    info = a_str(IFLA_INFO_KIND, "macvlan") + attr(IFLA_INFO_DATA, a_u32(IFLA_MACVLAN_MODE, MACVLAN_MODES[mode]))
+    return RTM_NEWLINK, F_CREATE | F_EXCL, body + attr(IFLA_LINKINFO, info)
 
 
 def set_link(index: int = 0, ifname: str | None = None, up: bool | None = None, **settings) -> tuple[int, int, bytes]:

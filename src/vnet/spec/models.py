@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 IFNAMSIZ = 15  # kernel limit for interface names, in bytes, without the trailing NUL
 
@@ -348,11 +348,47 @@ class NetnsSpec(PortPolicy):
         None, description="namespace name; default <topology>-<endpoint>; an existing one is borrowed"
     )
     ifname: IfName = Field("eth0", description="interface name inside the namespace")
-    address: Interface | None = Field(None, description="address with prefix; omit to configure it by DHCP")
+    address: Interface | None = Field(
+        None, description="address with prefix; `dhcp`: vnet runs a DHCP client in the namespace; omit: the link only"
+    )
+    dhcp: bool = Field(False, description="run vnet's supervised DHCP client in the namespace (what `address: dhcp` says)")
     mac: Mac | None = None
 
+    _dhcp_word = model_validator(mode="before")(lambda data: _address_dhcp(data))
 
-Endpoint = Annotated[TapSpec | TunSpec | NetnsSpec, Field(discriminator="kind")]
+
+def _address_dhcp(data: object) -> object:
+    """`address: dhcp` is the DHCP client: the model keeps `address` a static address only, so
+    nothing that reads it ever meets the word."""
+    if isinstance(data, dict) and data.get("address") == "dhcp":
+        data = {k: v for k, v in data.items() if k != "address"}
+        if data.get("dhcp") is False:
+            raise ValueError("address: dhcp and dhcp: false say opposite things; keep one")
+        data["dhcp"] = True
+    return data
+
+
+class MacvlanSpec(Strict):
+    """An interface of its own on a host NIC (its own MAC on the LAN), moved into a namespace."""
+
+    kind: Literal["macvlan"]
+    uplink: IfName = Field(description="the host NIC the macvlan sits on, e.g. eth0")
+    mode: Literal["bridge", "private", "vepa"] = Field(
+        "bridge", description="bridge: macvlans on the NIC talk to each other directly; private: never; vepa: through the switch"
+    )
+    netns: Annotated[str, AfterValidator(_name)] | None = Field(
+        None, description="namespace name; default <topology>-<endpoint>; an existing one is borrowed"
+    )
+    ifname: IfName = Field("eth0", description="interface name inside the namespace")
+    address: Interface | None = Field(None, description="address with prefix; `dhcp`: vnet runs a DHCP client; omit: the link only")
+    gateway: Address | None = Field(None, description="default route via this address (with a static address)")
+    dhcp: bool = Field(False, description="run vnet's supervised DHCP client in the namespace (what `address: dhcp` says)")
+    mac: Mac | None = None
+
+    _dhcp_word = model_validator(mode="before")(lambda data: _address_dhcp(data))
+
+
+Endpoint = Annotated[TapSpec | TunSpec | NetnsSpec | MacvlanSpec, Field(discriminator="kind")]
 
 
 class VmNic(PortPolicy):

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from vnet import names
 from vnet.errors import Problem, SpecError
 from vnet.spec import vmfiles
-from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec, port_span
+from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec, port_span
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -626,7 +626,37 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
     _forwards(topo, add, broken)
     _allows(topo, add, broken)
     _names(topo, add)
+    _endpoint_conveniences(topo, add)
     return problems
+
+
+def _endpoint_conveniences(topo: Topology, add) -> None:
+    """DHCP clients vnet runs, and macvlan endpoints on host NICs."""
+    spaces = {names.endpoint_netns(topo.name, n, ep.netns): n for n, ep in topo.endpoints.items() if isinstance(ep, NetnsSpec)}
+    bridged = {net.uplink: n for n, net in topo.networks.items() if net.mode == "bridged" and net.uplink}
+    for ep_name, ep in topo.endpoints.items():
+        path = f"endpoints.{ep_name}"
+        if isinstance(ep, NetnsSpec) and ep.dhcp:
+            if ep.address:
+                add(Problem(f"{path}.address", "a static address and a DHCP client on one interface", "keep `address: dhcp` or the address"))
+            net = topo.networks.get(ep.network)
+            if net is not None and net.mode != "bridged" and net.dhcp is None:
+                add(Problem(f"{path}.address", f"networks.{ep.network} serves no DHCP for the client to ask",
+                            f"add dhcp: true to networks.{ep.network}, or give a static address"))
+        if isinstance(ep, MacvlanSpec):
+            if ep.dhcp and ep.address:
+                add(Problem(f"{path}.address", "a static address and a DHCP client on one interface", "keep `address: dhcp` or the address"))
+            if ep.gateway and not ep.address:
+                add(Problem(f"{path}.gateway", "needs a static address to be reached through", "add address: with a prefix, or remove gateway:"))
+            elif ep.gateway and ipaddress.IPv4Address(ep.gateway) not in ipaddress.IPv4Interface(ep.address).network:
+                add(Problem(f"{path}.gateway", f"{ep.gateway} is not inside {ipaddress.IPv4Interface(ep.address).network}", "pick a gateway on the address's subnet"))
+            if ep.uplink in bridged:
+                add(Problem(f"{path}.uplink", f"{ep.uplink} is a port of networks.{bridged[ep.uplink]}'s bridge and takes no macvlan",
+                            f"put the endpoint on networks.{bridged[ep.uplink]} as kind: netns instead"))
+            ns = names.endpoint_netns(topo.name, ep_name, ep.netns)
+            if ns in spaces:
+                add(Problem(f"{path}.netns", f"namespace {ns!r} is also used by endpoints.{spaces[ns]}", "one endpoint per namespace"))
+            spaces[ns] = ep_name
 
 
 def overlapping(ranges: list[ipaddress.IPv4Network]) -> dict[int, list[int]]:
