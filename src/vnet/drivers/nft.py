@@ -113,7 +113,7 @@ def _drop_all(name: str) -> str:
     return "".join(f"table {f} {name}\ndelete table {f} {name}\n" for f in FAMILIES)
 
 
-def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path) -> None:
+def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path, refill: str = "") -> None:
     """Make the tables hold `new`, in one transaction: nobody ever sees a half-written ruleset.
 
     When only elements differ from what vnet wrote last (a forward added, a port's MAC), the
@@ -122,7 +122,8 @@ def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path) -> 
     script = None
     if old is not None and old.get("rendered") and old.get("text"):
         script = nftrules.delta(new.key, old.get("text"), new.get("text"))
-    _transaction(ns, script if script is not None else _drop_all(new.key) + new.get("text"))
+    # `refill`: elements that live only on the host (DHCP snooping's leases), for tables made anew
+    _transaction(ns, script if script is not None else _drop_all(new.key) + new.get("text") + refill)
     _save(saved, new.get("text") if new.get("rendered") else None)
 
 

@@ -17,7 +17,7 @@ HOST = ""
 
 class Service(Kind):
     name = "service"
-    after = ("sysctl", "address")  # binds to addresses that exist
+    after = ("sysctl", "address", "dhcp_script")  # binds to addresses that exist; runs its lease script
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out: list[Resource] = []
