@@ -158,9 +158,10 @@ def main(argv: list[str], env: dict[str, str] | None = None) -> int:
             raise Invalid("missing MAC or address")
         mac, address = rest[0], rest[1]
         try:
-            ipaddress.IPv4Address(address)
-        except ValueError:
+            ipaddress.IPv6Address(address)
             return 0  # a DHCPv6 lease (its second argument is a DUID): not snooped
+        except ValueError:
+            check_ipv4(address)
         now = time.time()
         script = commands(table, action, mac, address, 0 if action == "del" else _expires(env, now), now)
     except Invalid as exc:
