@@ -103,6 +103,7 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
         bridge_body += s.render()
     chain(bridge_body, "prerouting", "prerouting", "filter", bridge_pre)
     chain(bridge_body, "forward", "forward", "filter", bridge_fwd)
+    chain(bridge_body, "output", "output", "filter", guards.output)
 
     table = names.nft_table(topo.name)
     elements = element_digest(inet_body + bridge_body)
@@ -250,12 +251,19 @@ def _isolation(topo: Topology, port_list: list[Port]):
     return [isolated_macs, isolated_addrs, service_addrs], forward
 
 
+LEASED_KEY = "@ll,48,48 . @nh,96,32"  # (source MAC, source IPv4 address) of a frame
+LEASE_GRACE = 60  # seconds the data path lets a fresh lease through before the lease script speaks
+LEARN = (f"ether type ip udp sport 67 udp dport 68 @ih,1920,24 0x350105 "
+         f"add @leased {{ @ih,224,48 . @ih,128,32 timeout {LEASE_GRACE}s }}")
+
+
 @dataclass
 class _Guards:
     limits: list[str]
     sets: list[_Set]
     prerouting: list[str]
     forward: list[str]
+    output: list[str]
     needed: bool
 
 
@@ -311,9 +319,11 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     dhcp_guarded = _Set("dhcp_guarded", "ifname")  # ports that lease their address from vnet's dnsmasq
     free_guarded = _Set("free_guarded", "ifname")  # ports whose address vnet does not know
     reserved = _Set("reserved_ip", "ipv4_addr")  # gateways, DHCP/DNS services, fixed addresses
-    # filled by DHCP snooping (vnet.snoop, called by dnsmasq), never by a ruleset: (MAC, address)
-    # of each lease, for as long as the lease runs
-    leased = _Set("leased", "ether_addr . ipv4_addr", flags="timeout")
+    # filled by DHCP snooping, never by a ruleset: (MAC, address) of each lease, for as long as the
+    # lease runs. The data path adds the pair from vnet's own DHCPACK as it passes (so the client's
+    # first packet after it is let through), for a minute; dnsmasq's lease script (vnet.snoop) then
+    # sets the lease's own time, renews it, and removes it. Raw payloads, so both can write it.
+    leased = _Set("leased", "", typeof=LEASED_KEY, flags="dynamic,timeout")
     port_ip6 = _Set("port_ip6", "ifname . ipv6_addr")
     nd_target = _Set("nd_target", "", typeof="iifname . @th,64,128")  # a Neighbour Advertisement's target
     nd_mac = _Set("nd_mac", "", typeof="iifname . @th,208,48")  # … and its target link-layer address
@@ -380,8 +390,10 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         "iifname @ip_guarded ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip drop",
         "iifname @ip_guarded arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_ip drop",
         # DHCP snooping: only the address vnet's dnsmasq leased to this MAC (held to the port above)
-        "iifname @dhcp_guarded ip saddr != 0.0.0.0 ether saddr . ip saddr != @leased drop",
-        "iifname @dhcp_guarded arp saddr ip != 0.0.0.0 ether saddr . arp saddr ip != @leased drop",
+        "iifname @dhcp_guarded ip saddr != 0.0.0.0 @ll,48,48 . @nh,96,32 != @leased drop",  # ether saddr . ip saddr
+        "iifname @dhcp_guarded arp saddr ip != 0.0.0.0 @ll,48,48 . @nh,112,32 != @leased drop",  # … . arp saddr ip
+        # a DHCPACK from an isolated network's service port (chaddr . yiaddr; option 53 comes first)
+        f"iifname @service_ports {LEARN}",
         # an address vnet does not know: anything but the gateway's, a service's or another port's
         "iifname @free_guarded ip saddr @reserved_ip drop",
         "iifname @free_guarded arp saddr ip @reserved_ip drop",
@@ -396,6 +408,8 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         "iifname @guarded icmpv6 type nd-neighbor-advert ip6 length 32 iifname . @th,208,48 != @nd_mac drop",
         "limit name iifname map @upload_limits drop",
     ]
+    # a DHCPACK of vnet's dnsmasq on the host
+    output = [LEARN]
     # an isolated port still reaches its network's DHCP/DNS service, which is a port too
     forward = [
         "iifname @isolated_ports oifname != @service_ports drop",
@@ -404,7 +418,7 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     sets = [guarded, port_mac, ip_guarded, port_ip, dhcp_guarded, free_guarded, reserved, leased, port_ip6,
             nd_target, nd_mac, isolated_ports, service_ports, upload]
     needed = bool(guarded.elements or isolated_ports.elements or upload.elements)
-    return _Guards(limits, sets, prerouting, forward, needed)
+    return _Guards(limits, sets, prerouting, forward, output, needed)
 
 
 def _is_elements(line: str) -> bool:

@@ -85,7 +85,9 @@ def check_ipv4(address: str) -> str:
 
 
 def element(mac: str, address: str, timeout: int | None = None) -> str:
-    return f"{check_mac(mac)} . {check_ipv4(address)}" + (f" timeout {timeout}s" if timeout else "")
+    """A `leased` element: its key is two raw payloads (MAC, address), written as integers."""
+    key = f"0x{check_mac(mac).replace(':', '')} . 0x{int(ipaddress.IPv4Address(check_ipv4(address))):08x}"
+    return key + (f" timeout {timeout}s" if timeout else "")
 
 
 def commands(table: str, action: str, mac: str, address: str, expires: int, now: float) -> str:

@@ -172,7 +172,7 @@ def test_rule_count_matches_rendered_rules():
         assert one(rs, "ruleset").get("rules") == count > 0
         # every chain of both tables is counted
         assert count == sum(len(chain(text, c)) for c in ("forward", "input", "prerouting", "output", "postrouting")) + sum(
-            len(chain(text, c, "bridge")) for c in ("prerouting", "forward")
+            len(chain(text, c, "bridge")) for c in ("prerouting", "forward", "output")
         )
 
 
