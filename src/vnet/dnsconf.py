@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vnet import names, qemuargs
+from vnet import names, qemuargs, snoop
 from vnet.facts import guest_mac
 from vnet.spec.models import NetnsSpec, TapSpec
 from vnet.spec.validate import addressing, dhcp_range
@@ -85,6 +85,7 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
             f"dhcp-leasefile={f['leases']}",
             f"dhcp-range={first},{last},{addr.subnet.netmask},{net.dhcp.lease}",
             "dhcp-authoritative",
+            f"dhcp-script={snoop.script_path(state, net_name)}",  # DHCP snooping: each lease, as it happens
         ]
         # an empty option tells dnsmasq to send none: an isolated network has no router
         lines.append(f"dhcp-option=option:router,{addr.gateway}" if addr.gateway else "dhcp-option=option:router")

@@ -14,13 +14,14 @@ thousandth forward adds a map element, not a rule.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vnet import names
-from vnet.facts import HostFacts, bridge_name, ports, uplink_of
-from vnet.spec.models import port_span, rate_bits
+from vnet import names, qemuargs
+from vnet.facts import HostFacts, Port, bridge_name, ports, uplink_of
+from vnet.spec.models import TapSpec, port_span, rate_bits
 from vnet.spec.validate import addressing, forward_target
 
 if TYPE_CHECKING:
@@ -40,10 +41,11 @@ class _Set:
     flags: str = ""
     counter: bool = False
     map_type: str = ""  # "a : b" makes it a map
+    typeof: str = ""  # keys described by expressions (raw payloads) instead of `type`
 
     def render(self) -> list[str]:
         kind = "map" if self.map_type else "set"
-        body = [f"type {self.map_type or self.type}"]
+        body = [f"typeof {self.typeof}" if self.typeof else f"type {self.map_type or self.type}"]
         if self.flags:
             body.append(f"flags {self.flags}")
         if self.counter:
@@ -74,117 +76,11 @@ class Rendered:
 def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> Rendered | None:
     """The ruleset of a topology, or None when it needs no rules. `port_list` is desired.ports(topo)
     where the caller has it already."""
-    bridges = _Set("bridges", "ifname")
-    isolated_bridges = _Set("isolated_bridges", "ifname")
-    intra = _Set("intra", "ifname . ifname")
-    egress = _Set("egress", "ifname . ifname")
-    masq = _Set("masq", "ipv4_addr . ifname", flags="interval")
-    hairpin = _Set("hairpin", "ipv4_addr . ifname", flags="interval")
-    forwards = _Set("forwards", "", counter=True, map_type="inet_proto . inet_service : ipv4_addr . inet_service")
-    allowed_any = _Set("allowed_any", "ifname . ifname")
-    allowed = _Set("allowed", "inet_proto . ifname . ifname . inet_service", flags="interval")
-
-    for net_name, net in topo.networks.items():
-        if net.mode == "bridged":
-            continue
-        br = _q(bridge_name(topo, net_name))
-        bridges.elements.append(br)
-        # with br_netfilter loaded (Docker loads it), frames switched inside a bridge pass the
-        # inet forward hook with the bridge as both in and out device: they must stay untouched
-        intra.elements.append(f"{br} . {br}")
-        if net.mode == "isolated":
-            isolated_bridges.elements.append(br)
-        if net.mode == "nat":
-            up = _q(uplink_of(topo, net_name, facts) or "")
-            egress.elements.append(f"{br} . {up}")
-            subnet = addressing(topo, net_name).subnet
-            masq.elements.append(f"{subnet} . {up}")
-            hairpin.elements.append(f"{subnet} . {br}")
-            for fwd in net.forwards:
-                address, to_port = forward_target(topo, net_name, fwd.to)
-                lo, hi = port_span(fwd.port)
-                for port in range(lo, hi + 1):
-                    forwards.elements.append(f"{fwd.proto} . {port} : {address} . {to_port or port}")
-    for rule in topo.allow:
-        a, b = _q(bridge_name(topo, rule.from_)), _q(bridge_name(topo, rule.to))
-        if rule.ports:
-            for p in rule.ports:
-                lo, hi = port_span(p)
-                allowed.elements.append(f"{rule.proto} . {a} . {b} . {lo}" + (f"-{hi}" if hi != lo else ""))
-        elif rule.proto:
-            allowed.elements.append(f"{rule.proto} . {a} . {b} . 0-65535")
-        else:
-            allowed_any.elements.append(f"{a} . {b}")
-
-    inet_sets = [bridges, isolated_bridges, intra, egress, masq, hairpin, forwards, allowed_any, allowed]
-    forward = [
-        "iifname . oifname @intra accept",
-        # an isolated network reaches nothing, not even forward targets through the host's address
-        "iifname @isolated_bridges drop",
-        "oifname @isolated_bridges drop",
-        "iifname @bridges ct state established,related accept",
-        "oifname @bridges ct state established,related accept",
-        "iifname . oifname @egress accept",
-        "oifname @bridges ct status dnat accept",  # port forwards
-        "meta l4proto . iifname . oifname . th dport @allowed accept",
-        "iifname . oifname @allowed_any accept",
-        # everything else in or out of a vnet bridge is not forwarded: networks are isolated
-        "iifname @bridges drop",
-        "oifname @bridges drop",
-    ]
-    # no address of the host's may answer on an isolated bridge, whatever a guest configures
-    input_ = ["iifname @isolated_bridges drop"]
-    dnat = "dnat ip to meta l4proto . th dport map @forwards"
-    prerouting = [f"fib daddr type local {dnat}"]
-    output = [f"ip daddr != 127.0.0.0/8 fib daddr type local {dnat}"]  # forwards reached from the host itself
-    postrouting = [
-        "ip saddr . oifname @masq masquerade",
-        # hairpin: an endpoint reaching a forward on the host's address must get the reply through
-        # the host, so the target sees the gateway (postrouting knows no input device: match the source)
-        "ct status dnat ip saddr . oifname @hairpin masquerade",
-    ]
-
-    guarded = _Set("guarded", "ifname")
-    port_mac = _Set("port_mac", "ifname . ether_addr")
-    ip_guarded = _Set("ip_guarded", "ifname")
-    port_ip = _Set("port_ip", "ifname . ipv4_addr")
-    isolated_ports = _Set("isolated_ports", "ifname")
-    upload = _Set("upload_limits", "", map_type="ifname : limit")
-    limits: list[str] = []
-    for i, port in enumerate(ports(topo) if port_list is None else port_list):
-        name = _q(port.ifname)
-        if port.spoofing == "deny":
-            guarded.elements.append(name)
-            port_mac.elements.append(f"{name} . {port.mac}")
-            if port.address:
-                ip_guarded.elements.append(name)
-                port_ip.elements.append(f"{name} . {port.address}")
-        if port.isolated:
-            isolated_ports.elements.append(name)
-        if port.rate:
-            bits = rate_bits(port.rate)
-            # in bytes: nft's kbytes are 1024 bytes, and would round small rates down to zero
-            limits.append(f"  limit up{i} {{ rate over {bits // 8} bytes/second burst {upload_burst(bits)} bytes }}")
-            upload.elements.append(f"{name} : \"up{i}\"")
-    service_ports = _Set("service_ports", "ifname")
-    for net_name, net in topo.networks.items():
-        if net.mode == "isolated" and (net.dhcp or net.dns):
-            service_ports.elements.append(_q(names.veth_host(topo.name, f"svc-{net_name}")))
-    bridge_sets = [guarded, port_mac, ip_guarded, port_ip, isolated_ports, service_ports, upload]
-    bridge_pre = [
-        "iifname @guarded iifname . ether saddr != @port_mac drop",
-        "iifname @guarded udp sport 67 drop",  # no rogue DHCP server on an endpoint
-        "iifname @ip_guarded ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip drop",
-        "iifname @ip_guarded arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_ip drop",
-        "limit name iifname map @upload_limits drop",
-    ]
-    # an isolated port still reaches its network's DHCP/DNS service, which is a port too
-    bridge_fwd = [
-        "iifname @isolated_ports oifname != @service_ports drop",
-        "oifname @isolated_ports iifname != @service_ports drop",
-    ]
-
-    if not bridges.elements and not guarded.elements and not isolated_ports.elements and not upload.elements:
+    port_list = ports(topo) if port_list is None else port_list
+    inet_sets, forward, input_, prerouting, output, postrouting = _routing(topo, facts, port_list)
+    guards = _guards(topo, port_list)
+    limits, bridge_sets, bridge_pre, bridge_fwd = guards.limits, guards.sets, guards.prerouting, guards.forward
+    if not inet_sets[0].elements and not guards.needed:  # inet_sets[0] is the set of vnet's bridges
         return None
 
     inet_body: list[str] = []
@@ -207,6 +103,7 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
         bridge_body += s.render()
     chain(bridge_body, "prerouting", "prerouting", "filter", bridge_pre)
     chain(bridge_body, "forward", "forward", "filter", bridge_fwd)
+    chain(bridge_body, "output", "output", "filter", guards.output)
 
     table = names.nft_table(topo.name)
     elements = element_digest(inet_body + bridge_body)
@@ -218,6 +115,310 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
         f"table bridge {table} {{\n" + "\n".join(bridge_body) + "\n}\n"
     )
     return Rendered(text, digest, elements, rule_count(skeleton))
+
+
+def _routing(topo: Topology, facts: HostFacts, port_list: list[Port]):
+    """The inet table: its sets, and the rules of its forward, input, prerouting, output and
+    postrouting chains (routing, NAT, forwards, isolation between networks)."""
+    bridges = _Set("bridges", "ifname")
+    isolated_bridges = _Set("isolated_bridges", "ifname")
+    intra = _Set("intra", "ifname . ifname")
+    egress = _Set("egress", "ifname . ifname")
+    masq = _Set("masq", "ipv4_addr . ifname", flags="interval")
+    hairpin = _Set("hairpin", "ipv4_addr . ifname", flags="interval")
+    sets = [bridges, isolated_bridges, intra, egress, masq, hairpin]
+    for net_name, net in topo.networks.items():
+        if net.mode == "bridged":
+            continue
+        br = _q(bridge_name(topo, net_name))
+        bridges.elements.append(br)
+        # with br_netfilter loaded (Docker loads it), frames switched inside a bridge pass the
+        # inet forward hook with the bridge as both in and out device: they must stay untouched
+        intra.elements.append(f"{br} . {br}")
+        if net.mode == "isolated":
+            isolated_bridges.elements.append(br)
+        if net.mode == "nat":
+            up = _q(uplink_of(topo, net_name, facts) or "")
+            egress.elements.append(f"{br} . {up}")
+            subnet = addressing(topo, net_name).subnet
+            masq.elements.append(f"{subnet} . {up}")
+            hairpin.elements.append(f"{subnet} . {br}")
+    fwd_sets, fwd_forward, prerouting, output = _forwards(topo, facts)
+    iso_sets, iso_forward = _isolation(topo, port_list)
+    sets += fwd_sets + iso_sets
+    forward = [
+        *iso_forward,
+        "iifname . oifname @intra accept",
+        # an isolated network reaches nothing, not even forward targets through the host's address
+        "iifname @isolated_bridges drop",
+        "oifname @isolated_bridges drop",
+        "iifname @bridges ct state established,related accept",
+        "oifname @bridges ct state established,related accept",
+        "iifname . oifname @egress accept",
+        *fwd_forward,
+        # everything else in or out of a vnet bridge is not forwarded: networks are isolated
+        "iifname @bridges drop",
+        "oifname @bridges drop",
+    ]
+    # no address of the host's may answer on an isolated bridge, whatever a guest configures
+    input_ = ["iifname @isolated_bridges drop"]
+    postrouting = [
+        "ip saddr . oifname @masq masquerade",
+        # hairpin: an endpoint reaching a forward on the host's address must get the reply through
+        # the host, so the target sees the gateway's address, not the client's (postrouting knows
+        # no input device: match the source)
+        "ct status dnat ip saddr . oifname @hairpin masquerade",
+    ]
+    return sets, forward, input_, prerouting, output, postrouting
+
+
+def _forwards(topo: Topology, facts: HostFacts):
+    """Port forwards: one map keyed by the interface a connection comes in on, so a forward is
+    published only where it should be — on the uplink's own addresses, to the host itself (its
+    output, seen as `lo`), to its own network (the hairpin, on any of the host's addresses), and to
+    the networks an `allow:` rule lets in (which the forward chain then filters by that rule).
+    Another vnet network finds no key, so its connection is not translated and not forwarded."""
+    uplinks = _Set("uplinks", "ifname")
+    published = _Set("published", "ifname . ifname")
+    forwards = _Set("forwards", "", counter=True, map_type="ifname . inet_proto . inet_service : ipv4_addr . inet_service")
+    allowed_any = _Set("allowed_any", "ifname . ifname")
+    allowed = _Set("allowed", "inet_proto . ifname . ifname . inet_service", flags="interval")
+    let_in: dict[str, list[str]] = {}  # network → bridges of the networks allowed into it
+    for rule in topo.allow:
+        a, b = _q(bridge_name(topo, rule.from_)), _q(bridge_name(topo, rule.to))
+        let_in.setdefault(rule.to, []).append(a)
+        if rule.ports:
+            for p in rule.ports:
+                lo, hi = port_span(p)
+                allowed.elements.append(f"{rule.proto} . {a} . {b} . {lo}" + (f"-{hi}" if hi != lo else ""))
+        elif rule.proto:
+            allowed.elements.append(f"{rule.proto} . {a} . {b} . 0-65535")
+        else:
+            allowed_any.elements.append(f"{a} . {b}")
+    for net_name, net in topo.networks.items():
+        if net.mode != "nat" or not net.forwards:
+            continue
+        br = _q(bridge_name(topo, net_name))
+        up = _q(uplink_of(topo, net_name, facts) or "")
+        if up not in uplinks.elements:
+            uplinks.elements.append(up)
+        published.elements.append(f"{up} . {br}")
+        ingress = [up, _q("lo"), br, *dict.fromkeys(x for x in let_in.get(net_name, []) if x != br)]
+        for fwd in net.forwards:
+            address, to_port = forward_target(topo, net_name, fwd.to)
+            lo, hi = port_span(fwd.port)
+            for port in range(lo, hi + 1):
+                for ifname in ingress:
+                    forwards.elements.append(f"{ifname} . {fwd.proto} . {port} : {address} . {to_port or port}")
+    dnat = "dnat ip to {dev} . meta l4proto . th dport map @forwards"
+    prerouting = [
+        # from outside: only on the uplink's own addresses
+        "iifname @uplinks fib daddr . iif type local " + dnat.format(dev="iifname"),
+        # from vnet's networks: on any of the host's addresses (the map holds only their own
+        # network's forwards and those an allow: rule names)
+        "iifname @bridges fib daddr type local " + dnat.format(dev="iifname"),
+    ]
+    output = ["ip daddr != 127.0.0.0/8 fib daddr type local " + dnat.format(dev="oifname")]  # from the host itself
+    forward = [
+        "iifname . oifname @published ct status dnat accept",  # forwards, from the uplink
+        "meta l4proto . iifname . oifname . th dport @allowed accept",
+        "iifname . oifname @allowed_any accept",
+    ]
+    return [uplinks, published, forwards, allowed_any, allowed], forward, prerouting, output
+
+
+def _isolation(topo: Topology, port_list: list[Port]):
+    """An isolated port reaches its gateway, its network's DHCP/DNS and, through the gateway, what
+    a port of its network may reach beyond it — never a port of a vnet bridge by way of the host
+    (routed through the gateway, or the hairpin of a forward). Ports are known here by their MAC
+    and fixed address, which the bridge guards hold to the port (`spoofing: deny`)."""
+    isolated_macs = _Set("isolated_macs", "ether_addr")
+    isolated_addrs = _Set("isolated_addrs", "ipv4_addr")
+    service_addrs = _Set("service_addrs", "ipv4_addr")
+    for port in port_list:
+        if port.isolated:
+            isolated_macs.elements.append(port.mac)
+            if port.address:
+                isolated_addrs.elements.append(port.address)
+    for net_name, net in topo.networks.items():
+        svc = addressing(topo, net_name).service if net.mode == "isolated" else None
+        if svc is not None:
+            service_addrs.elements.append(str(svc))
+    forward = [
+        "ether saddr @isolated_macs oifname @bridges ip daddr != @service_addrs drop",
+        "iifname @bridges oifname @bridges ip daddr @isolated_addrs ip saddr != @service_addrs drop",
+    ]
+    return [isolated_macs, isolated_addrs, service_addrs], forward
+
+
+LEASED_KEY = "@ll,48,48 . @nh,96,32"  # (source MAC, source IPv4 address) of a frame
+LEASE_GRACE = 60  # seconds the data path lets a fresh lease through before the lease script speaks
+LEARN = (f"ether type ip udp sport 67 udp dport 68 @ih,1920,24 0x350105 "
+         f"add @leased {{ @ih,224,48 . @ih,128,32 timeout {LEASE_GRACE}s }}")
+
+
+@dataclass
+class _Guards:
+    limits: list[str]
+    sets: list[_Set]
+    prerouting: list[str]
+    forward: list[str]
+    output: list[str]
+    needed: bool
+
+
+def eui64(mac: str) -> int:
+    """The interface identifier SLAAC and link-local addresses take from a MAC (RFC 4291)."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    return int.from_bytes(bytes([b[0] ^ 2]) + b[1:3] + b"\xff\xfe" + b[3:6], "big")
+
+
+def link_local(mac: str) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address((0xFE80 << 112) | eui64(mac))
+
+
+def port_addresses6(topo: Topology, port: Port) -> list[ipaddress.IPv6Address]:
+    """What a port may send from and claim in IPv6: its link-local address (EUI-64 of its MAC), a
+    fixed `address6:` where it has one, and otherwise its SLAAC address in its network's /64."""
+    out = [link_local(port.mac)]
+    spec, net_name = _port_spec(topo, port.ifname)
+    fixed = getattr(spec, "address6", None)
+    subnet6 = getattr(topo.networks[net_name], "subnet6", None) if net_name else None
+    if fixed:
+        out.append(ipaddress.IPv6Interface(str(fixed)).ip)
+    elif subnet6:
+        net6 = ipaddress.IPv6Network(str(subnet6))
+        if net6.prefixlen == 64:
+            out.append(net6[eui64(port.mac)])
+    return out
+
+
+def _port_spec(topo: Topology, ifname: str):
+    """(the endpoint or VM NIC spec, its network) behind a port's host-side interface."""
+    for ep_name, ep in topo.endpoints.items():
+        if isinstance(ep, TapSpec):
+            name = names.endpoint_tap(topo.name, ep_name, ep.ifname)
+        else:
+            name = names.veth_host(topo.name, ep_name)
+        if name == ifname:
+            return ep, getattr(ep, "network", None)
+    for vm_name, vm in topo.vms.items():
+        for i, nic in enumerate(vm.nics):
+            if qemuargs.nic_tap(topo, vm_name, i) == ifname:
+                return nic, nic.network
+    return None, None
+
+
+def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
+    """The bridge table: what a port may send (MAC, addresses, DHCP/RA/ND roles, no VLAN tags),
+    port isolation and upload limits. Every check is a set lookup keyed by the port."""
+    guarded = _Set("guarded", "ifname")
+    port_mac = _Set("port_mac", "ifname . ether_addr")
+    ip_guarded = _Set("ip_guarded", "ifname")  # ports with a fixed IPv4 address
+    port_ip = _Set("port_ip", "ifname . ipv4_addr")
+    dhcp_guarded = _Set("dhcp_guarded", "ifname")  # ports that lease their address from vnet's dnsmasq
+    free_guarded = _Set("free_guarded", "ifname")  # ports whose address vnet does not know
+    reserved = _Set("reserved_ip", "ipv4_addr")  # gateways, DHCP/DNS services, fixed addresses
+    # filled by DHCP snooping, never by a ruleset: (MAC, address) of each lease, for as long as the
+    # lease runs. The data path adds the pair from vnet's own DHCPACK as it passes (so the client's
+    # first packet after it is let through), for a minute; dnsmasq's lease script (vnet.snoop) then
+    # sets the lease's own time, renews it, and removes it. Raw payloads, so both can write it.
+    leased = _Set("leased", "", typeof=LEASED_KEY, flags="dynamic,timeout")
+    port_ip6 = _Set("port_ip6", "ifname . ipv6_addr")
+    nd_target = _Set("nd_target", "", typeof="iifname . @th,64,128")  # a Neighbour Advertisement's target
+    nd_mac = _Set("nd_mac", "", typeof="iifname . @th,208,48")  # … and its target link-layer address
+    isolated_ports = _Set("isolated_ports", "ifname")
+    service_ports = _Set("service_ports", "ifname")
+    upload = _Set("upload_limits", "", map_type="ifname : limit")
+
+    vnet_dhcp: set[str] = set()
+    reserved_ips: set[str] = set()
+    for net_name, net in topo.networks.items():
+        if net.mode == "bridged":
+            continue
+        addr = addressing(topo, net_name)
+        reserved_ips.update(str(a) for a in (addr.gateway, addr.service) if a is not None)
+        if net.dhcp is not None and addr.service is not None:
+            vnet_dhcp.add(net_name)
+        if net.mode == "isolated" and (net.dhcp or net.dns):
+            service_ports.elements.append(_q(names.veth_host(topo.name, f"svc-{net_name}")))
+    reserved_ips.update(p.address for p in port_list if p.address)
+
+    limits: list[str] = []
+    for i, port in enumerate(port_list):
+        name = _q(port.ifname)
+        if port.spoofing == "deny":
+            guarded.elements.append(name)
+            port_mac.elements.append(f"{name} . {port.mac}")
+            nd_mac.elements.append(f"{name} . 0x{port.mac.replace(':', '')}")
+            for a6 in port_addresses6(topo, port):
+                port_ip6.elements.append(f"{name} . {a6}")
+                nd_target.elements.append(f"{name} . 0x{int(a6):032x}")
+            if port.address:
+                ip_guarded.elements.append(name)
+                port_ip.elements.append(f"{name} . {port.address}")
+            elif _port_spec(topo, port.ifname)[1] in vnet_dhcp:
+                dhcp_guarded.elements.append(name)
+            else:
+                free_guarded.elements.append(name)
+        if port.isolated:
+            isolated_ports.elements.append(name)
+        if port.rate:
+            bits = rate_bits(port.rate)
+            # in bytes: nft's kbytes are 1024 bytes, and would round small rates down to zero
+            limits.append(f"  limit up{i} {{ rate over {bits // 8} bytes/second burst {upload_burst(bits)} bytes }}")
+            upload.elements.append(f"{name} : \"up{i}\"")
+    reserved.elements = sorted(reserved_ips, key=ipaddress.IPv4Address)
+
+    prerouting = [
+        "iifname @guarded iifname . ether saddr != @port_mac drop",
+        # untagged ARP, IPv4 and IPv6 only: a frame with any tag (802.1Q, 802.1ad, stacked, VLAN 0)
+        # is dropped before a check below could miss it (CVE-2021-27853)
+        "iifname @guarded ether type != { arp, ip, ip6 } drop",
+        "iifname @guarded meta protocol != { arp, ip, ip6 } drop",
+        # ARP for Ethernet and IPv4 only, from the port's own MAC
+        "iifname @guarded arp htype != 1 drop",
+        "iifname @guarded arp ptype != ip drop",
+        "iifname @guarded arp hlen != 6 drop",
+        "iifname @guarded arp plen != 4 drop",
+        "iifname @guarded iifname . arp saddr ether != @port_mac drop",
+        # DHCP and DHCPv6 servers, router advertisements and redirects are vnet's, never a port's
+        "iifname @guarded udp sport { 67, 547 } drop",
+        "iifname @guarded icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } drop",
+        # IPv4: from 0.0.0.0 only a DHCP client's request
+        "iifname @guarded ip saddr 0.0.0.0 meta l4proto . th dport != { udp . 67 } drop",
+        "iifname @ip_guarded ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip drop",
+        "iifname @ip_guarded arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_ip drop",
+        # DHCP snooping: only the address vnet's dnsmasq leased to this MAC (held to the port above)
+        "iifname @dhcp_guarded ip saddr != 0.0.0.0 @ll,48,48 . @nh,96,32 != @leased drop",  # ether saddr . ip saddr
+        "iifname @dhcp_guarded arp saddr ip != 0.0.0.0 @ll,48,48 . @nh,112,32 != @leased drop",  # … . arp saddr ip
+        # a DHCPACK from an isolated network's service port (chaddr . yiaddr; option 53 comes first)
+        f"iifname @service_ports {LEARN}",
+        # an address vnet does not know: anything but the gateway's, a service's or another port's
+        "iifname @free_guarded ip saddr @reserved_ip drop",
+        "iifname @free_guarded arp saddr ip @reserved_ip drop",
+        # IPv6: from :: only address detection (neighbour solicitations, MLD reports)
+        "iifname @guarded ip6 saddr :: meta l4proto != ipv6-icmp drop",
+        "iifname @guarded ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop",
+        "iifname @guarded ip6 saddr != :: iifname . ip6 saddr != @port_ip6 drop",
+        # a neighbour advertisement claims the port's own address for the port's own MAC, with no
+        # option but the target link-layer address
+        "iifname @guarded icmpv6 type nd-neighbor-advert ip6 length != { 24, 32 } drop",
+        "iifname @guarded icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd_target drop",
+        "iifname @guarded icmpv6 type nd-neighbor-advert ip6 length 32 iifname . @th,208,48 != @nd_mac drop",
+        "limit name iifname map @upload_limits drop",
+    ]
+    # a DHCPACK of vnet's dnsmasq on the host
+    output = [LEARN]
+    # an isolated port still reaches its network's DHCP/DNS service, which is a port too
+    forward = [
+        "iifname @isolated_ports oifname != @service_ports drop",
+        "oifname @isolated_ports iifname != @service_ports drop",
+    ]
+    sets = [guarded, port_mac, ip_guarded, port_ip, dhcp_guarded, free_guarded, reserved, leased, port_ip6,
+            nd_target, nd_mac, isolated_ports, service_ports, upload]
+    needed = bool(guarded.elements or isolated_ports.elements or upload.elements)
+    return _Guards(limits, sets, prerouting, forward, output, needed)
 
 
 def _is_elements(line: str) -> bool:

@@ -282,6 +282,7 @@ def test_a_vm_is_never_restarted_from_a_recorded_command_line(tmp_path, monkeypa
 def test_dnsmasq_is_not_restarted_from_a_recorded_config_that_runs_programs(tmp_path, monkeypatch, line):
     from vnet.drivers import dnsmasq
     from vnet.errors import VnetError
+    from vnet import snoop
     from vnet.kinds import service
 
     started = []
@@ -293,6 +294,9 @@ def test_dnsmasq_is_not_restarted_from_a_recorded_config_that_runs_programs(tmp_
     with pytest.raises(VnetError, match=line.split("=")[0]):
         service.Service().create(ctx, make("service", "dnsmasq-n", {"config": safe + line + "\n"}, network="n", ns="", digest="e"))
     assert len(started) == 1
+    own = f"dhcp-script={snoop.script_path(tmp_path, 'n')}\n"  # vnet's own lease script (DHCP snooping) is fine
+    service.Service().create(ctx, make("service", "dnsmasq-n", {"config": safe + own}, network="n", ns="", digest="f"))
+    assert len(started) == 2
 
 
 def test_sysctl_paths_and_values_from_records_are_checked(tmp_path):

@@ -124,7 +124,8 @@ class Unsupported(Exception):
     pass
 
 
-_KEYS = {("iifname",): "iifname", ("oifname",): "oifname", ("meta", "l4proto"): "l4proto", ("th", "dport"): "dport"}
+_KEYS = {("iifname",): "iifname", ("oifname",): "oifname", ("meta", "l4proto"): "l4proto", ("th", "dport"): "dport",
+         ("ether", "saddr"): "ether_saddr", ("ip", "saddr"): "saddr", ("ip", "daddr"): "daddr"}
 
 
 def _sets(text: str, family: str) -> dict[str, list[list[str]]]:
@@ -173,17 +174,20 @@ def evaluate(text: str, family: str, chain: str, packet: dict) -> tuple[str, str
             if toks[i : i + 4] == ["fib", "daddr", "type", "local"]:
                 matched, i = packet.get("to_local", False), i + 4
                 continue
+            if toks[i : i + 6] == ["fib", "daddr", ".", "iif", "type", "local"]:  # an address of the input device
+                matched, i = packet.get("to_iif", packet.get("to_local", False)), i + 6
+                continue
             if toks[i : i + 3] == ["dnat", "ip", "to"]:
                 keys, j = [], i + 3
                 while toks[j] != "map":
                     if toks[j] == ".":
                         j += 1
                         continue
-                    pair = tuple(toks[j : j + 2])
+                    pair = (toks[j],) if (toks[j],) in _KEYS else tuple(toks[j : j + 2])
                     if pair not in _KEYS:
                         raise Unsupported(rule)
                     keys.append(_KEYS[pair])
-                    j += 2
+                    j += len(pair)
                 if j + 2 != len(toks) or not toks[j + 1].startswith("@"):
                     raise Unsupported(rule)
                 target = _lookup(sets[toks[j + 1][1:]], [packet[k] for k in keys])
@@ -213,8 +217,10 @@ def evaluate(text: str, family: str, chain: str, packet: dict) -> tuple[str, str
     return "policy", None
 
 
-def pkt(iif: str, oif: str = "", proto: str = "tcp", dport: int = 80, state: str = "new", status: tuple = (), to_local=False) -> dict:
-    return {"iifname": iif, "oifname": oif, "l4proto": proto, "dport": dport, "ct_state": {state}, "ct_status": set(status), "to_local": to_local}
+def pkt(iif: str, oif: str = "", proto: str = "tcp", dport: int = 80, state: str = "new", status: tuple = (), to_local=False,
+        **more) -> dict:
+    return {"iifname": iif, "oifname": oif, "l4proto": proto, "dport": dport, "ct_state": {state}, "ct_status": set(status),
+            "to_local": to_local, "ether_saddr": None, "saddr": None, "daddr": None, **more}
 
 
 # --- forwards: validation -----------------------------------------------------------------------
@@ -499,19 +505,22 @@ def test_tun_endpoints_have_no_port_policy():
 def test_forwards_render_as_map_elements():
     text = text_of(fwd({"port": 8080, "to": "web:80"}, {"proto": "udp", "port": "5000-5010", "to": "192.168.70.20"}))
     got = elements(text, "forwards")
-    assert got[0] == "tcp . 8080 : 192.168.70.10 . 80"
+    # keyed by the way in: the uplink, the host itself (lo), the forward's own network (hairpin)
+    ways = ['"eth0"', '"lo"', f'"{BR0}"']
+    assert got[:3] == [f"{w} . tcp . 8080 : 192.168.70.10 . 80" for w in ways]
     # a range is one element per port, each to the same port on the target
-    assert got[1:] == [f"udp . {p} : 192.168.70.20 . {p}" for p in range(5000, 5011)]
+    assert got[3:] == [f"{w} . udp . {p} : 192.168.70.20 . {p}" for p in range(5000, 5011) for w in ways]
     # reached through the map from prerouting and from the host itself
     prerouting = chains(text)[("inet", "prerouting")]
     output = chains(text)[("inet", "output")]
-    assert any("map @forwards" in r and r.startswith("fib daddr type local") for r in prerouting)
-    assert any("map @forwards" in r for r in output)
-    assert re.search(r"^  map forwards {\n    type inet_proto . inet_service : ipv4_addr . inet_service\n    counter\n", table(text, "inet"), re.M)
+    assert any("map @forwards" in r and r.startswith("iifname @uplinks fib daddr . iif type local") for r in prerouting)
+    assert any("map @forwards" in r and r.startswith("iifname @bridges fib daddr type local") for r in prerouting)
+    assert any("oifname . meta l4proto . th dport map @forwards" in r for r in output)
+    assert re.search(r"^  map forwards {\n    type ifname . inet_proto . inet_service : ipv4_addr . inet_service\n    counter\n", table(text, "inet"), re.M)
 
 
 def test_forward_by_name_without_port_keeps_the_port():
-    assert elements(text_of(fwd({"port": 443, "to": "web"})), "forwards") == ["tcp . 443 : 192.168.70.10 . 443"]
+    assert elements(text_of(fwd({"port": 443, "to": "web"})), "forwards")[0] == '"eth0" . tcp . 443 : 192.168.70.10 . 443'
 
 
 def test_forward_to_a_vm_nic_uses_its_reservation():
@@ -519,7 +528,8 @@ def test_forward_to_a_vm_nic_uses_its_reservation():
         {**DHCP0, "lan0": {**DHCP0["lan0"], "forwards": [{"port": 2222, "to": "vm:22"}, {"proto": "udp", "port": 9999, "to": "vm"}]}},
         vms={"vm": {"disk": DISK, "nics": [{"network": "lan1"}, {"network": "lan0", "address": "192.168.70.50"}]}},
     )
-    assert elements(text_of(data), "forwards") == ["tcp . 2222 : 192.168.70.50 . 22", "udp . 9999 : 192.168.70.50 . 9999"]
+    got = [e.split(" . ", 1)[1] for e in elements(text_of(data), "forwards")]
+    assert sorted(set(got)) == ["tcp . 2222 : 192.168.70.50 . 22", "udp . 9999 : 192.168.70.50 . 9999"]
 
 
 def test_forwards_of_two_networks_share_one_map():
@@ -530,7 +540,9 @@ def test_forwards_of_two_networks_share_one_map():
         }
     )
     text = text_of(data)
-    assert elements(text, "forwards") == ["tcp . 8080 : 192.168.70.10 . 8080", "tcp . 8081 : 192.168.72.10 . 80"]
+    br2 = names.bridge(T, "lan2")
+    assert elements(text, "forwards") == [f'{w} . tcp . 8080 : 192.168.70.10 . 8080' for w in ('"eth0"', '"lo"', f'"{BR0}"')] + [
+        f'{w} . tcp . 8081 : 192.168.72.10 . 80' for w in ('"eth0"', '"lo"', f'"{br2}"')]
     assert sorted(elements(text, "hairpin")) == sorted(
         [f'192.168.70.0/24 . "{BR0}"', f'192.168.72.0/24 . "{names.bridge(T, "lan2")}"']
     )
@@ -669,7 +681,7 @@ def test_spoofing_walk():
     assert f'"{web}" . {names.mac(T, "web")}' in elements(text, "port_mac", "bridge")
     rules = chains(text)[("bridge", "prerouting")]
     assert "iifname @guarded iifname . ether saddr != @port_mac drop" in rules
-    assert "iifname @guarded udp sport 67 drop" in rules
+    assert "iifname @guarded udp sport { 67, 547 } drop" in rules
     assert any("ip saddr" in r and "@port_ip drop" in r for r in rules)
     assert any("arp saddr ip" in r and "@port_ip drop" in r for r in rules)
 
@@ -781,8 +793,8 @@ def _digests(data: dict) -> tuple[str, str]:
 def test_rule_count_does_not_grow_with_forwards():
     small_rules, small_lines, small = _counts(doc(nat(forwards=_forwards(10))))
     big_rules, big_lines, big = _counts(doc(nat(forwards=_forwards(10_000))))
-    assert len(elements(small, "forwards")) == 10
-    assert len(elements(big, "forwards")) == 10_000
+    assert len(elements(small, "forwards")) == 10 * 3  # from the uplink, the host, the own network
+    assert len(elements(big, "forwards")) == 10_000 * 3
     assert small_rules == small_lines == big_rules == big_lines
     assert chains(small) == chains(big)  # the very same rules
     # the structure digest does not move either; only the elements' digest does

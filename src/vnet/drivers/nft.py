@@ -86,7 +86,7 @@ def forward_counters(ns: Namespace, name: str) -> list[dict]:
     proc = ns.run(["nft", "-j", "list", "map", "inet", name, "forwards"], check=False)
     if proc.returncode != 0:
         return []
-    out = []
+    out: dict[tuple[str, int], dict] = {}
     for item in json.loads(proc.stdout)["nftables"]:
         for elem in item.get("map", {}).get("elem", []):
             key, value = elem
@@ -94,11 +94,12 @@ def forward_counters(ns: Namespace, name: str) -> list[dict]:
             if isinstance(key, dict) and "elem" in key:
                 counter = key["elem"].get("counter", {})
                 key = key["elem"]["val"]
-            proto, port = key["concat"]
+            *_, proto, port = key["concat"]  # keyed by the way in too: one element per way, summed
             to_addr, to_port = value["concat"]
-            out.append({"proto": proto, "port": port, "to": f"{to_addr}:{to_port}",
-                        "packets": counter.get("packets", 0), "bytes": counter.get("bytes", 0)})
-    return out
+            row = out.setdefault((proto, port), {"proto": proto, "port": port, "to": f"{to_addr}:{to_port}", "packets": 0, "bytes": 0})
+            row["packets"] += counter.get("packets", 0)
+            row["bytes"] += counter.get("bytes", 0)
+    return list(out.values())
 
 
 def _transaction(ns: Namespace, script: str) -> None:
@@ -112,7 +113,7 @@ def _drop_all(name: str) -> str:
     return "".join(f"table {f} {name}\ndelete table {f} {name}\n" for f in FAMILIES)
 
 
-def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path) -> None:
+def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path, refill: str = "") -> None:
     """Make the tables hold `new`, in one transaction: nobody ever sees a half-written ruleset.
 
     When only elements differ from what vnet wrote last (a forward added, a port's MAC), the
@@ -121,7 +122,8 @@ def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path) -> 
     script = None
     if old is not None and old.get("rendered") and old.get("text"):
         script = nftrules.delta(new.key, old.get("text"), new.get("text"))
-    _transaction(ns, script if script is not None else _drop_all(new.key) + new.get("text"))
+    # `refill`: elements that live only on the host (DHCP snooping's leases), for tables made anew
+    _transaction(ns, script if script is not None else _drop_all(new.key) + new.get("text") + refill)
     _save(saved, new.get("text") if new.get("rendered") else None)
 
 

@@ -3,7 +3,7 @@ in one transaction. Rendered by nftrules.py; observed over nfnetlink by digest a
 
 from __future__ import annotations
 
-from vnet import names, nftrules
+from vnet import names, nftrules, snoop
 from vnet.drivers import nft
 from vnet.facts import HostFacts
 from vnet.kinds.base import Ctx, Kind
@@ -39,10 +39,12 @@ class Ruleset(Kind):
         return nft.with_text(ctx.nss.host, r, _saved(ctx)) if r.get("text") is None else r
 
     def create(self, ctx: Ctx, r: Resource) -> None:
-        nft.replace(ctx.nss.host, r, None, _saved(ctx))
+        nft.replace(ctx.nss.host, r, None, _saved(ctx), refill=snoop.reseed(r.key, ctx.state))
 
     def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
-        nft.replace(ctx.nss.host, new, old, _saved(ctx))
+        # tables replaced whole start with an empty `leased` set: the running leases go back in,
+        # in the same transaction
+        nft.replace(ctx.nss.host, new, old, _saved(ctx), refill=snoop.reseed(new.key, ctx.state))
 
     def delete(self, ctx: Ctx, r: Resource) -> None:
         nft.delete(ctx.nss.host, r, _saved(ctx))

@@ -3,7 +3,9 @@ whose bridge has no host address, it runs in a small namespace of its own attach
 
 from __future__ import annotations
 
-from vnet import dnsconf, names
+from pathlib import Path
+
+from vnet import dnsconf, names, snoop
 from vnet.drivers import dnsmasq, process
 from vnet.errors import VnetError
 from vnet.facts import HostFacts, bridge_name
@@ -18,7 +20,7 @@ HOST = ""
 
 class Service(Kind):
     name = "service"
-    after = ("sysctl", "address")  # binds to addresses that exist
+    after = ("sysctl", "address", "dhcp_script")  # binds to addresses that exist; runs its lease script
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out: list[Resource] = []
@@ -58,7 +60,7 @@ class Service(Kind):
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         if ctx.undoing:
-            restorable(r.get("config"))
+            restorable(r.get("config"), snoop.script_path(ctx.state, r.get("network")))
         dnsmasq.create(ctx.nss, ctx.state, r)
 
     def delete(self, ctx: Ctx, r: Resource) -> None:
@@ -74,9 +76,14 @@ class Service(Kind):
 _UNSAFE = ("dhcp-script", "dhcp-luascript", "script-arp", "conf-file", "conf-dir", "conf-script", "servers-file", "user", "group")
 
 
-def restorable(config: str | None) -> str:
+def restorable(config: str | None, own_script: Path) -> str:
+    """`config`, if it is fit to restart dnsmasq from: the only program it may name is vnet's own
+    lease script (which vnet writes itself, never from a record)."""
     for line in (config or "").splitlines():
-        key = line.split("=", 1)[0].strip()
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key == "dhcp-script" and value.strip() == str(own_script):
+            continue
         if key in _UNSAFE:
             raise VnetError(f"refusing to restart dnsmasq from a recorded config that sets {key}: run `vnet apply` to start it from the topology")
     return config or ""

@@ -1,0 +1,171 @@
+"""The guards as rendered (golden file of examples/guards.yaml), their fixed size, and DHCP
+snooping's handling of what dnsmasq passes it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vnet import dnsconf, names, nftrules, snoop, spec
+from vnet.facts import HostFacts
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).with_name("golden") / "guards.nft"
+FACTS = HostFacts(default_uplink="eth0")
+
+
+def _render(text: str | None = None):
+    topo = spec.load_text(text) if text is not None else spec.load(ROOT / "examples" / "guards.yaml")
+    return nftrules.render(topo, FACTS)
+
+
+def test_golden_ruleset_of_the_guards_example():
+    got = _render().text
+    if os.environ.get("VNET_UPDATE_GOLDEN"):
+        GOLDEN.write_text(got)
+    assert got == GOLDEN.read_text(), "rendered ruleset changed; VNET_UPDATE_GOLDEN=1 rewrites tests/unit/golden/guards.nft"
+
+
+def test_link_local_is_the_eui64_of_the_mac():
+    assert str(nftrules.link_local("52:54:00:12:34:56")) == "fe80::5054:ff:fe12:3456"
+    assert str(nftrules.link_local("02:00:00:00:00:01")) == "fe80::ff:fe00:1"
+
+
+def _topology(n_ports: int, n_forwards: int, dhcp: bool = True) -> str:
+    lines = ["name: big", "networks:", "  lan:", "    mode: nat", "    subnet: 10.50.0.0/16", "    uplink: eth0"]
+    if dhcp:
+        lines.append("    dhcp: {lease: 1h}")
+    if n_forwards:
+        lines.append("    forwards:")
+        lines += [f"      - {{proto: tcp, port: {2000 + i}, to: \"e0:80\"}}" for i in range(n_forwards)]
+    lines += ["  other: {mode: host, subnet: 10.60.0.0/24}", "endpoints:"]
+    lines.append("  e0: {kind: netns, network: lan, address: 10.50.0.10/16}")
+    for i in range(1, n_ports):
+        lines.append(f"  e{i}: {{kind: netns, network: lan}}" if i % 2 else f"  e{i}: {{kind: netns, network: lan, address: 10.50.{i // 250 + 1}.{i % 250 + 1}/16, isolated: true}}")
+    lines.append("allow:\n  - {from: other, to: lan, proto: tcp, ports: [80]}")
+    return "\n".join(lines) + "\n"
+
+
+def test_rules_do_not_grow_with_ports_or_forwards():
+    small, big = _render(_topology(3, 1)), _render(_topology(300, 200))
+    assert small.rules == big.rules
+    assert small.digest == big.digest  # the same structure: only elements differ
+    assert len(big.text) > 10 * len(small.text)
+
+
+def test_every_guarded_port_has_its_link_local_address_and_mac_for_nd():
+    text = _render().text
+    _, sets = nftrules.parse(text)
+    topo = spec.load(ROOT / "examples" / "guards.yaml")
+    from vnet.facts import ports
+
+    for port in ports(topo):
+        ll = nftrules.link_local(port.mac)
+        if port.spoofing == "deny":
+            assert f'"{port.ifname}" . {ll}' in sets[("bridge", "port_ip6")]
+            assert f'"{port.ifname}" . 0x{int(ll):032x}' in sets[("bridge", "nd_target")]
+        else:
+            assert not any(port.ifname in e for e in sets[("bridge", "port_ip6")])
+    # the DHCP port is snooped, the fixed ones are held to their address, none is "free"
+    assert sets[("bridge", "dhcp_guarded")] == [f'"{names.veth_host("grd", "evil")}"']
+    assert sets[("bridge", "free_guarded")] == []
+    assert "192.168.80.1" in sets[("bridge", "reserved_ip")]
+
+
+def test_guard_order_tags_before_address_checks():
+    rules = _render().text.split("chain prerouting {", 2)[2].splitlines()
+    first_ip = next(i for i, r in enumerate(rules) if "ip saddr" in r or "arp saddr" in r or "ip6 saddr" in r)
+    tags = next(i for i, r in enumerate(rules) if "ether type != { arp, ip, ip6 }" in r)
+    assert tags < first_ip
+
+
+def test_forwards_are_published_per_way_in():
+    text = _render(_topology(3, 1)).text
+    _, sets = nftrules.parse(text)
+    ways = sorted({e.split(" . ")[0] for e in sets[("inet", "forwards")]})
+    # the uplink, the host itself, the own network, and `other` because an allow: rule names it
+    assert len(ways) == 4 and '"eth0"' in ways and '"lo"' in ways
+
+
+def test_dnsmasq_runs_the_lease_script_from_the_state_directory(tmp_path):
+    topo = spec.load(ROOT / "examples" / "guards.yaml")
+    conf = dnsconf.render(topo, "lan", "br", "", [], tmp_path)
+    assert f"dhcp-script={tmp_path / 'dhcp-event-lan'}" in conf.splitlines()
+
+
+# --- snoop --------------------------------------------------------------------------------------
+
+
+def test_script_runs_vnets_interpreter_isolated_with_fixed_arguments():
+    text = snoop.script_text("t1-host", "vnet-grd", "/opt/vnet/bin/python")
+    assert text.splitlines()[-1] == 'exec /opt/vnet/bin/python -I -m vnet.snoop t1-host vnet-grd "$@"'
+    assert "-m vnet.snoop - vnet-grd" in snoop.script_text(None, "vnet-grd", "/p")
+
+
+@pytest.mark.parametrize("ns, table", [("../x", "vnet-a"), ("a b", "vnet-a"), ("ok", "vnet-a; flush ruleset"), ("ok", "other")])
+def test_script_refuses_names_it_could_not_quote(ns, table):
+    with pytest.raises(snoop.Invalid):
+        snoop.script_text(ns, table)
+
+
+def test_lease_commands_refresh_the_timeout_and_delete():
+    add = snoop.commands("vnet-grd", "add", "52:54:00:AA:BB:CC", "192.168.80.100", expires=1120, now=1000)
+    lines = add.splitlines()
+    assert lines[0] == "add element bridge vnet-grd leased { 0x525400aabbcc . 0xc0a85064 }"
+    assert lines[1].startswith("delete element")
+    assert lines[2] == "add element bridge vnet-grd leased { 0x525400aabbcc . 0xc0a85064 timeout 120s }"
+    assert len(snoop.commands("vnet-grd", "del", "52:54:00:aa:bb:cc", "192.168.80.100", 0, 1000).splitlines()) == 2
+    assert len(snoop.commands("vnet-grd", "old", "52:54:00:aa:bb:cc", "192.168.80.100", 900, 1000).splitlines()) == 2  # expired
+    assert "timeout" not in snoop.commands("vnet-grd", "add", "52:54:00:aa:bb:cc", "192.168.80.100", 0, 1000)  # infinite
+
+
+@pytest.mark.parametrize(
+    "argv, env",
+    [
+        (["-", "vnet-grd", "add", "52:54:00:aa:bb:cc", "192.168.80.100; reboot"], {"DNSMASQ_LEASE_EXPIRES": "2000"}),
+        (["-", "vnet-grd", "add", "not-a-mac", "192.168.80.100"], {"DNSMASQ_LEASE_EXPIRES": "2000"}),
+        (["-", "vnet-grd", "add", "52:54:00:aa:bb:cc", "192.168.80.100"], {"DNSMASQ_LEASE_EXPIRES": "12x"}),
+        (["-", "vnet-grd", "add", "52:54:00:aa:bb:cc", "192.168.80.100"], {}),
+        (["../etc", "vnet-grd", "add", "52:54:00:aa:bb:cc", "192.168.80.100"], {"DNSMASQ_LEASE_EXPIRES": "2000"}),
+        (["-", "x } ; flush ruleset", "add", "52:54:00:aa:bb:cc", "192.168.80.100"], {"DNSMASQ_LEASE_EXPIRES": "2000"}),
+        (["-", "vnet-grd", "add"], {"DNSMASQ_LEASE_EXPIRES": "2000"}),
+    ],
+)
+def test_bad_arguments_from_dnsmasq_change_nothing(argv, env, monkeypatch):
+    ran = []
+    monkeypatch.setattr(snoop.subprocess, "run", lambda *a, **k: ran.append(a))
+    assert snoop.main(argv, env) == 1
+    assert ran == []
+
+
+@pytest.mark.parametrize("action", ["init", "tftp", "arp-add", "arp-del"])
+def test_other_events_are_ignored(action, monkeypatch):
+    ran = []
+    monkeypatch.setattr(snoop.subprocess, "run", lambda *a, **k: ran.append(a))
+    assert snoop.main(["-", "vnet-grd", action, "52:54:00:aa:bb:cc", "192.168.80.100"], {}) == 0
+    assert ran == []
+
+
+def test_dhcpv6_leases_are_not_snooped(monkeypatch):
+    ran = []
+    monkeypatch.setattr(snoop.subprocess, "run", lambda *a, **k: ran.append(a))
+    assert snoop.main(["-", "vnet-grd", "add", "00:01:00:01:2a:2b", "2001:db8::5"], {"DNSMASQ_LEASE_EXPIRES": "9"}) == 0
+    assert ran == []
+
+
+def test_reseed_takes_running_ipv4_leases_only(tmp_path):
+    (tmp_path / "dnsmasq-lan.leases").write_text(
+        "1120 52:54:00:aa:bb:cc 192.168.80.100 evil *\n"
+        "900 52:54:00:aa:bb:cd 192.168.80.101 gone *\n"
+        "0 52:54:00:aa:bb:ce 192.168.80.102 forever *\n"
+        "duid 00:01:00:01:2a\n"
+        "1120 1234 2001:db8::5 v6 00:01\n"
+        "garbage\n"
+    )
+    got = snoop.reseed("vnet-grd", tmp_path, now=1000).splitlines()
+    assert got == [
+        "add element bridge vnet-grd leased { 0x525400aabbcc . 0xc0a85064 timeout 120s }",
+        "add element bridge vnet-grd leased { 0x525400aabbce . 0xc0a85066 }",
+    ]
