@@ -253,11 +253,19 @@ def _decide_forward(topo: Topology, src: Peer, dst: Peer, proto: str) -> tuple[b
         return True, f"{where}: {dst.proto} {dst.port} → {dst.target}:{dst.target_port}"
     if src.kind in ("endpoint", "vm"):
         mode = _mode(topo, src.network)
-        if mode in ("host", "nat"):
-            return True, f"{where}: reached from inside through the host (hairpin), networks.{src.network}.mode: {mode}"
         if mode == "isolated":
             return False, f"networks.{src.network}.mode: isolated — reaches nothing beyond the bridge, forwards included"
-        return None  # bridged: depends on the LAN's routing
+        if mode not in ("host", "nat"):
+            return None  # bridged: depends on the LAN's routing
+        if src.isolated:
+            port = f"endpoints.{src.name}" if src.kind == "endpoint" else f"vms.{src.vm}.nics.{src.nic}"
+            return False, f"{port}.isolated: true — an isolated port reaches only its gateway and its network's DHCP/DNS, forwards excluded"
+        if src.network == dst.network:
+            return True, f"{where}: reached from inside through the host (hairpin), networks.{src.network}.mode: {mode}"
+        rule = _allowed(topo, src.network, dst.network, proto, dst.target_port)
+        if rule is not None:
+            return True, f"{where}: published to networks.{src.network} by {rule}"
+        return False, f"{where} is published to its own network and the uplink; no allow: rule from {src.network} to {dst.network} for {proto} port {dst.target_port}"
     return None
 
 
