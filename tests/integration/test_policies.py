@@ -87,8 +87,8 @@ def _ping_from(ns: str, source: str, target: str) -> bool:
     return proc.returncode == 0
 
 
-@pytest.mark.parametrize("on", ["peer", "free"])
-def test_rogue_dhcp_server_on_an_endpoint_hands_out_nothing(fwd, tmp_path, on):
+@pytest.mark.parametrize("on", ["peer", "free"], ids=["guarded", "control-spoofing-allow"])
+def test_rogue_dhcp_server_on_a_guarded_endpoint_hands_out_nothing(fwd, tmp_path, on):
     """A DHCP server on a guarded port (peer) leases nothing; the control: the same server on a
     port with spoofing: allow (free) does hand out a lease, so the guard is what stops it."""
     world, _ = fwd
