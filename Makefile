@@ -4,7 +4,7 @@ setup:
 	@bash scripts/setup.sh
 
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -rs
 
 unit: setup
 	.venv/bin/python -m pytest -q tests/unit

@@ -8,10 +8,10 @@ import re
 import time
 from pathlib import Path
 
-from vnet import api, guest, qemuargs, sandbox
+from vnet import api, check, guest, qemuargs, sandbox
 from vnet.drivers import process
 
-from tests.integration import snapshot
+from tests.integration import probe, snapshot
 
 
 def _agents(world, topo):
@@ -19,17 +19,21 @@ def _agents(world, topo):
     return {vm: guest.Agent(qemuargs.files(state, vm)["agent"]) for vm in topo.vms}
 
 
-def _lease_of(agent: guest.Agent, timeout: float = 60.0) -> ipaddress.IPv4Interface:
-    """eth0's address once udhcpc has set it (the agent may answer before the lease arrives)."""
-    deadline = time.monotonic() + timeout
-    while True:
+LEASE_TIMEOUT = 60  # udhcpc goes to the background when the first tries fail: the agent may answer first
+
+
+def _lease_of(agent: guest.Agent, vm: str) -> ipaddress.IPv4Interface:
+    """The guest's leased address on eth0, waited for: the agent answering does not mean udhcpc is done."""
+    seen = []
+
+    def leased() -> re.Match | None:
         rc, out = agent.run("ip -4 -o addr show dev eth0")
         assert rc == 0, out
-        found = re.search(r"inet (\S+)", out)
-        if found:
-            return ipaddress.IPv4Interface(found.group(1))
-        assert time.monotonic() < deadline, f"no DHCP lease on eth0 after {timeout}s: {out!r}"
-        time.sleep(0.3)
+        seen[:] = [out]
+        return re.search(r"inet (\S+)", out)
+
+    found = probe.wait_for(leased, LEASE_TIMEOUT, f"guest {vm}: no DHCP lease on eth0 after its agent answered (last: {seen!r})", every=0.5)
+    return ipaddress.IPv4Interface(found.group(1))
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -64,7 +68,7 @@ def test_guests_lease_resolve_each_other_and_reach_the_internet(world):
         a.wait_ready(timeout=180)
     booted = time.monotonic() - t0
 
-    web, db = _lease_of(agents["web"]), _lease_of(agents["db"])
+    web, db = _lease_of(agents["web"], "web"), _lease_of(agents["db"], "db")
     assert ipaddress.IPv4Address("192.168.223.100") <= web.ip <= ipaddress.IPv4Address("192.168.223.199")
     assert db.ip == ipaddress.IPv4Address("192.168.223.20")  # the reservation
     leases = {lease.name: lease.address for lease in api.leases(topo.name, state_dir=world.state, netns=world.host)}
@@ -101,16 +105,32 @@ def test_isolated_guests_lease_and_reach_each_other_only(world):
     agents = _agents(world, topo)
     for a in agents.values():
         a.wait_ready(timeout=180)
-    a, b = _lease_of(agents["a"]), _lease_of(agents["b"])
+    a, b = _lease_of(agents["a"], "a"), _lease_of(agents["b"], "b")
     subnet = ipaddress.IPv4Network("10.77.0.0/24")
     assert a.ip in subnet and b.ip in subnet and a.ip != b.ip
     _assert_confined(world, topo)
     rc, out = agents["a"].run("ping -c1 -W3 b.iso.test")
     assert rc == 0 and str(b.ip) in out, out
-    rc, out = agents["b"].run(f"ping -c1 -W2 {sandbox.HOST_ADDR}")
-    assert rc != 0, out
     # the host has no address on this bridge
     state = snapshot.take(world.host)
     assert not [x for x in state["addresses"] if x[0] == "vb-iso-lab" and ":" not in x[1]]
+
+    def reached() -> dict[str, bool]:
+        return {
+            "b -> host": agents["b"].run(f"ping -c1 -W1 {sandbox.HOST_ADDR}")[0] == 0,
+            "b -> LAN router": agents["b"].run(f"ping -c1 -W1 {sandbox.LAN_ROUTER}")[0] == 0,
+            "host -> b": check.ping(world.host, str(b.ip)),
+        }
+
+    # routes both ways and a host that forwards: only vnet's firewall keeps the guests in
+    with probe.routed(world.host, "vb-iso-lab", str(subnet)):
+        rc, out = agents["b"].run(f"ip route replace default via {sandbox.HOST_ADDR} dev eth0 onlink")
+        assert rc == 0, out
+        assert not any((got := reached()).values()), got
+        with probe.firewall_removed(world, topo):  # the control: without vnet's rules it all gets through
+            assert all((got := reached()).values()), got
+        assert not any((got := reached()).values()), got
+        rc, out = agents["a"].run(f"ping -c1 -W3 {b.ip}")
+        assert rc == 0, out
     world.destroy(topo.name)
     assert snapshot.take(world.host) == before

@@ -4,22 +4,28 @@ name can reach a command line, a dnsmasq config or an nft rule unescaped."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import random
 import re
 import secrets
 import shlex
 import signal
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vnet import api, spec
+from vnet import api, sandbox, spec
 from vnet.desired import desired
+from vnet.drivers import ns as nsmod
 from vnet.facts import HostFacts
 from vnet.drivers.ns import Namespaces
 from vnet.engine import Engine
-from vnet.errors import SpecError
+from vnet.errors import SpecError, VnetError
 from vnet.plan import diff
 from vnet.preflight import check
 
@@ -324,3 +330,194 @@ def test_a_sample_of_generated_topologies_applies_and_destroys_without_residue(w
 
     one()
     assert len(applied) >= 6
+
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+REAL_SECONDS = 50  # the real applies below stop starting new files after this long
+
+
+def _hostile_name(rng: random.Random, prefix: str = "") -> str:
+    """A valid name ([a-z][a-z0-9_-]*, at most 32) of an awkward sort: one letter, the longest,
+    runs of dashes and underscores, digits, what looks like another object's name."""
+    shape = rng.randrange(7)
+    if shape == 0:
+        body = rng.choice(LETTERS)
+    elif shape == 1:
+        body = rng.choice(LETTERS) + "".join(rng.choice(LETTERS + "0123456789_-") for _ in range(31))
+    elif shape == 2:
+        body = rng.choice(LETTERS) + "-" * rng.randint(1, 5)
+    elif shape == 3:
+        body = rng.choice(LETTERS) + "_" + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 8)))
+    elif shape == 4:
+        body = rng.choice(["eth0", "lo", "br0", "vb", "ve", "vt", "svc", "host", "default", "all", "none", "x--y"])
+    elif shape == 5:
+        body = rng.choice(LETTERS) + "".join(rng.choice(LETTERS + "-_") for _ in range(rng.randint(10, 20)))
+    else:
+        body = rng.choice(LETTERS) + "".join(rng.choice(LETTERS + "0123456789") for _ in range(rng.randint(1, 6)))
+    return (prefix + body)[:32]
+
+
+def _unique(rng: random.Random, taken: set[str], prefix: str = "") -> str:
+    while True:
+        name = _hostile_name(rng, prefix)
+        if name not in taken:
+            taken.add(name)
+            return name
+
+
+def hostile_valid_topology(rng: random.Random) -> dict:
+    """A topology that should be valid, with awkward names, tiny and huge subnets, MTUs from 68 to
+    65535, every port policy, forwards with ranges, allow rules, DHCP and DNS: for a real apply."""
+    taken: set[str] = set()
+    topo_name = _unique(rng, taken, "q")
+    networks, endpoints, allow = {}, {}, []
+    ports_used: set[tuple[str, int]] = set()
+    seconds = rng.sample(range(1, 250), 3)
+    bridged_done = False
+    for i in range(rng.randint(1, 3)):
+        net_name = _unique(rng, taken)
+        mode = rng.choice(["isolated", "host", "nat", "nat"])
+        if not bridged_done and rng.random() < 0.12:
+            mode, bridged_done = "bridged", True
+        net: dict = {"mode": mode}
+        if mode == "bridged":
+            net.update(uplink="eth0", bridge=rng.choice(["br-lan", "br_x", "b", "br-" + "x" * 12]))
+            networks[net_name] = net
+            endpoints[_unique(rng, taken)] = {"kind": "netns", "network": net_name}
+            continue
+        prefix = rng.choice([16, 22, 24, 24, 28, 29, 30])
+        subnet = ipaddress.IPv4Network(f"10.{seconds[i]}.0.0/{prefix}")
+        net["subnet"] = str(subnet)
+        if mode == "nat" and rng.random() < 0.5:
+            net["uplink"] = "eth0"
+        if rng.random() < 0.3:
+            # not 65535: a tap's maximum is 65521, and the spec does not know it yet (see the report)
+            net["mtu"] = rng.choice([68, 576, 1280, 9000, 65000])
+        if rng.random() < 0.5:
+            net["dhcp"] = rng.choice([True, {"lease": rng.choice(["2m", "45m", "1d", "infinite"])}])
+        if rng.random() < 0.4:
+            net["dns"] = {"domain": f"{rng.choice(LETTERS)}-{rng.randint(0, 99)}.{rng.choice(['test', 'internal', 'lan'])}"}
+        hosts = iter(list(subnet.hosts())[1:][:20])  # the first is the gateway or the service namespace
+        for _ in range(rng.randint(0, 4)):
+            ep_name = _unique(rng, taken)
+            kind = rng.choice(["netns", "netns", "tap", "tun"])
+            ep: dict = {"kind": kind}
+            if kind in ("netns", "tap"):
+                ep["network"] = net_name
+                if rng.random() < 0.2:
+                    ep["isolated"] = True
+                if rng.random() < 0.2:
+                    ep["spoofing"] = "allow"
+                if rng.random() < 0.2:
+                    # not above ~34gbit: the qdisc step fails there although the spec accepts up to 100gbit (see the report)
+                    ep["rate"] = rng.choice(["8kbit", "1mbit", "10gbit"])
+                if rng.random() < 0.2:
+                    ep["mac"] = "02:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(5))
+            if kind == "netns":
+                address = next(hosts, None)
+                if address is not None and (rng.random() < 0.8 or not net.get("dhcp")):
+                    ep["address"] = f"{address}/{prefix}"
+                if rng.random() < 0.2:
+                    ep["ifname"] = rng.choice(["eth1", "e", "x" * 15, "net_0"])
+            if kind in ("tap", "tun") and rng.random() < 0.5:
+                ep["owner"] = rng.choice(["nobody", 0, 65534, "root"])
+            endpoints[ep_name] = ep
+        if mode == "nat":
+            targets = [n for n, e in endpoints.items() if e.get("network") == net_name and e.get("address")]
+            forwards = []
+            for _ in range(rng.randint(0, 3) if targets else 0):
+                proto = rng.choice(["tcp", "udp"])
+                lo = rng.randint(1024, 65000)
+                span = rng.choice([0, 0, 1, 20])
+                if any((proto, p) in ports_used for p in range(lo, lo + span + 1)):
+                    continue
+                ports_used.update((proto, p) for p in range(lo, lo + span + 1))
+                target = rng.choice(targets)
+                if span:
+                    forwards.append({"proto": proto, "port": f"{lo}-{lo + span}", "to": target})
+                else:
+                    to = rng.choice([target, f"{target}:{rng.randint(1, 65535)}", endpoints[target]["address"].split("/")[0]])
+                    forwards.append({"proto": proto, "port": lo, "to": to})
+            if forwards:
+                net["forwards"] = forwards
+        networks[net_name] = net
+    if bridged_done:
+        # no nat beside a bridged network: a nat network's default uplink is read from the default
+        # route, which the bridged move takes to the bridge, so the plan is not empty after apply
+        # (a bug, see the report)
+        for v in networks.values():
+            if v["mode"] == "nat":
+                v["mode"] = "host"
+                v.pop("forwards", None)
+                v.pop("uplink", None)
+    routed = [n for n, v in networks.items() if v["mode"] in ("host", "nat")]
+    if len(routed) >= 2 and rng.random() < 0.6:
+        a, b = rng.sample(routed, 2)
+        allow.append(rng.choice([{"from": a, "to": b}, {"from": a, "to": b, "proto": "tcp", "ports": [80, "1000-2000"]},
+                                 {"from": a, "to": b, "proto": "udp"}]))
+    data = {"name": topo_name, "networks": networks, "endpoints": endpoints}
+    if allow:
+        data["allow"] = allow
+    return data
+
+
+def test_hostile_but_valid_files_apply_for_real_and_leave_nothing(world, tmp_path):
+    """Many generated files, each applied and destroyed for real (every third through the command
+    line): no traceback, no step failing halfway, nothing left to do after apply, the host exactly
+    as before after destroy. Reproduce a failure with VNET_FUZZ_SEED=<the seed it prints>."""
+    seed = int(os.environ.get("VNET_FUZZ_SEED", secrets.randbits(32)))
+    rng = random.Random(seed)
+    # no IPv6 duplicate address detection on the sandbox host: new links settle at once (the
+    # snapshot does not look at these sysctls, and this host is the sandbox's, not the machine's)
+    for conf in ("all", "default"):
+        snapshot.inside(world.host, lambda c=conf: Path(f"/proc/sys/net/ipv6/conf/{c}/accept_dad").write_text("0\n"))
+    before = snapshot.take(world.host)
+    tally = {"applied": 0, "by cli": 0, "refused": 0}
+    refusals: list[str] = []
+    deadline = time.monotonic() + REAL_SECONDS
+    while time.monotonic() < deadline:
+        data = hostile_valid_topology(rng)
+        text = yaml.safe_dump(data, sort_keys=False)
+        path = tmp_path / f"{data['name']}.yaml"
+        path.write_text(text)
+        where = f"seed {seed}, file:\n{text}"
+        try:
+            topo = spec.load_text(text)
+        except SpecError as exc:
+            tally["refused"] += 1
+            refusals.append(str(exc).splitlines()[0])
+            continue
+        world.applied.add(topo.name)
+        cli = tally["applied"] % 3 == 0
+        if cli:
+            proc = world.vnet("apply", str(path))
+            error = proc.stderr.strip() if proc.returncode else None
+            assert "Traceback" not in proc.stderr, f"{proc.stderr}\n{where}"
+        else:
+            try:
+                world.apply(topo)
+                error = None
+            except VnetError as exc:
+                error = str(exc)
+        sandbox.settle(world.host)
+        if error is not None:  # refused before any change, by the checks against the host
+            assert not re.search(r"step \d+ .* failed", error), f"a valid file failed halfway: {error}\n{where}"
+            tally["refused"] += 1
+            refusals.append(error.splitlines()[-1])
+            assert snapshot.take(world.host) == before, f"a refused apply changed the host: {error}\n{where}"
+            continue
+        assert world.plan(topo).actions == [], f"not in sync right after apply\n{where}"
+        if cli:
+            proc = world.vnet("destroy", str(path))
+            assert proc.returncode == 0 and "Traceback" not in proc.stderr, f"{proc.stderr}\n{where}"
+            sandbox.settle(world.host)
+            tally["by cli"] += 1
+        else:
+            world.destroy(topo.name)
+        world.applied.discard(topo.name)
+        assert snapshot.take(world.host) == before, f"residue on the host\n{where}"
+        assert not [n for n in nsmod.listed() if n.startswith(f"{topo.name}-")], f"namespaces left\n{where}"
+        tally["applied"] += 1
+    print(f"\nreal applies in {REAL_SECONDS}s (seed {seed}): {tally}; refusals: {sorted(set(refusals))[:8]}")
+    assert tally["applied"] >= 25, (tally, refusals)
+    assert tally["refused"] <= tally["applied"] // 4, (tally, sorted(set(refusals)))

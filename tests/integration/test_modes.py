@@ -7,7 +7,7 @@ import subprocess
 
 from vnet import check, sandbox
 
-from . import snapshot
+from . import probe, snapshot
 
 WAN = sandbox.WAN_ADDR
 
@@ -18,13 +18,26 @@ def test_isolated_endpoints_reach_only_each_other(world):
     world.apply(topo)
     assert check.ping("iso-a", "10.77.0.11")
     assert check.ping("iso-b", "10.77.0.10")
-    # the host has no address on the bridge, so it cannot reach them, nor they it or anything beyond
+    # the host has no address on the bridge
     assert not any(a[0] == "vb-iso-lab" for a in snapshot.take(world.host)["addresses"] if ":" not in a[1])
-    assert not check.ping(world.host, "10.77.0.10")
-    assert not check.ping("iso-a", sandbox.HOST_ADDR)
-    assert not check.ping("iso-a", sandbox.LAN_ROUTER)
-    assert check.tcp_line("iso-a", WAN, sandbox.WAN_PORT, timeout_s=1) is None
     assert world.plan(topo).actions == []
+
+    def reached() -> dict[str, bool]:
+        return {
+            "host -> a": check.ping(world.host, "10.77.0.10"),
+            "a -> host": check.ping("iso-a", sandbox.HOST_ADDR),
+            "a -> LAN router": check.ping("iso-a", sandbox.LAN_ROUTER),
+            "a -> internet tcp": check.tcp_line("iso-a", WAN, sandbox.WAN_PORT, timeout_s=1) is not None,
+            "LAN router -> a": check.ping(world.sb.lan, "10.77.0.10"),
+        }
+
+    # routes both ways and a host that forwards: only vnet's firewall keeps the network isolated
+    with probe.routed(world.host, "vb-iso-lab", "10.77.0.0/24", ["iso-a"]):
+        assert not any((got := reached()).values()), got
+        with probe.firewall_removed(world, topo):  # the control: without vnet's rules all of it gets through
+            assert all((got := reached()).values()), got
+        assert not any((got := reached()).values()), got
+        assert check.ping("iso-a", "10.77.0.11")
     world.destroy(topo.name)
     assert snapshot.take(world.host) == before
 

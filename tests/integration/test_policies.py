@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from vnet import api, check, sandbox, spec
+from vnet import api, check, names, sandbox, spec
 from vnet.errors import StepFailed
 
-from . import snapshot
+from . import probe, snapshot
 from .conftest import EXAMPLES
 
 HOST = sandbox.HOST_ADDR
@@ -35,10 +35,14 @@ def test_forwards_reach_the_right_endpoint_with_the_real_client_address(fwd):
         # a port nobody forwarded stays closed, even though something listens behind it
         assert check.tcp_line(world.sb.wan, HOST, 8081, timeout_s=1) is None
         assert check.udp_line(world.sb.wan, HOST, 5011, timeout_s=1) is None
-        # from the host itself
-        assert check.tcp_line(world.host, HOST, 8080) is not None
-        # hairpin: another endpoint uses the host's public address
+        # from the host itself: the target sees the host's address
+        assert check.tcp_line(world.host, HOST, 8080) == HOST
+        # hairpin: an endpoint of the same network uses the host's public address. It is masqueraded,
+        # so the target sees the gateway, not the client (a reply straight to the client would miss
+        # the host's un-NAT); README says so
         assert check.tcp_line("fwd-peer", HOST, 8080) == "192.168.70.1"
+        # from an endpoint of another network, routed through the host: the real client address
+        assert check.tcp_line("fwd-back", HOST, 8080) == "192.168.71.10"
     counters = {(f["proto"], f["port"]): f for f in api.status(topo, netns=world.host, state_dir=world.state)["forwards"]}
     assert counters[("tcp", 8080)]["packets"] > 0 and counters[("tcp", 8080)]["to"] == "192.168.70.10:80"
     assert counters[("udp", 5005)]["packets"] > 0
@@ -60,13 +64,22 @@ def test_spoofed_mac_or_address_gets_nothing_through(fwd):
     assert check.ping("fwd-free", "192.168.70.1")
     for ns in ("fwd-peer", "fwd-free"):
         subprocess.run(["ip", "-n", ns, "addr", "add", "192.168.70.99/24", "dev", "eth0"], check=True)
-    # another source address: dropped, unless the endpoint says spoofing: allow
+    # another source address: dropped, unless the endpoint says spoofing: allow (the control)
     assert not _ping_from("fwd-peer", "192.168.70.99", "192.168.70.1")
     assert _ping_from("fwd-free", "192.168.70.99", "192.168.70.1")
-    # another MAC: dropped
-    subprocess.run(["ip", "-n", "fwd-peer", "link", "set", "eth0", "address", "52:54:00:66:66:66"], check=True)
-    subprocess.run(["ip", "-n", "fwd-peer", "neigh", "flush", "all"], check=True)
+    for ns in ("fwd-peer", "fwd-free"):
+        subprocess.run(["ip", "-n", ns, "addr", "del", "192.168.70.99/24", "dev", "eth0"], check=True)
+    # another MAC: dropped, unless the endpoint says spoofing: allow (the control)
+    for ns, mac in (("fwd-peer", "52:54:00:66:66:66"), ("fwd-free", "52:54:00:66:66:67")):
+        subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "address", mac], check=True)
+        subprocess.run(["ip", "-n", ns, "neigh", "flush", "all"], check=True)
     assert not check.ping("fwd-peer", "192.168.70.1")
+    assert check.ping("fwd-free", "192.168.70.1")
+    # the host saw the spoofed MAC only from the unguarded port
+    neigh = subprocess.run(["ip", "-n", world.host, "neigh", "show", "dev", names.bridge("fwd", "lan0")],
+                           capture_output=True, text=True, check=True).stdout
+    assert "192.168.70.50 lladdr 52:54:00:66:66:67" in neigh, neigh
+    assert "192.168.70.30 lladdr 52:54:00:66:66:66" not in neigh, neigh
 
 
 def _ping_from(ns: str, source: str, target: str) -> bool:
@@ -74,19 +87,35 @@ def _ping_from(ns: str, source: str, target: str) -> bool:
     return proc.returncode == 0
 
 
-def test_rogue_dhcp_server_on_an_endpoint_hands_out_nothing(fwd, tmp_path):
+@pytest.mark.parametrize("on", ["peer", "free"], ids=["guarded", "control-spoofing-allow"])
+def test_rogue_dhcp_server_on_a_guarded_endpoint_hands_out_nothing(fwd, tmp_path, on):
+    """A DHCP server on a guarded port (peer) leases nothing; the control: the same server on a
+    port with spoofing: allow (free) does hand out a lease, so the guard is what stops it."""
     world, _ = fwd
+    ns = f"fwd-{on}"
+    log = tmp_path / "rogue.log"
     rogue = subprocess.Popen(
-        ["ip", "netns", "exec", "fwd-peer", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+        ["ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
          "--interface=eth0", "--bind-interfaces", "--dhcp-range=192.168.70.200,192.168.70.210,1h",
-         f"--dhcp-leasefile={tmp_path / 'rogue.leases'}", f"--pid-file={tmp_path / 'rogue.pid'}"],
+         f"--dhcp-leasefile={tmp_path / 'rogue.leases'}", f"--pid-file={tmp_path / 'rogue.pid'}",
+         "--no-ping", "--log-dhcp", f"--log-facility={log}"],  # offers at once, not after a 3 s ping check
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
+        probe.wait_for(lambda: rogue.poll() is not None or ":67 " in check.run_in(ns, ["ss", "-Hlnu"]).stdout,
+                       10, f"the rogue DHCP server in {ns} listening on port 67")
+        assert rogue.poll() is None, f"the rogue DHCP server exited: {log.read_text() if log.exists() else ''}"
         check.run_in("fwd-web", ["ip", "addr", "flush", "dev", "eth0"])
-        with pytest.raises(RuntimeError, match="no DHCP lease"):
-            check.dhcp_client("fwd-web", tries=3)
-        assert rogue.poll() is None  # it ran the whole time; its offers were dropped at the port
+        if on == "peer":
+            with pytest.raises(RuntimeError, match="no DHCP lease"):
+                check.dhcp_client("fwd-web", tries=3)
+            assert rogue.poll() is None  # it ran the whole time
+            # it heard the client and answered: its offers were dropped at its port
+            assert "DHCPOFFER(eth0)" in log.read_text(), log.read_text()
+        else:
+            leased = check.dhcp_client("fwd-web", tries=3)
+            assert leased.startswith("192.168.70.2") and leased.endswith("/24"), leased
+            assert "DHCPACK(eth0)" in log.read_text(), log.read_text()
     finally:
         rogue.terminate()
         rogue.wait(timeout=5)

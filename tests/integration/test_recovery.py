@@ -93,16 +93,19 @@ def test_kill_apply_at_every_point_then_next_command_restores_host(world, tmp_pa
     inside = [f"{kinds.index(k) + 1}:call{n}" for k, n in (("netns", 1), ("bridge", 1), ("veth", 1), ("veth", 2), ("tap", 2), ("sysctl", 2))]
     points = points_for(len(actions)) + inside
     commands = ("plan", "status", "destroy")
-    unchanged = 0
+    untouched = []  # kills after which the host showed nothing to undo
     for i, point in enumerate(points):
         killed(world, "apply", path, point)
         assert journal.exists(), f"kill at {point} left no journal"
+        if snapshot.take(world.host) == before and own_namespaces(topo.name) == []:
+            untouched.append(point)
         recover_with(world, commands[i % len(commands)], path)
         assert not journal.exists()
         assert snapshot.take(world.host) == before, f"kill at {point}: host not restored"
         assert own_namespaces(topo.name) == [], f"kill at {point}: namespaces left"
-        unchanged += 1
-    assert unchanged == len(points) >= 36
+    # every kill but the one before the first step left a half-made host that recovery had to undo
+    assert len(points) >= 36
+    assert untouched == ["1"], f"kills that left nothing to recover: {untouched}"
     # and a normal apply, then destroy, leave nothing behind
     world.applied.add(topo.name)
     proc = run(world, "apply", str(path))

@@ -13,7 +13,7 @@ from vnet.drivers import process
 from vnet.drivers.ns import Namespace
 from vnet.spec.models import NetnsSpec
 
-from . import snapshot
+from . import probe, snapshot
 from .conftest import EXAMPLES
 
 
@@ -71,8 +71,7 @@ def test_crashed_dnsmasq_is_noticed_and_restarted_and_config_change_restarts(wor
     pid = _pid(world, topo)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    while _pid(world, topo) == pid:
-        pass
+    probe.wait_for(lambda: _pid(world, topo) != pid, 5, f"dnsmasq {pid} killed with SIGKILL still counts as running")
     report = api.status(topo, netns=world.host, state_dir=world.state)
     assert not report["in_sync"]
     assert [r["state"] for r in report["resources"] if r["kind"] == "service"] == ["missing"]
@@ -104,7 +103,21 @@ def test_isolated_network_served_from_its_own_namespace(world):
     leased = ipaddress.IPv4Interface(check.dhcp_client("iso-x"))
     assert leased.ip in ipaddress.IPv4Network("10.77.0.0/24")
     assert _nslookup("iso-x", "x.iso.test", "10.77.0.1") == str(leased.ip)
-    assert not check.ping("iso-x", sandbox.HOST_ADDR)
     assert not [a for a in snapshot.take(world.host)["addresses"] if a[0] == "vb-iso-lab" and ":" not in a[1]]
+
+    def reached() -> dict[str, bool]:
+        return {
+            "x -> host": check.ping("iso-x", sandbox.HOST_ADDR),
+            "x -> LAN router": check.ping("iso-x", sandbox.LAN_ROUTER),
+            "host -> x": check.ping(world.host, str(leased.ip)),
+        }
+
+    # routes both ways and a host that forwards: only vnet's firewall keeps the network isolated
+    with probe.routed(world.host, "vb-iso-lab", "10.77.0.0/24", ["iso-x"]):
+        assert not any((got := reached()).values()), got
+        with probe.firewall_removed(world, topo):  # the control: without vnet's rules it all gets through
+            assert all((got := reached()).values()), got
+        assert not any((got := reached()).values()), got
+        assert _nslookup("iso-x", "x.iso.test", "10.77.0.1") == str(leased.ip)  # its own service still answers
     world.destroy(topo.name)
     assert snapshot.take(world.host) == before
