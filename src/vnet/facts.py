@@ -67,7 +67,14 @@ def bridge_name(topo: Topology, net_name: str) -> str:
 
 
 def uplink_of(topo: Topology, net_name: str, facts: HostFacts) -> str | None:
-    return topo.networks[net_name].uplink or facts.default_uplink
+    """Where a network's traffic leaves the host. A NIC that a bridged network of the same
+    topology puts in its bridge carries nothing itself any more: the bridge, which takes its
+    addresses and routes, is the way out (before apply and after alike, so the plan settles)."""
+    up = topo.networks[net_name].uplink or facts.default_uplink
+    for other_name, other in topo.networks.items():
+        if other.mode == "bridged" and up in (other.uplink, bridge_name(topo, other_name)):
+            return bridge_name(topo, other_name)
+    return up
 
 
 def guest_mac(topo: Topology, ep_name: str) -> str:

@@ -67,7 +67,7 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
             up = uplink_of(topo, net_name, facts)
             if up is None:
                 add(Problem(f"{path}.uplink", "the host has no default route to take the uplink from", "name the egress interface, e.g. uplink: eth0"))
-            elif up not in obs.links:
+            elif up not in obs.links and up not in owned_bridges:  # a bridged network's bridge is made by this apply
                 add(Problem(f"{path}.uplink", f"no interface {up} on the host", "name an existing interface"))
         if net.mode == "bridged" and net.uplink:
             li = obs.links.get(net.uplink)

@@ -448,3 +448,35 @@ def test_table_comment_round_trip():
     assert names.parse_digest_mark(names.digest_mark("lab", digest)) == ("lab", digest)
     for foreign in (None, "", "docker", "vnet:lab", "other:lab:abc", "vnet:lab:abc:extra"):
         assert names.parse_digest_mark(foreign) is None
+
+
+def test_a_nat_network_beside_a_bridged_one_leaves_through_the_bridge_before_and_after_apply():
+    """The bridged move takes the default route to the bridge: desired state must not change with
+    it (the fuzz test found a plan that never settled)."""
+    from vnet import spec as _spec
+
+    topo = _spec.load_text("name: t\nnetworks:\n  b: {mode: bridged, bridge: br0, uplink: eth0}\n  n: {mode: nat, subnet: 10.9.0.0/29}\n")
+    before = desired(topo, HostFacts(default_uplink="eth0"))
+    after = desired(topo, HostFacts(default_uplink="br0"))
+    assert before == after
+    assert any(r.kind == "sysctl" and r.get("path") == "net/ipv4/conf/br0/forwarding" for r in after)
+    assert not any(r.kind == "sysctl" and r.get("path") == "net/ipv4/conf/eth0/forwarding" for r in after)
+
+
+def test_a_rate_beyond_what_tbf_carries_is_capped_for_the_download_direction():
+    from vnet import spec as _spec
+    from vnet.kinds.qdisc import TBF_MAX_BITS
+
+    topo = _spec.load_text("name: t\nnetworks:\n  n: {mode: host, subnet: 10.9.0.0/24}\n"
+                           "endpoints:\n  a: {kind: netns, network: n, address: 10.9.0.5/24, rate: 100gbit}\n")
+    (q,) = [r for r in desired(topo) if r.kind == "qdisc"]
+    assert q.get("rate") == TBF_MAX_BITS < 100 * 10**9
+
+
+def test_an_mtu_no_tap_takes_is_refused():
+    from vnet import spec as _spec
+    from vnet.errors import SpecError
+
+    with pytest.raises(SpecError, match="networks.n.mtu"):
+        _spec.load_text("name: t\nnetworks:\n  n: {mode: host, subnet: 10.9.0.0/24, mtu: 65535}\n")
+    assert _spec.load_text("name: t\nnetworks:\n  n: {mode: host, subnet: 10.9.0.0/24, mtu: 65521}\n").networks["n"].mtu == 65521

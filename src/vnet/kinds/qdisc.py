@@ -9,12 +9,18 @@ from vnet.resources import Resource, make
 from vnet.spec.models import Topology, rate_bits
 
 
+# tbf's rate travels as 32-bit bytes per second: above ~34 Gbit/s the download direction is
+# unshaped (no veth or tap here moves that much: a bare veth pair does ~19 Gbit/s); the upload
+# limit (nftables) takes the full rate
+TBF_MAX_BITS = (2**32 - 1) * 8
+
+
 class Qdisc(Kind):
     name = "qdisc"
     after = ("tap", "veth")
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
-        return [make("qdisc", p.ifname, rate=rate_bits(p.rate)) for p in ports(topo) if p.rate]
+        return [make("qdisc", p.ifname, rate=min(rate_bits(p.rate), TBF_MAX_BITS)) for p in ports(topo) if p.rate]
 
     def observe(self, view, obs) -> None:
         dump = netlink.qdisc_dump(view.nss.host)

@@ -304,7 +304,7 @@ class NetworkSpec(Strict):
     uplink: IfName | None = Field(
         None, description="nat: egress interface (default: the default route's); bridged: the NIC that joins"
     )
-    mtu: int | None = Field(None, ge=68, le=65535, description="MTU of the bridge and its ports")
+    mtu: int | None = Field(None, ge=68, le=65521, description="MTU of the bridge and its ports (at most 65521, the largest a tap takes)")
     dhcp: Annotated[DhcpSpec | None, BeforeValidator(_shorthand)] = Field(
         None, description="serve DHCP on this network (dnsmasq supervised by vnet); `true` for defaults"
     )
