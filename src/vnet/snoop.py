@@ -42,7 +42,16 @@ def script_path(state: Path, network: str) -> Path:
     return state / f"dhcp-event-{network}"
 
 
-def script_text(netns: str | None, table: str, python: str = sys.executable) -> str:
+def interpreter() -> str:
+    """The Python that runs vnet, named the same however vnet was started (`vnet`, `python -m`,
+    `python3`): the environment's own bin/python3 where there is one (a venv's site-packages
+    come with it), so the script vnet derives does not change with the way it was called."""
+    candidate = os.path.join(sys.prefix, "bin", "python3")
+    return candidate if os.path.exists(candidate) else sys.executable
+
+
+def script_text(netns: str | None, table: str, python: str | None = None) -> str:
+    python = python or interpreter()
     """The script dnsmasq runs: vnet's interpreter, this module, fixed arguments, then dnsmasq's."""
     ns = netns or "-"
     check_netns(ns, must_exist=False)
@@ -111,25 +120,19 @@ def reseed(table: str, state: Path, now: float | None = None) -> str:
     """`add element` lines for every running IPv4 lease in the topology's lease files: what a
     freshly made `leased` set must hold (the tables were replaced whole). Lines that do not parse
     are skipped."""
+    from vnet.drivers import dnsmasq
+
     now = time.time() if now is None else now
     lines = []
-    for path in sorted(state.glob("dnsmasq-*.leases")):
-        try:
-            text = path.read_text()
-        except OSError:
+    for lease in dnsmasq.leases(state):  # the lease files, wherever they live (vnet.libdir)
+        expires = lease.expires
+        if expires and expires <= now:
             continue
-        for line in text.splitlines():
-            fields = line.split()
-            if len(fields) < 3 or not fields[0].isdigit():
-                continue
-            try:
-                expires = int(fields[0])
-                if expires and expires <= now:
-                    continue
-                pair = element(fields[1], fields[2], int(expires - now) if expires else None)
-            except Invalid:
-                continue  # a DHCPv6 lease, a DUID line, or garbage
-            lines.append(f"add element bridge {check_table(table)} {SET} {{ {pair} }}\n")
+        try:
+            pair = element(lease.mac, lease.address, int(expires - now) if expires else None)
+        except Invalid:
+            continue
+        lines.append(f"add element bridge {check_table(table)} {SET} {{ {pair} }}\n")
     return "".join(lines)
 
 

@@ -5,7 +5,6 @@ dnsmasq reads back at start are learned too."""
 from __future__ import annotations
 
 import os
-import sys
 
 from vnet import names, snoop
 from vnet.facts import HostFacts
@@ -20,7 +19,7 @@ class DhcpScript(Kind):
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         table = names.nft_table(topo.name)
-        return [make("dhcp_script", f"dhcp-event-{n}", network=n, table=table, python=sys.executable)
+        return [make("dhcp_script", f"dhcp-event-{n}", network=n, table=table, python=snoop.interpreter())
                 for n, net in topo.networks.items() if net.dhcp is not None]
 
     def observe(self, view, obs) -> None:
@@ -34,7 +33,7 @@ class DhcpScript(Kind):
                 continue
             if not text.startswith("#!/bin/sh\n" + snoop.MARK):
                 continue  # not vnet's
-            python = sys.executable
+            python = snoop.interpreter()
             try:
                 expected = snoop.script_text(view.nss.host.name, table, python)
             except snoop.Invalid:
@@ -45,7 +44,7 @@ class DhcpScript(Kind):
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         path = snoop.script_path(ctx.state, r.get("network"))
-        text = snoop.script_text(ctx.nss.host.name, r.get("table"), r.get("python") or sys.executable)
+        text = snoop.script_text(ctx.nss.host.name, r.get("table"), r.get("python") or snoop.interpreter())
         tmp = path.with_name(path.name + ".tmp")
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
