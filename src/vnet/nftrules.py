@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from vnet import names
 from vnet.facts import HostFacts, bridge_name, ports, uplink_of
 from vnet.spec.models import port_span, rate_bits
-from vnet.spec.validate import addressing, forward_target
+from vnet.spec.validate import addressing, addressing6, forward_target, known_address6, wants_service
 
 if TYPE_CHECKING:
     from vnet.spec.models import Topology
@@ -83,6 +83,11 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     forwards = _Set("forwards", "", counter=True, map_type="inet_proto . inet_service : ipv4_addr . inet_service")
     allowed_any = _Set("allowed_any", "ifname . ifname")
     allowed = _Set("allowed", "inet_proto . ifname . ifname . inet_service", flags="interval")
+    # --- IPv6: the same shape, one more set per address family (a set holds one address type);
+    # bridges, egress, isolation and allow: above are per interface and serve both families
+    masq6 = _Set("masq6", "ipv6_addr . ifname", flags="interval")
+    hairpin6 = _Set("hairpin6", "ipv6_addr . ifname", flags="interval")
+    forwards6 = _Set("forwards6", "", counter=True, map_type="inet_proto . inet_service : ipv6_addr . inet_service")
 
     for net_name, net in topo.networks.items():
         if net.mode == "bridged":
@@ -105,6 +110,7 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
                 lo, hi = port_span(fwd.port)
                 for port in range(lo, hi + 1):
                     forwards.elements.append(f"{fwd.proto} . {port} : {address} . {to_port or port}")
+            _ipv6_nat(topo, net_name, up, br, masq6, hairpin6, forwards6)
     for rule in topo.allow:
         a, b = _q(bridge_name(topo, rule.from_)), _q(bridge_name(topo, rule.to))
         if rule.ports:
@@ -116,7 +122,7 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
         else:
             allowed_any.elements.append(f"{a} . {b}")
 
-    inet_sets = [bridges, isolated_bridges, intra, egress, masq, hairpin, forwards, allowed_any, allowed]
+    inet_sets = [bridges, isolated_bridges, intra, egress, masq, hairpin, forwards, allowed_any, allowed, masq6, hairpin6, forwards6]
     forward = [
         "iifname . oifname @intra accept",
         # an isolated network reaches nothing, not even forward targets through the host's address
@@ -135,13 +141,19 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     # no address of the host's may answer on an isolated bridge, whatever a guest configures
     input_ = ["iifname @isolated_bridges drop"]
     dnat = "dnat ip to meta l4proto . th dport map @forwards"
-    prerouting = [f"fib daddr type local {dnat}"]
-    output = [f"ip daddr != 127.0.0.0/8 fib daddr type local {dnat}"]  # forwards reached from the host itself
+    dnat6 = "dnat ip6 to meta l4proto . th dport map @forwards6"
+    prerouting = [f"fib daddr type local {dnat}", f"fib daddr type local {dnat6}"]
+    output = [
+        f"ip daddr != 127.0.0.0/8 fib daddr type local {dnat}",  # forwards reached from the host itself
+        f"ip6 daddr != ::1 fib daddr type local {dnat6}",
+    ]
     postrouting = [
         "ip saddr . oifname @masq masquerade",
         # hairpin: an endpoint reaching a forward on the host's address must get the reply through
         # the host, so the target sees the gateway (postrouting knows no input device: match the source)
         "ct status dnat ip saddr . oifname @hairpin masquerade",
+        "ip6 saddr . oifname @masq6 masquerade",  # NAT66, unless nat6: false routes the prefix
+        "ct status dnat ip6 saddr . oifname @hairpin6 masquerade",
     ]
 
     guarded = _Set("guarded", "ifname")
@@ -168,7 +180,7 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
             upload.elements.append(f"{name} : \"up{i}\"")
     service_ports = _Set("service_ports", "ifname")
     for net_name, net in topo.networks.items():
-        if net.mode == "isolated" and (net.dhcp or net.dns):
+        if net.mode == "isolated" and wants_service(topo, net_name):
             service_ports.elements.append(_q(names.veth_host(topo.name, f"svc-{net_name}")))
     bridge_sets = [guarded, port_mac, ip_guarded, port_ip, isolated_ports, service_ports, upload]
     bridge_pre = [
@@ -218,6 +230,26 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
         f"table bridge {table} {{\n" + "\n".join(bridge_body) + "\n}\n"
     )
     return Rendered(text, digest, elements, rule_count(skeleton))
+
+
+def _ipv6_nat(topo: Topology, net_name: str, up: str, br: str, masq6: _Set, hairpin6: _Set, forwards6: _Set) -> None:
+    """A nat network's IPv6 part: NAT66 out of the uplink (unless `nat6: false`), the hairpin, and
+    the forwards whose target has an IPv6 address (the same ports as IPv4's)."""
+    net = topo.networks[net_name]
+    subnet6 = addressing6(topo, net_name).subnet
+    if subnet6 is None:
+        return
+    if net.nat6 is not False:
+        masq6.elements.append(f"{subnet6} . {up}")
+    hairpin6.elements.append(f"{subnet6} . {br}")
+    for fwd in net.forwards:
+        name, _, to_port = fwd.to.partition(":")
+        address6 = None if name[0].isdigit() else known_address6(topo, name, net_name)
+        if address6 is None:
+            continue  # an IPv4 literal, or a target without a fixed IPv6 address: IPv4 only
+        lo, hi = port_span(fwd.port)
+        for port in range(lo, hi + 1):
+            forwards6.elements.append(f"{fwd.proto} . {port} : {address6} . {int(to_port) if to_port else port}")
 
 
 def _is_elements(line: str) -> bool:

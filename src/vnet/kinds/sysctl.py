@@ -5,6 +5,7 @@ same namespace still needs it."""
 from __future__ import annotations
 
 from vnet.drivers import sysctl
+from vnet.errors import VnetError
 from vnet.facts import HostFacts, bridge_name, uplink_of
 from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make, ns_key
@@ -30,6 +31,8 @@ class Sysctl(Kind):
         for dev in dict.fromkeys(forwarding):
             path = f"net/ipv4/conf/{dev}/forwarding"
             out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
+        for path in ipv6_paths(topo, facts):
+            out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
         return out
 
     def observe(self, view, obs) -> None:
@@ -38,7 +41,16 @@ class Sysctl(Kind):
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         with ctx.host_lock():
-            sysctl.create(ctx.nss, ctx.record, r)
+            try:
+                sysctl.create(ctx.nss, ctx.record, r)
+            except FileNotFoundError:
+                if r.get("path", "").endswith("/force_forwarding") and not ctx.undoing:
+                    raise VnetError(
+                        f"IPv6 forwarding per interface needs Linux 6.17 or later (net.ipv6.conf.<if>.force_forwarding); "
+                        f"this kernel has no {r.get('path')} — remove subnet6 from nat networks and allowed pairs, "
+                        "or use mode: host"
+                    ) from None
+                raise
 
     def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
         with ctx.host_lock():
@@ -48,6 +60,35 @@ class Sysctl(Kind):
         with ctx.host_lock():  # a forwarding switch may be shared with another topology
             if not still_needed(ctx, r):
                 sysctl.delete(ctx.nss, ctx.record, r)
+
+
+def ipv6_paths(topo: Topology, facts: HostFacts) -> list[str]:
+    """IPv6 forwarding, per interface, where a network with subnet6 forwards.
+
+    IPv6 decides differently from IPv4: an interface's `forwarding` makes it act as a router
+    (it then ignores router advertisements unless accept_ra is 2) but forwards nothing while the
+    host-wide switch is off; `force_forwarding` (Linux 6.17) forwards what arrives on that one
+    interface. So: force_forwarding on every interface IPv6 packets enter to be forwarded (the
+    bridge, the uplink for replies and routed prefixes), and `forwarding` on the bridge only,
+    where the host is the router (host and nat; it ignores advertisements from its guests). The uplink stays a
+    host: its accept_ra, its default route from the upstream router and its `forwarding` are
+    left as they are."""
+    entering: list[str | None] = []
+    routers: list[str] = []
+    for net_name, net in topo.networks.items():
+        if net.mode in ("host", "nat") and net.subnet6:
+            routers.append(bridge_name(topo, net_name))  # host mode too: the host is the router there
+        if net.mode == "nat" and net.subnet6:
+            entering += [bridge_name(topo, net_name), uplink_of(topo, net_name, facts)]
+    for rule in topo.allow:
+        pair = [n for n in (rule.from_, rule.to) if n in topo.networks]
+        if len(pair) == 2 and all(topo.networks[n].subnet6 for n in pair):
+            for n in pair:
+                entering.append(bridge_name(topo, n))
+                routers.append(bridge_name(topo, n))
+    out = [f"net/ipv6/conf/{dev}/force_forwarding" for dev in dict.fromkeys(entering) if dev]
+    out += [f"net/ipv6/conf/{dev}/forwarding" for dev in dict.fromkeys(routers)]
+    return out
 
 
 def still_needed(ctx: Ctx, r: Resource) -> bool:
