@@ -31,8 +31,8 @@ class Sysctl(Kind):
         for dev in dict.fromkeys(forwarding):
             path = f"net/ipv4/conf/{dev}/forwarding"
             out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
-        for path in ipv6_paths(topo, facts):
-            out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
+        for path, value in ipv6_paths(topo, facts):
+            out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value=value))
         return out
 
     def observe(self, view, obs) -> None:
@@ -62,32 +62,32 @@ class Sysctl(Kind):
                 sysctl.delete(ctx.nss, ctx.record, r)
 
 
-def ipv6_paths(topo: Topology, facts: HostFacts) -> list[str]:
-    """IPv6 forwarding, per interface, where a network with subnet6 forwards.
+def ipv6_paths(topo: Topology, facts: HostFacts) -> list[tuple[str, str]]:
+    """(path, value) of the IPv6 switches of a topology whose networks have subnet6.
 
-    IPv6 decides differently from IPv4: an interface's `forwarding` makes it act as a router
-    (it then ignores router advertisements unless accept_ra is 2) but forwards nothing while the
-    host-wide switch is off; `force_forwarding` (Linux 6.17) forwards what arrives on that one
-    interface. So: force_forwarding on every interface IPv6 packets enter to be forwarded (the
-    bridge, the uplink for replies and routed prefixes), and `forwarding` on the bridge only,
-    where the host is the router (host and nat; it ignores advertisements from its guests). The uplink stays a
-    host: its accept_ra, its default route from the upstream router and its `forwarding` are
-    left as they are."""
+    IPv6 decides differently from IPv4. An interface's `forwarding` forwards nothing while the
+    host-wide switch is off; it only makes the interface act as a router, and switching it on for
+    any one interface makes the kernel drop every default route learned from router
+    advertisements on interfaces whose accept_ra is not 2 (the host's own uplink included, until
+    the next advertisement). `force_forwarding` (Linux 6.17) forwards what arrives on that one
+    interface and changes nothing else. So vnet switches `force_forwarding` on where IPv6 packets
+    enter to be forwarded (a nat network's bridge, its uplink for replies and routed prefixes, both
+    bridges of an allowed pair) and never touches `forwarding`: the uplink stays a host, with its
+    accept_ra and its default route. What a router gets from `forwarding` on its own bridges —
+    ignoring router advertisements from its guests — vnet gets from accept_ra 0 there."""
     entering: list[str | None] = []
-    routers: list[str] = []
+    bridges: list[str] = []
     for net_name, net in topo.networks.items():
-        if net.mode in ("host", "nat") and net.subnet6:
-            routers.append(bridge_name(topo, net_name))  # host mode too: the host is the router there
+        if net.subnet6 and net.mode != "bridged":
+            bridges.append(bridge_name(topo, net_name))
         if net.mode == "nat" and net.subnet6:
             entering += [bridge_name(topo, net_name), uplink_of(topo, net_name, facts)]
     for rule in topo.allow:
         pair = [n for n in (rule.from_, rule.to) if n in topo.networks]
         if len(pair) == 2 and all(topo.networks[n].subnet6 for n in pair):
-            for n in pair:
-                entering.append(bridge_name(topo, n))
-                routers.append(bridge_name(topo, n))
-    out = [f"net/ipv6/conf/{dev}/force_forwarding" for dev in dict.fromkeys(entering) if dev]
-    out += [f"net/ipv6/conf/{dev}/forwarding" for dev in dict.fromkeys(routers)]
+            entering += [bridge_name(topo, n) for n in pair]
+    out = [(f"net/ipv6/conf/{dev}/force_forwarding", "1") for dev in dict.fromkeys(entering) if dev]
+    out += [(f"net/ipv6/conf/{dev}/accept_ra", "0") for dev in dict.fromkeys(bridges)]
     return out
 
 
