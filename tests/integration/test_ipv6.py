@@ -80,3 +80,115 @@ def test_nat6_false_routes_the_prefix(world):
     # IPv4 is masqueraded as before
     assert check.tcp_line("ds-a", sandbox.WAN_ADDR, PORT) == sandbox.HOST_ADDR
     world.destroy(t.name)
+
+
+def wait_global6(ns: str, prefix: str, timeout: float = 10.0) -> str | None:
+    """The address `ns`'s eth0 took by SLAAC in `prefix`, waiting for it (bounded)."""
+    import ipaddress
+    import time
+
+    net = ipaddress.IPv6Network(prefix)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "-n", ns, "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            addr = line.split()[3].split("/")[0]
+            if "tentative" not in line and ipaddress.IPv6Address(addr) in net:
+                return addr
+        time.sleep(0.1)
+    return None
+
+
+HOST = """
+name: h6
+networks:
+  lab:
+    mode: host
+    subnet: 192.168.51.0/24
+    subnet6: fd00:51::/64
+    dns: {domain: h6.test}
+endpoints:
+  a: {kind: netns, network: lab, address: 192.168.51.10/24, address6: "fd00:51::10/64"}
+  c: {kind: netns, network: lab, address: 192.168.51.12/24}
+"""
+
+
+def test_host_mode_dual_stack_slaac_and_aaaa(world):
+    t = topo(HOST)
+    before = snapshot.take(world.host)
+    world.apply(t)
+    from vnet import dnsconf
+    from vnet.facts import guest_mac
+    import ipaddress
+
+    # c has no address6: it takes one by SLAAC from vnet's advertisements, the one DNS predicts
+    slaac = wait_global6("h6-c", "fd00:51::/64")
+    assert slaac == str(dnsconf.eui64(ipaddress.IPv6Network("fd00:51::/64"), guest_mac(t, "c")))
+    assert check.ping("h6-a", slaac)
+    assert check.ping("h6-c", "fd00:51::10")
+    assert check.ping("h6-a", "fd00:51::1")  # the host, on the bridge
+    assert check.ping(world.host, "fd00:51::10")
+    with check.Listener(world.host, 9000, "fd00:51::1"):
+        assert check.tcp_line("h6-c", "fd00:51::1", 9000) == slaac
+    out = resolve("h6-a", "c.h6.test", "fd00:51::1")
+    assert slaac in out, out
+    assert "fd00:51::10" in resolve("h6-c", "a.h6.test", "192.168.51.1")
+    # nothing forwarded beyond the host
+    assert not check.ping("h6-a", WAN6)
+    assert check.tcp_line("h6-a", WAN6, PORT, timeout_s=1) is None
+    world.destroy(t.name)
+    assert snapshot.take(world.host) == before
+
+
+ISO = """
+name: i6
+networks:
+  lab:
+    mode: isolated
+    subnet: 10.78.0.0/24
+    subnet6: fd00:78::/64
+endpoints:
+  a: {kind: netns, network: lab, address: 10.78.0.10/24, address6: "fd00:78::10/64"}
+  c: {kind: netns, network: lab, address: 10.78.0.12/24}
+"""
+
+
+def test_isolated_dual_stack_reaches_only_its_own(world):
+    t = topo(ISO)
+    before = snapshot.take(world.host)
+    world.apply(t)
+    slaac = wait_global6("i6-c", "fd00:78::/64")
+    assert slaac is not None
+    assert check.ping("i6-a", slaac)
+    assert check.ping("i6-c", "fd00:78::10")
+    # router lifetime 0: the prefix, but no default route
+    assert sandbox.default_route6("i6-c") is None
+    # the host takes no address from the isolated network's advertisements and answers nothing there
+    assert not [a for a in snapshot.take(world.host)["addresses"] if a[0] == "vb-i6-lab" and a[1].startswith("fd00:78:")]
+    assert not check.ping("i6-a", sandbox.host_ipv6(world.host))
+    assert not check.ping("i6-a", WAN6)
+    world.destroy(t.name)
+    assert snapshot.take(world.host) == before
+
+
+def test_bridged_moves_ipv6_and_keeps_the_default_route(world):
+    t = world.load("bridged.yaml")
+    before = snapshot.take(world.host)
+    host6 = sandbox.host_ipv6(world.host)
+    assert sandbox.default_route6(world.host) == "eth0"
+    world.apply(t)
+    state = snapshot.take(world.host)
+    # the host's IPv6 address and its default route (from the LAN's advertisements) are the bridge's now
+    assert any(a[0] == "br-lan" and a[1] == host6 for a in state["addresses"])
+    assert not any(a[0] == "eth0" and a[1] == host6 for a in state["addresses"])
+    assert sandbox.default_route6(world.host) == "br-lan"
+    assert check.ping(world.host, WAN6)
+    assert check.tcp_line(world.host, WAN6, PORT) == host6
+    # an endpoint on the bridge takes its IPv6 address from the LAN's router
+    slaac = wait_global6("brd-c1", sandbox.LAN6)
+    assert slaac is not None
+    assert check.tcp_line("brd-c1", WAN6, PORT) == slaac
+    world.destroy(t.name)
+    assert sandbox.default_route6(world.host) == "eth0"
+    assert snapshot.take(world.host) == before
+    assert check.ping(world.host, WAN6)
