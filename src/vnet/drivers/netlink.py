@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import os
 import random
 import struct
@@ -316,10 +317,19 @@ def _copy_addressing(ns: Namespace, addrs: list[rtnl.Addr], routes: list[rtnl.Ro
         try:
             ns.nl.request(*rtnl.add_route(rt.dst or any_dst, rt.dst_len, oif=to, gateway=rt.gateway, proto=rt.proto, table=rt.table,
                                           scope=rt.scope, priority=rt.priority, prefsrc=rt.prefsrc, replace=True,
-                                          flags=rt.flags & rtnl.RTNH_F_ONLINK))  # not DEAD/LINKDOWN: state, not settings
+                                          flags=rt.flags & rtnl.RTNH_F_ONLINK,  # not DEAD/LINKDOWN: state, not settings
+                                          **_ipv6_extras(rt)))
         except RtnlError as exc:
             dst_link = ns.nl.link_by_index(to)
             raise VnetError(f"cannot move route {rt.dst or any_dst}/{rt.dst_len} to {dst_link.ifname if dst_link else to}: {exc}") from None
+
+
+def _ipv6_extras(rt: rtnl.Route) -> dict:
+    """What an IPv6 route from a router advertisement carries besides its gateway: preference,
+    hop limit (metrics) and what is left of its lifetime."""
+    if rt.family != rtnl.AF_INET6:
+        return {}
+    return {"pref": rt.pref, "metrics": rt.metrics, "expires": rt.expires}
 
 
 def _drop_addressing(ns: Namespace, addrs: list[rtnl.Addr], routes: list[rtnl.Route], index: int) -> None:
@@ -329,13 +339,17 @@ def _drop_addressing(ns: Namespace, addrs: list[rtnl.Addr], routes: list[rtnl.Ro
         except RtnlError as exc:
             if exc.code != EADDRNOTAVAIL:
                 raise
-    # IPv4 routes go with the device's last address; IPv6 routes through a link-local gateway
-    # (a router advertisement's default route) would stay and lead nowhere
-    for rt in routes:
-        if rt.family != rtnl.AF_INET6:
-            continue
+    # IPv4 routes go with the device's last address. IPv6 ones stay: routes through a link-local
+    # gateway (a router advertisement's default route), and the prefix route of an address that
+    # expires (the kernel leaves it to expire with the advertisement)
+    doomed = [(rt.dst or "::", rt.dst_len, rt.gateway, rt.table) for rt in routes if rt.family == rtnl.AF_INET6]
+    for a in addrs:
+        if a.family == rtnl.AF_INET6 and a.valid != rtnl.INFINITY_LIFE:
+            net = ipaddress.IPv6Interface(f"{a.local or a.address}/{a.prefixlen}").network
+            doomed.append((str(net.network_address), a.prefixlen, None, rtnl.RT_TABLE_MAIN))
+    for dst, plen, gateway, table in doomed:
         try:
-            ns.nl.request(*rtnl.del_route(rt.dst or "::", rt.dst_len, oif=index, gateway=rt.gateway, table=rt.table))
+            ns.nl.request(*rtnl.del_route(dst, plen, oif=index, gateway=gateway, table=table))
         except RtnlError as exc:
             if exc.code != ESRCH:
                 raise

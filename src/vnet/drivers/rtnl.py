@@ -41,7 +41,8 @@ IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFLA_TUN_OWNER, IFLA_TUN_GROUP, IFLA_TUN_TYPE, IFLA_TUN_MULTI_QUEUE = 1, 2, 3, 7
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS, IFA_PROTO = 1, 2, 4, 6, 8, 11
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE, RTA_PREF = 1, 4, 5, 6, 7, 15, 20
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_METRICS, RTA_CACHEINFO, RTA_TABLE, RTA_PREF, RTA_EXPIRES = 1, 4, 5, 6, 7, 8, 12, 15, 20, 23
+USER_HZ = 100  # the unit of rta_cacheinfo.rta_expires
 TCA_KIND, TCA_OPTIONS = 1, 2
 TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
 NLMSGERR_ATTR_MSG = 1
@@ -277,6 +278,13 @@ class Route:
     flags: int = 0  # RTNH_F_ONLINK and the like
     family: int = AF_INET
     pref: int | None = None  # IPv6 router preference
+    metrics: bytes | None = None  # RTA_METRICS as the kernel sent it (hop limit, MTU …)
+    expires: int | None = None  # seconds left, for an IPv6 route that expires (router advertisements)
+
+
+def _route_cacheinfo(rt: Route, v: memoryview) -> None:
+    expires = struct.unpack_from("=i", v, 8)[0]
+    rt.expires = max(1, expires // USER_HZ) if expires > 0 else None
 
 
 _ROUTE_FIELDS = {
@@ -287,6 +295,8 @@ _ROUTE_FIELDS = {
     RTA_PREFSRC: _set("prefsrc", _ip),
     RTA_TABLE: _set("table", _u32),
     RTA_PREF: _set("pref", lambda v: v[0]),
+    RTA_METRICS: _set("metrics", bytes),
+    RTA_CACHEINFO: _route_cacheinfo,
 }
 
 
@@ -598,20 +608,25 @@ def del_addr(index: int, address: str, prefixlen: int) -> tuple[int, int, bytes]
     return RTM_DELADDR, 0, _addr_body(index, address, prefixlen)
 
 
-def _route_body(dst: str, dst_len: int, oif: int | None, gateway: str | None, proto: int, table: int, scope: int | None, priority: int | None, prefsrc: str | None, delete: bool, flags: int = 0) -> bytes:
+def _route_body(dst: str, dst_len: int, oif: int | None, gateway: str | None, proto: int, table: int, scope: int | None, priority: int | None, prefsrc: str | None, delete: bool, flags: int = 0,
+                pref: int | None = None, metrics: bytes | None = None, expires: int | None = None) -> bytes:
     if scope is None:  # a delete matches any scope (RT_SCOPE_NOWHERE), as `ip route del` does
         scope = RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
     family = family_of(dst) if dst_len or ":" in dst else family_of(gateway or dst)
     body = _RTMSG.pack(family, dst_len, 0, 0, table if table < 256 else 0, proto, scope, RTN_UNICAST, flags)
     return body + encode((a_u32, RTA_TABLE, table if table >= 256 else None), (a_ip, RTA_DST, dst if dst_len else None),
                          (a_u32, RTA_OIF, oif or None), (a_ip, RTA_GATEWAY, gateway or None),
-                         (a_u32, RTA_PRIORITY, priority), (a_ip, RTA_PREFSRC, prefsrc or None))
+                         (a_u32, RTA_PRIORITY, priority), (a_ip, RTA_PREFSRC, prefsrc or None),
+                         (attr, RTA_METRICS, metrics or None), (lambda k, v: attr(k, bytes([v])), RTA_PREF, pref),
+                         (a_u32, RTA_EXPIRES, expires))
 
 
 def add_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = RTPROT_BOOT, table: int = RT_TABLE_MAIN,
-              scope: int | None = None, priority: int | None = None, prefsrc: str | None = None, replace: bool = False, flags: int = 0) -> tuple[int, int, bytes]:
+              scope: int | None = None, priority: int | None = None, prefsrc: str | None = None, replace: bool = False, flags: int = 0,
+              pref: int | None = None, metrics: bytes | None = None, expires: int | None = None) -> tuple[int, int, bytes]:
+    """A route; IPv6 ones may carry a router preference, metrics and a lifetime (`expires`, seconds)."""
     nl_flags = F_CREATE | (F_REPLACE if replace else F_EXCL)
-    return RTM_NEWROUTE, nl_flags, _route_body(dst, dst_len, oif, gateway, proto, table, scope, priority, prefsrc, False, flags)
+    return RTM_NEWROUTE, nl_flags, _route_body(dst, dst_len, oif, gateway, proto, table, scope, priority, prefsrc, False, flags, pref, metrics, expires)
 
 
 def del_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = 0, table: int = RT_TABLE_MAIN) -> tuple[int, int, bytes]:
