@@ -237,3 +237,24 @@ def test_no_ipv6_lines_without_subnet6():
     data = doc({"dns": True})
     del data["networks"]["lan0"]["subnet6"]
     assert "enable-ra" not in conf(data)
+
+
+# --- rtnetlink: IPv6 requests decode back to what was asked ------------------------------------
+
+
+def test_rtnl_ipv6_address_and_route_round_trip():
+    from vnet.drivers import rtnl
+
+    _, _, body = rtnl.add_addr(7, "2001:db8:5::7", 64, proto=86, flags=rtnl.IFA_F_NODAD | 0x100, lifetimes=(300, 600))
+    a = rtnl.parse_addr(memoryview(b"\0" * 16 + body))
+    assert (a.family, a.index, a.prefixlen, a.local, a.proto) == (rtnl.AF_INET6, 7, 64, "2001:db8:5::7", 86)
+    assert a.address is None  # IPv6 takes IFA_LOCAL alone
+    assert a.flags == 0x102 and (a.preferred, a.valid) == (300, 600)
+
+    _, _, body = rtnl.add_route("::", 0, oif=3, gateway="fe80::1", proto=9, pref=1, expires=500)
+    r = rtnl.parse_route(memoryview(b"\0" * 16 + body))
+    assert (r.family, r.dst, r.dst_len, r.gateway, r.oif, r.proto, r.pref) == (rtnl.AF_INET6, None, 0, "fe80::1", 3, 9, 1)
+
+    _, _, body = rtnl.add_route("10.0.0.0", 8, gateway="192.0.2.1")
+    r = rtnl.parse_route(memoryview(b"\0" * 16 + body))
+    assert (r.family, r.dst, r.gateway) == (rtnl.AF_INET, "10.0.0.0", "192.0.2.1")
