@@ -192,3 +192,42 @@ def test_bridged_moves_ipv6_and_keeps_the_default_route(world):
     assert sandbox.default_route6(world.host) == "eth0"
     assert snapshot.take(world.host) == before
     assert check.ping(world.host, WAN6)
+
+
+TWO = """
+name: two6
+networks:
+  n1: {mode: nat, subnet: 192.168.231.0/24, subnet6: "fd00:231::/64", uplink: eth0}
+  n2: {mode: nat, subnet: 192.168.232.0/24, subnet6: "fd00:232::/64", uplink: eth0}
+endpoints:
+  a: {kind: netns, network: n1, address: 192.168.231.10/24, address6: "fd00:231::10/64"}
+  b: {kind: netns, network: n2, address: 192.168.232.10/24, address6: "fd00:232::10/64"}
+%s
+"""
+
+
+def test_allow_and_isolation_between_networks_hold_for_ipv6(world):
+    t = topo(TWO % "")
+    world.apply(t)
+    with check.Listener("two6-b", 80, "::"):
+        assert check.tcp_line("two6-a", "fd00:232::10", 80, timeout_s=1) is None  # networks are isolated
+    assert not check.ping("two6-a", "fd00:232::10")
+    t = topo(TWO % "allow: [{from: n1, to: n2, proto: tcp, ports: [80]}]")
+    world.apply(t)
+    with check.Listener("two6-b", 80, "::"):
+        assert check.tcp_line("two6-a", "fd00:232::10", 80) == "fd00:231::10"  # routed, not masqueraded
+        assert check.tcp_line("two6-b", "fd00:231::10", 80, timeout_s=1) is None  # one way only
+    assert not check.ping("two6-a", "fd00:232::10")  # only what the rule names
+    world.destroy(t.name)
+
+
+def test_control_an_interface_forwarding_switch_drops_the_hosts_ra_route(world):
+    """Why vnet never sets `net.ipv6.conf.<if>.forwarding`: switching it on for any interface (here a
+    veth of the host that nothing uses) drops the uplink's default route from the LAN's advertisements."""
+    assert sandbox.default_route6(world.host) == "eth0"
+    subprocess.run(["ip", "-n", world.host, "link", "add", "ctl6a", "type", "veth", "peer", "name", "ctl6b"], check=True)
+    try:
+        snapshot.inside(world.host, lambda: open("/proc/sys/net/ipv6/conf/ctl6a/forwarding", "w").write("1\n"))
+        assert sandbox.default_route6(world.host) is None
+    finally:
+        subprocess.run(["ip", "-n", world.host, "link", "del", "ctl6a"], check=True)
