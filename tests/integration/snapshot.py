@@ -119,11 +119,11 @@ def take(ns: str) -> dict:
             for a in json.loads(_run(ns, "ip", "-j", "addr", "show"))
             for i in a.get("addr_info", [])
         ),
-        "routes": sorted(json.dumps(r, sort_keys=True) for r in json.loads(_run(ns, "ip", "-j", "route", "show", "table", "all"))),
-        # IPv6 routes from router advertisements count down their lifetime by themselves
-        "routes6": sorted(
+        # both families (`table all` lists IPv6 too); routes from IPv6 router advertisements count
+        # down their lifetime by themselves
+        "routes": sorted(
             json.dumps({k: v for k, v in r.items() if k != "expires"}, sort_keys=True)
-            for r in json.loads(_run(ns, "ip", "-j", "-6", "route", "show", "table", "main"))
+            for r in json.loads(_run(ns, "ip", "-j", "route", "show", "table", "all"))
         ),
         "nft": _nft(ns),
         "iptables": _iptables(ns),
