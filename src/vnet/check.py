@@ -87,7 +87,7 @@ def udp_line(ns: str | None, address: str, port: int, timeout_s: float = 2.0) ->
     """Send a datagram from `ns` and return the reply, or None when nothing answers."""
 
     def talk() -> str | None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout_s)
             try:
                 s.sendto(b"hello\n", (address, port))
@@ -112,8 +112,11 @@ class Listener:
 
     @staticmethod
     def _open(address: str, port: int, udp: bool) -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((address, port))
         if not udp:
             s.listen(16)

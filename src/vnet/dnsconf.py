@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from vnet import names, qemuargs, snoop
 from vnet.facts import guest_mac
 from vnet.spec.models import NetnsSpec, TapSpec
-from vnet.spec.validate import addressing, dhcp_range
+from vnet.spec.validate import addressing, addressing6, dhcp6_range, dhcp_range
 
 if TYPE_CHECKING:
     from vnet.spec.models import Topology
@@ -33,6 +33,58 @@ def hostname(name: str) -> str:
 def nic_hostname(vm_name: str, index: int) -> str:
     """A VM's first NIC answers to the VM's name, its others to name-<index>."""
     return hostname(vm_name) if index == 0 else f"{hostname(vm_name)}-{index}"
+
+
+def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Address:
+    """The address SLAAC gives a NIC with this MAC in a /64: the MAC with ff:fe in its middle
+    and its universal/local bit flipped (RFC 4291), what Linux guests take by default."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
+    return prefix[int.from_bytes(iid, "big")]
+
+
+def _nics(topo: Topology, net_name: str) -> list[tuple[str, str, str | None]]:
+    """(DNS name, MAC, declared IPv6 address) of every endpoint and VM NIC on a network."""
+    out: list[tuple[str, str, str | None]] = []
+    for ep_name, ep in topo.endpoints.items():
+        if getattr(ep, "network", None) == net_name and isinstance(ep, (NetnsSpec, TapSpec)):
+            six = getattr(ep, "address6", None)
+            out.append((hostname(ep_name), guest_mac(topo, ep_name), str(ipaddress.IPv6Interface(six).ip) if six else None))
+    for vm_name, vm in topo.vms.items():
+        for i, nic in enumerate(vm.nics):
+            if nic.network == net_name:
+                out.append((nic_hostname(vm_name, i), qemuargs.nic_mac(topo, vm_name, i), None))
+    return out
+
+
+def ipv6_lines(topo: Topology, net_name: str, ifname: str) -> list[str]:
+    """Router advertisements (SLAAC by default, or DHCPv6) and AAAA records of a network with
+    subnet6. An isolated network advertises a router lifetime of 0: its prefix, no default route."""
+    net = topo.networks[net_name]
+    addr6 = addressing6(topo, net_name)
+    if addr6.subnet is None:
+        return []
+    lease = net.dhcp.lease if net.dhcp else "1h"
+    lines = ["enable-ra"]
+    rng = dhcp6_range(topo, net_name)
+    if rng is None:
+        # SLAAC; stateless DHCPv6 answers the DNS options; ra-names names dual-stack hosts too
+        lines.append(f"dhcp-range=::,constructor:{ifname},ra-stateless,ra-names,{addr6.subnet.prefixlen},{lease}")
+    else:
+        lines.append(f"dhcp-range={rng[0]},{rng[1]},{addr6.subnet.prefixlen},{lease}")
+    if net.mode == "isolated":
+        lines.append(f"ra-param={ifname},60,0")
+    if net.dns is not None:
+        domain = net.dns.domain
+        if addr6.gateway is not None:
+            lines.append(f"host-record=gateway.{domain},gateway,{addr6.gateway}")
+        for name, mac, fixed in _nics(topo, net_name):
+            # a declared address, else the SLAAC address the NIC's MAC gives (DHCPv6 leases are
+            # named by dnsmasq itself as it hands them out)
+            six = fixed or (str(eui64(addr6.subnet, mac)) if rng is None else None)
+            if six:
+                lines.append(f"host-record={name}.{domain},{name},{six}")
+    return lines
 
 
 def files(state: Path, net_name: str) -> dict[str, Path]:
@@ -79,6 +131,10 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
         for rec_name, ip in net.dns.records.items():
             lines.append(f"host-record={rec_name},{ip}")
 
+    six = ipv6_lines(topo, net_name, ifname)
+    if net.dhcp is None and six:
+        lines.append(f"dhcp-leasefile={f['leases']}")
+    lines += six
     if net.dhcp is not None:
         first, last = dhcp_range(topo, net_name)
         lines += [

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from vnet import names, qemuargs
 from vnet.facts import HostFacts, Port, bridge_name, ports, uplink_of
 from vnet.spec.models import TapSpec, port_span, rate_bits
-from vnet.spec.validate import addressing, forward_target
+from vnet.spec.validate import addressing, addressing6, forward_target, known_address6, wants_service
 
 if TYPE_CHECKING:
     from vnet.spec.models import Topology
@@ -126,7 +126,11 @@ def _routing(topo: Topology, facts: HostFacts, port_list: list[Port]):
     egress = _Set("egress", "ifname . ifname")
     masq = _Set("masq", "ipv4_addr . ifname", flags="interval")
     hairpin = _Set("hairpin", "ipv4_addr . ifname", flags="interval")
-    sets = [bridges, isolated_bridges, intra, egress, masq, hairpin]
+    # IPv6: the same shape, one more set per address family (a set holds one address type);
+    # bridges, egress, isolation and allow: are per interface and serve both families
+    masq6 = _Set("masq6", "ipv6_addr . ifname", flags="interval")
+    hairpin6 = _Set("hairpin6", "ipv6_addr . ifname", flags="interval")
+    sets = [bridges, isolated_bridges, intra, egress, masq, hairpin, masq6, hairpin6]
     for net_name, net in topo.networks.items():
         if net.mode == "bridged":
             continue
@@ -143,6 +147,11 @@ def _routing(topo: Topology, facts: HostFacts, port_list: list[Port]):
             subnet = addressing(topo, net_name).subnet
             masq.elements.append(f"{subnet} . {up}")
             hairpin.elements.append(f"{subnet} . {br}")
+            subnet6 = addressing6(topo, net_name).subnet
+            if subnet6 is not None:
+                if net.nat6 is not False:  # NAT66, unless nat6: false routes the prefix
+                    masq6.elements.append(f"{subnet6} . {up}")
+                hairpin6.elements.append(f"{subnet6} . {br}")
     fwd_sets, fwd_forward, prerouting, output = _forwards(topo, facts)
     iso_sets, iso_forward = _isolation(topo, port_list)
     sets += fwd_sets + iso_sets
@@ -168,6 +177,8 @@ def _routing(topo: Topology, facts: HostFacts, port_list: list[Port]):
         # the host, so the target sees the gateway's address, not the client's (postrouting knows
         # no input device: match the source)
         "ct status dnat ip saddr . oifname @hairpin masquerade",
+        "ip6 saddr . oifname @masq6 masquerade",
+        "ct status dnat ip6 saddr . oifname @hairpin6 masquerade",
     ]
     return sets, forward, input_, prerouting, output, postrouting
 
@@ -181,6 +192,8 @@ def _forwards(topo: Topology, facts: HostFacts):
     uplinks = _Set("uplinks", "ifname")
     published = _Set("published", "ifname . ifname")
     forwards = _Set("forwards", "", counter=True, map_type="ifname . inet_proto . inet_service : ipv4_addr . inet_service")
+    # a forward whose target has a fixed IPv6 address works over IPv6 too, on the same ports
+    forwards6 = _Set("forwards6", "", counter=True, map_type="ifname . inet_proto . inet_service : ipv6_addr . inet_service")
     allowed_any = _Set("allowed_any", "ifname . ifname")
     allowed = _Set("allowed", "inet_proto . ifname . ifname . inet_service", flags="interval")
     let_in: dict[str, list[str]] = {}  # network → bridges of the networks allowed into it
@@ -206,25 +219,35 @@ def _forwards(topo: Topology, facts: HostFacts):
         ingress = [up, _q("lo"), br, *dict.fromkeys(x for x in let_in.get(net_name, []) if x != br)]
         for fwd in net.forwards:
             address, to_port = forward_target(topo, net_name, fwd.to)
+            name = fwd.to.partition(":")[0]
+            address6 = None if name[0].isdigit() else known_address6(topo, name, net_name)
             lo, hi = port_span(fwd.port)
             for port in range(lo, hi + 1):
                 for ifname in ingress:
                     forwards.elements.append(f"{ifname} . {fwd.proto} . {port} : {address} . {to_port or port}")
+                    if address6 is not None:
+                        forwards6.elements.append(f"{ifname} . {fwd.proto} . {port} : {address6} . {to_port or port}")
     dnat = "dnat ip to {dev} . meta l4proto . th dport map @forwards"
+    dnat6 = "dnat ip6 to {dev} . meta l4proto . th dport map @forwards6"
     prerouting = [
         # from outside: only on the uplink's own addresses
         "iifname @uplinks fib daddr . iif type local " + dnat.format(dev="iifname"),
+        "iifname @uplinks fib daddr . iif type local " + dnat6.format(dev="iifname"),
         # from vnet's networks: on any of the host's addresses (the map holds only their own
         # network's forwards and those an allow: rule names)
         "iifname @bridges fib daddr type local " + dnat.format(dev="iifname"),
+        "iifname @bridges fib daddr type local " + dnat6.format(dev="iifname"),
     ]
-    output = ["ip daddr != 127.0.0.0/8 fib daddr type local " + dnat.format(dev="oifname")]  # from the host itself
+    output = [  # from the host itself
+        "ip daddr != 127.0.0.0/8 fib daddr type local " + dnat.format(dev="oifname"),
+        "ip6 daddr != ::1 fib daddr type local " + dnat6.format(dev="oifname"),
+    ]
     forward = [
         "iifname . oifname @published ct status dnat accept",  # forwards, from the uplink
         "meta l4proto . iifname . oifname . th dport @allowed accept",
         "iifname . oifname @allowed_any accept",
     ]
-    return [uplinks, published, forwards, allowed_any, allowed], forward, prerouting, output
+    return [uplinks, published, forwards, forwards6, allowed_any, allowed], forward, prerouting, output
 
 
 def _isolation(topo: Topology, port_list: list[Port]):
@@ -340,7 +363,7 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         reserved_ips.update(str(a) for a in (addr.gateway, addr.service) if a is not None)
         if net.dhcp is not None and addr.service is not None:
             vnet_dhcp.add(net_name)
-        if net.mode == "isolated" and (net.dhcp or net.dns):
+        if net.mode == "isolated" and wants_service(topo, net_name):
             service_ports.elements.append(_q(names.veth_host(topo.name, f"svc-{net_name}")))
     reserved_ips.update(p.address for p in port_list if p.address)
 

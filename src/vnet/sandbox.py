@@ -1,14 +1,19 @@
 """A throwaway world of namespaces to try vnet in without touching the machine.
 
-    NAME-wan  (the internet: 203.0.113.10, ICMP and a TCP "who am I" responder on port 8080)
-       │ 203.0.113.0/24
-    NAME-lan  (the home router: 192.0.2.1, DHCP and DNS by dnsmasq, routes between LAN and WAN)
-       │ 192.0.2.0/24
-    NAME-host (plays the host vnet changes: eth0 = 192.0.2.2/24, default route via 192.0.2.1)
+    NAME-wan  (the internet: 203.0.113.10 and 2001:db8:ffff::10, ICMP and a TCP "who am I"
+       │       responder on port 8080, both families)
+       │ 203.0.113.0/24, 2001:db8:ffff::/64
+    NAME-lan  (the home router: 192.0.2.1, DHCP and DNS by dnsmasq, routes between LAN and WAN;
+       │       advertises 2001:db8:1::/64 on the LAN, for SLAAC, and routes IPv6 too)
+       │ 192.0.2.0/24, 2001:db8:1::/64
+    NAME-host (plays the host vnet changes: eth0 = 192.0.2.2/24, default route via 192.0.2.1;
+               IPv6 address and default route from the LAN's router advertisements)
 
 The router does not masquerade: the responder sees real source addresses, so a test can tell
 whether vnet's NAT did its job. It routes the private ranges back to the host, so without vnet's
-firewall the internet could open connections to vnet's networks — the tests prove it cannot.
+firewall the internet could open connections to vnet's networks — the tests prove it cannot. For
+IPv6 it routes fd00::/8 and the rest of 2001:db8::/32 to the host (by its link-local address), the
+way an upstream router would route a prefix delegated to it: so `nat6: false` can be tested.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ WAN_ROUTER = "203.0.113.1"
 WAN_ADDR = "203.0.113.10"
 WAN_PORT = 8080
 DHCP_RANGE = ("192.0.2.100", "192.0.2.199")
+LAN6 = "2001:db8:1::/64"  # advertised to the host (SLAAC)
+LAN_ROUTER6 = "2001:db8:1::1"
+WAN_ROUTER6 = "2001:db8:ffff::1"
+WAN_ADDR6 = "2001:db8:ffff::10"
+ROUTED6 = ("fd00::/8", "2001:db8::/32")  # routed to the host (more specific LAN and WAN routes win)
 DNS_NAME = "internet.test"  # a name only the LAN's resolver knows
 PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 MARK = "vnet-sandbox"
@@ -40,11 +50,12 @@ ETC_NETNS = Path("/etc/netns")
 # serves one line per connection: the address the connection came from
 RESPONDER = """
 import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(64)
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # both families on one socket
+s.bind(("::", int(sys.argv[1]))); s.listen(64)
 while True:
     c, peer = s.accept()
-    try: c.sendall((peer[0] + "\\n").encode())
+    try: c.sendall((peer[0].removeprefix("::ffff:") + "\\n").encode())
     finally: c.close()
 """
 
@@ -133,14 +144,23 @@ def _build(sb: Sandbox, host_dhcp: bool) -> None:
     _ip(sb.lan, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", sb.wan)
     _ip(sb.lan, "addr", "add", f"{LAN_ROUTER}/24", "dev", "lan")
     _ip(sb.lan, "addr", "add", f"{WAN_ROUTER}/24", "dev", "wan")
+    _ip(sb.lan, "addr", "add", f"{LAN_ROUTER6}/64", "dev", "lan", "nodad")
+    _ip(sb.lan, "addr", "add", f"{WAN_ROUTER6}/64", "dev", "wan", "nodad")
     for dev in ("lan", "wan"):
         _ip(sb.lan, "link", "set", dev, "up")
-    Namespace(sb.lan).call(lambda: Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n"))
+
+    def router() -> None:  # the sandbox's own namespace: its host-wide switches are the router's
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1\n")
+
+    Namespace(sb.lan).call(router)
     for prefix in PRIVATE:
         _ip(sb.lan, "route", "add", prefix, "via", HOST_ADDR)
     _ip(sb.wan, "addr", "add", f"{WAN_ADDR}/24", "dev", "eth0")
+    _ip(sb.wan, "addr", "add", f"{WAN_ADDR6}/64", "dev", "eth0", "nodad")
     _ip(sb.wan, "link", "set", "eth0", "up")
     _ip(sb.wan, "route", "add", "default", "via", WAN_ROUTER)
+    _ip(sb.wan, "-6", "route", "add", "default", "via", WAN_ROUTER6)
 
     _spawn(
         sb.lan,
@@ -151,6 +171,9 @@ def _build(sb: Sandbox, host_dhcp: bool) -> None:
             f"--dhcp-option=option:router,{LAN_ROUTER}", f"--dhcp-option=option:dns-server,{LAN_ROUTER}",
             f"--host-record={DNS_NAME},{WAN_ADDR}", "--local=/test/", f"--dhcp-leasefile={sb.state / 'lan.leases'}",
             "--dhcp-authoritative", f"--pid-file={sb.state / 'dnsmasq.pid.inner'}",
+            # IPv6: router advertisements of the LAN's prefix (SLAAC, no DHCPv6), the router as
+            # the default route
+            "--enable-ra", "--dhcp-range=::,constructor:lan,ra-only,64,1h",
         ],
         sb.state / "dnsmasq.pid",
         sb.state / "dnsmasq.log",
@@ -174,6 +197,55 @@ def _build(sb: Sandbox, host_dhcp: bool) -> None:
     _wait_listening(sb.lan, 53, "u")
     for n in sb.namespaces:
         settle(n)
+    # the host takes its IPv6 address and default route from the LAN's advertisements; the LAN
+    # routes the prefixes vnet may route (nat6: false) to the host's link-local address
+    wait_ipv6(sb.host)
+    link_local = _link_local(sb.host, "eth0")
+    for prefix in ROUTED6:
+        _ip(sb.lan, "-6", "route", "add", prefix, "via", link_local, "dev", "lan")
+
+
+
+def _addrs6(ns: str, dev: str) -> list[dict]:
+    import json
+
+    out = subprocess.run(["ip", "-n", ns, "-j", "-6", "addr", "show", "dev", dev], capture_output=True, text=True).stdout
+    return [i for a in json.loads(out or "[]") for i in a.get("addr_info", [])]
+
+
+def _link_local(ns: str, dev: str) -> str:
+    for i in _addrs6(ns, dev):
+        if i.get("scope") == "link":
+            return i["local"]
+    raise VnetError(f"sandbox: {dev} in {ns} has no IPv6 link-local address")
+
+
+def host_ipv6(ns: str, dev: str = "eth0") -> str | None:
+    """The global IPv6 address `dev` took from the LAN's advertisements, if it has one."""
+    for i in _addrs6(ns, dev):
+        if i.get("scope") == "global" and not i.get("tentative"):
+            return i["local"]
+    return None
+
+
+def default_route6(ns: str) -> str | None:
+    """The device of the IPv6 default route of `ns`, or None without one."""
+    import json
+
+    out = subprocess.run(["ip", "-n", ns, "-j", "-6", "route", "show", "default"], capture_output=True, text=True).stdout
+    routes = json.loads(out or "[]")
+    return routes[0].get("dev") if routes else None
+
+
+def wait_ipv6(ns: str, dev: str = "eth0", timeout: float = 10.0) -> tuple[str, str]:
+    """(address, default route's device) once `dev` has both from router advertisements."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        addr, route = host_ipv6(ns, dev), default_route6(ns)
+        if addr and route:
+            return addr, route
+        time.sleep(0.1)
+    raise VnetError(f"sandbox: {dev} in {ns} took no IPv6 address and default route from the LAN within {timeout:g}s")
 
 
 def settle(ns: str, timeout: float = 5.0) -> None:

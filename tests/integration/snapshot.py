@@ -33,6 +33,11 @@ def _sysctls(ns: str) -> dict[str, str]:
         out = {"ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}
         for conf in Path("/proc/sys/net/ipv4/conf").iterdir():
             out[f"{conf.name}.forwarding"] = (conf / "forwarding").read_text().strip()
+        out["ipv6.all.forwarding"] = Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text().strip()
+        for conf in Path("/proc/sys/net/ipv6/conf").iterdir():
+            for name in ("forwarding", "force_forwarding", "accept_ra"):
+                if (conf / name).exists():
+                    out[f"ipv6.{conf.name}.{name}"] = (conf / name).read_text().strip()
         return out
 
     return inside(ns, read)
@@ -114,7 +119,12 @@ def take(ns: str) -> dict:
             for a in json.loads(_run(ns, "ip", "-j", "addr", "show"))
             for i in a.get("addr_info", [])
         ),
-        "routes": sorted(json.dumps(r, sort_keys=True) for r in json.loads(_run(ns, "ip", "-j", "route", "show", "table", "all"))),
+        # both families (`table all` lists IPv6 too); routes from IPv6 router advertisements count
+        # down their lifetime by themselves
+        "routes": sorted(
+            json.dumps({k: v for k, v in r.items() if k != "expires"}, sort_keys=True)
+            for r in json.loads(_run(ns, "ip", "-j", "route", "show", "table", "all"))
+        ),
         "nft": _nft(ns),
         "iptables": _iptables(ns),
         "sysctl": _sysctls(ns),

@@ -177,7 +177,10 @@ def evaluate(text: str, family: str, chain: str, packet: dict) -> tuple[str, str
             if toks[i : i + 6] == ["fib", "daddr", ".", "iif", "type", "local"]:  # an address of the input device
                 matched, i = packet.get("to_iif", packet.get("to_local", False)), i + 6
                 continue
-            if toks[i : i + 3] == ["dnat", "ip", "to"]:
+            if toks[i : i + 3] in (["dnat", "ip", "to"], ["dnat", "ip6", "to"]):
+                if toks[i + 1] != packet.get("family", "ip"):
+                    matched = False  # a dnat of the other address family does not apply
+                    break
                 keys, j = [], i + 3
                 while toks[j] != "map":
                     if toks[j] == ".":

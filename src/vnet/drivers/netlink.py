@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import os
 import random
 import struct
@@ -231,7 +232,10 @@ def delete_netns(nss: Namespaces, r: Resource) -> None:
 
 def create_address(nss: Namespaces, r: Resource) -> None:
     ns = nss.get(r.get("ns"))
-    ns.nl.request(*rtnl.add_addr(_index(ns, r.get("ifname")), r.get("address"), r.get("prefixlen"), proto=names.ROUTE_PROTO))
+    # an IPv6 address vnet declares is unique by validation: usable at once, no duplicate
+    # address detection holding it tentative (dnsmasq could not bind to it yet)
+    flags = rtnl.IFA_F_NODAD if ":" in r.get("address") else 0
+    ns.nl.request(*rtnl.add_addr(_index(ns, r.get("ifname")), r.get("address"), r.get("prefixlen"), proto=names.ROUTE_PROTO, flags=flags))
 
 
 def delete_address(nss: Namespaces, r: Resource) -> None:
@@ -250,7 +254,7 @@ def _route(r: Resource) -> tuple[str, int]:
     if r.get("dst") == "default":
         return "0.0.0.0", 0
     dst, _, plen = r.get("dst").partition("/")
-    return dst, int(plen or 32)
+    return dst, int(plen or (128 if ":" in dst else 32))
 
 
 def create_route(nss: Namespaces, r: Resource) -> None:
@@ -274,58 +278,99 @@ def delete_route(nss: Namespaces, r: Resource) -> None:
 
 # --- bridged mode: the uplink joins the bridge and hands it the host's addressing -------------
 
+RT_SCOPE_LINK = rtnl.RT_SCOPE_LINK
+RTPROT_KERNEL = 2
 
-def _ipv4_state(ns: Namespace, idx: int) -> tuple[list[rtnl.Addr], list[rtnl.Route]]:
+
+def _movable_addr(a: rtnl.Addr) -> bool:
+    # an IPv6 link-local address belongs to the device itself (each has its own)
+    return not (a.family == rtnl.AF_INET6 and (a.scope == RT_SCOPE_LINK or (a.address or "").startswith("fe80:")))
+
+
+def _addressing(ns: Namespace, idx: int) -> tuple[list[rtnl.Addr], list[rtnl.Route]]:
+    """The addresses (IPv4, and IPv6 but link-local) and routes of one device that move with it."""
     routes = []
-    for rt in ns.nl.routes():
+    for rt in ns.nl.routes() + ns.nl.routes(family=rtnl.AF_INET6):
         if rt.oif != idx or rt.type != rtnl.RTN_UNICAST:
-            continue  # the kernel's local and broadcast routes follow the address
-        if rt.proto == 2 and not rt.gateway:
-            continue  # prefix routes come back with the address
+            continue  # the kernel's local, broadcast and multicast routes follow the address
+        if rt.proto == RTPROT_KERNEL and not rt.gateway:
+            continue  # prefix routes come back with the address (fe80::/64 stays with the device)
+        if rt.table != rtnl.RT_TABLE_MAIN and rt.family == rtnl.AF_INET6:
+            continue
         routes.append(rt)
-    return ns.nl.addrs(idx), routes
+    return [a for a in ns.nl.addrs(idx) if _movable_addr(a)], routes
 
 
 def _copy_addressing(ns: Namespace, addrs: list[rtnl.Addr], routes: list[rtnl.Route], to: int) -> None:
     for a in addrs:
+        # IPv6: what a router advertisement gave keeps its flags and what is left of its lifetimes,
+        # and skips duplicate address detection (the address is the host's already)
+        v6 = a.family == rtnl.AF_INET6
+        flags = ((a.flags & ~rtnl.IFA_F_PERMANENT) | rtnl.IFA_F_NODAD) if v6 else 0
+        lifetimes = (a.preferred, a.valid) if v6 and a.valid != rtnl.INFINITY_LIFE else None
         try:
-            ns.nl.request(*rtnl.add_addr(to, a.address, a.prefixlen, proto=a.proto, broadcast=a.broadcast, local=a.local))
+            ns.nl.request(*rtnl.add_addr(to, a.address if not v6 else (a.local or a.address), a.prefixlen, proto=a.proto,
+                                         broadcast=a.broadcast, local=a.local, flags=flags, lifetimes=lifetimes))
         except RtnlError as exc:
             if exc.code != EEXIST:
                 raise
     # routes without a gateway first: a gateway must be reachable when its route is added
     for rt in sorted(routes, key=lambda rt: rt.gateway is not None):
+        any_dst = "::" if rt.family == rtnl.AF_INET6 else "0.0.0.0"
         try:
-            ns.nl.request(*rtnl.add_route(rt.dst or "0.0.0.0", rt.dst_len, oif=to, gateway=rt.gateway, proto=rt.proto, table=rt.table,
+            ns.nl.request(*rtnl.add_route(rt.dst or any_dst, rt.dst_len, oif=to, gateway=rt.gateway, proto=rt.proto, table=rt.table,
                                           scope=rt.scope, priority=rt.priority, prefsrc=rt.prefsrc, replace=True,
-                                          flags=rt.flags & rtnl.RTNH_F_ONLINK))  # not DEAD/LINKDOWN: state, not settings
+                                          flags=rt.flags & rtnl.RTNH_F_ONLINK,  # not DEAD/LINKDOWN: state, not settings
+                                          **_ipv6_extras(rt)))
         except RtnlError as exc:
             dst_link = ns.nl.link_by_index(to)
-            raise VnetError(f"cannot move route {rt.dst or '0.0.0.0'}/{rt.dst_len} to {dst_link.ifname if dst_link else to}: {exc}") from None
+            raise VnetError(f"cannot move route {rt.dst or any_dst}/{rt.dst_len} to {dst_link.ifname if dst_link else to}: {exc}") from None
 
 
-def _drop_addresses(ns: Namespace, addrs: list[rtnl.Addr], index: int) -> None:
+def _ipv6_extras(rt: rtnl.Route) -> dict:
+    """What an IPv6 route from a router advertisement carries besides its gateway: preference,
+    hop limit (metrics) and what is left of its lifetime."""
+    if rt.family != rtnl.AF_INET6:
+        return {}
+    return {"pref": rt.pref, "metrics": rt.metrics, "expires": rt.expires}
+
+
+def _drop_addressing(ns: Namespace, addrs: list[rtnl.Addr], routes: list[rtnl.Route], index: int) -> None:
     for a in addrs:
         try:
-            ns.nl.request(*rtnl.del_addr(index, a.address, a.prefixlen))
+            ns.nl.request(*rtnl.del_addr(index, a.local or a.address if a.family == rtnl.AF_INET6 else a.address, a.prefixlen))
         except RtnlError as exc:
             if exc.code != EADDRNOTAVAIL:
+                raise
+    # IPv4 routes go with the device's last address. IPv6 ones stay: routes through a link-local
+    # gateway (a router advertisement's default route), and the prefix route of an address that
+    # expires (the kernel leaves it to expire with the advertisement)
+    doomed = [(rt.dst or "::", rt.dst_len, rt.gateway, rt.table) for rt in routes if rt.family == rtnl.AF_INET6]
+    for a in addrs:
+        if a.family == rtnl.AF_INET6 and a.valid != rtnl.INFINITY_LIFE:
+            net = ipaddress.IPv6Interface(f"{a.local or a.address}/{a.prefixlen}").network
+            doomed.append((str(net.network_address), a.prefixlen, None, rtnl.RT_TABLE_MAIN))
+    for dst, plen, gateway, table in doomed:
+        try:
+            ns.nl.request(*rtnl.del_route(dst, plen, oif=index, gateway=gateway, table=table))
+        except RtnlError as exc:
+            if exc.code != ESRCH:
                 raise
 
 
 def _move_addressing(ns: Namespace, src: int, dst: int) -> None:
-    """Copy addresses then routes from src to dst, then drop the addresses from src.
+    """Copy addresses then routes from src to dst, then drop them from src; IPv4 and IPv6.
 
     The copy comes first so the host always holds its addresses somewhere (and removing a
     device's last address makes the kernel flush its routes, so they must be on dst by then). If
     any of it fails, src gets back exactly what it had, from what was read before."""
-    addrs, routes = _ipv4_state(ns, src)
+    addrs, routes = _addressing(ns, src)
     try:
         _copy_addressing(ns, addrs, routes, dst)
-        _drop_addresses(ns, addrs, src)
+        _drop_addressing(ns, addrs, routes, src)
     except BaseException:
         _copy_addressing(ns, addrs, routes, src)
-        _drop_addresses(ns, addrs, dst)
+        _drop_addressing(ns, addrs, routes, dst)
         raise
 
 

@@ -40,8 +40,9 @@ IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFLA_TUN_OWNER, IFLA_TUN_GROUP, IFLA_TUN_TYPE, IFLA_TUN_MULTI_QUEUE = 1, 2, 3, 7
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_PROTO = 1, 2, 4, 11
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS, IFA_PROTO = 1, 2, 4, 6, 8, 11
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_METRICS, RTA_CACHEINFO, RTA_TABLE, RTA_PREF, RTA_EXPIRES = 1, 4, 5, 6, 7, 8, 12, 15, 20, 23
+USER_HZ = 100  # the unit of rta_cacheinfo.rta_expires
 TCA_KIND, TCA_OPTIONS = 1, 2
 TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
 NLMSGERR_ATTR_MSG = 1
@@ -52,6 +53,9 @@ RTPROT_BOOT = 3
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
+IFA_F_NODAD, IFA_F_PERMANENT = 0x02, 0x80
+INFINITY_LIFE = 0xFFFFFFFF
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 
 _HDR = struct.Struct("=IHHII")
 _ATTR = struct.Struct("=HH")
@@ -95,8 +99,13 @@ def a_mac(kind: int, mac: str) -> bytes:
     return attr(kind, bytes.fromhex(mac.replace(":", "")))
 
 
+def family_of(address: str) -> int:
+    return AF_INET6 if ":" in address else AF_INET
+
+
 def a_ip(kind: int, address: str) -> bytes:
-    return attr(kind, socket.inet_aton(address))
+    """An IPv4 or IPv6 address, by its spelling."""
+    return attr(kind, socket.inet_pton(family_of(address), address))
 
 
 def ifinfo(index: int = 0, up: bool | None = None) -> bytes:
@@ -148,6 +157,8 @@ def _mac(v: memoryview) -> str:
 
 
 def _ip(v: memoryview) -> str:
+    if len(v) >= 16:
+        return socket.inet_ntop(AF_INET6, bytes(v[:16]))
     return socket.inet_ntoa(bytes(v[:4]))
 
 
@@ -230,6 +241,15 @@ class Addr:
     local: str | None = None
     broadcast: str | None = None
     proto: int = 0
+    family: int = AF_INET
+    flags: int = 0  # IFA_F_*: permanent, nodad, mngtmpaddr, noprefixroute …
+    scope: int = 0
+    preferred: int = INFINITY_LIFE  # seconds left (IPv6 addresses from router advertisements)
+    valid: int = INFINITY_LIFE
+
+
+def _cacheinfo(a: Addr, v: memoryview) -> None:
+    a.preferred, a.valid = struct.unpack_from("=II", v)
 
 
 _ADDR_FIELDS = {
@@ -237,12 +257,14 @@ _ADDR_FIELDS = {
     IFA_LOCAL: _set("local", _ip),
     IFA_BROADCAST: _set("broadcast", _ip),
     IFA_PROTO: _set("proto", lambda v: v[0]),
+    IFA_FLAGS: _set("flags", _u32),
+    IFA_CACHEINFO: _cacheinfo,
 }
 
 
 def parse_addr(msg: memoryview) -> Addr:
-    _, prefixlen, _, _, index = _IFADDR.unpack_from(msg, 16)
-    return _decode(Addr(index, prefixlen), msg, 16 + _IFADDR.size, _ADDR_FIELDS)
+    family, prefixlen, flags, scope, index = _IFADDR.unpack_from(msg, 16)
+    return _decode(Addr(index, prefixlen, family=family, flags=flags, scope=scope), msg, 16 + _IFADDR.size, _ADDR_FIELDS)
 
 
 @dataclass
@@ -258,6 +280,15 @@ class Route:
     priority: int | None = None
     prefsrc: str | None = None
     flags: int = 0  # RTNH_F_ONLINK and the like
+    family: int = AF_INET
+    pref: int | None = None  # IPv6 router preference
+    metrics: bytes | None = None  # RTA_METRICS as the kernel sent it (hop limit, MTU …)
+    expires: int | None = None  # seconds left, for an IPv6 route that expires (router advertisements)
+
+
+def _route_cacheinfo(rt: Route, v: memoryview) -> None:
+    expires = struct.unpack_from("=i", v, 8)[0]
+    rt.expires = max(1, expires // USER_HZ) if expires > 0 else None
 
 
 _ROUTE_FIELDS = {
@@ -267,12 +298,15 @@ _ROUTE_FIELDS = {
     RTA_PRIORITY: _set("priority", _u32),
     RTA_PREFSRC: _set("prefsrc", _ip),
     RTA_TABLE: _set("table", _u32),
+    RTA_PREF: _set("pref", lambda v: v[0]),
+    RTA_METRICS: _set("metrics", bytes),
+    RTA_CACHEINFO: _route_cacheinfo,
 }
 
 
 def parse_route(msg: memoryview) -> Route:
-    _, dst_len, _, _, table, proto, scope, rtype, flags = _RTMSG.unpack_from(msg, 16)
-    return _decode(Route(dst_len, table, proto, scope, rtype, flags=flags), msg, 16 + _RTMSG.size, _ROUTE_FIELDS)
+    family, dst_len, _, _, table, proto, scope, rtype, flags = _RTMSG.unpack_from(msg, 16)
+    return _decode(Route(dst_len, table, proto, scope, rtype, flags=flags, family=family), msg, 16 + _RTMSG.size, _ROUTE_FIELDS)
 
 
 @dataclass
@@ -447,13 +481,14 @@ class Rtnl(Netlink):
             return parse_link(msg)
         return None
 
-    def addrs(self, index: int = 0) -> list[Addr]:
-        """IPv4 addresses (of one link with strict checking, else all)."""
-        return [a for a in (parse_addr(m) for m in self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, index))) if not index or a.index == index]
+    def addrs(self, index: int = 0, family: int = socket.AF_UNSPEC) -> list[Addr]:
+        """Addresses of both families, or of one (of one link with strict checking, else all)."""
+        return [a for a in (parse_addr(m) for m in self.dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, index))) if not index or a.index == index]
 
-    def routes(self, table: int = 0, proto: int = 0) -> list[Route]:
-        """IPv4 routes; the kernel filters by table and protocol when asked (strict checking)."""
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, table if table < 256 else 0, proto, 0, 0, 0)
+    def routes(self, table: int = 0, proto: int = 0, family: int = AF_INET) -> list[Route]:
+        """Routes of one family (IPv4 unless asked); the kernel filters by table and protocol when
+        asked (strict checking)."""
+        body = _RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, proto, 0, 0, 0)
         if table >= 256:
             body += a_u32(RTA_TABLE, table)
         return [
@@ -565,36 +600,53 @@ def del_group(group: int) -> tuple[int, int, bytes]:
     return RTM_DELLINK, 0, ifinfo() + a_u32(IFLA_GROUP, group)
 
 
-def _addr_body(index: int, address: str, prefixlen: int, proto: int = 0, broadcast: str | None = None, local: str | None = None) -> bytes:
-    body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, 0, index) + a_ip(IFA_LOCAL, local or address) + a_ip(IFA_ADDRESS, address)
+def _addr_body(index: int, address: str, prefixlen: int, proto: int = 0, broadcast: str | None = None, local: str | None = None,
+               flags: int = 0, lifetimes: tuple[int, int] | None = None) -> bytes:
+    family = family_of(address)
+    body = _IFADDR.pack(family, prefixlen, flags & 0xFF, 0, index)
+    # IPv6 takes the address in IFA_LOCAL alone (an IFA_ADDRESS would name a peer)
+    body += a_ip(IFA_LOCAL, local or address) + (a_ip(IFA_ADDRESS, address) if family == AF_INET else b"")
     if broadcast:
         body += a_ip(IFA_BROADCAST, broadcast)
+    if flags > 0xFF:
+        body += a_u32(IFA_FLAGS, flags)
+    if lifetimes is not None:
+        body += attr(IFA_CACHEINFO, struct.pack("=IIII", lifetimes[0], lifetimes[1], 0, 0))
     if proto:
         body += attr(IFA_PROTO, bytes([proto]))
     return body
 
 
-def add_addr(index: int, address: str, prefixlen: int, proto: int = 0, broadcast: str | None = None, local: str | None = None) -> tuple[int, int, bytes]:
-    return RTM_NEWADDR, F_CREATE | F_EXCL, _addr_body(index, address, prefixlen, proto, broadcast, local)
+def add_addr(index: int, address: str, prefixlen: int, proto: int = 0, broadcast: str | None = None, local: str | None = None,
+             flags: int = 0, lifetimes: tuple[int, int] | None = None) -> tuple[int, int, bytes]:
+    """An address; `flags` IFA_F_* (IPv6: nodad, mngtmpaddr …), `lifetimes` (preferred, valid)
+    seconds for one that expires."""
+    return RTM_NEWADDR, F_CREATE | F_EXCL, _addr_body(index, address, prefixlen, proto, broadcast, local, flags, lifetimes)
 
 
 def del_addr(index: int, address: str, prefixlen: int) -> tuple[int, int, bytes]:
     return RTM_DELADDR, 0, _addr_body(index, address, prefixlen)
 
 
-def _route_body(dst: str, dst_len: int, oif: int | None, gateway: str | None, proto: int, table: int, scope: int | None, priority: int | None, prefsrc: str | None, delete: bool, flags: int = 0) -> bytes:
+def _route_body(dst: str, dst_len: int, oif: int | None, gateway: str | None, proto: int, table: int, scope: int | None, priority: int | None, prefsrc: str | None, delete: bool, flags: int = 0,
+                pref: int | None = None, metrics: bytes | None = None, expires: int | None = None) -> bytes:
     if scope is None:  # a delete matches any scope (RT_SCOPE_NOWHERE), as `ip route del` does
         scope = RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
-    body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, table if table < 256 else 0, proto, scope, RTN_UNICAST, flags)
+    family = family_of(dst) if dst_len or ":" in dst else family_of(gateway or dst)
+    body = _RTMSG.pack(family, dst_len, 0, 0, table if table < 256 else 0, proto, scope, RTN_UNICAST, flags)
     return body + encode((a_u32, RTA_TABLE, table if table >= 256 else None), (a_ip, RTA_DST, dst if dst_len else None),
                          (a_u32, RTA_OIF, oif or None), (a_ip, RTA_GATEWAY, gateway or None),
-                         (a_u32, RTA_PRIORITY, priority), (a_ip, RTA_PREFSRC, prefsrc or None))
+                         (a_u32, RTA_PRIORITY, priority), (a_ip, RTA_PREFSRC, prefsrc or None),
+                         (attr, RTA_METRICS, metrics or None), (lambda k, v: attr(k, bytes([v])), RTA_PREF, pref),
+                         (a_u32, RTA_EXPIRES, expires))
 
 
 def add_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = RTPROT_BOOT, table: int = RT_TABLE_MAIN,
-              scope: int | None = None, priority: int | None = None, prefsrc: str | None = None, replace: bool = False, flags: int = 0) -> tuple[int, int, bytes]:
+              scope: int | None = None, priority: int | None = None, prefsrc: str | None = None, replace: bool = False, flags: int = 0,
+              pref: int | None = None, metrics: bytes | None = None, expires: int | None = None) -> tuple[int, int, bytes]:
+    """A route; IPv6 ones may carry a router preference, metrics and a lifetime (`expires`, seconds)."""
     nl_flags = F_CREATE | (F_REPLACE if replace else F_EXCL)
-    return RTM_NEWROUTE, nl_flags, _route_body(dst, dst_len, oif, gateway, proto, table, scope, priority, prefsrc, False, flags)
+    return RTM_NEWROUTE, nl_flags, _route_body(dst, dst_len, oif, gateway, proto, table, scope, priority, prefsrc, False, flags, pref, metrics, expires)
 
 
 def del_route(dst: str, dst_len: int, oif: int | None = None, gateway: str | None = None, proto: int = 0, table: int = RT_TABLE_MAIN) -> tuple[int, int, bytes]:

@@ -1,4 +1,4 @@
-"""IPv4 addresses vnet puts on links, in the target namespace or an endpoint's (protocol-marked)."""
+"""IPv4 and IPv6 addresses vnet puts on links, in the target namespace or an endpoint's (protocol-marked)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from vnet.kinds.base import Ctx, Kind
 from vnet.kinds.route import observed_routes
 from vnet.resources import Resource, make, ns_key
 from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
-from vnet.spec.validate import addressing, principal_id
+from vnet.spec.validate import addressing, addressing6, principal_id
 
 HOST = ""  # the target namespace
 
@@ -59,6 +59,9 @@ class Bridge(LinkKind):
             addr = addressing(topo, net_name)
             if addr.gateway is not None and addr.subnet is not None:
                 out.append(address(HOST, br, f"{addr.gateway}/{addr.subnet.prefixlen}"))
+            addr6 = addressing6(topo, net_name)
+            if addr6.gateway is not None and addr6.subnet is not None:
+                out.append(address(HOST, br, f"{addr6.gateway}/{addr6.subnet.prefixlen}"))
         return out
 
     def from_link(self, view, li) -> Iterable[Resource]:
@@ -144,6 +147,11 @@ class Veth(LinkKind):
                 addr = addressing(topo, ep.network)
                 if addr.gateway is not None:
                     out.append(make("route", ns_key(ns, "default"), ns=ns, dst="default", gateway=str(addr.gateway), ifname=ep.ifname))
+            if ep.address6:
+                out.append(address(ns, ep.ifname, ep.address6))
+                addr6 = addressing6(topo, ep.network)
+                if addr6.gateway is not None:
+                    out.append(make("route", ns_key(ns, "::/0"), ns=ns, dst="::/0", gateway=str(addr6.gateway), ifname=ep.ifname))
         return out
 
     def from_link(self, view, li) -> Iterable[Resource]:

@@ -1,4 +1,4 @@
-"""Routes vnet adds (protocol-marked): an endpoint's default route through its gateway."""
+"""Routes vnet adds (protocol-marked): an endpoint's default routes (IPv4 and IPv6) through its gateway."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from vnet.resources import Resource, make, ns_key
 
 def observed_routes(ns: Namespace, nskey: str, owned_links: dict[int, str]) -> list[Resource]:
     out = []
-    for rt in ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO):
+    for rt in ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO) + ns.nl.routes(
+        table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_INET6
+    ):
         if rt.oif not in owned_links:
             continue
-        dst = f"{rt.dst}/{rt.dst_len}" if rt.dst else "default"
+        if rt.family == rtnl.AF_INET6:
+            dst = f"{rt.dst or '::'}/{rt.dst_len}"  # IPv4's default is "default", IPv6's "::/0"
+        else:
+            dst = f"{rt.dst}/{rt.dst_len}" if rt.dst else "default"
         out.append(make("route", ns_key(nskey, dst), ns=nskey, dst=dst, gateway=rt.gateway, ifname=owned_links[rt.oif]))
     return out
 

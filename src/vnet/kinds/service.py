@@ -1,4 +1,4 @@
-"""DHCP and DNS: one supervised dnsmasq per network that asks for either. On an isolated network,
+"""DHCP, DNS and IPv6 router advertisements: one supervised dnsmasq per network that asks for any. On an isolated network,
 whose bridge has no host address, it runs in a small namespace of its own attached to the bridge."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from vnet.kinds.address import address
 from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make
 from vnet.spec.models import Topology
-from vnet.spec.validate import addressing
+from vnet.spec.validate import addressing, addressing6, wants_service
 
 HOST = ""
 
@@ -26,7 +26,7 @@ class Service(Kind):
         out: list[Resource] = []
         t = topo.name
         for net_name, net in topo.networks.items():
-            if net.dhcp is None and net.dns is None:
+            if not wants_service(topo, net_name):
                 continue
             addr = addressing(topo, net_name)
             if net.mode == "isolated":
@@ -47,6 +47,9 @@ class Service(Kind):
                     )
                 )
                 out.append(address(ns, "eth0", f"{addr.service}/{addr.subnet.prefixlen}"))
+                addr6 = addressing6(topo, net_name)
+                if addr6.service is not None and addr6.subnet is not None:
+                    out.append(address(ns, "eth0", f"{addr6.service}/{addr6.subnet.prefixlen}"))
                 ifname = "eth0"
             else:
                 ns, ifname = HOST, bridge_name(topo, net_name)

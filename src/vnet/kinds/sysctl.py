@@ -5,6 +5,7 @@ same namespace still needs it."""
 from __future__ import annotations
 
 from vnet.drivers import sysctl
+from vnet.errors import VnetError
 from vnet.facts import HostFacts, bridge_name, uplink_of
 from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make, ns_key
@@ -30,6 +31,8 @@ class Sysctl(Kind):
         for dev in dict.fromkeys(forwarding):
             path = f"net/ipv4/conf/{dev}/forwarding"
             out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value="1"))
+        for path, value in ipv6_paths(topo, facts):
+            out.append(make("sysctl", ns_key(HOST, path), ns=HOST, path=path, value=value))
         return out
 
     def observe(self, view, obs) -> None:
@@ -38,7 +41,16 @@ class Sysctl(Kind):
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         with ctx.host_lock():
-            sysctl.create(ctx.nss, ctx.record, r)
+            try:
+                sysctl.create(ctx.nss, ctx.record, r)
+            except FileNotFoundError:
+                if r.get("path", "").endswith("/force_forwarding") and not ctx.undoing:
+                    raise VnetError(
+                        f"IPv6 forwarding per interface needs Linux 6.17 or later (net.ipv6.conf.<if>.force_forwarding); "
+                        f"this kernel has no {r.get('path')} — remove subnet6 from nat networks and allowed pairs, "
+                        "or use mode: host"
+                    ) from None
+                raise
 
     def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
         with ctx.host_lock():
@@ -48,6 +60,35 @@ class Sysctl(Kind):
         with ctx.host_lock():  # a forwarding switch may be shared with another topology
             if not still_needed(ctx, r):
                 sysctl.delete(ctx.nss, ctx.record, r)
+
+
+def ipv6_paths(topo: Topology, facts: HostFacts) -> list[tuple[str, str]]:
+    """(path, value) of the IPv6 switches of a topology whose networks have subnet6.
+
+    IPv6 decides differently from IPv4. An interface's `forwarding` forwards nothing while the
+    host-wide switch is off; it only makes the interface act as a router, and switching it on for
+    any one interface makes the kernel drop every default route learned from router
+    advertisements on interfaces whose accept_ra is not 2 (the host's own uplink included, until
+    the next advertisement). `force_forwarding` (Linux 6.17) forwards what arrives on that one
+    interface and changes nothing else. So vnet switches `force_forwarding` on where IPv6 packets
+    enter to be forwarded (a nat network's bridge, its uplink for replies and routed prefixes, both
+    bridges of an allowed pair) and never touches `forwarding`: the uplink stays a host, with its
+    accept_ra and its default route. What a router gets from `forwarding` on its own bridges —
+    ignoring router advertisements from its guests — vnet gets from accept_ra 0 there."""
+    entering: list[str | None] = []
+    bridges: list[str] = []
+    for net_name, net in topo.networks.items():
+        if net.subnet6 and net.mode != "bridged":
+            bridges.append(bridge_name(topo, net_name))
+        if net.mode == "nat" and net.subnet6:
+            entering += [bridge_name(topo, net_name), uplink_of(topo, net_name, facts)]
+    for rule in topo.allow:
+        pair = [n for n in (rule.from_, rule.to) if n in topo.networks]
+        if len(pair) == 2 and all(topo.networks[n].subnet6 for n in pair):
+            entering += [bridge_name(topo, n) for n in pair]
+    out = [(f"net/ipv6/conf/{dev}/force_forwarding", "1") for dev in dict.fromkeys(entering) if dev]
+    out += [(f"net/ipv6/conf/{dev}/accept_ra", "0") for dev in dict.fromkeys(bridges)]
+    return out
 
 
 def still_needed(ctx: Ctx, r: Resource) -> bool:

@@ -127,7 +127,7 @@ def _ifname(ns: Namespace, index: int | None) -> str:
 
 def _source_for(ns: Namespace, oif: int, gateway: str) -> str:
     gw = ipaddress.IPv4Address(gateway)
-    for a in ns.nl.addrs(oif):
+    for a in ns.nl.addrs(oif, family=rtnl.AF_INET):
         if gw in ipaddress.IPv4Interface(f"{a.address}/{a.prefixlen}").network:
             return a.address
     return "0.0.0.0"

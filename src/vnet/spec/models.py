@@ -95,6 +95,35 @@ def _address(value: str) -> str:
         raise ValueError("is not an IPv4 address like 192.168.10.1") from None
 
 
+def _network6(value: str) -> str:
+    try:
+        net = ipaddress.IPv6Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"is not an IPv6 network like 2001:db8:77::/64 ({exc})") from None
+    if net.is_multicast or net.is_link_local or net.is_loopback or net.is_unspecified:
+        raise ValueError("is a multicast, link-local, loopback or unspecified range; use a global or fd00::/8 prefix")
+    if not 16 <= net.prefixlen <= 120:
+        raise ValueError("use a prefix from /16 to /120 (/64 for SLAAC)")
+    return str(net)
+
+
+def _interface6(value: str) -> str:
+    try:
+        iface = ipaddress.IPv6Interface(value)
+    except ValueError:
+        raise ValueError("is not an IPv6 address with prefix like 2001:db8:77::10/64") from None
+    if "/" not in value:
+        raise ValueError("needs a prefix length, like 2001:db8:77::10/64")
+    return str(iface)
+
+
+def _address6(value: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(value))
+    except ValueError:
+        raise ValueError("is not an IPv6 address like 2001:db8:77::1") from None
+
+
 def _reject_bool(value: object) -> object:
     if isinstance(value, bool):
         raise ValueError("is a boolean; write a user or group name or number")
@@ -219,6 +248,12 @@ def _target(value: str) -> str:
     return value
 
 
+def _reject_none(value: object) -> object:
+    if value is None:
+        raise ValueError("write true, false or a range [first, last]")
+    return value
+
+
 def _shorthand(value: object) -> object:
     # `dhcp: true` means "with defaults"; `false` means off
     if value is True:
@@ -236,6 +271,9 @@ Subnet = Annotated[str, AfterValidator(_network), AfterValidator(_subnet)]
 FilePath = Annotated[str, AfterValidator(_path)]
 Interface = Annotated[str, AfterValidator(_interface)]
 Address = Annotated[str, AfterValidator(_address)]
+Network6 = Annotated[str, AfterValidator(_network6)]
+Interface6 = Annotated[str, AfterValidator(_interface6)]
+Address6 = Annotated[str, AfterValidator(_address6)]
 Principal = Annotated[str | int, BeforeValidator(_reject_bool), AfterValidator(_user)]
 
 
@@ -312,6 +350,17 @@ class NetworkSpec(Strict):
         None, description="serve DNS on this network (same dnsmasq); `true` for defaults"
     )
     forwards: list[ForwardSpec] = Field(default_factory=list, description="port forwards from the host (nat)")
+    # IPv6 (dual stack): the same network's second family
+    subnet6: Network6 | None = Field(
+        None, description="IPv6 prefix of the network (host, nat, isolated), e.g. 2001:db8:77::/64; needs subnet"
+    )
+    address6: Address6 | None = Field(None, description="the bridge's IPv6 address (host, nat); default ::1 of subnet6")
+    dhcp6: Annotated[bool | tuple[Address6, Address6], BeforeValidator(_reject_none)] = Field(
+        False, description="false: SLAAC (router advertisements, /64 only); true or [first, last]: stateful DHCPv6"
+    )
+    nat6: bool | None = Field(
+        None, description="nat: masquerade IPv6 out of the uplink (default true); false routes subnet6 (the upstream must route it to the host)"
+    )
 
 
 class PortPolicy(Strict):
@@ -352,6 +401,9 @@ class NetnsSpec(PortPolicy):
         None, description="address with prefix; `dhcp`: vnet runs a DHCP client in the namespace; omit: the link only"
     )
     dhcp: bool = Field(False, description="run vnet's supervised DHCP client in the namespace (what `address: dhcp` says)")
+    address6: Interface6 | None = Field(
+        None, description="IPv6 address with prefix; omit to configure it by SLAAC or DHCPv6 (subnet6)"
+    )
     mac: Mac | None = None
 
     _dhcp_word = model_validator(mode="before")(lambda data: _address_dhcp(data))

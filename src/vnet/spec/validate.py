@@ -486,9 +486,47 @@ def addressing(topo: Topology, net_name: str) -> NetworkAddressing:
     gateway = service = None
     if net.mode in ("host", "nat") and subnet is not None:
         gateway = service = ipaddress.IPv4Address(net.address) if net.address else next(subnet.hosts())
-    elif net.mode == "isolated" and subnet is not None and (net.dhcp or net.dns):
+    elif net.mode == "isolated" and subnet is not None and (net.dhcp or net.dns or net.subnet6):
         service = next(subnet.hosts())
     return NetworkAddressing(subnet, gateway, service)
+
+
+@dataclass(frozen=True)
+class NetworkAddressing6:
+    subnet: ipaddress.IPv6Network | None
+    gateway: ipaddress.IPv6Address | None  # the bridge's IPv6 address (host, nat)
+    service: ipaddress.IPv6Address | None  # where router advertisements, DHCPv6 and DNS come from
+
+
+def addressing6(topo: Topology, net_name: str) -> NetworkAddressing6:
+    """A network's IPv6 side: the gateway takes ::1 of subnet6 (or address6); an isolated
+    network's service namespace takes ::1 and advertises no default route."""
+    net = topo.networks[net_name]
+    if not net.subnet6 or net.mode == "bridged":
+        return NetworkAddressing6(None, None, None)
+    subnet = ipaddress.IPv6Network(net.subnet6)
+    if net.mode in ("host", "nat"):
+        gateway = ipaddress.IPv6Address(net.address6) if net.address6 else subnet[1]
+        return NetworkAddressing6(subnet, gateway, gateway)
+    return NetworkAddressing6(subnet, None, subnet[1])
+
+
+def dhcp6_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Address] | None:
+    """The DHCPv6 range of a network that hands out addresses by DHCPv6 (None: SLAAC)."""
+    net = topo.networks[net_name]
+    addr = addressing6(topo, net_name)
+    if addr.subnet is None or net.dhcp6 is False:
+        return None
+    if isinstance(net.dhcp6, tuple):
+        return ipaddress.IPv6Address(net.dhcp6[0]), ipaddress.IPv6Address(net.dhcp6[1])
+    n = addr.subnet.num_addresses
+    return (addr.subnet[0x100] if n > 0x200 else addr.subnet[2]), addr.subnet[min(n - 1, 0xFFFF)]
+
+
+def wants_service(topo: Topology, net_name: str) -> bool:
+    """The network runs vnet's dnsmasq: DHCP, DNS, or IPv6 router advertisements."""
+    net = topo.networks[net_name]
+    return net.mode != "bridged" and (net.dhcp is not None or net.dns is not None or bool(net.subnet6))
 
 
 def dhcp_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
@@ -627,6 +665,7 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
     _allows(topo, add, broken)
     _names(topo, add)
     _endpoint_conveniences(topo, add)
+    _ipv6(topo, add)
     return problems
 
 
@@ -723,6 +762,14 @@ def known_address(topo: Topology, name: str, network: str) -> ipaddress.IPv4Addr
     return None
 
 
+def known_address6(topo: Topology, name: str, network: str) -> ipaddress.IPv6Address | None:
+    """The fixed IPv6 address of endpoint `name` on `network` (declared address6), if any."""
+    ep = topo.endpoints.get(name)
+    if isinstance(ep, NetnsSpec) and ep.network == network and ep.address6:
+        return ipaddress.IPv6Interface(ep.address6).ip
+    return None
+
+
 def forward_target(topo: Topology, network: str, to: str) -> tuple[ipaddress.IPv4Address | None, int | None]:
     """(address, port or None for 'the same port') of a forward's `to:`; address None if unknown."""
     host, _, port = to.partition(":")
@@ -787,7 +834,7 @@ def _names(topo: Topology, add) -> None:
             add(Problem(f"vms.{vm_name}", f"{vm_name!r} is also an endpoint's name", "name VMs and endpoints apart (both become DNS names)"))
     taken_ns = {names.endpoint_netns(topo.name, n, ep.netns): n for n, ep in topo.endpoints.items() if isinstance(ep, NetnsSpec)}
     for net_name, net in topo.networks.items():
-        if net.mode == "isolated" and (net.dhcp or net.dns):
+        if net.mode == "isolated" and wants_service(topo, net_name):
             ns = names.service_netns(topo.name, net_name)
             if ns in taken_ns:
                 add(Problem(f"endpoints.{taken_ns[ns]}", f"its namespace {ns} is the one serving networks.{net_name}", "rename the endpoint"))
@@ -927,3 +974,78 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
                 if ip in addresses:
                     add(Problem(f"{npath}.address", f"{ip} is also the address of {addresses[ip]}", "give each NIC its own address"))
                 addresses[ip] = npath
+
+
+def _ipv6(topo: Topology, add) -> None:
+    """subnet6, address6, dhcp6 and nat6 of networks, address6 of endpoints."""
+    subnets: list[tuple[str, ipaddress.IPv6Network]] = []
+    for net_name, net in topo.networks.items():
+        path = f"networks.{net_name}"
+        if not net.subnet6:
+            for field, unset in (("address6", None), ("dhcp6", False)):
+                if getattr(net, field) != unset:
+                    add(Problem(f"{path}.{field}", "needs subnet6", "add e.g. subnet6: 2001:db8:77::/64, or remove it"))
+            if net.nat6 is not None:
+                add(Problem(f"{path}.nat6", "needs subnet6", "add subnet6:, or remove nat6:"))
+            continue
+        if net.mode == "bridged":
+            add(Problem(f"{path}.subnet6", "a bridged network takes its IPv6 from its LAN", "remove subnet6:, or use mode: nat"))
+            continue
+        if not net.subnet:
+            add(Problem(f"{path}.subnet6", "IPv6-only networks are not supported yet", "add an IPv4 subnet: as well"))
+        if net.nat6 is not None and net.mode != "nat":
+            add(Problem(f"{path}.nat6", f"has no meaning in {net.mode} mode", "remove it, or use mode: nat"))
+        if net.address6 and net.mode == "isolated":
+            add(Problem(f"{path}.address6", "the bridge has no address in isolated mode", "remove it, or use mode: host"))
+        subnet = ipaddress.IPv6Network(net.subnet6)
+        for other_name, other in subnets:
+            if subnet.overlaps(other):
+                add(Problem(f"{path}.subnet6", f"{subnet} overlaps networks.{other_name}.subnet6 {other}", "use a separate prefix"))
+        subnets.append((net_name, subnet))
+        if net.dhcp6 is False and subnet.prefixlen != 64:
+            add(Problem(f"{path}.subnet6", f"SLAAC (the default) needs a /64, not /{subnet.prefixlen}", "use a /64, or hand out addresses by DHCPv6: dhcp6: true"))
+        addr = addressing6(topo, net_name)
+        if net.address6:
+            gw = ipaddress.IPv6Address(net.address6)
+            if gw not in subnet or gw == subnet.network_address:
+                add(Problem(f"{path}.address6", f"{gw} is not a host address of {subnet}", "pick an address inside subnet6"))
+        if isinstance(net.dhcp6, tuple):
+            first, last = (ipaddress.IPv6Address(a) for a in net.dhcp6)
+            for i, a in enumerate((first, last)):
+                if a not in subnet or a == subnet.network_address:
+                    add(Problem(f"{path}.dhcp6.{i}", f"{a} is not a host address of {subnet}", "keep the range inside subnet6"))
+            if first > last:
+                add(Problem(f"{path}.dhcp6", f"{first} comes after {last}", "write the lower address first"))
+            elif addr.service is not None and first <= addr.service <= last:
+                add(Problem(f"{path}.dhcp6", f"includes {addr.service}, the network's own address", "start the range above it"))
+    seen: dict[ipaddress.IPv6Address, str] = {}
+    for ep_name, ep in topo.endpoints.items():
+        value = getattr(ep, "address6", None)
+        if not value:
+            continue
+        path = f"endpoints.{ep_name}.address6"
+        iface = ipaddress.IPv6Interface(value)
+        if iface.ip in seen:
+            add(Problem(path, f"{iface.ip} is also the address of {seen[iface.ip]}", "give each endpoint its own address"))
+        seen[iface.ip] = f"endpoints.{ep_name}"
+        network = getattr(ep, "network", None)
+        if network not in topo.networks:
+            continue  # reported already
+        net = topo.networks[network]
+        if net.mode == "bridged":
+            continue  # the LAN's addressing is not declared
+        addr = addressing6(topo, network)
+        rng = dhcp6_range(topo, network)
+        if addr.subnet is None:
+            add(Problem(path, f"networks.{network} has no subnet6", f"add subnet6: {iface.network} to networks.{network}"))
+        elif iface.network != addr.subnet:
+            add(Problem(path, f"{iface} is not inside networks.{network}.subnet6 {addr.subnet}", f"use an address in {addr.subnet} with /{addr.subnet.prefixlen}"))
+        elif iface.ip == addr.subnet.network_address:
+            add(Problem(path, f"{iface.ip} is the subnet-router anycast address", "pick a host address"))
+        elif iface.ip == addr.service:
+            add(Problem(path, f"{iface.ip} is the network's own address (gateway or its service)", "pick another host address"))
+        elif rng is not None and rng[0] <= iface.ip <= rng[1]:
+            add(Problem(path, f"{iface.ip} is inside the DHCPv6 range {rng[0]}-{rng[1]}", "pick an address outside it"))
+    for net_name, net in topo.networks.items():
+        if net.address6 and ipaddress.IPv6Address(net.address6) in seen:
+            add(Problem(f"networks.{net_name}.address6", f"{net.address6} is also the address of {seen[ipaddress.IPv6Address(net.address6)]}", "pick another address"))

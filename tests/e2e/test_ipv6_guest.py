@@ -1,0 +1,67 @@
+"""A real QEMU guest (vnet's tiny guest) on a dual-stack network: an IPv6 address by SLAAC from
+vnet's router advertisements, AAAA names from vnet's DNS, and NAT66 to the sandbox's internet.
+
+The tiny guest's busybox has no DHCPv6 client (no udhcpc6), so DHCPv6 is covered by the rendered
+dnsmasq configuration (tests/unit/test_ipv6.py), not by a guest."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from vnet import dnsconf, qemuargs, sandbox, spec
+from vnet import guest as guestmod
+
+from tests.integration import snapshot
+
+TOPO = """
+name: six
+networks:
+  lan0:
+    mode: nat
+    subnet: 192.168.226.0/24
+    subnet6: 2001:db8:78::/64
+    uplink: eth0
+    dhcp: true
+    dns: {domain: six.test}
+vms:
+  web: {image: tiny, memory: 256M, nics: [{network: lan0}]}
+  db: {image: tiny, memory: 256M, nics: [{network: lan0}]}
+"""
+PREFIX = ipaddress.IPv6Network("2001:db8:78::/64")
+
+
+def _global6(agent: guestmod.Agent) -> str | None:
+    rc, out = agent.run("ip -6 -o addr show dev eth0 scope global")
+    found = re.search(r"inet6 (\S+)/64", out) if rc == 0 else None
+    return found.group(1) if found else None
+
+
+def test_guest_takes_slaac_address_and_resolves_aaaa(world):
+    topo = spec.load_text(TOPO)
+    before = snapshot.take(world.host)
+    host6 = sandbox.host_ipv6(world.host)
+    world.apply(topo)
+    state = world.state / topo.name
+    agents = {vm: guestmod.Agent(qemuargs.files(state, vm)["agent"]) for vm in topo.vms}
+    for a in agents.values():
+        a.wait_ready(timeout=180)
+    expected = {vm: str(dnsconf.eui64(PREFIX, qemuargs.nic_mac(topo, vm, 0))) for vm in topo.vms}
+    for vm, a in agents.items():
+        # SLAAC from vnet's advertisements: bounded wait (the guest solicits when its link comes up)
+        rc, out = a.run("for i in $(seq 50); do ip -6 -o addr show dev eth0 scope global | grep -v tentative | grep -q inet6 && break; sleep 0.2; done; ip -6 -o addr show dev eth0")
+        assert _global6(a) == expected[vm], out
+        rc, out = a.run("ip -6 route show default")
+        assert rc == 0 and "via fe80:" in out, out  # the gateway advertises itself as the default router
+    # AAAA for every name, through vnet's DNS
+    rc, out = agents["web"].run("nslookup -type=aaaa db.six.test")
+    assert rc == 0 and expected["db"] in out, out
+    rc, out = agents["db"].run("nslookup -type=aaaa gateway.six.test")
+    assert rc == 0 and "2001:db8:78::1" in out, out
+    rc, out = agents["web"].run("ping -6 -c1 -W3 db.six.test")
+    assert rc == 0, out
+    # NAT66 to the sandbox's internet: the responder sees the host's address
+    rc, out = agents["db"].run(f"ping -6 -c1 -W3 {sandbox.WAN_ADDR6} && echo | nc -w 3 {sandbox.WAN_ADDR6} {sandbox.WAN_PORT}")
+    assert rc == 0 and out.splitlines()[-1] == host6, out
+    world.destroy(topo.name)
+    assert snapshot.take(world.host) == before
