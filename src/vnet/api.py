@@ -16,7 +16,7 @@ import os
 from vnet import qemuargs, spec
 from vnet.desired import desired
 from vnet.drivers import dnsmasq
-from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned
+from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned, state_root
 from vnet.errors import SpecError, VnetError
 from vnet.observe import Observation
 from vnet.plan import Action, matches
@@ -25,16 +25,17 @@ from vnet.spec.models import Topology
 from vnet.spec.validate import parse_yaml
 
 
-def engine(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Engine:
-    return Engine(topology, netns=netns, state_dir=state_dir)
+def engine(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> Engine:
+    """`host`: this host's name among the topology's `hosts:`, where no address of it says so."""
+    return Engine(topology, netns=netns, state_dir=state_dir, host=host)
 
 
-def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Planned:
-    return engine(topo.name, netns, state_dir).plan(topo)
+def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> Planned:
+    return engine(topo.name, netns, state_dir, host).plan(topo)
 
 
-def apply(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[Action]:
-    return engine(topo.name, netns, state_dir).apply(topo)
+def apply(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> list[Action]:
+    return engine(topo.name, netns, state_dir, host).apply(topo)
 
 
 def destroy(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[Action]:
@@ -53,12 +54,12 @@ def topology_name(path: Path | str) -> str:
         raise
 
 
-def leases(topology: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> list[dnsmasq.Lease]:
-    return dnsmasq.leases(Path(state_dir) / topology)
+def leases(topology: str, state_dir: Path | str = DEFAULT_STATE_DIR, netns: str | None = None) -> list[dnsmasq.Lease]:
+    return dnsmasq.leases(state_root(state_dir, netns) / topology)
 
 
-def console_log(topology: str, vm: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> Path:
-    return qemuargs.files(Path(state_dir) / topology, vm)["console"]
+def console_log(topology: str, vm: str, state_dir: Path | str = DEFAULT_STATE_DIR, netns: str | None = None) -> Path:
+    return qemuargs.files(state_root(state_dir, netns) / topology, vm)["console"]
 
 
 def qemu_args(topo: Topology, vm: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, full: bool = False) -> list[str]:
@@ -86,8 +87,8 @@ def forward_counters(topology: str, netns: str | None = None) -> list[dict]:
         ns.close()
 
 
-def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> dict:
-    planned = engine(topo.name, netns, state_dir).status(topo)
+def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> dict:
+    planned = engine(topo.name, netns, state_dir, host).status(topo)
     owned = planned.observation.owned
 
     def row(r: Resource, state: str) -> dict:

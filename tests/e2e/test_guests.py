@@ -13,7 +13,7 @@ from tests.integration import snapshot
 
 
 def _agents(world, topo):
-    state = world.state / topo.name
+    state = world.topo_state(topo.name)
     return {vm: guest.Agent(qemuargs.files(state, vm)["agent"]) for vm in topo.vms}
 
 
@@ -36,7 +36,7 @@ def test_guests_lease_resolve_each_other_and_reach_the_internet(world):
     web, db = _lease_of(agents["web"]), _lease_of(agents["db"])
     assert ipaddress.IPv4Address("192.168.223.100") <= web.ip <= ipaddress.IPv4Address("192.168.223.199")
     assert db.ip == ipaddress.IPv4Address("192.168.223.20")  # the reservation
-    leases = {lease.name: lease.address for lease in api.leases(topo.name, state_dir=world.state)}
+    leases = {lease.name: lease.address for lease in api.leases(topo.name, state_dir=world.state, netns=world.host)}
     assert leases == {"web": str(web.ip), "db": "192.168.223.20"}
 
     # by DNS name through vnet's dnsmasq, both ways, and to a declared endpoint
@@ -55,10 +55,10 @@ def test_guests_lease_resolve_each_other_and_reach_the_internet(world):
         assert rc == 0 and out.splitlines()[-1] == sandbox.HOST_ADDR, out
 
     print(f"\nboot to lease and agent ready, two guests in parallel: {booted:.1f}s")
-    pids = [process.running(qemuargs.files(world.state / topo.name, vm)["pid"]) for vm in topo.vms]
+    pids = [process.running(qemuargs.files(world.topo_state(topo.name), vm)["pid"]) for vm in topo.vms]
     assert all(pids)
     world.destroy(topo.name)
-    assert not any(process.running(qemuargs.files(world.state / topo.name, vm)["pid"]) for vm in topo.vms)
+    assert not any(process.running(qemuargs.files(world.topo_state(topo.name), vm)["pid"]) for vm in topo.vms)
     assert snapshot.take(world.host) == before
 
 

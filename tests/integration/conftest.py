@@ -40,6 +40,12 @@ class World:
     def host(self) -> str:
         return self.sb.host
 
+    def topo_state(self, name: str) -> Path:
+        """A topology's state directory: per target namespace (engine.state_root)."""
+        from vnet.engine import state_root
+
+        return state_root(self.state, self.host) / name
+
     def load(self, example: str):
         return spec.load(EXAMPLES / example)
 

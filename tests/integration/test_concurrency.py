@@ -57,7 +57,7 @@ def apply_at_once(world, paths: list[Path], delay: str) -> list[tuple[int, str, 
 
 def wait_for_journal(world, name: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while not (world.state / name / "journal.jsonl").exists():
+    while not (world.topo_state(name) / "journal.jsonl").exists():
         assert time.monotonic() < deadline, "the first run never started changing the host"
         time.sleep(0.01)
 
@@ -112,7 +112,7 @@ def test_two_topologies_in_parallel_both_end_correct(world, tmp_path):
     # both set the uplink's forwarding; the one that set it first (and found 0) goes first: it
     # must leave it on for the other, and the other must restore the 0 at the end
     key = "@host/net/ipv4/conf/eth0/forwarding"
-    found = {t.name: json.loads((world.state / t.name / "sysctl.json").read_text())[key]["before"] for t in (ta, tb)}
+    found = {t.name: json.loads((world.topo_state(t.name) / "sysctl.json").read_text())[key]["before"] for t in (ta, tb)}
     assert sorted(found.values()) == ["0", "1"]
     first, last = (ta, tb) if found[ta.name] == "0" else (tb, ta)
     world.destroy(first.name)

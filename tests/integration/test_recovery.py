@@ -55,7 +55,7 @@ def own_namespaces(name: str) -> list[str]:
 
 
 def daemons_of(world, name: str) -> list[int]:
-    marker = str(world.state / name)
+    marker = str(world.topo_state(name))
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -87,7 +87,7 @@ def test_kill_apply_at_every_point_then_next_command_restores_host(world, tmp_pa
     kinds = [a.resource.kind for a in actions]
     assert {"netns", "bridge", "tap", "veth", "address", "route", "ruleset", "sysctl"} <= set(kinds)
     before = snapshot.take(world.host)
-    journal = world.state / topo.name / "journal.jsonl"
+    journal = world.topo_state(topo.name) / "journal.jsonl"
     # inside steps: a veth made but its peer not marked, a namespace made but not marked, a bridge
     # without its mark, a sysctl recorded but not written
     inside = [f"{kinds.index(k) + 1}:call{n}" for k, n in (("netns", 1), ("bridge", 1), ("veth", 1), ("veth", 2), ("tap", 2), ("sysctl", 2))]
@@ -113,7 +113,7 @@ def test_kill_apply_at_every_point_then_next_command_restores_host(world, tmp_pa
     sandbox.settle(world.host)
     assert snapshot.take(world.host) == before
     assert own_namespaces(topo.name) == []
-    assert not (world.state / topo.name).exists()
+    assert not world.topo_state(topo.name).exists()
 
 
 def test_kill_destroy_then_next_command_restores_the_network(world, tmp_path):
@@ -151,7 +151,7 @@ def test_kill_in_dnsmasq_and_firewall_steps(world, tmp_path):
     # killed while destroying: dnsmasq comes back with the rest
     world.apply(topo)
     applied = snapshot.take(world.host)
-    conf = dnsconf.files(world.state / topo.name, "lan0")["conf"]
+    conf = dnsconf.files(world.topo_state(topo.name), "lan0")["conf"]
     assert daemons_of(world, topo.name)
     killed(world, "destroy", path, "1:after")  # the service is the first thing destroy stops
     assert not daemons_of(world, topo.name)

@@ -24,7 +24,7 @@ def _nslookup(ns: str, name: str, server: str) -> str | None:
 
 
 def _pid(world, topo) -> int | None:
-    f = dnsconf.files(world.state / topo.name, "lan0")
+    f = dnsconf.files(world.topo_state(topo.name), "lan0")
     return process.running(f["pid"], marker=f["conf"])
 
 
@@ -49,7 +49,7 @@ def test_dhcp_dns_for_namespaces(world):
         assert _nslookup("svc-c2", "c2.svc.test", "192.168.60.1") == str(leased.ip)  # named by its lease
         assert _nslookup("svc-c2", "nas.svc.test", "192.168.60.1") == "192.168.60.5"
         assert _nslookup("svc-c2", sandbox.DNS_NAME, "192.168.60.1") == sandbox.WAN_ADDR  # forwarded upstream
-        leases = api.leases(topo.name, state_dir=world.state)
+        leases = api.leases(topo.name, state_dir=world.state, netns=world.host)
         assert [(x.name, x.address) for x in leases] == [("c2", str(leased.ip))]
         # dnsmasq listens on its bridge only: not on the uplink, not on the wildcard
         ss = subprocess.run(["ip", "netns", "exec", world.host, "ss", "-Hlnu"], capture_output=True, text=True).stdout
@@ -89,7 +89,7 @@ def test_crashed_dnsmasq_is_noticed_and_restarted_and_config_change_restarts(wor
     assert [(a.op, a.resource.kind) for a in actions] == [("update", "service")]
     world.apply(topo2)
     assert _pid(world, topo2) not in (None, restarted)
-    assert "1h" not in open(dnsconf.files(world.state / topo.name, "lan0")["conf"]).read()
+    assert "1h" not in open(dnsconf.files(world.topo_state(topo.name), "lan0")["conf"]).read()
     world.destroy(topo.name)
     assert _pid(world, topo) is None
 

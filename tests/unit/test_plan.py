@@ -16,7 +16,7 @@ from vnet.resources import Resource, make
 # creation order, as the kinds' `after` declare it: namespaces hold links, bridges hold ports,
 # links hold addresses, the firewall comes after the links it names, forwarding goes on once the
 # firewall guards it, services bind to addresses that exist, VMs start last (they open taps)
-ORDER = ("netns", "bridge", "tap", "veth", "qdisc", "address", "uplink", "route", "ruleset", "iptables", "sysctl", "service", "vm")
+ORDER = ("netns", "bridge", "tap", "veth", "vxlan", "qdisc", "address", "uplink", "route", "ruleset", "iptables", "sysctl", "service", "vm")
 
 
 def test_the_registry_orders_kinds_by_their_after():

@@ -416,3 +416,32 @@ def tun_attrs(data: dict) -> dict:
         "group": ident("IFLA_TUN_GROUP"),
         "multi_queue": bool(data.get("IFLA_TUN_MULTI_QUEUE")),
     }
+
+
+# --- VXLAN: the device (a port of its network's bridge) and its flood list -----------------------
+
+
+def create_vxlan(nss: Namespaces, r: Resource) -> None:
+    """The device with its VNI, local address, port, no learning, MTU and bridge; then its mark,
+    then one all-zero FDB entry per peer (head-end replication). All or nothing."""
+    ns = nss.host
+    data = rtnl.vxlan_data(r.get("vni"), r.get("local"), r.get("port"), learning=False)
+    _create_marked(ns, rtnl.new_link(r.key, "vxlan", info_data=data, **_settings(ns, r)), r.key, r.get("mark"))
+    _all_or_nothing(ns, r.key, lambda: set_flood(nss, r.key, (), r.get("peers") or ()))
+
+
+def set_flood(nss: Namespaces, ifname: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+    """Turn the device's flood list from `old` into `new`: entries of hosts gone are removed,
+    those of new hosts appended; an entry already there (or already gone) is no error."""
+    ns = nss.host
+    idx = _index(ns, ifname)
+    requests = [rtnl.fdb_del(idx, dst) for dst in old if dst not in new]
+    requests += [rtnl.fdb_append(idx, dst) for dst in new if dst not in old]
+    for err in ns.nl.batch(requests):
+        if err is not None and err.code not in (EEXIST, ENOENT):
+            raise err
+
+
+def flood_list(ns: Namespace, index: int) -> tuple[str, ...]:
+    """The remote addresses of a vxlan device's all-zero FDB entries, sorted."""
+    return tuple(sorted(e.dst for e in ns.nl.fdb(index) if e.mac == rtnl.ZERO_MAC and e.dst))

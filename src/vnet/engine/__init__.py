@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from vnet import overlay
 from vnet.desired import desired
 from vnet.drivers import kvm, sysctl
 from vnet.drivers.ns import Namespaces
@@ -52,6 +53,12 @@ def resolvers(netns: str | None) -> list[str]:
     return []
 
 
+def state_root(state_dir: Path | str, netns: str | None) -> Path:
+    """Where a target namespace's topologies keep their state: each namespace its own, so that
+    namespaces playing several hosts of one topology on one machine never share a journal."""
+    return Path(state_dir) / "netns" / netns if netns else Path(state_dir)
+
+
 def has_net_admin() -> bool:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -81,10 +88,12 @@ class Planned:
 
 
 class Engine:
-    def __init__(self, topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR):
+    def __init__(self, topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None):
         self.topology = topology
         self.netns = netns
-        self.state_root = Path(state_dir)
+        self.host = host  # this host's name among a topology's `hosts:`, when not found by address
+        self.state_root = state_root(state_dir, netns)
+        self.state_dir = Path(state_dir)
         self.state = self.state_root / topology
         self.record = sysctl.SysctlRecord(self.state)
         self.journal = Journal(self.state / "journal.jsonl")
@@ -108,12 +117,13 @@ class Engine:
             state=self.state,
             tiny_guest=self._tiny_guest() if any(vm.image == "tiny" for vm in topo.vms.values()) else None,
             iptables=obs.filter,
+            **overlay.locate(self.netns, topo, self.host),
         )
 
     def _tiny_guest(self) -> tuple[str, str]:
         from vnet import guest
 
-        return str(guest.kernel_path()), str(guest.build_initrd(self.state_root / "guest"))
+        return str(guest.kernel_path()), str(guest.build_initrd(self.state_dir / "guest"))
 
     def _plan(self, nss: Namespaces, topo: Topology) -> Planned:
         obs = self.observe(nss, topo)

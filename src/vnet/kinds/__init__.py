@@ -67,9 +67,9 @@ def ordered() -> list[Kind]:
 
 
 # the kinds, in the order a reader meets them on a host
-from vnet.kinds import netns, links, qdisc, address, uplink, route, ruleset, iptables, sysctl, service, vm  # noqa: E402
+from vnet.kinds import netns, links, vxlan, qdisc, address, uplink, route, ruleset, iptables, sysctl, service, vm  # noqa: E402
 
-for _module in (netns, links, qdisc, address, uplink, route, ruleset, iptables, sysctl, service, vm):
+for _module in (netns, links, vxlan, qdisc, address, uplink, route, ruleset, iptables, sysctl, service, vm):
     for _kind in _module.KINDS:
         register(_kind)
 

@@ -18,7 +18,8 @@ class Netns(Kind):
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         return [
-            make("netns", endpoint_netns(topo, ep_name), mark=names.link_mark(topo.name, "netns", ep_name))
+            # a topology over several hosts: the host's name too (kinds/vxlan.py tells them apart)
+            make("netns", endpoint_netns(topo, ep_name), mark=names.link_mark(topo.name, "netns", ep_name, *filter(None, (facts.host,))))
             for ep_name, ep in topo.endpoints.items()
             if isinstance(ep, NetnsSpec) and ep.netns is None  # a borrowed namespace is not vnet's
         ]

@@ -3,12 +3,12 @@ whose bridge has no host address, it runs in a small namespace of its own attach
 
 from __future__ import annotations
 
-from vnet import dnsconf, names
+from vnet import dnsconf, names, overlay
 from vnet.drivers import dnsmasq, process
 from vnet.facts import HostFacts, bridge_name
 from vnet.kinds.address import address
 from vnet.kinds.base import Ctx, Kind
-from vnet.resources import Resource, make
+from vnet.resources import Resource, make, ns_key
 from vnet.spec.models import Topology
 from vnet.spec.validate import addressing
 
@@ -25,10 +25,15 @@ class Service(Kind):
         for net_name, net in topo.networks.items():
             if net.dhcp is None and net.dns is None:
                 continue
+            served_by = overlay.dhcp_host(topo, net_name) if facts.host else None
+            if served_by is not None and served_by != facts.host:
+                continue  # an overlay network is served by one host for all
             addr = addressing(topo, net_name)
-            if net.mode == "isolated":
+            if net.mode == "isolated" or served_by is not None:
+                # a namespace of its own on the bridge: an isolated network's bridge has no
+                # address, and an overlay network's gateway address is on every host
                 ns = names.service_netns(t, net_name)
-                out.append(make("netns", ns, mark=names.link_mark(t, "netns", f"svc-{net_name}")))
+                out.append(make("netns", ns, mark=names.link_mark(t, "netns", f"svc-{net_name}", *filter(None, (facts.host,)))))
                 out.append(
                     make(
                         "veth",
@@ -44,10 +49,13 @@ class Service(Kind):
                     )
                 )
                 out.append(address(ns, "eth0", f"{addr.service}/{addr.subnet.prefixlen}"))
+                if addr.gateway is not None:  # DNS forwards upstream through this host's gateway
+                    out.append(make("route", ns_key(ns, "default"), ns=ns, dst="default", gateway=str(addr.gateway), ifname="eth0"))
                 ifname = "eth0"
             else:
                 ns, ifname = HOST, bridge_name(topo, net_name)
-            config = dnsconf.render(topo, net_name, ifname, ns, list(facts.resolvers), facts.state)
+            # the whole topology where this host builds its part: DNS and DHCP serve every host's
+            config = dnsconf.render(facts.whole or topo, net_name, ifname, ns, list(facts.resolvers), facts.state)
             out.append(make("service", f"dnsmasq-{net_name}", {"config": config}, network=net_name, ns=ns, digest=dnsmasq.digest(config)))
         return out
 

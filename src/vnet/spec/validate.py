@@ -160,9 +160,19 @@ def addressing(topo: Topology, net_name: str) -> NetworkAddressing:
     gateway = service = None
     if net.mode in ("host", "nat") and subnet is not None:
         gateway = service = ipaddress.IPv4Address(net.address) if net.address else next(subnet.hosts())
+        if net.overlay is not None and (net.dhcp or net.dns):
+            # every host carries the gateway address (anycast): DHCP/DNS answer from one of their own
+            service = overlay_service(subnet, gateway)
     elif net.mode == "isolated" and subnet is not None and (net.dhcp or net.dns):
         service = next(subnet.hosts())
     return NetworkAddressing(subnet, gateway, service)
+
+
+def overlay_service(subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+    """The address DHCP/DNS answer from on an overlay network: the one after the gateway (before
+    it, when the gateway is the subnet's last host address)."""
+    after = gateway + 1
+    return after if after < subnet.broadcast_address else gateway - 1
 
 
 def dhcp_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
@@ -172,10 +182,15 @@ def dhcp_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv4Address, ip
     if net.dhcp.range:
         return ipaddress.IPv4Address(net.dhcp.range[0]), ipaddress.IPv4Address(net.dhcp.range[1])
     first, last = addr.subnet.network_address + 1, addr.subnet.broadcast_address - 1
-    if addr.service is not None and first <= addr.service <= last:
-        # one contiguous range: the larger side of the service address
-        below, above = (first, addr.service - 1), (addr.service + 1, last)
-        first, last = above if int(above[1]) - int(above[0]) >= int(below[1]) - int(below[0]) else below
+    taken = sorted({a for a in (addr.gateway, addr.service) if a is not None and first <= a <= last})
+    if taken:
+        # one contiguous range: the largest run between the network's own addresses (the later on a tie)
+        runs, start = [], first
+        for a in taken:
+            runs.append((start, a - 1))
+            start = a + 1
+        runs.append((start, last))
+        first, last = max(reversed(runs), key=lambda r: int(r[1]) - int(r[0]))
     return first, last
 
 
@@ -304,7 +319,47 @@ def relations(topo: Topology) -> list[Problem]:
     _forwards(topo, add)
     _allows(topo, add)
     _names(topo, add)
+    _hosts(topo, add)
     return problems
+
+
+def _hosts(topo: Topology, add) -> None:
+    """`hosts:`, `host:` of endpoints and VMs, and `overlay:` of networks."""
+    seen: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+    for h, a in topo.hosts.items():
+        ip = ipaddress.ip_address(a)
+        if ip in seen:
+            add(Problem(f"hosts.{h}", f"{a} is also the address of hosts.{seen[ip]}", "give each host its own underlay address"))
+        seen.setdefault(ip, h)
+    known = ", ".join(topo.hosts)
+    placed = [(f"endpoints.{n}", ep.host) for n, ep in topo.endpoints.items()] + [(f"vms.{n}", vm.host) for n, vm in topo.vms.items()]
+    for path, host in placed:
+        if topo.hosts and host is None:
+            add(Problem(f"{path}.host", "is required when the topology declares hosts:", f"add host: with one of {known}"))
+        elif host is not None and not topo.hosts:
+            add(Problem(f"{path}.host", "names a host, but the topology declares no hosts:", "add hosts: (name → underlay address), or remove host:"))
+        elif host is not None and host not in topo.hosts:
+            add(Problem(f"{path}.host", f"no host named {host!r} (known: {known})", "name one of hosts:"))
+    vnis: dict[int, str] = {}
+    for net_name, net in topo.networks.items():
+        path = f"networks.{net_name}"
+        if net.overlay is not None:
+            if not topo.hosts:
+                add(Problem(f"{path}.overlay", "needs the hosts it spans", "add hosts: (name → underlay address)"))
+            if net.mode == "bridged":
+                add(Problem(f"{path}.overlay", "a bridged network is the LAN's; it does not span hosts", "use mode: nat, host or isolated"))
+            if net.overlay.control == "evpn":
+                add(Problem(f"{path}.overlay.control", "evpn is not supported yet", "use control: static"))
+            if net.overlay.vni in vnis:
+                add(Problem(f"{path}.overlay.vni", f"{net.overlay.vni} is also the VNI of networks.{vnis[net.overlay.vni]}", "give each overlay network its own VNI"))
+            vnis.setdefault(net.overlay.vni, net_name)
+            if net.mtu is not None and net.mtu < 68:
+                add(Problem(f"{path}.mtu", "is below IPv4's minimum of 68", "raise it, or omit it for the underlay's minus 50"))
+        if net.dhcp is not None and net.dhcp.host is not None:
+            if net.overlay is None:
+                add(Problem(f"{path}.dhcp.host", "only an overlay network spans hosts", "remove it, or add overlay:"))
+            elif net.dhcp.host not in topo.hosts:
+                add(Problem(f"{path}.dhcp.host", f"no host named {net.dhcp.host!r} (known: {known})", "name one of hosts:"))
 
 
 def known_address(topo: Topology, name: str, network: str) -> ipaddress.IPv4Address | None:
