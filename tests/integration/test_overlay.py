@@ -207,13 +207,14 @@ def test_three_hosts_static(hosts):
 
     # DHCP on h2 from the dnsmasq on h1, which answers from an address of its own (not the gateway)
     script = Path(hosts.state) / "udhcpc.sh"
-    script.write_text(check.UDHCPC_SCRIPT)
+    script.write_text(check.UDHCPC_SCRIPT.replace('echo "$ip/$mask" > "$LEASE_OUT"', 'echo "$ip/$mask" > "$LEASE_OUT"; echo "$mtu" > "$LEASE_OUT.mtu"'))
     script.chmod(0o755)
     lease_out = Path(hosts.state) / "lease"
     proc = check.run_in(c, ["env", f"LEASE_OUT={lease_out}", "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", str(script)], timeout=30)
     assert "obtained from 10.90.0.2" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     leased = lease_out.read_text().strip()
     assert leased.startswith("10.90.0.") and not leased.startswith(("10.90.0.1/", "10.90.0.2/"))
+    assert Path(f"{lease_out}.mtu").read_text().strip() == "1450"  # DHCP option 26: the overlay's MTU
     look = check.run_in(c, ["busybox", "nslookup", f"a.lab.test", "10.90.0.2"])
     assert "10.90.0.10" in look.stdout, look.stdout + look.stderr
     assert check.ping(c, "10.90.0.10")  # and reaches h1's endpoint with the leased address
@@ -265,6 +266,12 @@ def test_a_host_that_is_not_in_hosts_is_refused_with_no_change(hosts):
     with pytest.raises(SpecError, match="--host h9 is not one of hosts"):
         api.apply(spec.load_text(text), netns=hosts.h1, state_dir=hosts.state, host="h9")
     assert snapshot.take(lan) == before
+    # an mtu: the underlay (1500) cannot carry with VXLAN's 50 bytes is refused before any change
+    h1_before = snapshot.take(hosts.h1)
+    too_big = text.replace("    overlay:", "    mtu: 1460\n    overlay:")
+    with pytest.raises(SpecError, match="networks.lan.mtu: 1460 does not fit in the underlay's 1500"):
+        api.apply(spec.load_text(too_big), netns=hosts.h1, state_dir=hosts.state)
+    assert snapshot.take(hosts.h1) == h1_before
     # named with --host, a host is found even without its address (here h2's part in h1's namespace is refused: its address is not here)
     with pytest.raises(SpecError, match="198.18.2.2 is not an address of this host"):
         api.apply(spec.load_text(text), netns=hosts.h1, state_dir=hosts.state, host="h2")

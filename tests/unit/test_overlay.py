@@ -208,3 +208,8 @@ def test_fdb_requests_append_all_zero_entries():
     fake = b"\0" * 16 + body  # a message header, then the body as the kernel would dump it
     e = rtnl.parse_fdb(memoryview(fake))
     assert (e.index, e.mac, e.dst) == (5, "00:00:00:00:00:00", "198.18.2.2")
+
+
+def test_an_overlay_mtu_that_fits_no_underlay_is_refused():
+    assert any(p.startswith("networks.lan.mtu: 65500 cannot fit in any underlay")
+               for p in problems(LAB.replace("overlay: {vni: 4242}", "overlay: {vni: 4242}\n    mtu: 65500")))

@@ -353,8 +353,10 @@ def _hosts(topo: Topology, add) -> None:
             if net.overlay.vni in vnis:
                 add(Problem(f"{path}.overlay.vni", f"{net.overlay.vni} is also the VNI of networks.{vnis[net.overlay.vni]}", "give each overlay network its own VNI"))
             vnis.setdefault(net.overlay.vni, net_name)
-            if net.mtu is not None and net.mtu < 68:
-                add(Problem(f"{path}.mtu", "is below IPv4's minimum of 68", "raise it, or omit it for the underlay's minus 50"))
+            if net.mtu is not None and net.mtu > 65535 - 70 and any(":" in a for a in topo.hosts.values()):
+                add(Problem(f"{path}.mtu", f"{net.mtu} cannot fit in any IPv6 underlay with VXLAN's 70 bytes", "use at most 65465, or omit it"))
+            elif net.mtu is not None and net.mtu > 65535 - 50:
+                add(Problem(f"{path}.mtu", f"{net.mtu} cannot fit in any underlay with VXLAN's 50 bytes", "use at most 65485, or omit it"))
         if net.dhcp is not None and net.dhcp.host is not None:
             if net.overlay is None:
                 add(Problem(f"{path}.dhcp.host", "only an overlay network spans hosts", "remove it, or add overlay:"))
