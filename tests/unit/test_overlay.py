@@ -138,7 +138,7 @@ def test_mtu_is_the_underlays_minus_the_tunnel_on_every_port_and_in_dhcp():
     assert by(rs, "bridge")["vb-lab-lan"].get("mtu") == 1450
     assert by(rs, "veth")[names.veth_host("lab", "a")].get("mtu") == 1450
     assert by(rs, "veth")[names.veth_host("lab", "svc-lan")].get("mtu") == 1450
-    assert "dhcp-option=option:mtu,1450" in by(rs, "service")["dnsmasq-lan"].get("config")
+    assert "dhcp-option-force=option:mtu,1450" in by(rs, "service")["dnsmasq-lan"].get("config")
     assert by(desired(topo, H2), "tap")[names.vm_tap("lab", "web", 0)].get("mtu") == 1450
     v6 = facts("h1", "2001:db8::11", mtu=9000)
     assert overlay.mtu(topo.networks["lan"], v6) == 9000 - 70
