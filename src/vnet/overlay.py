@@ -43,6 +43,28 @@ def peers(topo: Topology, facts: HostFacts) -> tuple[str, ...]:
     return tuple(sorted(a for h, a in topo.hosts.items() if h != facts.host))
 
 
+def remote_macs(whole: Topology, net_name: str, facts: HostFacts) -> tuple[str, ...]:
+    """"MAC@underlay" of every endpoint, VM NIC and DHCP/DNS service on `net_name` that another
+    host holds: the static unicast FDB of `control: static`, sorted."""
+    from vnet import names, qemuargs
+    from vnet.facts import guest_mac
+    from vnet.spec.models import TunSpec
+
+    out = []
+    for ep_name, ep in whole.endpoints.items():
+        if not isinstance(ep, TunSpec) and ep.network == net_name and ep.host != facts.host and ep.host in whole.hosts:
+            out.append(f"{guest_mac(whole, ep_name)}@{whole.hosts[ep.host]}")
+    for vm_name, vm in whole.vms.items():
+        for i, nic in enumerate(vm.nics):
+            if nic.network == net_name and vm.host != facts.host and vm.host in whole.hosts:
+                out.append(f"{qemuargs.nic_mac(whole, vm_name, i)}@{whole.hosts[vm.host]}")
+    net = whole.networks[net_name]
+    server = dhcp_host(whole, net_name)
+    if (net.dhcp or net.dns) and server is not None and server != facts.host:
+        out.append(f"{names.local_mac(whole.name, net_name, 'svc')}@{whole.hosts[server]}")
+    return tuple(sorted(out))
+
+
 def localize(topo: Topology, facts: HostFacts) -> tuple[Topology, HostFacts]:
     """This host's part of a topology with `hosts:` (its endpoints and VMs, the overlay MTU
     written into each overlay network), and facts that keep the whole topology. Unchanged for a

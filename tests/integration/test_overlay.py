@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vnet import api, check, sandbox, spec
+from vnet import api, check, names, sandbox, spec
 from vnet.drivers import ns as nsmod
 from vnet.errors import SpecError, VnetError
 
@@ -92,6 +92,13 @@ def hosts(tmp_path):
 def flood(host: str, dev: str) -> list[str]:
     out = subprocess.run(["bridge", "-n", host, "fdb", "show", "dev", dev], capture_output=True, text=True, check=True).stdout
     return sorted(line.split()[2] for line in out.splitlines() if line.startswith("00:00:00:00:00:00 dst "))
+
+
+def unicast(host: str, dev: str) -> dict[str, str]:
+    """MAC → remote address of the static unicast entries of a vxlan device."""
+    out = subprocess.run(["bridge", "-n", host, "fdb", "show", "dev", dev], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0]: line.split()[2] for line in out.splitlines()
+            if " dst " in line and not line.startswith("00:00:00:00:00:00")}
 
 
 def link_mtu(ns: str, dev: str) -> int:
@@ -191,6 +198,10 @@ def test_three_hosts_static(hosts):
     assert nsmod.exists(a) and nsmod.exists(b) and nsmod.exists(c)
     assert flood(hosts.h1, vx) == ["198.18.2.2", "198.18.3.2"]
     assert flood(hosts.h3, vx) == ["198.18.1.2", "198.18.2.2"]
+    # unicast goes to the host that holds the MAC, not to every host
+    mac = {n: names.mac(t, n) for n in "abc"}
+    assert unicast(hosts.h1, vx) == {mac["b"]: "198.18.3.2", mac["c"]: "198.18.2.2"}
+    assert unicast(hosts.h3, vx) == {mac["a"]: "198.18.1.2", mac["c"]: "198.18.2.2", names.local_mac(t, "lan", "svc"): "198.18.1.2"}
     # MTU: the underlay's 1500 minus 50, on the bridge, the vxlan port and the endpoint
     assert link_mtu(hosts.h1, br) == link_mtu(hosts.h1, vx) == link_mtu(a, "eth0") == 1450
 
@@ -238,6 +249,7 @@ def test_three_hosts_static(hosts):
         hosts.apply(h, text2)
     assert flood(hosts.h1, vx) == ["198.18.3.2"]
     assert flood(hosts.h3, vx) == ["198.18.1.2"]
+    assert mac["c"] not in unicast(hosts.h1, vx) and mac["c"] not in unicast(hosts.h3, vx)
     ruleset = check.run_in(hosts.h1, ["nft", "list", "set", "inet", f"vnet-{t}", "vxlan_peers"]).stdout
     assert "198.18.3.2" in ruleset and "198.18.2.2" not in ruleset
     assert check.ping(a, "10.90.0.11")

@@ -125,8 +125,15 @@ def test_each_host_builds_its_own_part():
 def test_the_vxlan_device_and_its_flood_list():
     topo = load_text(LAB)
     vx = by(desired(topo, H3), "vxlan")["vx-lab-lan"]
+    topo_macs = {"a": names.mac("lab", "a"), "svc": names.local_mac("lab", "lan", "svc")}
+    from vnet import qemuargs
+
+    web = qemuargs.nic_mac(topo, "web", 0)
     assert vx.a == {"mark": "vnet:lab:vxlan:lan", "vni": 4242, "port": 4789, "local": "198.51.100.77", "learning": False,
-                    "master": "vb-lab-lan", "mtu": 1450, "peers": ("192.0.2.11", "198.51.100.12")}
+                    "master": "vb-lab-lan", "mtu": 1450, "peers": ("192.0.2.11", "198.51.100.12"),
+                    # unicast goes straight to the host that holds the MAC: endpoints, VM NICs, the DHCP/DNS service
+                    "macs": tuple(sorted((f"{topo_macs['a']}@192.0.2.11", f"{topo_macs['svc']}@192.0.2.11", f"{web}@198.51.100.12")))}
+    assert f"{names.mac('lab', 'b')}@198.51.100.77" in by(desired(topo, H1), "vxlan")["vx-lab-lan"].get("macs")
     fewer = load_text(LAB.replace("  h2: 198.51.100.12\n", "").replace("host: h2, ", "host: h1, "))
     assert by(desired(fewer, H3), "vxlan")["vx-lab-lan"].get("peers") == ("192.0.2.11",)
     assert not by(desired(load_text(LAB.replace("overlay: {vni: 4242}", "mtu: 1400")), H1), "vxlan")

@@ -2,8 +2,10 @@
 the network to the other hosts of `hosts:`.
 
 `control: static` floods by head-end replication: one all-zero FDB entry per other host (the
-`peers` attribute), reconciled on every apply, so a host removed from `hosts:` leaves every other
-host's flood list. A change of VNI, port or local address makes the device anew; peers, MTU and
+`peers` attribute), and sends unicast straight to the host that holds the MAC: one entry per
+endpoint, VM NIC and DHCP/DNS service of the other hosts, whose MACs the topology fixes (`macs`,
+"MAC@address"). Both are reconciled on every apply, so a host removed from `hosts:` leaves every
+other host's FDB. A change of VNI, port or local address makes the device anew; peers, MTU and
 bridge change in place.
 """
 
@@ -42,13 +44,15 @@ class Vxlan(LinkKind):
                 vni=net.overlay.vni, port=port, local=facts.underlay, learning=False,
                 master=bridge_name(topo, net_name), mtu=net.mtu,
                 peers=overlay.peers(topo, facts) if net.overlay.control == "static" else (),
+                macs=overlay.remote_macs(facts.whole or topo, net_name, facts) if net.overlay.control == "static" else (),
             ))
         return out
 
     def from_link(self, view, li) -> Iterable[Resource]:
         d = li.data
+        peers, macs = netlink.static_fdb(view.nss.host, li.index)
         yield make("vxlan", li.name, mark=view.alias(li), vni=d.get("vni"), port=d.get("port"), local=d.get("local"),
-                   learning=d.get("learning"), master=li.master, mtu=li.mtu, peers=netlink.flood_list(view.nss.host, li.index))
+                   learning=d.get("learning"), master=li.master, mtu=li.mtu, peers=peers, macs=macs)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         netlink.create_vxlan(ctx.nss, r)
@@ -56,11 +60,11 @@ class Vxlan(LinkKind):
     def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
         """Peers, MTU, bridge and mark in place; a new VNI, port or local address: a new device."""
         changed = {k for k in set(old.a) | set(new.a) if old.get(k) != new.get(k)}
-        if changed <= netlink.IN_PLACE | {"peers"}:
+        if changed <= netlink.IN_PLACE | {"peers", "macs"}:
             if changed & netlink.IN_PLACE:
                 netlink.set_in_place(ctx.nss, new)
-            if "peers" in changed:
-                netlink.set_flood(ctx.nss, new.key, tuple(old.get("peers") or ()), tuple(new.get("peers") or ()))
+            if changed & {"peers", "macs"}:
+                netlink.set_fdb(ctx.nss, new.key, netlink.fdb_entries(old), netlink.fdb_entries(new))
         else:
             self.delete(ctx, old)
             self.create(ctx, new)
