@@ -27,12 +27,15 @@ from vnet.spec.models import Topology
 from vnet.spec.validate import parse_yaml
 
 
-def engine(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> Engine:
-    return Engine(topology, netns=netns, state_dir=state_dir)
+def engine(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> Engine:
+    """`host`: this host's name among the topology's `hosts:`, where no address of it says so."""
+    return Engine(topology, netns=netns, state_dir=state_dir, host=host)
 
 
-def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, source: Path | str | None = None) -> Planned:
-    return engine(topo.name, netns, state_dir).plan(topo, _source(source))
+def plan(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, source: Path | str | None = None,
+         host: str | None = None) -> Planned:
+    """`host`: this host's name among the topology's `hosts:`, when it is not found by address."""
+    return engine(topo.name, netns, state_dir, host).plan(topo, _source(source))
 
 
 def apply(
@@ -42,11 +45,12 @@ def apply(
     source: Path | str | None = None,
     force: bool = False,
     log: Callable[[str], None] | None = None,
+    host: str | None = None,
 ) -> list[Action]:
     """Make the host match `topo`. `source` is the file it came from: its identity in the target
     (another file under the same name is refused unless `force`), recorded for `vnet list`; `log`
     hears each step as it is done."""
-    eng = engine(topo.name, netns, state_dir)
+    eng = engine(topo.name, netns, state_dir, host)
     if log is not None:
         eng.log = log
     actions = eng.apply(topo, _source(source), force)
@@ -126,8 +130,8 @@ def forward_counters(topology: str, netns: str | None = None) -> list[dict]:
         ns.close()
 
 
-def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR) -> dict:
-    planned = engine(topo.name, netns, state_dir).status(topo)
+def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> dict:
+    planned = engine(topo.name, netns, state_dir, host).status(topo)
     owned = planned.observation.owned
 
     def row(r: Resource, state: str) -> dict:

@@ -89,7 +89,7 @@ def plan_json(planned, netns: str | None) -> dict:
 def cmd_plan(a: argparse.Namespace) -> int:
     from vnet import api, spec
 
-    planned = api.plan(spec.load(a.topology), **_where(a), source=a.topology)
+    planned = api.plan(spec.load(a.topology), **_where(a), source=a.topology, host=a.host)
     if a.output == "json":
         _print_json(plan_json(planned, a.netns))
     else:
@@ -109,7 +109,7 @@ def cmd_apply(a: argparse.Namespace) -> int:
 
     topo = spec.load(a.topology)
     t0 = time.monotonic()
-    actions = api.apply(topo, **_where(a), source=a.topology, force=a.force, log=_say)
+    actions = api.apply(topo, **_where(a), source=a.topology, force=a.force, log=_say, host=a.host)
     dt = time.monotonic() - t0
     _say(f"applied {topo.name}: {len(actions)} changes in {dt:.2f}s" if actions else "no changes: the host matches the topology")
     return 0
@@ -145,7 +145,7 @@ def cmd_destroy(a: argparse.Namespace) -> int:
 def cmd_status(a: argparse.Namespace) -> int:
     from vnet import api, spec
 
-    report = api.status(spec.load(a.topology), **_where(a))
+    report = api.status(spec.load(a.topology), **_where(a), host=a.host)
     if a.output == "json":
         _print_json(report)
         return 0
@@ -322,8 +322,9 @@ def cmd_schema(a: argparse.Namespace) -> int:
 def cmd_sandbox_create(a: argparse.Namespace) -> int:
     from vnet import sandbox
 
-    sb = sandbox.create(a.name, state_dir=a.state_dir, host_dhcp=a.dhcp)
-    _say(f"sandbox {a.name}: run vnet with --netns {sb.host}; LAN {sb.lan} (192.0.2.1), WAN {sb.wan} ({sandbox.WAN_ADDR})")
+    sb = sandbox.create(a.name, state_dir=a.state_dir, host_dhcp=a.dhcp, hosts=a.hosts)
+    where = " / ".join(f"--netns {h}" for h in sb.host_names)
+    _say(f"sandbox {a.name}: run vnet with {where}; LAN {sb.lan}, WAN {sb.wan} ({sandbox.WAN_ADDR})")
     return 0
 
 
@@ -347,6 +348,8 @@ def _globals(p: argparse.ArgumentParser, top: bool) -> None:
     d = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("--netns", metavar="NS", help="act inside this network namespace (it plays the host)", **({"default": None} | d))
     p.add_argument("--state-dir", metavar="DIR", help=f"where vnet keeps journals and records (default: {STATE_DIR})", **({"default": STATE_DIR} | d))
+    p.add_argument("--host", metavar="NAME", help="this host's name among the topology's `hosts:` (default: found by a local address)",
+                   **({"default": None} | d))
     p.add_argument("--lib-dir", metavar="DIR", help="where what outlives a reboot (DHCP leases) is kept (default: /var/lib/vnet beside /run/vnet)",
                    **({"default": None} | d))
 
@@ -452,6 +455,7 @@ def parser() -> argparse.ArgumentParser:
     _globals(s, top=False)
     s.add_argument("name")
     s.add_argument("--dhcp", action=argparse.BooleanOptionalAction, default=False, help="the host's eth0 takes its address by DHCP")
+    s.add_argument("--hosts", type=int, metavar="N", help="N hosts (NAME-h1 … NAME-hN) on a routed underlay, for overlays")
     s.set_defaults(func=cmd_sandbox_create, parser=s)
     s = sandbox.add_parser("destroy", help="remove the sandbox's namespaces and processes")
     _globals(s, top=False)

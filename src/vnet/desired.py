@@ -7,7 +7,7 @@ without root and the same inputs always give the same resources.
 
 from __future__ import annotations
 
-from vnet import kinds
+from vnet import kinds, overlay
 from vnet.facts import HostFacts
 from vnet.resources import Resource
 from vnet.spec.models import Topology
@@ -15,6 +15,7 @@ from vnet.spec.models import Topology
 
 def desired(topo: Topology, facts: HostFacts = HostFacts()) -> list[Resource]:
     out: list[Resource] = []
+    topo, facts = overlay.localize(topo, facts)  # with `hosts:`, this host's part
     for kind in kinds.ordered():
         out += kind.desired(topo, facts)
     return out

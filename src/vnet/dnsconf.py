@@ -147,7 +147,9 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
         lines.append(f"dhcp-option=option:router,{addr.gateway}" if addr.gateway else "dhcp-option=option:router")
         lines.append(f"dhcp-option=option:dns-server,{addr.service}" if net.dns else "dhcp-option=option:dns-server")
         if net.dhcp.mtu or net.mtu:
-            lines.append(f"dhcp-option=option:mtu,{net.dhcp.mtu or net.mtu}")
+            # an overlay's MTU is below Ethernet's: sent even to clients that do not ask for it
+            force = "dhcp-option-force" if net.overlay is not None else "dhcp-option"
+            lines.append(f"{force}=option:mtu,{net.dhcp.mtu or net.mtu}")
         if net.dhcp.routes:
             # clients that take option 121 ignore the router option, so the default route goes in too
             routes = [f"{r.to},{r.via}" for r in net.dhcp.routes]

@@ -163,9 +163,11 @@ def _journals(state_dir: Path) -> list[Finding]:
 
 
 def examine(netns: str | None, state_dir: Path) -> list[Finding]:
+    from vnet.engine import statedir
+
     ns = Namespace(netns)
     try:
-        return _forward_drop(ns) + _br_netfilter(ns) + _nft_drops(ns) + _forwarding(ns) + _journals(state_dir)
+        return _forward_drop(ns) + _br_netfilter(ns) + _nft_drops(ns) + _forwarding(ns) + _journals(statedir.target_root(state_dir, netns))
     finally:
         ns.close()
 

@@ -30,6 +30,13 @@ class HostFacts:
     # iptables' filter table as read (drivers.iptables.Filter), when another firewall may drop
     # what vnet forwards; None where it was not read (then vnet adds no iptables rules)
     iptables: Any = field(default=None, compare=False)
+    # a topology with `hosts:` (overlay.py): which of them this is, its underlay address and that
+    # address's link MTU, found in the target namespace (or named by --host)
+    host: str | None = None
+    underlay: str | None = None
+    underlay_mtu: int | None = None
+    # the whole topology, where desired state works on this host's part of it (DNS/DHCP serve all)
+    whole: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

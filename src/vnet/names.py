@@ -38,6 +38,11 @@ def vm_tap(topology: str, vm: str, index: int) -> str:
     return ifname("vt", topology, f"{vm}{index}")
 
 
+def vxlan(topology: str, network: str) -> str:
+    """The VXLAN device that carries a network to the other hosts."""
+    return ifname("vx", topology, network)
+
+
 def service_netns(topology: str, network: str) -> str:
     """Namespace that serves DHCP/DNS on an isolated network, whose bridge has no host address."""
     return f"{topology}-svc-{network}"

@@ -80,6 +80,12 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     inet_sets, forward, input_, prerouting, output, postrouting = _routing(topo, facts, port_list)
     guards = _guards(topo, port_list)
     limits, bridge_sets, bridge_pre, bridge_fwd = guards.limits, guards.sets, guards.prerouting, guards.forward
+    ov = overlay_rules(topo, facts)  # nothing without overlay networks
+    inet_sets, input_ = inet_sets + ov.inet_sets, input_ + ov.input
+    bridge_sets, bridge_pre = bridge_sets + ov.bridge_sets, ov.bridge_pre + bridge_pre
+    for s in bridge_sets:
+        if s.name == "service_ports":  # an overlay network's DHCP/DNS namespace serves isolated ports too
+            s.elements += [x for x in ov.service_ports if x not in s.elements]
     if not inet_sets[0].elements and not guards.needed:  # inet_sets[0] is the set of vnet's bridges
         return None
 
@@ -103,7 +109,7 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
         bridge_body += s.render()
     chain(bridge_body, "prerouting", "prerouting", "filter", bridge_pre)
     chain(bridge_body, "forward", "forward", "filter", bridge_fwd)
-    chain(bridge_body, "output", "output", "filter", guards.output)
+    chain(bridge_body, "output", "output", "filter", ov.bridge_out + guards.output)
 
     table = names.nft_table(topo.name)
     elements = element_digest(inet_body + bridge_body)
@@ -442,6 +448,57 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
             nd_target, nd_mac, isolated_ports, service_ports, upload]
     needed = bool(guarded.elements or isolated_ports.elements or upload.elements)
     return _Guards(limits, sets, prerouting, forward, output, needed)
+
+
+@dataclass
+class OverlayRules:
+    """What overlay networks (kinds/vxlan.py) add to the ruleset; empty without them."""
+
+    inet_sets: list[_Set] = field(default_factory=list)
+    input: list[str] = field(default_factory=list)
+    bridge_sets: list[_Set] = field(default_factory=list)
+    bridge_pre: list[str] = field(default_factory=list)
+    bridge_out: list[str] = field(default_factory=list)
+    service_ports: list[str] = field(default_factory=list)
+
+
+def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
+    """The VXLAN port takes datagrams from the other hosts only; frames from or to the gateway
+    MAC, which every host carries (anycast gateway), never cross the tunnel; the port of an
+    overlay network's DHCP/DNS namespace is a service port for isolated ports."""
+    from vnet import overlay  # here: overlay imports facts, which the renderers share
+
+    out = OverlayRules()
+    if facts.host is None or not any(net.overlay for net in topo.networks.values()):
+        return out
+    ports = _Set("vxlan_ports", "inet_service")
+    peers4 = _Set("vxlan_peers", "inet_service . ipv4_addr")
+    peers6 = _Set("vxlan_peers6", "inet_service . ipv6_addr")
+    anycast = _Set("anycast", "ifname . ether_addr")
+    for net_name, net in topo.networks.items():
+        if net.overlay is None:
+            continue
+        port = net.overlay.port
+        if str(port) not in ports.elements:
+            ports.elements.append(str(port))
+        for peer in overlay.peers(topo, facts):
+            target = peers6 if ":" in peer else peers4
+            element = f"{port} . {peer}"
+            if element not in target.elements:
+                target.elements.append(element)
+        if net.mode in ("nat", "host"):
+            anycast.elements.append(f"{_q(names.vxlan(topo.name, net_name))} . {names.local_mac(topo.name, net_name, 'bridge')}")
+        if (net.dhcp or net.dns) and overlay.dhcp_host(topo, net_name) == facts.host:
+            out.service_ports.append(_q(names.veth_host(topo.name, f"svc-{net_name}")))
+    out.inet_sets = [ports, peers4, peers6]
+    out.input = [
+        "udp dport @vxlan_ports meta nfproto ipv4 udp dport . ip saddr != @vxlan_peers drop",
+        "udp dport @vxlan_ports meta nfproto ipv6 udp dport . ip6 saddr != @vxlan_peers6 drop",
+    ]
+    out.bridge_sets = [anycast]
+    out.bridge_pre = ["iifname . ether saddr @anycast drop", "iifname . ether daddr @anycast drop"]
+    out.bridge_out = ["oifname . ether saddr @anycast drop", "oifname . ether daddr @anycast drop"]
+    return out
 
 
 def _is_elements(line: str) -> bool:

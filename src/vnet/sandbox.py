@@ -14,6 +14,13 @@ whether vnet's NAT did its job. It routes the private ranges back to the host, s
 firewall the internet could open connections to vnet's networks — the tests prove it cannot. For
 IPv6 it routes fd00::/8 and the rest of 2001:db8::/32 to the host (by its link-local address), the
 way an upstream router would route a prefix delegated to it: so `nat6: false` can be tested.
+
+With `hosts=N` (`vnet sandbox create NAME --hosts 3`) there are N hosts instead of NAME-host, for
+overlays that span several machines, each on a subnet of its own so the underlay is routed:
+
+    NAME-lan  (routes between the hosts' subnets and the WAN; DNS for every host)
+       │ 198.18.K.0/24 (router 198.18.K.1)
+    NAME-hK   (K = 1..N: eth0 = 198.18.K.2/24, default route via 198.18.K.1)
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ ROUTED6 = ("fd00::/8", "2001:db8::/32")  # routed to the host (more specific LAN
 DNS_NAME = "internet.test"  # a name only the LAN's resolver knows
 PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 MARK = "vnet-sandbox"
+MAX_HOSTS = 9
+
+
+def host_subnet(k: int) -> tuple[str, str]:
+    """(router, host) addresses of host k's subnet, 198.18.k.0/24, in a sandbox with --hosts."""
+    return f"198.18.{k}.1", f"198.18.{k}.2"
 ETC_NETNS = Path("/etc/netns")
 
 # serves one line per connection: the address the connection came from
@@ -64,10 +77,22 @@ while True:
 class Sandbox:
     name: str
     state: Path
+    hosts: int = 0  # 0: one host, NAME-host; N: NAME-h1 … NAME-hN
 
     @property
     def host(self) -> str:
-        return f"{self.name}-host"
+        return f"{self.name}-h1" if self.hosts else f"{self.name}-host"
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """Every namespace that plays a host."""
+        return tuple(f"{self.name}-h{k}" for k in range(1, self.hosts + 1)) if self.hosts else (self.host,)
+
+    def underlay(self, host: str) -> str:
+        """The address of a host's eth0."""
+        if not self.hosts:
+            return HOST_ADDR
+        return host_subnet(self.host_names.index(host) + 1)[1]
 
     @property
     def lan(self) -> str:
@@ -78,8 +103,8 @@ class Sandbox:
         return f"{self.name}-wan"
 
     @property
-    def namespaces(self) -> tuple[str, str, str]:
-        return (self.host, self.lan, self.wan)
+    def namespaces(self) -> tuple[str, ...]:
+        return (*self.host_names, self.lan, self.wan)
 
 
 def _ip(ns: str, *args: str) -> None:
@@ -120,10 +145,15 @@ def check_name(name: str) -> str:
     return name
 
 
-def create(name: str, state_dir: Path | str = DEFAULT_STATE_DIR, host_dhcp: bool = False) -> Sandbox:
+def create(name: str, state_dir: Path | str = DEFAULT_STATE_DIR, host_dhcp: bool = False, hosts: int | None = None) -> Sandbox:
+    """The sandbox; with `hosts`, that many hosts on a routed underlay instead of one."""
+    if hosts is not None and not 1 <= hosts <= MAX_HOSTS:
+        raise VnetError(f"sandbox {name}: --hosts must be 1 to {MAX_HOSTS}, not {hosts}")
+    if hosts and host_dhcp:
+        raise VnetError(f"sandbox {name}: --dhcp and --hosts do not go together; the hosts take fixed addresses")
     check_name(name)
     require_net_admin("sandbox create")
-    sb = Sandbox(name, Path(state_dir) / "sandbox" / name)
+    sb = Sandbox(name, Path(state_dir) / "sandbox" / name, hosts or 0)
     taken = [n for n in sb.namespaces if nsmod.exists(n)]
     if taken:
         raise VnetError(f"sandbox {name}: namespace {taken[0]} exists already — `vnet sandbox destroy {name}` or pick another name")
@@ -140,6 +170,9 @@ def _build(sb: Sandbox, host_dhcp: bool) -> None:
     for n in sb.namespaces:
         nsmod.create(n).close()
         _ip(n, "link", "set", "lo", "up", "alias", f"{MARK}:{sb.name}")
+    if sb.hosts:
+        _build_hosts(sb)
+        return
     _ip(sb.lan, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", sb.host)
     _ip(sb.lan, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", sb.wan)
     _ip(sb.lan, "addr", "add", f"{LAN_ROUTER}/24", "dev", "lan")
@@ -248,6 +281,54 @@ def wait_ipv6(ns: str, dev: str = "eth0", timeout: float = 10.0) -> tuple[str, s
     raise VnetError(f"sandbox: {dev} in {ns} took no IPv6 address and default route from the LAN within {timeout:g}s")
 
 
+def _build_hosts(sb: Sandbox) -> None:
+    """N hosts, each on its own subnet behind the router: a routed underlay."""
+    _ip(sb.lan, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", sb.wan)
+    _ip(sb.lan, "addr", "add", f"{WAN_ROUTER}/24", "dev", "wan")
+    _ip(sb.lan, "link", "set", "wan", "up")
+    listen = ["--interface=wan"]
+    for k, host in enumerate(sb.host_names, 1):
+        router, addr = host_subnet(k)
+        dev = f"h{k}"
+        _ip(sb.lan, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", host)
+        _ip(sb.lan, "addr", "add", f"{router}/24", "dev", dev)
+        _ip(sb.lan, "link", "set", dev, "up")
+        listen.append(f"--interface={dev}")
+        _ip(host, "addr", "add", f"{addr}/24", "dev", "eth0")
+        _ip(host, "link", "set", "eth0", "up")
+        _ip(host, "route", "add", "default", "via", router)
+        resolv = ETC_NETNS / host / "resolv.conf"
+        resolv.parent.mkdir(parents=True, exist_ok=True)
+        resolv.write_text(f"nameserver {router}\n")
+    Namespace(sb.lan).call(lambda: Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n"))
+    _ip(sb.wan, "addr", "add", f"{WAN_ADDR}/24", "dev", "eth0")
+    _ip(sb.wan, "link", "set", "eth0", "up")
+    _ip(sb.wan, "route", "add", "default", "via", WAN_ROUTER)
+    _spawn(
+        sb.lan,
+        [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+            *listen, "--bind-interfaces", "--except-interface=lo",
+            f"--host-record={DNS_NAME},{WAN_ADDR}", "--local=/test/", f"--pid-file={sb.state / 'dnsmasq.pid.inner'}",
+        ],
+        sb.state / "dnsmasq.pid",
+        sb.state / "dnsmasq.log",
+    )
+    _spawn(sb.wan, [sys.executable, "-c", RESPONDER, str(WAN_PORT)], sb.state / "responder.pid", sb.state / "responder.log")
+    _wait_listening(sb.wan, WAN_PORT)
+    _wait_listening(sb.lan, 53, "u")
+    for n in sb.namespaces:
+        settle(n)
+
+
+def found(name: str) -> Sandbox:
+    """The sandbox as it stands: with hosts NAME-h1 … when those exist."""
+    k = 0
+    while k < MAX_HOSTS and nsmod.exists(f"{name}-h{k + 1}"):
+        k += 1
+    return Sandbox(name, Path(), k)
+
+
 def settle(ns: str, timeout: float = 5.0) -> None:
     """Wait for IPv6 duplicate address detection to finish, so the sandbox stops changing by itself."""
     deadline = time.monotonic() + timeout
@@ -286,8 +367,9 @@ def destroy_topologies(host: str, state_dir: Path | str) -> list[str]:
 def destroy(name: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> None:
     check_name(name)
     require_net_admin("sandbox destroy")
-    sb = Sandbox(name, Path(state_dir) / "sandbox" / name)
-    destroy_topologies(sb.host, state_dir)
+    sb = Sandbox(name, Path(state_dir) / "sandbox" / name, found(name).hosts)
+    for host in sb.host_names:
+        destroy_topologies(host, state_dir)
     for pidfile in ("dnsmasq.pid", "responder.pid"):
         _stop(sb.state / pidfile)
     for n in sb.namespaces:
@@ -301,10 +383,11 @@ def destroy(name: str, state_dir: Path | str = DEFAULT_STATE_DIR) -> None:
             if alias != f"{MARK}:{name}":
                 raise VnetError(f"namespace {n} is not sandbox {name}'s; not removing it")
             nsmod.remove(n)
-    resolv = ETC_NETNS / sb.host / "resolv.conf"
-    if resolv.exists():
-        resolv.unlink()
-        resolv.parent.rmdir()
+    for host in sb.host_names:
+        resolv = ETC_NETNS / host / "resolv.conf"
+        if resolv.exists():
+            resolv.unlink()
+            resolv.parent.rmdir()
     if sb.state.exists():
         for f in sb.state.iterdir():
             f.unlink()

@@ -464,3 +464,42 @@ def tun_attrs(data: dict) -> dict:
         "group": ident("IFLA_TUN_GROUP"),
         "multi_queue": bool(data.get("IFLA_TUN_MULTI_QUEUE")),
     }
+
+
+# --- VXLAN: the device (a port of its network's bridge) and its flood list -----------------------
+
+
+def create_vxlan(nss: Namespaces, r: Resource) -> None:
+    """The device with its VNI, local address, port, no learning, MTU and bridge; then its mark,
+    then its FDB: one all-zero entry per peer (head-end replication) and one per remote MAC
+    vnet knows. All or nothing."""
+    ns = nss.host
+    data = rtnl.vxlan_data(r.get("vni"), r.get("local"), r.get("port"), learning=False)
+    _create_marked(ns, rtnl.new_link(r.key, "vxlan", info_data=data, **_settings(ns, r)), r.key, r.get("mark"))
+    _all_or_nothing(ns, r.key, lambda: set_fdb(nss, r.key, (), fdb_entries(r)))
+
+
+def fdb_entries(r: Resource) -> tuple[tuple[str, str], ...]:
+    """(MAC, remote address) of every static FDB entry a vxlan resource asks for."""
+    flood = [(rtnl.ZERO_MAC, dst) for dst in r.get("peers") or ()]
+    return tuple(flood + [tuple(e.split("@")) for e in r.get("macs") or ()])
+
+
+def set_fdb(nss: Namespaces, ifname: str, old: tuple[tuple[str, str], ...], new: tuple[tuple[str, str], ...]) -> None:
+    """Turn the device's static FDB from `old` into `new`: entries no longer wanted are removed,
+    new ones appended; an entry already there (or already gone) is no error."""
+    ns = nss.host
+    idx = _index(ns, ifname)
+    requests = [rtnl.fdb_del(idx, dst, mac) for mac, dst in old if (mac, dst) not in new]
+    requests += [rtnl.fdb_append(idx, dst, mac) for mac, dst in new if (mac, dst) not in old]
+    for err in ns.nl.batch(requests):
+        if err is not None and err.code not in (EEXIST, ENOENT):
+            raise err
+
+
+def static_fdb(ns: Namespace, index: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(flood list, "MAC@address" entries) of a vxlan device's FDB, sorted."""
+    entries = [e for e in ns.nl.fdb(index) if e.dst and e.mac]
+    flood = tuple(sorted(e.dst for e in entries if e.mac == rtnl.ZERO_MAC))
+    macs = tuple(sorted(f"{e.mac}@{e.dst}" for e in entries if e.mac != rtnl.ZERO_MAC))
+    return flood, macs

@@ -215,6 +215,8 @@ def _link_info(link: Link, v: memoryview) -> None:
         for kind, tv in attrs(data, 0, len(data)):
             if kind in _TUN_NAMES:
                 link.data[_TUN_NAMES[kind]] = _u32(tv) if len(tv) >= 4 else tv[0]
+    elif data is not None and link.kind == "vxlan":
+        link.data.update(parse_vxlan(data))
 
 
 _LINK_FIELDS = {
@@ -330,6 +332,84 @@ def parse_qdisc(msg: memoryview) -> Qdisc:
                 elif ok == TCA_TBF_PARMS and q.tbf_rate is None:
                     q.tbf_rate = _U32.unpack_from(ov, 8)[0]  # tc_ratespec.rate
     return q
+
+
+# --- VXLAN devices and their forwarding database ------------------------------------------------
+
+IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 1, 4, 7, 15, 17
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NTF_SELF = 0x02
+F_APPEND = 0x800
+AF_BRIDGE = 7
+_NDMSG = struct.Struct("=BxxxiHBB")
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+def parse_vxlan(data: memoryview) -> dict:
+    """A vxlan link's VNI, UDP port, local address and learning flag, by name."""
+    out: dict = {}
+    for kind, v in attrs(data, 0, len(data)):
+        if kind == IFLA_VXLAN_ID:
+            out["vni"] = _u32(v)
+        elif kind == IFLA_VXLAN_PORT:
+            out["port"] = struct.unpack_from("!H", v)[0]
+        elif kind == IFLA_VXLAN_LOCAL:
+            out["local"] = _ip(v)
+        elif kind == IFLA_VXLAN_LOCAL6:
+            out["local"] = socket.inet_ntop(socket.AF_INET6, bytes(v[:16]))
+        elif kind == IFLA_VXLAN_LEARNING:
+            out["learning"] = bool(v[0])
+    return out
+
+
+def _inet(address: str) -> tuple[int, bytes]:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return family, socket.inet_pton(family, address)
+
+
+def vxlan_data(vni: int, local: str, port: int, learning: bool = False) -> bytes:
+    """IFLA_INFO_DATA of `ip link add … type vxlan id VNI local ADDR dstport PORT [no]learning`."""
+    family, packed = _inet(local)
+    return (a_u32(IFLA_VXLAN_ID, vni) + attr(IFLA_VXLAN_LOCAL6 if family == socket.AF_INET6 else IFLA_VXLAN_LOCAL, packed)
+            + attr(IFLA_VXLAN_PORT, struct.pack("!H", port)) + attr(IFLA_VXLAN_LEARNING, bytes([int(learning)])))
+
+
+def _fdb_body(index: int, mac: str, dst: str | None) -> bytes:
+    body = _NDMSG.pack(AF_BRIDGE, index, NUD_NOARP | NUD_PERMANENT, NTF_SELF, 0) + a_mac(NDA_LLADDR, mac)
+    if dst:
+        body += attr(NDA_DST, _inet(dst)[1])
+    return body
+
+
+def fdb_append(index: int, dst: str, mac: str = ZERO_MAC) -> tuple[int, int, bytes]:
+    """`bridge fdb append MAC dev VXLAN dst DST`: all-zero MAC entries are the flood list."""
+    return RTM_NEWNEIGH, F_CREATE | F_APPEND, _fdb_body(index, mac, dst)
+
+
+def fdb_del(index: int, dst: str, mac: str = ZERO_MAC) -> tuple[int, int, bytes]:
+    return RTM_DELNEIGH, 0, _fdb_body(index, mac, dst)
+
+
+@dataclass
+class Fdb:
+    index: int
+    mac: str | None = None
+    dst: str | None = None
+    state: int = 0
+    flags: int = 0
+
+
+def parse_fdb(msg: memoryview) -> Fdb:
+    _, index, state, flags, _ = _NDMSG.unpack_from(msg, 16)
+    e = Fdb(index, state=state, flags=flags)
+    for kind, v in attrs(msg, 16 + _NDMSG.size, len(msg)):
+        if kind == NDA_LLADDR:
+            e.mac = _mac(v)
+        elif kind == NDA_DST:
+            e.dst = socket.inet_ntop(socket.AF_INET6 if len(v) == 16 else socket.AF_INET, bytes(v))
+    return e
 
 
 # --- the socket ----------------------------------------------------------------------------------
@@ -495,6 +575,21 @@ class Rtnl(Netlink):
             r for r in (parse_route(m) for m in self.dump(RTM_GETROUTE, body))
             if (not table or r.table == table) and (not proto or r.proto == proto)
         ]
+
+    def fdb(self, index: int) -> list[Fdb]:
+        """The forwarding database entries of one device (a bridge port: the kernel filters by it)."""
+        return [e for e in (parse_fdb(m) for m in self.dump(RTM_GETNEIGH, _NDMSG.pack(AF_BRIDGE, index, 0, 0, 0))) if e.index == index]
+
+    def all_addresses(self) -> list[tuple[int, str]]:
+        """(ifindex, address) of every IPv4 and IPv6 address."""
+        out = []
+        for m in self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+            family, _, _, _, index = _IFADDR.unpack_from(m, 16)
+            for kind, v in attrs(m, 16 + _IFADDR.size, len(m)):
+                if kind == (IFA_LOCAL if family == socket.AF_INET else IFA_ADDRESS):
+                    out.append((index, socket.inet_ntop(family, bytes(v))))
+                    break
+        return out
 
     def qdiscs(self) -> list[Qdisc]:
         return [parse_qdisc(m) for m in self.dump(RTM_GETQDISC, _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))]

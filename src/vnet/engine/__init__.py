@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from vnet import names
+from vnet import overlay
 from vnet.desired import desired
 from vnet.drivers import kvm, process, sysctl
 from vnet.drivers import ns as nsmod
@@ -120,13 +121,14 @@ def _refuse_busy(busy: dict[str, list[int]], force: bool, log: Callable[[str], N
 
 
 class Engine:
-    def __init__(self, topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR):
+    def __init__(self, topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None):
         self.topology = topology
         self.netns = netns
         # what root replays from the state directory must be root's alone; without the rights to
         # change the network, vnet only reads it (and says that an interrupted run needs root)
         self.state_base = statedir.secure(state_dir, create=True) if has_net_admin() else Path(os.path.abspath(state_dir))
         self.state_root = statedir.target_root(self.state_base, netns)  # this target's topologies
+        self.host = host  # this host's name among a topology's `hosts:`, when not found by address
         self.state = self.state_root / topology
         self.record = sysctl.SysctlRecord(self.state)
         self.journal = Journal(self.state / "journal.jsonl")
@@ -151,6 +153,7 @@ class Engine:
             tiny_guest=self._tiny_guest() if any(vm.image == "tiny" for vm in topo.vms.values()) else None,
             iptables=obs.filter,
             target=names.target_id(self.netns),
+            **overlay.locate(self.netns, topo, self.host),
         )
 
     def _tiny_guest(self) -> tuple[str, str]:

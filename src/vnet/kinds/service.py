@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vnet import dnsconf, names, snoop
+from vnet import dnsconf, names, overlay, snoop
 from vnet.drivers import dnsmasq, process
 from vnet.errors import VnetError
 from vnet.facts import HostFacts, bridge_name
 from vnet.kinds.address import address
 from vnet.kinds.base import Ctx, Kind
-from vnet.resources import Resource, make
+from vnet.resources import Resource, make, ns_key
 from vnet.spec.models import Topology
 from vnet.spec.validate import addressing, addressing6, wants_service
 
@@ -28,8 +28,13 @@ class Service(Kind):
         for net_name, net in topo.networks.items():
             if not wants_service(topo, net_name):
                 continue
+            served_by = overlay.dhcp_host(topo, net_name) if facts.host else None
+            if served_by is not None and served_by != facts.host:
+                continue  # an overlay network is served by one host for all
             addr = addressing(topo, net_name)
-            if net.mode == "isolated":
+            if net.mode == "isolated" or served_by is not None:
+                # a namespace of its own on the bridge: an isolated network's bridge has no
+                # address, and an overlay network's gateway address is on every host
                 ns = names.service_netns(t, net_name)
                 out.append(make("netns", ns, mark=names.netns_mark(t, f"svc-{net_name}", facts.target)))
                 out.append(
@@ -50,10 +55,13 @@ class Service(Kind):
                 addr6 = addressing6(topo, net_name)
                 if addr6.service is not None and addr6.subnet is not None:
                     out.append(address(ns, "eth0", f"{addr6.service}/{addr6.subnet.prefixlen}"))
+                if addr.gateway is not None:  # DNS forwards upstream through this host's gateway
+                    out.append(make("route", ns_key(ns, "default"), ns=ns, dst="default", gateway=str(addr.gateway), ifname="eth0"))
                 ifname = "eth0"
             else:
                 ns, ifname = HOST, bridge_name(topo, net_name)
-            config = dnsconf.render(topo, net_name, ifname, ns, list(facts.resolvers), facts.state)
+            # the whole topology where this host builds its part: DNS and DHCP serve every host's
+            config = dnsconf.render(facts.whole or topo, net_name, ifname, ns, list(facts.resolvers), facts.state)
             out.append(make("service", f"dnsmasq-{net_name}", {"config": config}, network=net_name, ns=ns, digest=dnsmasq.digest(config)))
         return out
 

@@ -122,6 +122,11 @@ def _address6(value: str) -> str:
         return str(ipaddress.IPv6Address(value))
     except ValueError:
         raise ValueError("is not an IPv6 address like 2001:db8:77::1") from None
+def _host_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("is not an IPv4 or IPv6 address like 192.0.2.11") from None
 
 
 def _reject_bool(value: object) -> object:
@@ -293,6 +298,7 @@ class DhcpRoute(Strict):
 
 
 class DhcpSpec(Strict):
+    host: Name | None = Field(None, description="overlay: the host (of `hosts:`) that runs DHCP/DNS; default the first")
     range: tuple[Address, Address] | None = Field(
         None, description="first and last address handed out; default the subnet minus the gateway"
     )
@@ -331,6 +337,14 @@ class AllowSpec(Strict):
     )
 
 
+class OverlaySpec(Strict):
+    vni: int = Field(ge=1, le=16777215, description="VXLAN network identifier, the same on every host")
+    port: int = Field(4789, ge=1, le=65535, description="UDP port of the VXLAN tunnel")
+    control: Literal["static", "evpn"] = Field(
+        "static", description="static: every host floods to every other (head-end replication); evpn: BGP EVPN through FRR"
+    )
+
+
 class NetworkSpec(Strict):
     mode: Literal["isolated", "host", "nat", "bridged"] = Field(
         description="isolated: endpoints only; host: endpoints and host; nat: masqueraded to the uplink; "
@@ -361,6 +375,7 @@ class NetworkSpec(Strict):
     nat6: bool | None = Field(
         None, description="nat: masquerade IPv6 out of the uplink (default true); false routes subnet6 (the upstream must route it to the host)"
     )
+    overlay: OverlaySpec | None = Field(None, description="span every host of `hosts:` with a VXLAN tunnel")
 
 
 class PortPolicy(Strict):
@@ -375,6 +390,7 @@ class PortPolicy(Strict):
 
 class TapSpec(PortPolicy):
     kind: Literal["tap"]
+    host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
     network: Name | None = Field(None, description="network whose bridge the tap joins")
     ifname: IfName | None = Field(None, description="tap device name; default derived")
     mac: Mac | None = Field(None, description="the guest's MAC; default stable 52:54:00:… from names")
@@ -384,6 +400,7 @@ class TapSpec(PortPolicy):
 
 class TunSpec(Strict):
     kind: Literal["tun"]
+    host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
     ifname: IfName | None = None
     address: Interface | None = Field(None, description="address with prefix on the tun device")
     owner: Principal | None = None
@@ -392,6 +409,7 @@ class TunSpec(Strict):
 
 class NetnsSpec(PortPolicy):
     kind: Literal["netns"]
+    host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
     network: Name = Field(description="network the endpoint attaches to")
     netns: Annotated[str, AfterValidator(_name)] | None = Field(
         None, description="namespace name; default <topology>-<endpoint>; an existing one is borrowed"
@@ -435,6 +453,7 @@ class MacvlanSpec(Strict):
     address: Interface | None = Field(None, description="address with prefix; `dhcp`: vnet runs a DHCP client; omit: the link only")
     gateway: Address | None = Field(None, description="default route via this address (with a static address)")
     dhcp: bool = Field(False, description="run vnet's supervised DHCP client in the namespace (what `address: dhcp` says)")
+    host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
     mac: Mac | None = None
 
     _dhcp_word = model_validator(mode="before")(lambda data: _address_dhcp(data))
@@ -470,10 +489,14 @@ class VmSpec(Strict):
     cpus: int = Field(1, ge=1, le=64)
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM where it works, else software")
     nics: list[VmNic] = Field(default_factory=list)
+    host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
 
 
 class Topology(Strict):
     name: Name = Field(description="topology name; prefixes what vnet names")
+    hosts: dict[Name, Annotated[str, AfterValidator(_host_address)]] = Field(
+        default_factory=dict, description="every host the topology spans, name → underlay address"
+    )
     networks: dict[Name, NetworkSpec] = Field(default_factory=dict)
     endpoints: dict[Name, Endpoint] = Field(default_factory=dict)
     vms: dict[Name, VmSpec] = Field(default_factory=dict)

@@ -486,6 +486,9 @@ def addressing(topo: Topology, net_name: str) -> NetworkAddressing:
     gateway = service = None
     if net.mode in ("host", "nat") and subnet is not None:
         gateway = service = ipaddress.IPv4Address(net.address) if net.address else next(subnet.hosts())
+        if net.overlay is not None and (net.dhcp or net.dns):
+            # every host carries the gateway address (anycast): DHCP/DNS answer from one of their own
+            service = overlay_service(subnet, gateway)
     elif net.mode == "isolated" and subnet is not None and (net.dhcp or net.dns or net.subnet6):
         service = next(subnet.hosts())
     return NetworkAddressing(subnet, gateway, service)
@@ -529,6 +532,13 @@ def wants_service(topo: Topology, net_name: str) -> bool:
     return net.mode != "bridged" and (net.dhcp is not None or net.dns is not None or bool(net.subnet6))
 
 
+def overlay_service(subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+    """The address DHCP/DNS answer from on an overlay network: the one after the gateway (before
+    it, when the gateway is the subnet's last host address)."""
+    after = gateway + 1
+    return after if after < subnet.broadcast_address else gateway - 1
+
+
 def dhcp_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
     """The declared range, or the subnet's hosts above the service address."""
     net, addr = topo.networks[net_name], addressing(topo, net_name)
@@ -536,10 +546,15 @@ def dhcp_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv4Address, ip
     if net.dhcp.range:
         return ipaddress.IPv4Address(net.dhcp.range[0]), ipaddress.IPv4Address(net.dhcp.range[1])
     first, last = addr.subnet.network_address + 1, addr.subnet.broadcast_address - 1
-    if addr.service is not None and first <= addr.service <= last:
-        # one contiguous range: the larger side of the service address
-        below, above = (first, addr.service - 1), (addr.service + 1, last)
-        first, last = above if int(above[1]) - int(above[0]) >= int(below[1]) - int(below[0]) else below
+    taken = sorted({a for a in (addr.gateway, addr.service) if a is not None and first <= a <= last})
+    if taken:
+        # one contiguous range: the largest run between the network's own addresses (the later on a tie)
+        runs, start = [], first
+        for a in taken:
+            runs.append((start, a - 1))
+            start = a + 1
+        runs.append((start, last))
+        first, last = max(reversed(runs), key=lambda r: int(r[1]) - int(r[0]))
     return first, last
 
 
@@ -666,6 +681,7 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
     _names(topo, add)
     _endpoint_conveniences(topo, add)
     _ipv6(topo, add)
+    _hosts(topo, add)
     return problems
 
 
@@ -746,6 +762,47 @@ def _overlaps(topo: Topology, add) -> None:
         named = [f"{where[j][1]} {ranges[j]}" for j in others[:3]]
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
         add(Problem(where[i][0], f"{ranges[i]} overlaps {', '.join(named)}{more}", "use a separate range"))
+
+
+def _hosts(topo: Topology, add) -> None:
+    """`hosts:`, `host:` of endpoints and VMs, and `overlay:` of networks."""
+    seen: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+    for h, a in topo.hosts.items():
+        ip = ipaddress.ip_address(a)
+        if ip in seen:
+            add(Problem(f"hosts.{h}", f"{a} is also the address of hosts.{seen[ip]}", "give each host its own underlay address"))
+        seen.setdefault(ip, h)
+    known = ", ".join(topo.hosts)
+    placed = [(f"endpoints.{n}", ep.host) for n, ep in topo.endpoints.items()] + [(f"vms.{n}", vm.host) for n, vm in topo.vms.items()]
+    for path, host in placed:
+        if topo.hosts and host is None:
+            add(Problem(f"{path}.host", "is required when the topology declares hosts:", f"add host: with one of {known}"))
+        elif host is not None and not topo.hosts:
+            add(Problem(f"{path}.host", "names a host, but the topology declares no hosts:", "add hosts: (name → underlay address), or remove host:"))
+        elif host is not None and host not in topo.hosts:
+            add(Problem(f"{path}.host", f"no host named {host!r} (known: {known})", "name one of hosts:"))
+    vnis: dict[int, str] = {}
+    for net_name, net in topo.networks.items():
+        path = f"networks.{net_name}"
+        if net.overlay is not None:
+            if not topo.hosts:
+                add(Problem(f"{path}.overlay", "needs the hosts it spans", "add hosts: (name → underlay address)"))
+            if net.mode == "bridged":
+                add(Problem(f"{path}.overlay", "a bridged network is the LAN's; it does not span hosts", "use mode: nat, host or isolated"))
+            if net.overlay.control == "evpn":
+                add(Problem(f"{path}.overlay.control", "evpn is not supported yet", "use control: static"))
+            if net.overlay.vni in vnis:
+                add(Problem(f"{path}.overlay.vni", f"{net.overlay.vni} is also the VNI of networks.{vnis[net.overlay.vni]}", "give each overlay network its own VNI"))
+            vnis.setdefault(net.overlay.vni, net_name)
+            if net.mtu is not None and net.mtu > 65535 - 70 and any(":" in a for a in topo.hosts.values()):
+                add(Problem(f"{path}.mtu", f"{net.mtu} cannot fit in any IPv6 underlay with VXLAN's 70 bytes", "use at most 65465, or omit it"))
+            elif net.mtu is not None and net.mtu > 65535 - 50:
+                add(Problem(f"{path}.mtu", f"{net.mtu} cannot fit in any underlay with VXLAN's 50 bytes", "use at most 65485, or omit it"))
+        if net.dhcp is not None and net.dhcp.host is not None:
+            if net.overlay is None:
+                add(Problem(f"{path}.dhcp.host", "only an overlay network spans hosts", "remove it, or add overlay:"))
+            elif net.dhcp.host not in topo.hosts:
+                add(Problem(f"{path}.dhcp.host", f"no host named {net.dhcp.host!r} (known: {known})", "name one of hosts:"))
 
 
 def known_address(topo: Topology, name: str, network: str) -> ipaddress.IPv4Address | None:
