@@ -401,7 +401,7 @@ class Bench:
                     plus = self.row(f"fwd.vnet.plus1.{count}", sec, f"vnet apply: one more forward on top of {count}", count)
                     _, ok = self.vnet_ok(f"apply {count} forwards", "apply", files[(count, False)], row=fresh, expect="applied")
                     if ok:
-                        self.vnet_ok(f"+1 forward on {count}", "apply", files[(count, True)], row=plus, expect="applied")
+                        self.vnet_ok(f"+1 forward on {count}", "apply", "--force", files[(count, True)], row=plus, expect="applied")
                     _, ok = self.vnet_ok(f"destroy {count} forwards", "destroy", files[(count, True)])
                     if not ok:
                         self.fallback_delete("bnf")
@@ -476,7 +476,7 @@ class Bench:
             world.sweep(list(dataplane.CHAIN))
 
             files = {c: self.yaml(f"bnf-dp-{c}", topo.forwards_dict(c)) for c in (0, 10, 10000)}
-            self.vnet_ok("data plane: apply 10 forwards", "apply", files[10])
+            self.vnet_ok("data plane: apply 10 forwards", "apply", "--force", files[10])
             web = "bnf-web"
             ports = {10: topo.last_port(10), 10000: topo.last_port(10000)}  # the last forwarded port: the last iptables rule
             for p in ports.values():
@@ -500,29 +500,29 @@ class Bench:
                 self.log(f"data plane, run {rep}")
                 for key, _, count in configs:
                     if key == "ipt10k":
-                        self.vnet_ok("data plane: apply 0 forwards", "apply", files[0])
+                        self.vnet_ok("data plane: apply 0 forwards", "apply", "--force", files[0])
                         run(in_ns(self.host, ["iptables-restore", "-w", "10"]), input=ipt_rules.read_text())
                     elif key == "nat1":
                         # the same hops (vnet's bridge, veth and endpoint) without vnet's tables
-                        self.vnet_ok("data plane: apply 0 forwards", "apply", files[0])
+                        self.vnet_ok("data plane: apply 0 forwards", "apply", "--force", files[0])
                         run(in_ns(self.host, ["nft", "delete", "table", "inet", table]))
                         run(in_ns(self.host, ["nft", "delete", "table", "bridge", table]))
                         run(in_ns(self.host, ["iptables-restore", "-w", "10"]), input=nat1_rules.read_text())
                     elif key == "vnet10-nobr":
-                        self.vnet_ok(f"data plane: apply {count} forwards", "apply", files[count])
+                        self.vnet_ok(f"data plane: apply {count} forwards", "apply", "--force", files[count])
                         run(in_ns(self.host, ["nft", "delete", "table", "bridge", table]))
                     elif key == "vnet10-est":
                         # one rule put first in vnet's forward chain (the next apply puts the ruleset back)
-                        self.vnet_ok(f"data plane: apply {count} forwards", "apply", files[count])
+                        self.vnet_ok(f"data plane: apply {count} forwards", "apply", "--force", files[count])
                         run(in_ns(self.host, ["nft", "insert", "rule", "inet", table, "forward", "ct", "state", "established,related", "accept"]))
                     elif key == "vnet10-brnf0":
-                        self.vnet_ok(f"data plane: apply {count} forwards", "apply", files[count])
+                        self.vnet_ok(f"data plane: apply {count} forwards", "apply", "--force", files[count])
                         # per namespace since Linux 5.3: a non-initial namespace only sees the file then
                         if not per_netns_brnf:
                             continue
                         run(in_ns(self.host, ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0"]))
                     else:
-                        self.vnet_ok(f"data plane: apply {count} forwards", "apply", files[count])
+                        self.vnet_ok(f"data plane: apply {count} forwards", "apply", "--force", files[count])
                     try:
                         p = ports[count]
                         settle(3)
