@@ -172,16 +172,20 @@ def _prepare_services(w: Work, state: Path) -> None:
         for path in (f["leases"], f["log"]):
             path.touch()
             os.chown(path, 65534, 65534)
+        # the identity record vnet keeps of a daemon it starts (what `running` checks), as vnet writes it
+        process._write_ident(process.ident_file(f["pid"], f["conf"]), {"exe": process._program("dnsmasq")})
 
 
 def _wait_services(w: Work, state: Path, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     for r in w.services:
         f = dnsconf.files(state, r.get("network"))
-        while process.running(f["pid"], marker=f["conf"]) is None:
+        while (pid := process.running(f["pid"], marker=f["conf"])) is None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"dnsmasq for {r.get('network')} did not start: {f['log'].read_text()[-400:]}")
             time.sleep(0.005)
+        ident = process.ident_file(f["pid"], f["conf"])
+        process._write_ident(ident, {"exe": process._program("dnsmasq"), "pid": pid, "start": process.start_time(pid), "boot": process._boot_id()})
 
 
 def build_floor(w: Work, host: str, state: Path, scratch: Path) -> float:

@@ -225,7 +225,7 @@ class Bench:
             "bdel": self.row(f"destroy.b.{n}", sec, "destroy: (b) floor deletion", n),
             "mem": self.row(f"mem.vnet.{n}", "5. peak memory (maxrss) of the vnet process", "vnet apply", n, "MiB"),
         }
-        state = self.state / "bn"
+        state = eng.state  # vnet keeps a target namespace's topologies under @<namespace>/
 
         def baseline_round(rep: int) -> None:
             try:
@@ -301,9 +301,9 @@ class Bench:
         sec = "1-2. build, no-op re-apply, destroy: 10 nat networks with DHCP, N endpoints (half taps, half netns)"
         t = topo.load(topo.build_dict(n))
         path = self.yaml(f"bn-{n}", topo.build_dict(n))
-        w, _ = self.work(t)
+        w, eng = self.work(t)
         self.extra.setdefault("work", {})[str(n)] = w.counts()
-        state = self.state / "bn"
+        state = eng.state
         rows = {
             "c": self.row(f"build.c.{n}", sec, f"build: (c) stricter floor, host side only", n),
             "vnet": self.row(f"build.vnet.{n}", sec, f"build: vnet apply ({topo.networks_for(n)} networks)", n),
