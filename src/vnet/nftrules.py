@@ -118,12 +118,15 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
 
     inet_sets = [bridges, isolated_bridges, intra, egress, masq, hairpin, forwards, allowed_any, allowed]
     forward = [
+        # the packets of flows a rule below let through, first: one conntrack test instead of a
+        # walk through the set lookups (measured: +14% throughput, +50% connections/s through a
+        # forwarded port in one bench run, +9% in another); what is established here was accepted
+        # as new by the rules below (or by the policy, off vnet's bridges)
+        "ct state established,related accept",
         "iifname . oifname @intra accept",
         # an isolated network reaches nothing, not even forward targets through the host's address
         "iifname @isolated_bridges drop",
         "oifname @isolated_bridges drop",
-        "iifname @bridges ct state established,related accept",
-        "oifname @bridges ct state established,related accept",
         "iifname . oifname @egress accept",
         "oifname @bridges ct status dnat accept",  # port forwards
         "meta l4proto . iifname . oifname . th dport @allowed accept",
