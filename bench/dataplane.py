@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -142,3 +147,121 @@ def plain_path() -> None:
     ]
     for argv in steps:
         run(argv)
+
+
+# --- nftables flowtables: can established flows be offloaded here? ----------------------------------
+
+FLOWTABLE_NS = "bnft"
+
+
+def flowtables() -> tuple[bool, str]:
+    """(available, what nft said) — a flowtable on lo in a fresh namespace of the benchmark's."""
+    world.bare(FLOWTABLE_NS)
+    try:
+        rules = "table inet bnft {\n  flowtable f {\n    hook ingress priority 0; devices = { lo };\n  }\n}\n"
+        proc = run(in_ns(FLOWTABLE_NS, ["nft", "-f", "-"]), input=rules, check=False)
+        said = (proc.stderr or proc.stdout).strip().splitlines()
+        return proc.returncode == 0, (said[0] if said else "")
+    finally:
+        world.sweep([FLOWTABLE_NS])
+
+
+# --- the cheapest NAT forward: one iptables DNAT rule plus masquerade --------------------------------
+
+
+def cheapest_nat_rules(match_addr: str, first_port: int, last_port: int, dest: str, subnet: str, uplink: str) -> str:
+    return "\n".join([
+        "*nat",
+        f"-A PREROUTING -d {match_addr}/32 -p tcp -m tcp --dport {first_port}:{last_port} -j DNAT --to-destination {dest}",
+        f"-A POSTROUTING -s {subnet} -o {uplink} -j MASQUERADE",
+        "COMMIT",
+    ]) + "\n"
+
+
+# --- DHCP: when does dnsmasq answer? ------------------------------------------------------------------
+
+CLONE_NEWNET = 0x40000000
+
+
+def _request(mac: str, xid: int, want: str) -> bytes:
+    """A DHCPREQUEST in INIT-REBOOT state (a client asking again for an address it had). dnsmasq
+    answers it at once (ACK or NAK). A DHCPDISCOVER's offer would wait out dnsmasq's ping check of
+    the address (3 s), which says nothing about when the network is up."""
+    chaddr = bytes.fromhex(mac.replace(":", "")).ljust(16, b"\0")
+    head = struct.pack("!BBBBIHH4s4s4s4s", 1, 1, 6, 0, xid, 0, 0x8000, b"\0" * 4, b"\0" * 4, b"\0" * 4, b"\0" * 4)
+    return head + chaddr + b"\0" * 192 + b"\x63\x82\x53\x63" + b"\x35\x01\x03" + b"\x32\x04" + socket.inet_aton(want) + b"\xff"
+
+
+def _is_answer(data: bytes, xid: int) -> bool:
+    """A DHCP reply to our request (ACK or NAK)."""
+    if len(data) < 244 or data[0] != 2 or struct.unpack_from("!I", data, 4)[0] != xid:
+        return False
+    opts, i = data[240:], 0
+    while i + 1 < len(opts) and opts[i] != 255:
+        if opts[i] == 0:
+            i += 1
+            continue
+        if opts[i] == 53 and i + 2 < len(opts):
+            return opts[i + 2] in (5, 6)
+        i += 2 + opts[i + 1]
+    return False
+
+
+def dhcp_answer(ns: str, ifname: str, mac: str, want: str, timeout: float = 15.0) -> threading.Thread:
+    """A thread that waits for namespace `ns` and its link `ifname`, then broadcasts DHCPREQUESTs
+    for `want` from it (every 10 ms) until dnsmasq answers. The thread's `result` is the
+    perf_counter time of the first answer, or None after `timeout`. Only that thread enters the
+    namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def probe() -> None:
+        deadline = time.perf_counter() + timeout
+        xid = 0x5EED0000 | (os.getpid() & 0xFFFF)
+        path = world.NETNS_DIR / ns
+        sock = None
+        try:
+            while time.perf_counter() < deadline:
+                if sock is None:
+                    if not os.path.ismount(path):
+                        time.sleep(0.001)
+                        continue
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        if libc.setns(fd, CLONE_NEWNET) != 0:
+                            raise OSError(ctypes.get_errno(), "setns")
+                    finally:
+                        os.close(fd)
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                    try:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+                        s.bind(("0.0.0.0", 68))
+                    except OSError:  # the link is not there yet
+                        s.close()
+                        time.sleep(0.001)
+                        continue
+                    s.settimeout(0.01)
+                    sock = s
+                try:
+                    sock.sendto(_request(mac, xid, want), ("255.255.255.255", 67))
+                except OSError:  # not up yet
+                    time.sleep(0.001)
+                    continue
+                end = time.perf_counter() + 0.01
+                while time.perf_counter() < end:
+                    try:
+                        data = sock.recv(2048)
+                    except (socket.timeout, BlockingIOError):
+                        break
+                    if _is_answer(data, xid):
+                        th.result = time.perf_counter()  # type: ignore[attr-defined]
+                        return
+        finally:
+            if sock is not None:
+                sock.close()
+
+    th = threading.Thread(target=probe, name="bench-dhcp-probe", daemon=True)
+    th.result = None  # type: ignore[attr-defined]
+    th.start()
+    return th

@@ -65,15 +65,20 @@ class Probe:
     def installed(self):
         import vnet.engine as engine_mod
         import vnet.observe as observe_mod
+        from vnet.engine.run import Runner
 
-        self.wrap(Engine, "_execute", lambda self_, nss, action, verify=False: f"step  {action.op} {action.resource.kind}")
+        self.wrap(Runner, "execute", lambda self_, action: f"step  {action.op} {action.resource.kind}")
+        self.wrap(Runner, "run", "phase run actions")
+        self.wrap(Runner, "complete", "phase complete (undo text)")
         self.wrap(Engine, "_recover", "phase recover (journal check)")
         self.wrap(Engine, "observe", "phase observe")
         self.wrap(engine_mod, "check", "phase preflight")
         self.wrap(engine_mod, "diff", "phase diff")
         self.wrap(engine_mod, "desired", "phase desired")
-        self.wrap(Engine, "_run", "phase run actions")
-        self.wrap(Engine, "_complete", "phase complete (undo text)")
+        self.wrap(Engine, "facts", "phase facts")
+        from vnet.kinds.links import LinkKind
+
+        self.wrap(LinkKind, "delete_many", "step  delete links (one batch)")
         self.wrap(observe_mod, "read_links", "observe read_links")
         self.wrap(nsmod.Namespace, "call", "call inside a namespace")
         self.wrap(nsmod, "create", "netns create")

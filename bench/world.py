@@ -18,7 +18,7 @@ from vnet.drivers import process
 
 SANDBOX = "bench"
 MARK = "vnet-bench"
-TOPOLOGIES = ("bn", "bnf")  # topology names the benchmark uses; their namespaces start with these
+TOPOLOGIES = ("bn", "bnf", "bnd")  # topology names the benchmark uses; their namespaces start with these
 
 
 def exists(ns: str) -> bool:
@@ -78,7 +78,7 @@ def leftovers() -> list[str]:
     out = []
     for p in sorted(NETNS_DIR.iterdir()) if NETNS_DIR.exists() else []:
         name = p.name
-        if name.startswith(("bn-", "bnf-", "bnv-", "bnipt")) and ours(name):
+        if name.startswith(("bn-", "bnf-", "bnd-", "bnv-", "bnipt", "bnft")) and ours(name):
             out.append(name)
     return out
 

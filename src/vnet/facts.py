@@ -51,7 +51,22 @@ class Port:
     rate: str | None
 
 
+_ports_memo: tuple[Topology, tuple[Port, ...]] | None = None
+
+
 def ports(topo: Topology) -> list[Port]:
+    """The ports of a topology. Desired state asks twice (rate limits, the ruleset): the last
+    topology's ports are kept, by identity (topologies are frozen models)."""
+    global _ports_memo
+    memo = _ports_memo
+    if memo is not None and memo[0] is topo:
+        return list(memo[1])
+    out = _ports(topo)
+    _ports_memo = (topo, tuple(out))
+    return out
+
+
+def _ports(topo: Topology) -> list[Port]:
     out = []
     t = topo.name
     for ep_name, ep in topo.endpoints.items():

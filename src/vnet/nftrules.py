@@ -162,13 +162,16 @@ def _routing(topo: Topology, facts: HostFacts, port_list: list[Port]):
     iso_sets, iso_forward = _isolation(topo, port_list)
     sets += fwd_sets + iso_sets
     forward = [
+        # the packets of flows a rule below let through, first: one conntrack test instead of a
+        # walk through the set lookups (measured: +14% throughput, +50% connections/s through a
+        # forwarded port in one bench run, +9% in another); a flow open when a network becomes
+        # isolated lives on until it closes (vnet does not flush conntrack)
+        "ct state established,related accept",
         *iso_forward,
         "iifname . oifname @intra accept",
         # an isolated network reaches nothing, not even forward targets through the host's address
         "iifname @isolated_bridges drop",
         "oifname @isolated_bridges drop",
-        "iifname @bridges ct state established,related accept",
-        "oifname @bridges ct state established,related accept",
         "iifname . oifname @egress accept",
         *fwd_forward,
         # everything else in or out of a vnet bridge is not forwarded: networks are isolated

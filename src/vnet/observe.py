@@ -71,12 +71,17 @@ class View:
     """The host as one observation reads it: each namespace's links and addresses dumped once and
     shared by every kind that asks."""
 
-    def __init__(self, nss: Namespaces, topology: str, state: Path):
+    def __init__(self, nss: Namespaces, topology: str, state: Path, listed: list[str] | None = None):
         self.nss = nss
         self.topology = topology
         self.state = state
+        self.listed = set(nsmod.listed() if listed is None else listed)  # namespaces that can be entered, as of now
         self._links: dict[str, dict[str, LinkInfo]] = {}
         self._addrs: dict[str, dict[int, list[rtnl.Addr]]] = {}
+
+    def exists(self, ns: str) -> bool:
+        """A namespace of that name can be entered (as listed when this observation began)."""
+        return ns in self.listed
 
     def links(self, ns: str) -> dict[str, LinkInfo]:
         if ns not in self._links:
@@ -103,9 +108,15 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
     """What `topology` owns in the target namespace (and in the namespaces it made for that
     target: `target` is names.target_id of it)."""
     obs = Observation(topology)
-    view = View(nss, topology, state_dir)
+    listed = nsmod.listed()
+    view = View(nss, topology, state_dir, listed)
     host = nss.host
     obs.links = view.links("")
+    # every namespace this observation reads: its sockets opened in one trip of the thread that
+    # enters namespaces (the topology's namespaces, those it borrows, its veths' peers)
+    mine = sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & view.listed))
+    peers = {li.mark[3][0] for li in obs.links.values() if li.mark and li.mark[0] == topology and li.mark[1] == "veth" and li.mark[3]}
+    nss.open(sorted(set(mine) | (peers & view.listed)))
     by_index = {li.index: li for li in obs.links.values()}
     owned_index: dict[int, str] = {}
     for li in obs.links.values():
@@ -121,8 +132,7 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
         obs.add(rt)
 
     # namespaces: vnet's default names start with the topology's; ownership is the mark on lo
-    listed = nsmod.listed()
-    for name in sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & set(listed))):
+    for name in mine:
         lo = view.links(name).get("lo")
         mark = lo.mark if lo else None
         owner = mark[0] if mark else None

@@ -268,6 +268,34 @@ class Namespaces:
             self._others[ns] = Namespace(ns)
         return self._others[ns]
 
+    def open(self, names: list[str]) -> None:
+        """Open the rtnetlink sockets of many namespaces in one trip of the thread that enters
+        them (observing reads hundreds; a trip each was a third of a no-op apply). A namespace
+        that cannot be entered is left to fail when it is used, as it would have."""
+        todo = []
+        for name in names:
+            try:
+                ns = self.get(name)
+            except VnetError:
+                continue  # gone since it was listed
+            if ns._nl is None and ns.path is not None:
+                todo.append(ns)
+
+        def inside() -> list[socket.socket | None]:
+            socks: list[socket.socket | None] = []
+            for ns in todo:
+                try:
+                    _enter(ns.path)  # type: ignore[arg-type]
+                    socks.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+                except OSError:
+                    socks.append(None)
+            return socks
+
+        if todo:
+            for ns, sock in zip(todo, _hop(inside)):
+                if sock is not None:
+                    ns.adopt(sock)
+
     def forget(self, ns: str) -> None:
         if ns in self._others:
             self._others.pop(ns).close()

@@ -8,7 +8,6 @@ from typing import Iterable
 
 from vnet import names
 from vnet.drivers import netlink
-from vnet.drivers import ns as nsmod
 from vnet.facts import HostFacts, bridge_name, endpoint_netns, guest_mac
 from vnet.kinds.address import address, observed_addresses
 from vnet.kinds.base import Ctx, Kind
@@ -124,6 +123,7 @@ class Veth(LinkKind):
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out = []
         t = topo.name
+        nets: dict[str, object] = {}  # addressing of each network, worked out once
         for ep_name, ep in topo.endpoints.items():
             if not isinstance(ep, NetnsSpec):
                 continue
@@ -144,7 +144,9 @@ class Veth(LinkKind):
             )
             if ep.address:
                 out.append(address(ns, ep.ifname, ep.address))
-                addr = addressing(topo, ep.network)
+                if ep.network not in nets:
+                    nets[ep.network] = addressing(topo, ep.network)
+                addr = nets[ep.network]
                 if addr.gateway is not None:
                     out.append(make("route", ns_key(ns, "default"), ns=ns, dst="default", gateway=str(addr.gateway), ifname=ep.ifname))
             if ep.address6:
@@ -158,7 +160,7 @@ class Veth(LinkKind):
         extra = li.mark[3]
         peer_ns = extra[0] if extra else None
         attrs = dict(mark=view.alias(li), master=li.master, mac=li.mac, mtu=li.mtu, peer_ns=peer_ns, peer_name=None, peer_mac=None, peer_mark=None)
-        if peer_ns and nsmod.exists(peer_ns):
+        if peer_ns and view.exists(peer_ns):
             inner_owned: dict[int, str] = {}
             for p in view.links(peer_ns).values():
                 if p.mark and p.mark[:3] == (view.topology, "veth-peer", li.mark[2]):
