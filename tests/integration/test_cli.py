@@ -148,7 +148,7 @@ def test_os_errors_are_one_line_naming_the_path_and_the_fix(world, tmp_path):
         "under /proc": ([], "/proc/vnet-test-state", "cannot be made there"),
     }
     if shutil.which("unshare"):  # a read-only file system, mounted in a mount namespace of its own
-        cases["read-only"] = (["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o ro tmpfs {ro} && exec "$0" "$@"'], ro, "read-only")
+        cases["read-only"] = (["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o ro,mode=0755 tmpfs {ro} && exec "$0" "$@"'], ro, "read-only")
     for case, (wrap, state, words) in cases.items():
         for command in ("apply", "destroy"):
             argv = [*wrap, VNET, "--netns", world.host, "--state-dir", str(state), command, str(path)]

@@ -80,7 +80,7 @@ class Runner:
         if not self.journal.exists():
             return self._undo(done)  # failed before anything was journaled, so before any change
         try:
-            self.recover()
+            self.recover(say_each=False)  # the failure is what the user hears of; undone steps are not news
             return True
         except VnetError as exc:
             self.ctx.log(str(exc))
@@ -100,7 +100,7 @@ class Runner:
             self.phase, self.ctx.undoing = "run", False
         return ok
 
-    def recover(self) -> None:
+    def recover(self, say_each: bool = True) -> None:
         """Converge every resource the journaled run touched to what it was before that run."""
         journal = self.journal
         journal.close(remove=False)  # this run's records are all written: read them back
@@ -127,8 +127,11 @@ class Runner:
             have = {rid: r for rid, r in obs.owned.items() if rid in before}
             for action in diff([r for r in before.values() if r is not None], have):
                 try:
-                    self.execute(action)
-                    self.ctx.log(f"undone: {action.describe()}")
+                    # what the host holds now, completed (a ruleset's text: then only the elements
+                    # that differ change, and the counters of the others live on)
+                    self.execute(self.complete(action))
+                    if say_each:
+                        self.ctx.log(f"undone: {action.describe()}")
                 except Exception as exc:  # keep going; report at the end
                     errors.append(f"'{action.describe()}': {exc}")
         finally:

@@ -31,12 +31,13 @@ def _trusted_owner(st: os.stat_result) -> bool:
     return st.st_uid in (0, os.geteuid())
 
 
-def _check(path: Path, st: os.stat_result, what: str) -> None:
+def _check(state: Path, path: Path, st: os.stat_result) -> None:
+    what = "the state directory" if path == state else f"its parent {path}"
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeStateDir(f"{path} ({what}) is not a directory; point --state-dir at a directory")
+        raise UnsafeStateDir(f"{state}: {what} is not a directory; point --state-dir at a directory")
     if not _trusted_owner(st):
-        raise UnsafeStateDir(f"{path} ({what}) is owned by uid {st.st_uid}, not by root: vnet would run what it holds as root; "
-                             f"use a directory root owns (chown root {path})")
+        raise UnsafeStateDir(f"{state}: {what} is owned by uid {st.st_uid}, not by root: vnet would run what it holds as root; "
+                             f"use a directory root owns (chown root {path}), or another --state-dir")
 
 
 def check_parents(path: Path) -> None:
@@ -45,10 +46,12 @@ def check_parents(path: Path) -> None:
             st = parent.stat()
         except FileNotFoundError:
             continue
-        _check(parent, st, "a parent of the state directory")
+        except NotADirectoryError:
+            raise UnsafeStateDir(f"{path}: a parent of the state directory is not a directory; point --state-dir at a directory") from None
+        _check(path, parent, st)
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-            raise UnsafeStateDir(f"{parent} (a parent of the state directory) is writable by group or others without the sticky bit: "
-                                 f"they could swap the state directory; chmod go-w {parent}, or choose another --state-dir")
+            raise UnsafeStateDir(f"{path}: its parent {parent} is writable by group or others without the sticky bit, so they could "
+                                 f"swap the state directory; chmod go-w {parent}, or choose another --state-dir")
 
 
 def secure(path: Path | str, create: bool) -> Path:
@@ -67,10 +70,13 @@ def secure(path: Path | str, create: bool) -> Path:
                 except FileExistsError:
                     pass
                 except OSError as exc:
-                    raise VnetError(f"cannot create the state directory {d}: {exc.strerror}; choose another --state-dir") from None
+                    raise VnetError(f"{path}: the state directory cannot be made there ({(exc.strerror or str(exc)).lower()}); "
+                                    "point --state-dir at a directory vnet can write") from None
         return path
-    _check(path, st, "the state directory")
+    except NotADirectoryError:
+        raise UnsafeStateDir(f"{path}: a parent of the state directory is not a directory; point --state-dir at a directory") from None
+    _check(path, path, st)
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UnsafeStateDir(f"{path} (the state directory) is writable by group or others: they could make vnet run anything as root; "
-                             f"chmod go-w {path}")
+        raise UnsafeStateDir(f"{path}: the state directory is writable by group or others, who could make vnet run anything as root; "
+                             f"chmod go-w {path}, or choose another --state-dir")
     return path
