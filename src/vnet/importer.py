@@ -444,6 +444,11 @@ def analyse(host: Host, name: str = "imported") -> Imported:
             net["uplink"] = uplinks[0].name
         elif not baddrs:
             net["mode"] = "isolated"
+            # the endpoints' addresses say which subnet the network uses (the file needs it for them)
+            nets = {str(ipaddress.IPv4Interface(a.cidr).network) for p in ports for ns in [_endpoint_ns(host, p)] if ns
+                    for a in ns.addrs if a.ifname == p.peer}
+            if len(nets) == 1:
+                net["subnet"] = nets.pop()
         else:
             gw = ipaddress.IPv4Interface(baddrs[0].cidr)
             subnet = str(gw.network)
