@@ -119,8 +119,7 @@ def made(world):
     names: list[str] = []
     yield names
     for n in names:
-        if nsmod.exists(n):
-            subprocess.run(["ip", "netns", "pids", n], capture_output=True)
+        if nsmod.exists(n) or nsmod.half_made(n):
             nsmod.remove(n)
 
 
