@@ -293,3 +293,18 @@ def export(topo: Topology, fmt: str) -> dict[str, str] | str:
     from vnet import export as _export
 
     return _export.export(topo, fmt)
+
+
+def import_host(netns: str | None = None, name: str = "imported") -> str:
+    """`vnet import`: a topology file (text) describing the hand-made network on the target."""
+    from vnet.adopt import import_host as _import
+
+    return _import(netns, name).text()
+
+
+def adopt(path: Path | str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR):
+    """`vnet adopt`: take over what an imported file describes, without rebuilding it (marks, then
+    apply; hand-made NAT rules and dnsmasq replaced by vnet's own). Returns vnet.adopt.Adopted."""
+    from vnet.adopt import adopt as _adopt
+
+    return _adopt(path, netns, state_dir)

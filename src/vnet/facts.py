@@ -72,7 +72,7 @@ def _ports(topo: Topology) -> list[Port]:
     for ep_name, ep in topo.endpoints.items():
         if isinstance(ep, TunSpec) or getattr(ep, "network", None) is None:
             continue
-        ifname = names.endpoint_tap(t, ep_name, ep.ifname) if isinstance(ep, TapSpec) else names.veth_host(t, ep_name)
+        ifname = names.endpoint_tap(t, ep_name, ep.ifname) if isinstance(ep, TapSpec) else names.endpoint_veth(t, ep_name, ep.host_ifname)
         ip = known_address(topo, ep_name, ep.network)
         out.append(Port(ifname, guest_mac(topo, ep_name), str(ip) if ip else None, ep.isolated, ep.spoofing, ep.rate))
     for vm_name, vm in topo.vms.items():

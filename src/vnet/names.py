@@ -52,6 +52,11 @@ def veth_host(topology: str, endpoint: str) -> str:
     return ifname("ve", topology, endpoint)
 
 
+def endpoint_veth(topology: str, endpoint: str, given: str | None) -> str:
+    """A netns endpoint's veth end on the host: the name the topology gives, else vnet's own."""
+    return given or veth_host(topology, endpoint)
+
+
 def netns(topology: str, endpoint: str) -> str:
     return f"{topology}-{endpoint}"
 

@@ -36,7 +36,7 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
     for net_name in topo.networks:
         path_of[bridge_name(topo, net_name)] = f"networks.{net_name}.bridge"
     for ep_name in topo.endpoints:
-        for name in (names.tap(t, ep_name), names.veth_host(t, ep_name), getattr(topo.endpoints[ep_name], "ifname", None)):
+        for name in (names.tap(t, ep_name), names.veth_host(t, ep_name), getattr(topo.endpoints[ep_name], "host_ifname", None), getattr(topo.endpoints[ep_name], "ifname", None)):
             if name:
                 path_of.setdefault(name, f"endpoints.{ep_name}")
 
@@ -57,7 +57,7 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
             add(Problem(f"endpoints.{r.get('mark').split(':')[3]}", f"network namespace {r.key} exists and belongs to {_owner_text((owner,) if owner else None)}", fix))
 
     for ep_name, ep in topo.endpoints.items():
-        if isinstance(ep, NetnsSpec) and ep.netns and not nsmod.exists(ep.netns):
+        if isinstance(ep, NetnsSpec) and ep.netns and not ep.own_netns and not nsmod.exists(ep.netns):
             add(Problem(f"endpoints.{ep_name}.netns", f"network namespace {ep.netns} does not exist", "create it first (ip netns add), or omit netns: to let vnet make one"))
 
     owned_bridges = {r.key for r in want if r.kind == "bridge"}

@@ -53,7 +53,7 @@ class Bridge(LinkKind):
             br = bridge_name(topo, net_name)
             # a fixed MAC keeps the bridge's address stable as ports come and go; in bridged mode
             # the bridge takes the uplink's MAC instead, so the LAN sees the host unchanged
-            mac = None if net.mode == "bridged" else names.local_mac(topo.name, net_name, "bridge")
+            mac = net.mac or (None if net.mode == "bridged" else names.local_mac(topo.name, net_name, "bridge"))
             out.append(make("bridge", br, mark=names.link_mark(topo.name, "bridge", net_name, net.mode), mtu=net.mtu, mac=mac))
             addr = addressing(topo, net_name)
             if addr.gateway is not None and addr.subnet is not None:
@@ -131,7 +131,7 @@ class Veth(LinkKind):
             out.append(
                 make(
                     "veth",
-                    names.veth_host(t, ep_name),
+                    names.endpoint_veth(t, ep_name, ep.host_ifname),
                     mark=names.link_mark(t, "veth", ep_name, ns),
                     master=bridge_name(topo, ep.network) if ep.network else None,
                     mac=names.local_mac(t, ep_name, "host"),

@@ -357,6 +357,9 @@ class NetworkSpec(Strict):
         None, description="nat: egress interface (default: the default route's); bridged: the NIC that joins"
     )
     mtu: int | None = Field(None, ge=68, le=65521, description="MTU of the bridge and its ports (at most 65521, the largest a tap takes)")
+    mac: Mac | None = Field(
+        None, description="the bridge's MAC (kept as is by `vnet adopt`); default stable 02:… from names (bridged: the uplink's)"
+    )
     dhcp: Annotated[DhcpSpec | None, BeforeValidator(_shorthand)] = Field(
         None, description="serve DHCP on this network (dnsmasq supervised by vnet); `true` for defaults"
     )
@@ -414,6 +417,10 @@ class NetnsSpec(PortPolicy):
     netns: Annotated[str, AfterValidator(_name)] | None = Field(
         None, description="namespace name; default <topology>-<endpoint>; an existing one is borrowed"
     )
+    own_netns: bool = Field(
+        False, description="with netns: the namespace is vnet's all the same (made when missing, deleted on destroy), as `vnet adopt` takes it"
+    )
+    host_ifname: IfName | None = Field(None, description="the veth's end on the host (bridge port); default ve-<topology>-<endpoint>")
     ifname: IfName = Field("eth0", description="interface name inside the namespace")
     address: Interface | None = Field(
         None, description="address with prefix; `dhcp`: vnet runs a DHCP client in the namespace; omit: the link only"

@@ -629,7 +629,7 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
         if isinstance(ep, (TapSpec, TunSpec)):
             claim_ifname(names.endpoint_tap(topo.name, ep_name, ep.ifname), f"{path}.ifname")
         elif isinstance(ep, NetnsSpec):
-            claim_ifname(names.veth_host(topo.name, ep_name), path)
+            claim_ifname(names.endpoint_veth(topo.name, ep_name, ep.host_ifname), f"{path}.host_ifname" if ep.host_ifname else path)
         mac = getattr(ep, "mac", None)
         if mac:
             if mac in macs:
@@ -669,6 +669,8 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
     netns_names: dict[str, str] = {}
     for ep_name, ep in topo.endpoints.items():
         if isinstance(ep, NetnsSpec):
+            if ep.own_netns and not ep.netns:
+                add(Problem(f"endpoints.{ep_name}.own_netns", "says the namespace is vnet's but names none", "add netns: <name>, or omit own_netns (vnet then makes its own)"))
             ns = names.endpoint_netns(topo.name, ep_name, ep.netns)
             if ns in netns_names:
                 add(Problem(f"endpoints.{ep_name}.netns", f"namespace {ns!r} is also used by endpoints.{netns_names[ns]}", "one endpoint per namespace"))
