@@ -323,7 +323,7 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
     networks, interfaces = _networks(topo, planned, rows, leases_, vms)
     claim = eng.claims.read(topo.name)
     counts = {op: sum(1 for a in planned.actions if a.op == op) for op in ("create", "update", "delete")}
-    stale = [lease for lease in leases_ if not lease["in_subnet"] and not lease["expired"]]
+    stale = [lease for lease in leases_ if lease["subnet"] is not None and not lease["in_subnet"] and not lease["expired"]]
     notes: list[str] = []
     if claim is None and not obs.owned:
         state = "not_applied"

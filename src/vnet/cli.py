@@ -210,7 +210,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     if report["leases"] and a.output == "wide":
         things.append(_table("DHCP leases", LEASE_COLUMNS, [{**x, "remaining": "infinite" if x["remaining"] is None else f"{x['remaining']}s"}
                                                            for x in report["leases"]]))
-    for row in report["resources"]:  # what differs, said as such
+    for row in report["resources"] if report["state"] != "not_applied" else ():  # what differs, said as such
         if row["state"] == "drift":
             diffs = "; ".join(f"{k}: {d['have']} → {d['want']}" for k, d in row["differs"].items())
             things.append(f"[red]drift[/]: {row['kind']} {row['name']} ({diffs})")
