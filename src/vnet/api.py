@@ -170,7 +170,10 @@ def _rows(planned: Planned, nss) -> list[dict]:
             row["state"] = "missing"
             if r.kind == "sysctl":
                 # the record of the value before is what is missing, not the value itself
-                value = nss.get(r.get("ns")).call(sysctl.read, r.get("path"))
+                try:
+                    value = nss.get(r.get("ns")).call(sysctl.read, r.get("path"))
+                except (OSError, VnetError):
+                    value = None  # its namespace is not there (yet)
                 if value == r.get("value"):
                     row["state"] = "unrecorded"
                     row["note"] = (f"the kernel has it at {value} already; vnet has no record of the value before "
