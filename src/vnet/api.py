@@ -130,27 +130,258 @@ def forward_counters(topology: str, netns: str | None = None) -> list[dict]:
         ns.close()
 
 
-def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> dict:
-    planned = engine(topo.name, netns, state_dir, host).status(topo)
+def _plain(value):
+    """A resource attribute as JSON has it: tuples as lists, frozen dicts (pairs) as objects."""
+    if isinstance(value, tuple):
+        if value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value):
+            return {k: _plain(v) for k, v in value}
+        return [_plain(v) for v in value]
+    return value
+
+
+def _lease_json(lease: dnsmasq.Lease, topo: Topology, now: float) -> dict:
+    """A lease with its expiry as an absolute time (epoch seconds, None: infinite) and the seconds
+    left as a number, and whether its address is inside the network's subnet as the file says it."""
+    import ipaddress
+
+    from vnet.spec.validate import addressing
+
+    subnet = addressing(topo, lease.network).subnet if lease.network in topo.networks else None
+    in_subnet = subnet is not None and ipaddress.IPv4Address(lease.address) in subnet
+    infinite = lease.expires == 0
+    return {
+        "network": lease.network, "mac": lease.mac, "address": lease.address, "name": lease.name or None,
+        "expires_at": None if infinite else lease.expires,
+        "remaining": None if infinite else max(0, int(lease.expires - now)),
+        "expired": not infinite and lease.expires <= now,
+        "in_subnet": in_subnet,
+        "subnet": str(subnet) if subnet else None,
+    }
+
+
+STATES = ("ok", "unrecorded", "missing", "drift", "extra")  # of one resource, from best to worst
+
+
+def _rows(planned: Planned, nss) -> list[dict]:
+    from vnet.drivers import sysctl
+
     owned = planned.observation.owned
-
-    def row(r: Resource, state: str) -> dict:
-        return {"kind": r.kind, "name": r.key, "details": r.describe().partition(" (")[2].rstrip(")"), "state": state}
-
     rows = []
     for r in planned.desired:
         have = owned.get(r.id)
-        rows.append(row(have or r, "missing" if have is None else ("ok" if matches(r, have) else "drift")))
+        row = {"kind": r.kind, "name": r.key, "state": "ok", "attrs": _plain(dict((have or r).attrs)), "differs": {}, "note": None}
+        if have is None:
+            row["state"] = "missing"
+            if r.kind == "sysctl":
+                # the record of the value before is what is missing, not the value itself
+                try:
+                    value = nss.get(r.get("ns")).call(sysctl.read, r.get("path"))
+                except (OSError, VnetError):
+                    value = None  # its namespace is not there (yet)
+                if value == r.get("value"):
+                    row["state"] = "unrecorded"
+                    row["note"] = (f"the kernel has it at {value} already; vnet has no record of the value before "
+                                   "(an empty or new state directory): apply records it, so destroy can put it back")
+                else:
+                    row["note"] = f"the kernel has it at {value}" if value is not None else "the kernel has no such switch"
+        elif not matches(r, have):
+            row["state"] = "drift"
+            row["differs"] = {k: {"want": _plain(v), "have": _plain(have.get(k))} for k, v in r.attrs if v is not None and have.get(k) != v}
+        rows.append(row)
     want_ids = {r.id for r in planned.desired}
-    rows += [row(r, "extra") for rid, r in owned.items() if rid not in want_ids]
+    rows += [{"kind": r.kind, "name": r.key, "state": "extra", "attrs": _plain(dict(r.attrs)), "differs": {},
+              "note": "vnet made it, the file no longer declares it: apply removes it"}
+             for rid, r in owned.items() if rid not in want_ids]
+    return rows
+
+
+def _worst(states) -> str:
+    found = [s for s in states if s]
+    return max(found, key=STATES.index) if found else "missing"
+
+
+def _vm_process(topo: Topology, planned: Planned, name: str, state: Path) -> dict:
+    from vnet.drivers import process
+    from vnet.kinds.vm import stopped
+
+    f = qemuargs.files(state, name)
+    pid = process.running(f["pid"])
+    r = planned.observation.owned.get(f"vm:{name}")
+    argv = list(r.get("argv")) if r is not None else []
+
+    def opt(flag: str) -> str | None:
+        return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
+
+    vm = topo.vms[name]
+    return {
+        "name": name,
+        "state": "running" if pid else ("stopped" if stopped(state, name) else "not running"),
+        "stopped_by_user": stopped(state, name),
+        "pid": pid,
+        "accel": opt("-accel") or vm.accel,
+        "memory": opt("-m") or vm.memory,
+        "cpus": int(opt("-smp") or vm.cpus),
+        "console": str(f["serial"]) if pid and f["serial"].exists() else None,
+        "console_log": str(f["console"]),
+    }
+
+
+def _networks(topo: Topology, planned: Planned, rows: list[dict], leases_: list[dict], vms: dict[str, dict]) -> tuple[list[dict], dict]:
+    """One view per network: mode, subnets, gateway, uplink, bridge and the members on it; and the
+    mapping from every tap and veth name vnet makes to its endpoint or VM."""
+    from vnet import names
+    from vnet.facts import bridge_name, guest_mac
+    from vnet.spec.models import NetnsSpec, TapSpec
+    from vnet.spec.validate import addressing, known_address
+
+    obs = planned.observation
+    state_of_row = {(r["kind"], r["name"]): r["state"] for r in rows}
+    by_mac: dict[tuple[str, str], dict] = {}
+    for lease in leases_:
+        by_mac.setdefault((lease["network"], lease["mac"].lower()), lease)
+    interfaces: dict[str, dict] = {}
+    nets = []
+    for net_name, net in topo.networks.items():
+        addr = addressing(topo, net_name)
+        br = bridge_name(topo, net_name)
+        li = obs.links.get(br)
+        uplink = net.uplink or (obs.default_uplink if net.mode == "nat" else None)
+        members = []
+
+        def member(name: str, kind: str, mac: str, host_if: str, fixed, resources: list[tuple[str, str]], hashed: bool, nic=None):
+            lease = by_mac.get((net_name, mac.lower()))
+            if fixed is not None:
+                address = {"address": str(fixed), "source": "fixed"}
+            elif lease is not None:
+                address = {"address": lease["address"], "source": "lease", "expires_at": lease["expires_at"],
+                           "remaining": lease["remaining"], "in_subnet": lease["in_subnet"]}
+            else:
+                address = None
+            state = _worst(state_of_row.get(k) for k in resources if k in state_of_row)
+            if kind == "vm" and state == "ok":
+                state = vms[name]["state"] if vms[name]["state"] != "running" else "ok"
+            if kind == "vm" and vms[name]["stopped_by_user"] and state == "ok":
+                state = "stopped"
+            host = obs.links.get(host_if)
+            entry = {"name": name, "kind": kind, "nic": nic, "mac": mac, "address": address, "host_if": host_if,
+                     "host_if_hashed": hashed, "host_if_up": bool(host and host.up), "state": state}
+            members.append(entry)
+            interfaces[host_if] = {"network": net_name, ("vm" if kind == "vm" else "endpoint"): name, "nic": nic,
+                                   "kind": "tap" if kind in ("tap", "vm") else "veth", "hashed": hashed}
+
+        for ep_name, ep in topo.endpoints.items():
+            if getattr(ep, "network", None) != net_name:
+                continue
+            if isinstance(ep, TapSpec):
+                host_if = names.endpoint_tap(topo.name, ep_name, ep.ifname)
+                member(ep_name, "tap", guest_mac(topo, ep_name), host_if, None, [("tap", host_if)],
+                       hashed=not ep.ifname and host_if != f"vt-{topo.name}-{ep_name}")
+            elif isinstance(ep, NetnsSpec):
+                host_if = names.veth_host(topo.name, ep_name)
+                ns = names.endpoint_netns(topo.name, ep_name, ep.netns)
+                member(ep_name, "netns", guest_mac(topo, ep_name), host_if, known_address(topo, ep_name, net_name),
+                       [("veth", host_if), ("netns", ns)], hashed=host_if != f"ve-{topo.name}-{ep_name}")
+        for vm_name, vm in topo.vms.items():
+            for i, nic in enumerate(vm.nics):
+                if nic.network != net_name:
+                    continue
+                host_if = qemuargs.nic_tap(topo, vm_name, i)
+                member(vm_name, "vm", qemuargs.nic_mac(topo, vm_name, i), host_if, nic.address,
+                       [("tap", host_if), ("vm", vm_name)], hashed=not nic.ifname and host_if != f"vt-{topo.name}-{vm_name}{i}", nic=i)
+        stale = [lease for lease in leases_ if lease["network"] == net_name and not lease["in_subnet"] and not lease["expired"]]
+        nets.append({
+            "name": net_name,
+            "mode": net.mode,
+            "subnets": [str(addr.subnet)] if addr.subnet else [],
+            "gateway": str(addr.gateway) if addr.gateway else None,
+            "uplink": uplink,
+            "bridge": {"name": br, "present": li is not None, "up": bool(li and li.up), "mac": li.mac if li else None,
+                       "mtu": li.mtu if li else None, "state": state_of_row.get(("bridge", br), "missing")},
+            "dhcp": {"range": [str(a) for a in dhcp_range(topo, net_name)], "lease": net.dhcp.lease} if net.dhcp else None,
+            "members": members,
+            "stale_leases": len(stale),
+        })
+    return nets, interfaces
+
+
+def dhcp_range(topo: Topology, net_name: str):
+    from vnet.spec.validate import dhcp_range as rng
+
+    return rng(topo, net_name)
+
+
+def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> dict:
+    """What the host holds of `topo` and whether it matches the file, per network and per resource.
+
+    `state` is one of: not_applied (nothing of it here and no claim), in_sync, drift (apply would
+    change something: `changes` counts what it creates, changes and removes; rows say what
+    differs), stale_leases (in sync, but DHCP clients hold leases outside the subnet the file
+    gives now, from before a subnet change). `notes` explain it in words."""
+    from vnet.drivers.ns import Namespaces
+
+    eng = engine(topo.name, netns, state_dir, host)
+    planned = eng.status(topo)
+    obs = planned.observation
+    now = time.time()
+    with Namespaces(netns) as nss:
+        rows = _rows(planned, nss)
+    leases_ = [_lease_json(lease, topo, now) for lease in leases(topo.name, state_dir, netns)]
+    vms = {name: _vm_process(topo, planned, name, eng.state) for name in topo.vms}
+    networks, interfaces = _networks(topo, planned, rows, leases_, vms)
+    claim = eng.claims.read(topo.name)
+    counts = {op: sum(1 for a in planned.actions if a.op == op) for op in ("create", "update", "delete")}
+    stale = [lease for lease in leases_ if lease["subnet"] is not None and not lease["in_subnet"] and not lease["expired"]]
+    notes: list[str] = []
+    if claim is None and not obs.owned:
+        state = "not_applied"
+        notes.append(f"{topo.name} is not applied here: `vnet apply` makes it ({counts['create']} objects)")
+    elif planned.actions:
+        state = "drift"
+        extra = [r for r in rows if r["state"] == "extra"]
+        if extra and len(extra) == len(obs.owned) and len(obs.owned) > 0:
+            notes.append(f"this file declares none of the {len(extra)} objects vnet made for {topo.name}: `vnet apply` of it would "
+                         f"REMOVE ALL {len(extra)} (the same as `vnet destroy`)"
+                         + (f"; they were applied from {claim.source}" if claim is not None and claim.source else ""))
+        else:
+            parts = []
+            if counts["create"]:
+                parts.append(f"create {counts['create']} (missing)")
+            if counts["update"]:
+                parts.append(f"change {counts['update']} (drift)")
+            if counts["delete"]:
+                parts.append(f"REMOVE {counts['delete']} (extra: made by vnet, no longer in the file)")
+            notes.append("`vnet apply` would " + ", ".join(parts))
+        unrecorded = [r for r in rows if r["state"] == "unrecorded"]
+        if unrecorded:
+            notes.append(f"{len(unrecorded)} forwarding switch(es) are at 1 already, but vnet has no record of their value before "
+                         "(an empty or new --state-dir): apply only records them")
+    elif stale:
+        state = "stale_leases"
+    else:
+        state = "in_sync"
+    if stale:
+        nets = sorted({lease["network"] for lease in stale})
+        notes.append(f"{len(stale)} DHCP client(s) hold leases outside the subnet of {', '.join(nets)} (from before a subnet change): "
+                     "they keep the old address, gateway and DNS server until they renew — restart them, or renew the lease "
+                     "(longest left: " + f"{max((x['remaining'] or 0) for x in stale)}s)")
+    for vm in vms.values():
+        if vm["stopped_by_user"]:
+            notes.append(f"VM {vm['name']} was stopped by `vnet vm stop`: apply leaves it stopped; `vnet vm start` starts it")
     return {
         "topology": topo.name,
         "netns": netns,
-        "in_sync": not planned.actions,
+        "state": state,
+        "in_sync": state == "in_sync",
+        "applied_from": claim.source if claim is not None else None,
+        "changes": counts,
+        "notes": notes,
         "recovered": planned.recovered,  # what was said of an interrupted run this call undid, if any
+        "networks": networks,
+        "interfaces": interfaces,
+        "vms": list(vms.values()),
         "resources": rows,
         "forwards": forward_counters(topo.name, netns),
-        "leases": [lease.to_json() for lease in leases(topo.name, state_dir, netns)],
+        "leases": leases_,
         "dhcp_clients": dhcp_clients(topo.name, netns, state_dir),  # what vnet's clients hold (`address: dhcp`)
     }
 
@@ -308,3 +539,85 @@ def adopt(path: Path | str, netns: str | None = None, state_dir: Path | str = DE
     from vnet.adopt import adopt as _adopt
 
     return _adopt(path, netns, state_dir)
+
+
+# --- VM lifecycle: `vnet vm start|stop|restart|console` ---------------------------------------
+#
+# A stopped VM is the user's wish, kept as a mark in the state directory (`vm-NAME.stopped`): the
+# VM kind leaves it out of desired state, so plan and apply leave it stopped (its taps stay) until
+# `vm start` clears the mark. `vm start` runs the engine on that VM alone: its create (or its
+# restart, when the file changed it) and the creation of its missing taps, journaled and rolled
+# back like any apply; other pending changes wait for `vnet apply`.
+
+
+def _vm_engine(topo: Topology, vm: str, netns: str | None, state_dir: Path | str, what: str) -> Engine:
+    from vnet.engine import require_net_admin
+
+    if vm not in topo.vms:
+        raise VnetError(f"no VM named {vm!r} in {topo.name} (known: {', '.join(topo.vms) or 'none'})")
+    require_net_admin(what)
+    eng = engine(topo.name, netns, state_dir)
+    if eng.claims.read(topo.name) is None:
+        raise VnetError(f"{topo.name} is not applied here: `vnet apply` it first (that starts VM {vm} too)")
+    return eng
+
+
+def vm_stop(topo: Topology, vm: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR,
+            timeout: float | None = None, mark: bool = True) -> str:
+    """Stop a VM gracefully (ACPI powerdown through QMP, a bounded wait, then kill) and, with
+    `mark`, keep it stopped across apply. Says how it ended: powered off, killed or not running."""
+    from vnet.drivers import qemu
+
+    eng = _vm_engine(topo, vm, netns, state_dir, "vm stop")
+    f = qemuargs.files(eng.state, vm)
+    with eng._locked():
+        if mark:
+            tmp = f["stopped"].with_name(f["stopped"].name + ".tmp")
+            tmp.write_text(f"stopped by `vnet vm stop` at {int(time.time())}\n")
+            tmp.replace(f["stopped"])  # first: a stop cut short still leaves it wanted stopped
+        how = qemu.shutdown(eng.state, vm, timeout)
+        for k in ("argv", "agent", "qmp", "serial"):
+            f[k].unlink(missing_ok=True)
+    return how
+
+
+def vm_start(topo: Topology, vm: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR,
+             source: Path | str | None = None, log: Callable[[str], None] | None = None) -> list[Action]:
+    """Start a VM as the file describes it (and clear `vm stop`'s mark): the engine runs that VM's
+    actions alone. Returns them (none: it runs as the file says already)."""
+    from vnet.drivers.ns import Namespaces
+
+    eng = _vm_engine(topo, vm, netns, state_dir, "vm start")
+    if log is not None:
+        eng.log = log
+    f = qemuargs.files(eng.state, vm)
+    taps = {qemuargs.nic_tap(topo, vm, i) for i in range(len(topo.vms[vm].nics))}
+    with eng._locked(), Namespaces(netns) as nss:
+        eng._recover(nss)
+        was_stopped = f["stopped"].exists()
+        f["stopped"].unlink(missing_ok=True)
+        try:
+            with eng._host_locked():
+                planned = eng._plan(nss, topo, _source(source))
+            actions = [a for a in planned.actions
+                       if (a.resource.kind == "vm" and a.resource.key == vm and a.op != "delete")
+                       or (a.resource.kind == "tap" and a.resource.key in taps and a.op == "create")]
+            eng._runner(nss).run(actions)
+        except BaseException:
+            if was_stopped:
+                f["stopped"].write_text("stopped by `vnet vm stop`; `vnet vm start` failed\n")
+            raise
+    return actions
+
+
+def console_socket(topology: str, vm: str, state_dir: Path | str = DEFAULT_STATE_DIR, netns: str | None = None) -> Path:
+    """The VM's serial console socket (ttyS0), for an interactive console; VnetError if it is not
+    running or was started by a vnet without one."""
+    from vnet.drivers import process
+
+    f = qemuargs.files(state_of(topology, netns, state_dir), vm)
+    if process.running(f["pid"]) is None:
+        raise VnetError(f"VM {vm} of {topology} is not running: `vnet vm start FILE {vm}` starts it")
+    if not f["serial"].exists():
+        raise VnetError(f"VM {vm} has no console socket (started by an older vnet): `vnet vm restart FILE {vm}` gives it one")
+    return f["serial"]

@@ -6,7 +6,8 @@ the engine, the drivers and rich (for tables) come in only for the commands that
 
 Exit codes: 0 done; 1 an error (one line on stderr, naming the path or field and the fix);
 2 an invalid topology file or a usage error; `plan --exit-code` 0 no changes, 2 changes pending,
-1 any error; 130 interrupted (Ctrl-C), after apply or destroy undid what that run changed.
+1 any error; `status` 0 in sync, 1 drift or stale DHCP leases, 3 not applied; 130 interrupted
+(Ctrl-C), after apply or destroy undid what that run changed.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ def _where(a: argparse.Namespace) -> dict:
     return {"netns": a.netns, "state_dir": a.state_dir}
 
 
-def _rich_print(*things) -> None:
+def _rich_print(*things, width: int | None = None) -> None:
     from rich.console import Console
 
-    console = Console()
+    console = Console(width=width)
     for thing in things:
         console.print(thing, highlight=False)
 
@@ -142,29 +143,86 @@ def cmd_destroy(a: argparse.Namespace) -> int:
     return 0
 
 
+STATUS_EXIT = {"in_sync": 0, "drift": 1, "stale_leases": 1, "not_applied": 3}
+STATE_COLOUR = {"ok": "green", "unrecorded": "cyan", "missing": "yellow", "drift": "red", "extra": "magenta",
+                "stopped": "blue", "not running": "yellow"}
+
+
+def _address(addr: dict | None) -> str:
+    if addr is None:
+        return "-"
+    if addr["source"] == "fixed":
+        return f"{addr['address']} (fixed)"
+    left = "infinite" if addr["remaining"] is None else f"{addr['remaining']}s left"
+    outside = ", [red]OUTSIDE the subnet[/]" if not addr["in_subnet"] else ""
+    return f"{addr['address']} (lease, {left}{outside})"
+
+
+def _attrs(attrs: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in attrs.items() if v not in (None, "", [], {}) and k not in ("digest",))
+
+
 def cmd_status(a: argparse.Namespace) -> int:
     from vnet import api, spec
 
     report = api.status(spec.load(a.topology), **_where(a), host=a.host)
     if a.output == "json":
         _print_json(report)
-        return 0
+        return STATUS_EXIT[report["state"]]
     from rich.table import Table
 
-    table = Table(title=f"topology {report['topology']}" + (f" in netns {a.netns}" if a.netns else ""))
-    for col in ("kind", "name", "details", "state"):
-        table.add_column(col)
-    colour = {"ok": "green", "missing": "yellow", "drift": "red", "extra": "magenta"}
-    for row in report["resources"]:
-        table.add_row(row["kind"], row["name"], row["details"], f"[{colour[row['state']]}]{row['state']}[/]")
-    things = [table]
+    where = f" in netns {a.netns}" if a.netns else ""
+    things: list = []
+    for net in report["networks"]:
+        br = net["bridge"]
+        head = [net["mode"], ", ".join(net["subnets"]) or "no subnet"]
+        if net["gateway"]:
+            head.append(f"gateway {net['gateway']}")
+        if net["uplink"]:
+            head.append(f"uplink {net['uplink']}")
+        head.append(f"bridge {br['name']} ({'up' if br['up'] else 'down' if br['present'] else 'missing'})")
+        if net["dhcp"]:
+            head.append(f"DHCP {net['dhcp']['range'][0]}–{net['dhcp']['range'][1]}")
+        table = Table(title=f"network {net['name']}: " + ", ".join(head), title_justify="left")
+        for col in ("member", "kind", "MAC", "address", "host interface", "state"):
+            table.add_column(col)
+        for m in net["members"]:
+            name = m["name"] + (f" nic{m['nic']}" if m["nic"] is not None else "")
+            st = m["state"]
+            table.add_row(name, m["kind"], m["mac"], _address(m["address"]),
+                          m["host_if"] + (" (hashed)" if m["host_if_hashed"] else ""), f"[{STATE_COLOUR.get(st, 'white')}]{st}[/]")
+        things.append(table)
+    if report["vms"]:
+        things.append(_table("VMs", {"name": "VM", "state": "state", "pid": "pid", "accel": "accel", "memory": "memory", "cpus": "cpus"},
+                             [{**v, "pid": v["pid"] or "-"} for v in report["vms"]]))
+    if a.output == "wide":
+        table = Table(title=f"resources of {report['topology']}{where}", title_justify="left")
+        for col in ("kind", "name", "state", "details"):
+            table.add_column(col, overflow="fold")
+        for row in report["resources"]:
+            details = _attrs({k: v for k, v in row["attrs"].items() if k not in ("argv", "inputs")})
+            if row["kind"] == "vm":
+                details = " ".join(row["attrs"].get("argv") or [])
+            table.add_row(row["kind"], row["name"], f"[{STATE_COLOUR[row['state']]}]{row['state']}[/]", details)
+        things.append(table)
     if report["forwards"]:
         things.append(_table("port forwards", FORWARD_COLUMNS, report["forwards"]))
-    if report["leases"]:
-        things.append(_table("DHCP leases", LEASE_COLUMNS, report["leases"]))
-    things.append("in sync" if report["in_sync"] else "NOT in sync: run `vnet apply` to repair")
-    _rich_print(*things)
-    return 0 if report["in_sync"] else 1
+    if report["leases"] and a.output == "wide":
+        things.append(_table("DHCP leases", LEASE_COLUMNS, [{**x, "remaining": "infinite" if x["remaining"] is None else f"{x['remaining']}s"}
+                                                           for x in report["leases"]]))
+    for row in report["resources"] if report["state"] != "not_applied" else ():  # what differs, said as such
+        if row["state"] == "drift":
+            diffs = "; ".join(f"{k}: {d['have']} → {d['want']}" for k, d in row["differs"].items())
+            things.append(f"[red]drift[/]: {row['kind']} {row['name']} ({diffs})")
+        elif row["state"] in ("missing", "extra", "unrecorded"):
+            things.append(f"[{STATE_COLOUR[row['state']]}]{row['state']}[/]: {row['kind']} {row['name']}" + (f" — {row['note']}" if row["note"] else ""))
+    state = report["state"]
+    words = {"in_sync": "[green]in sync[/]", "drift": "[red]drift[/]", "not_applied": "[yellow]not applied[/]",
+             "stale_leases": "[yellow]in sync, but DHCP clients hold stale leases[/]"}[state]
+    things.append(f"{report['topology']}{where}: {words}")
+    things += [f"  {note}" for note in report["notes"]]
+    _rich_print(*things, width=None if sys.stdout.isatty() else 160)
+    return STATUS_EXIT[state]
 
 
 LEASE_COLUMNS = {"network": "network", "mac": "mac", "address": "address", "name": "name", "remaining": "expires in"}
@@ -251,6 +309,87 @@ def cmd_console(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vm_stop(a: argparse.Namespace) -> int:
+    from vnet import api, spec
+
+    how = api.vm_stop(spec.load(a.topology), a.vm, **_where(a), timeout=a.timeout)
+    tail = {"powered off": "the guest powered off (ACPI powerdown)",
+            "killed": f"the guest did not power off within {a.timeout if a.timeout is not None else 'the'}s of the ACPI powerdown: killed",
+            "not running": "it was not running"}[how]
+    _say(f"VM {a.vm} stopped: {tail}; apply leaves it stopped until `vnet vm start`")
+    return 0
+
+
+def cmd_vm_start(a: argparse.Namespace) -> int:
+    from vnet import api, spec
+
+    actions = api.vm_start(spec.load(a.topology), a.vm, **_where(a), source=a.topology, log=_say)
+    _say(f"VM {a.vm} started" if actions else f"VM {a.vm} runs already as the file describes it")
+    return 0
+
+
+def cmd_vm_restart(a: argparse.Namespace) -> int:
+    from vnet import api, spec
+
+    topo = spec.load(a.topology)
+    how = api.vm_stop(topo, a.vm, **_where(a), timeout=a.timeout, mark=False)
+    _say(f"VM {a.vm}: {how}")
+    api.vm_start(topo, a.vm, **_where(a), source=a.topology, log=_say)
+    _say(f"VM {a.vm} restarted")
+    return 0
+
+
+ESCAPE = b"\x1d"  # Ctrl-]
+
+
+def cmd_vm_console(a: argparse.Namespace) -> int:
+    """Relay the terminal to the VM's serial console socket until Ctrl-] (or the VM stops)."""
+    import select
+    import socket
+
+    from vnet import api
+
+    path = api.console_socket(api.topology_name(a.topology), a.vm, state_dir=a.state_dir, netns=a.netns)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(str(path))
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    saved = None
+    if os.isatty(stdin):
+        import termios
+        import tty
+
+        saved = termios.tcgetattr(stdin)
+        tty.setraw(stdin)
+    print(f"console of VM {a.vm} (Ctrl-] leaves; one client at a time)\r", file=sys.stderr, flush=True)
+    code = 0
+    try:
+        while True:
+            ready, _, _ = select.select([conn, stdin], [], [])
+            if conn in ready:
+                data = conn.recv(65536)
+                if not data:
+                    print("\r\nthe console closed: the VM stopped\r", file=sys.stderr, flush=True)
+                    code = 1
+                    break
+                os.write(stdout, data)
+            if stdin in ready:
+                data = os.read(stdin, 4096)
+                if not data:
+                    break
+                if ESCAPE in data:
+                    conn.sendall(data.split(ESCAPE, 1)[0])
+                    break
+                conn.sendall(data)
+    finally:
+        conn.close()
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+    print("\r\nleft the console", file=sys.stderr, flush=True)
+    return code
+
+
 def cmd_doctor(a: argparse.Namespace) -> int:
     from vnet import doctor as doc
 
@@ -309,6 +448,33 @@ def cmd_export(a: argparse.Namespace) -> int:
     for name, text in out.items():
         (target / name).write_text(text)
         _say(f"wrote {target / name}")
+    return 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    from vnet import api
+
+    text = api.import_host(a.netns, a.name)
+    if a.file:
+        from pathlib import Path
+
+        Path(a.file).write_text(text)
+        _say(f"wrote {a.file}: review it, then `vnet adopt {a.file}` takes the network over without rebuilding it")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_adopt(a: argparse.Namespace) -> int:
+    from vnet import api
+
+    done = api.adopt(a.topology, **_where(a))
+    for act in getattr(done, "actions", []):
+        _say(act.describe())
+    for what in ("marked", "removed_rules", "stopped"):
+        for item in getattr(done, what, None) or []:
+            _say(f"{what.replace('_', ' ')}: {item}")
+    _say(f"adopted {a.topology}: `vnet plan` shows no changes; `vnet destroy` removes exactly what was imported")
     return 0
 
 
@@ -405,6 +571,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-outside", action="store_true", help="leave the outside out")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds a probe waits for its answer (default 1)")
 
+    p = command("import", cmd_import, "write a topology file describing a network built by hand on the target (what it cannot say: comments)")
+    p.add_argument("--name", default="imported", help="the topology's name in the file (default: imported)")
+    p.add_argument("-f", "--file", metavar="FILE", help="write it here (default: standard output)")
+
+    p = command("adopt", cmd_adopt, "take over an imported network without rebuilding it (its rules and dnsmasq become vnet's)")
+    p.add_argument("topology", help="topology file (YAML), as `vnet import` wrote it")
+
     p = command("enable", cmd_enable, "install a systemd unit that applies the topology at boot (and destroys it at shutdown)")
     p.add_argument("topology", help="topology file (YAML)")
     p.add_argument("--unit-dir", metavar="DIR", help="where the unit goes (default: /etc/systemd/system)")
@@ -426,9 +599,13 @@ def parser() -> argparse.ArgumentParser:
     p = command("list", cmd_list, "every topology applied in the target namespace: file, networks, counts, sync state")
     _output(p, ("table", "json"))
 
-    p = command("status", cmd_status, "show networks, links, addresses and endpoints, and whether each matches the file")
+    p = command("status", cmd_status, "one table per network (members with MAC, address, host interface, state) and whether the host matches the file",
+                "One table per network: mode, subnets, gateway, uplink, bridge, and its members (endpoints and VM NICs) "
+                "with MAC, address (fixed or leased), host-side tap or veth and state; then what differs. "
+                "Exit 0 in sync, 1 drift (or DHCP clients holding leases from before a subnet change), 3 not applied. "
+                "-o wide adds every resource with its details; -o json is the same as objects and numbers.")
     p.add_argument("topology", help="topology file (YAML)")
-    _output(p, ("table", "json"))
+    _output(p, ("table", "wide", "json"))
 
     p = command("leases", cmd_leases, "list current DHCP leases of the topology's networks (MAC, IP, name, expiry)")
     p.add_argument("topology", help="topology file (YAML)")
@@ -443,6 +620,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("topology", help="topology file (YAML)")
     p.add_argument("vm", help="the VM's name in the file")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what it prints (tail -f)")
+
+    p = command("vm", None, "start, stop, restart a VM, or attach to its serial console")
+    vm = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    def vm_command(name: str, func, help: str, timeout: bool = False) -> None:
+        s = vm.add_parser(name, help=help, description=help)
+        _globals(s, top=False)
+        s.add_argument("topology", help="topology file (YAML)")
+        s.add_argument("vm", help="the VM's name in the file")
+        if timeout:
+            s.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                           help="how long the guest may take to power off after the ACPI powerdown before it is killed (default 30)")
+        s.set_defaults(func=func, parser=s)
+
+    vm_command("start", cmd_vm_start, "start a VM as the file describes it (also one `vm stop` stopped)")
+    vm_command("stop", cmd_vm_stop, "shut a VM down (ACPI powerdown, a bounded wait, then kill); apply leaves it stopped until `vm start`", timeout=True)
+    vm_command("restart", cmd_vm_restart, "shut a VM down gracefully and start it again", timeout=True)
+    vm_command("console", cmd_vm_console, "attach the terminal to a VM's serial console (interactive; Ctrl-] leaves)")
 
     p = command("doctor", cmd_doctor, "explain host settings that get in the way of vnet's networks (firewalls, br_netfilter)")
     _output(p, ("text", "json"))
@@ -525,7 +720,7 @@ def run(argv: list[str] | None = None) -> int:
         p.print_help()
         return 2
     a = p.parse_args(argv)
-    if getattr(a, "func", None) is None:  # `vnet sandbox` alone
+    if getattr(a, "func", None) is None:  # `vnet sandbox` or `vnet vm` alone
         (getattr(a, "parser", None) or p).print_help()
         return 2
     from pathlib import Path

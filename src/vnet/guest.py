@@ -22,7 +22,7 @@ from pathlib import Path
 from vnet.errors import VnetError
 
 MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-           "failover", "net_failover", "virtio_net")
+           "failover", "net_failover", "virtio_net", "evdev", "button")
 
 INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /etc /run
@@ -32,6 +32,7 @@ INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 for m in {modules}; do insmod /lib/modules/$m.ko 2>/dev/null; done
 ip link set lo up
+acpid -c /etc/acpi -l /tmp/acpid.log  # ACPI power button (QMP system_powerdown): power off
 echo "VNET-BOOTED $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
 for dev in $(ls /sys/class/net); do
   [ "$dev" = lo ] && continue
@@ -65,6 +66,14 @@ while read -r id b64 <&3; do
   out=$(sh /tmp/cmd 2>&1); rc=$?
   printf 'VNET-BEGIN %s\\n%s\\nVNET-END %s %s\\n' "$id" "$out" "$id" "$rc" >&3
 done
+"""
+
+
+# run by busybox acpid on the ACPI power button event (what QEMU's system_powerdown presses)
+POWEROFF = """#!/bin/sh
+echo "VNET-POWERDOWN $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
+sync
+poweroff -f
 """
 
 
@@ -108,6 +117,7 @@ def build_initrd(dest_dir: Path) -> Path:
         "init": INIT.format(modules=" ".join(MODULES)).encode(),
         "udhcpc.sh": UDHCPC.encode(),
         "agent.sh": AGENT.encode(),
+        "etc/acpi/PWRF/00000080": POWEROFF.encode(),
     }
     bb = Path(busybox).read_bytes()
     key = hashlib.sha256(b"".join([bb, *files.values(), *(d for _, d in modules)])).hexdigest()[:12]
@@ -116,7 +126,7 @@ def build_initrd(dest_dir: Path) -> Path:
     if target.exists():
         return target
     d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
-    entries = [("bin", d, b""), ("lib", d, b""), ("lib/modules", d, b""), ("etc", d, b""),
+    entries = [("bin", d, b""), ("lib", d, b""), ("lib/modules", d, b""), ("etc", d, b""), ("etc/acpi", d, b""), ("etc/acpi/PWRF", d, b""),
                ("bin/busybox", x, bb), ("bin/sh", stat.S_IFLNK | 0o777, b"busybox")]
     entries += [(name, x, data) for name, data in files.items()]
     entries += [(f"lib/modules/{m}.ko", f, data) for m, data in modules]

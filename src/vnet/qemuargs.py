@@ -72,9 +72,11 @@ def _opt(value: str) -> str:
 
 def files(state: Path, vm_name: str) -> dict[str, Path]:
     """The VM's files in the state directory. `pid` is written by vnet (the pid it started), never
-    by QEMU; `log` is QEMU's stderr; `argv` the record of what was started."""
+    by QEMU; `log` is QEMU's stderr; `argv` the record of what was started; `console` the serial
+    console's log and `serial` its socket (`vnet vm console`); `stopped` marks a VM that `vnet vm
+    stop` stopped (apply leaves it stopped until `vnet vm start`)."""
     base = state / f"vm-{vm_name}"
-    return {k: Path(f"{base}.{k}") for k in ("pid", "console", "agent", "qmp", "argv", "log")}
+    return {k: Path(f"{base}.{k}") for k in ("pid", "console", "serial", "agent", "qmp", "argv", "log", "stopped")}
 
 
 TINY_APPEND = "console=ttyS0 quiet panic=-1 rdinit=/init"
@@ -82,7 +84,7 @@ TINY_APPEND = "console=ttyS0 quiet panic=-1 rdinit=/init"
 DEFAULT_USER = "vnet-qemu"
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 # descriptors QEMU finds open: made by vnet, named in the command line by number
-FD_QMP, FD_AGENT, FD_CONSOLE, FD_KERNEL, FD_INITRD = 3, 4, 5, 6, 7
+FD_QMP, FD_AGENT, FD_CONSOLE, FD_KERNEL, FD_INITRD, FD_SERIAL = 3, 4, 5, 6, 7, 8
 ADD_USER = "useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin"
 
 
@@ -223,8 +225,10 @@ def argv(
     if sandbox:
         out += ["-sandbox", SANDBOX]
     out += [
-        # ttyS0: the console, kept as a log (a file vnet made and gave to QEMU's user)
-        "-chardev", f"file,id=console,path=/dev/fd/{FD_CONSOLE}", "-serial", "chardev:console",
+        # ttyS0: the console, a listening socket for `vnet vm console` (one client at a time),
+        # everything it prints also kept as a log (a file vnet made and gave to QEMU's user)
+        "-chardev", f"socket,id=console,fd={FD_SERIAL},server=on,wait=off,logfile=/dev/fd/{FD_CONSOLE}",
+        "-serial", "chardev:console",
         # ttyS1: a guest agent may listen here; both sockets listen already, made by vnet
         "-chardev", f"socket,id=agent,fd={FD_AGENT},server=on,wait=off", "-serial", "chardev:agent",
         "-chardev", f"socket,id=qmp,fd={FD_QMP},server=on,wait=off", "-mon", "chardev=qmp,mode=control",

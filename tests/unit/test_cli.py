@@ -19,7 +19,7 @@ from vnet.resources import make
 
 VNET = str(Path(sys.executable).with_name("vnet"))
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-COMMANDS = ("validate", "plan", "apply", "destroy", "list", "status", "leases", "qemu-args", "console", "doctor", "schema", "sandbox")
+COMMANDS = ("validate", "plan", "apply", "destroy", "list", "status", "leases", "qemu-args", "console", "vm", "doctor", "schema", "sandbox")
 
 
 def vnet(*args: str, state: Path | None = None) -> subprocess.CompletedProcess:

@@ -820,7 +820,7 @@ def test_state_files_are_passed_by_descriptor_and_the_pid_record_is_named():
     assert f"secret,id=vnet-pidfile,data={STATE / 'vm-web.pid'}" in argv
     assert argv[argv.index("-m") + 1] == "512M"
     assert argv[argv.index("-smp") + 1] == "2"
-    assert f"file,id=console,path=/dev/fd/{qemuargs.FD_CONSOLE}" in argv
+    assert f"socket,id=console,fd={qemuargs.FD_SERIAL},server=on,wait=off,logfile=/dev/fd/{qemuargs.FD_CONSOLE}" in argv
     assert f"socket,id=qmp,fd={qemuargs.FD_QMP},server=on,wait=off" in argv
     assert f"socket,id=agent,fd={qemuargs.FD_AGENT},server=on,wait=off" in argv
     assert argv[argv.index("-name") + 1] == "lab-web"

@@ -6,6 +6,10 @@ can enter, vnet makes and hands over open: the listening QMP and agent sockets, 
 (owned by QEMU's user, so it can reopen it through /dev/fd), and the tiny guest's kernel and initrd.
 QEMU's stderr goes to `vm-<name>.log`.
 
+Stopping is graceful first: the ACPI power button through QMP (`system_powerdown`), then a bounded
+wait for the guest to power off (QEMU then exits), then SIGTERM and SIGKILL. The tiny guest powers
+off on the button (busybox acpid); a guest that ignores it is killed once the wait is over.
+
 The pid file is vnet's own record of the process it started, written by root: QEMU never writes it
 (a pid file written by the confined process could name any process to be signalled). The command
 line names that record (an inert `-object secret`), which is how `process.running` and
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -28,6 +33,8 @@ from vnet.errors import VnetError
 from vnet.resources import Resource, make
 
 START_TIMEOUT = 30.0  # seconds until QEMU greets on QMP: it has parsed its options and opened its files
+POWERDOWN_TIMEOUT = float(os.environ.get("VNET_POWERDOWN_TIMEOUT", "30"))  # for the guest to power off on ACPI
+QEMU = "qemu-system-x86_64"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -148,8 +155,8 @@ def create(nss: Namespaces, state: Path, r: Resource) -> None:
     sockets: list[socket.socket] = []
     pid = None
     try:
-        qmp, agent = _listener(f["qmp"]), _listener(f["agent"])
-        sockets += [qmp, agent]
+        qmp, agent, serial = _listener(f["qmp"]), _listener(f["agent"]), _listener(f["serial"])
+        sockets += [qmp, agent, serial]
         f["console"].unlink(missing_ok=True)  # a fresh log per boot
         console = os.open(f["console"], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         opened.append(console)
@@ -158,7 +165,8 @@ def create(nss: Namespaces, state: Path, r: Resource) -> None:
         opened.append(log)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         opened.append(null)
-        given = {qemuargs.FD_QMP: qmp.fileno(), qemuargs.FD_AGENT: agent.fileno(), qemuargs.FD_CONSOLE: console}
+        given = {qemuargs.FD_QMP: qmp.fileno(), qemuargs.FD_AGENT: agent.fileno(), qemuargs.FD_CONSOLE: console,
+                 qemuargs.FD_SERIAL: serial.fileno()}
         for fd, path in inputs.items():
             given[fd] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             opened.append(given[fd])
@@ -175,6 +183,9 @@ def create(nss: Namespaces, state: Path, r: Resource) -> None:
         pid = os.posix_spawnp(full[0], full, {"PATH": SAFE_PATH, "LC_ALL": "C"}, file_actions=actions, setsid=True)
         process.record(f["pid"], pid)
         _wait_ready(pid, f["qmp"], START_TIMEOUT)
+        # QEMU runs now (nsenter and setpriv have exec'd): the pid, its start time and the boot
+        # name this process alone, so `process.running` knows it as this VM's
+        process._write_ident(ident, {"exe": exe, "pid": pid, "start": process.start_time(pid), "boot": process._boot_id()})
     except BaseException as exc:
         if pid is not None:
             process.stop_pids([pid], timeout=5.0)
@@ -193,10 +204,60 @@ def create(nss: Namespaces, state: Path, r: Resource) -> None:
             os.close(fd)
 
 
+def qmp(path: Path, command: str, timeout: float = 5.0) -> dict:
+    """Run one QMP command on a VM's monitor socket; its reply (`return` or `error`)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(b'{"execute": "qmp_capabilities"}\n' + json.dumps({"execute": command, "id": "vnet"}).encode() + b"\n")
+        received = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+            *lines, received = received.split(b"\n")
+            for line in lines:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(msg, dict) and msg.get("id") == "vnet":
+                    return msg
+    raise VnetError(f"QEMU did not answer {command} on {path} within {timeout:.0f}s")
+
+
+def shutdown(state: Path, name: str, timeout: float | None = None) -> str:
+    """Stop a VM: ACPI powerdown through QMP, a bounded wait for the guest to power off, then
+    SIGTERM and SIGKILL. Says how it ended: "powered off", "killed" (the guest ignored the power
+    button for `timeout` seconds, or QMP did not answer) or "not running"."""
+    f = qemuargs.files(state, name)
+    timeout = POWERDOWN_TIMEOUT if timeout is None else timeout
+    pid = process.running(f["pid"])
+    how = "not running"
+    if pid is not None:
+        how = "killed"
+        try:
+            pressed = "return" in qmp(f["qmp"], "system_powerdown", timeout=min(5.0, max(timeout, 0.5)))
+        except (OSError, VnetError):
+            pressed = False
+        if pressed:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                _reap(pid)  # our child while the vnet that started it runs
+                if process.is_gone(pid):
+                    how = "powered off"
+                    break
+                time.sleep(0.05)
+    process.stop(f["pid"], timeout=10.0)  # what is left: SIGTERM, then SIGKILL; the records go
+    return how
+
+
 def delete(nss: Namespaces, state: Path, r: Resource) -> None:
+    shutdown(state, r.key)
     f = qemuargs.files(state, r.key)
-    process.stop(f["pid"], timeout=10.0)
-    for k in ("argv", "agent", "qmp"):
+    for k in ("argv", "agent", "qmp", "serial"):
         f[k].unlink(missing_ok=True)
 
 

@@ -1,4 +1,9 @@
-"""QEMU guests, supervised: a tap per NIC (made by vnet, opened by QEMU by name) and the process."""
+"""QEMU guests, supervised: a tap per NIC (made by vnet, opened by QEMU by name) and the process.
+
+A VM that `vnet vm stop` stopped is marked so in the state directory (`vm-NAME.stopped`): its
+taps stay, but the process is not wanted, so `plan` and `apply` leave it stopped until `vnet vm
+start` clears the mark. That mark, the user's own wish, is the one thing desired state reads from
+the host's state directory."""
 
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class Vm(Kind):
             vhost = facts.vhost_net and qemuargs.device_usable("/dev/vhost-net", user)
             argv = qemuargs.argv(topo, vm_name, facts.state, kvm=facts.kvm, vhost=vhost, tiny=facts.tiny_guest, user=user)
             inputs = qemuargs.inputs(topo, vm_name, facts.tiny_guest)
+            if stopped(facts.state, vm_name):
+                continue  # `vnet vm stop`: stays stopped
             out.append(make("vm", vm_name, {"argv": argv, "inputs": inputs}, digest=qemu.digest(argv, inputs)))
         return out
 
@@ -56,6 +63,14 @@ class Vm(Kind):
 
     def sweep(self, ctx: Ctx, r: Resource, obs) -> None:
         process.kill_named(str(qemuargs.files(ctx.state, r.key)["pid"]))
+
+
+def stopped(state, vm_name: str) -> bool:
+    """Whether `vnet vm stop` stopped this VM (and `vnet vm start` has not started it since)."""
+    try:
+        return qemuargs.files(state, vm_name)["stopped"].is_file()
+    except OSError:
+        return False
 
 
 KINDS = (Vm(),)
