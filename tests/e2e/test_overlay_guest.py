@@ -9,7 +9,7 @@ import time
 
 from vnet import guest, qemuargs
 from vnet.drivers import dnsmasq
-from vnet.engine import state_root
+from vnet.engine.statedir import target_root as state_root
 
 from tests.integration.test_overlay import hosts  # noqa: F401 — the three-host sandbox fixture
 

@@ -191,7 +191,7 @@ def test_three_hosts_static(hosts):
         assert api.plan(spec.load_text(text), netns=h, state_dir=hosts.state).actions == [], h
 
     # three hosts on one machine keep their state apart, each under its own target namespace
-    assert all((hosts.state / "netns" / h / t / "claim.json").exists() for h in hosts.sb.host_names)
+    assert all((api.state_of(t, h, hosts.state) / "claim.json").exists() for h in hosts.sb.host_names)
     a, b, c = f"{t}-a", f"{t}-b", f"{t}-c"
     vx, br = f"vx-{t}-lan", f"vb-{t}-lan"
     # only each host's own endpoints; one flood entry per other host
