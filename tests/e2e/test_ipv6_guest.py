@@ -42,7 +42,7 @@ def test_guest_takes_slaac_address_and_resolves_aaaa(world):
     before = snapshot.take(world.host)
     host6 = sandbox.host_ipv6(world.host)
     world.apply(topo)
-    state = world.state / topo.name
+    state = world.state_of(topo.name)
     agents = {vm: guestmod.Agent(qemuargs.files(state, vm)["agent"]) for vm in topo.vms}
     for a in agents.values():
         a.wait_ready(timeout=180)

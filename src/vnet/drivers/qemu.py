@@ -181,11 +181,10 @@ def create(nss: Namespaces, state: Path, r: Resource) -> None:
         full = nss.host.argv(argv)  # nsenter and setpriv exec in place: the pid is QEMU's
         process.expect(f["pid"], next(a for a in argv if Path(a).name.startswith("qemu-system-")))
         pid = os.posix_spawnp(full[0], full, {"PATH": SAFE_PATH, "LC_ALL": "C"}, file_actions=actions, setsid=True)
+        # the pid, its start time and the boot name this process alone (they stay the same as
+        # nsenter and setpriv exec into QEMU), so `process.running` knows it as this VM's
         process.record(f["pid"], pid)
         _wait_ready(pid, f["qmp"], START_TIMEOUT)
-        # QEMU runs now (nsenter and setpriv have exec'd): the pid, its start time and the boot
-        # name this process alone, so `process.running` knows it as this VM's
-        process._write_ident(ident, {"exe": exe, "pid": pid, "start": process.start_time(pid), "boot": process._boot_id()})
     except BaseException as exc:
         if pid is not None:
             process.stop_pids([pid], timeout=5.0)
