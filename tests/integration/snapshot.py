@@ -59,9 +59,13 @@ _COUNTERS = re.compile(r"counter packets \d+ bytes \d+")
 _CHAIN_COUNTERS = re.compile(r"\[\d+:\d+\]")
 
 
+_LEASED = re.compile(r"(set leased \{[^}]*?)\n\s*elements = \{[^}]*\}", re.S)
+
+
 def _nft(ns: str) -> str:
-    # packet counters (iptables-nft puts one on every rule) tick with traffic by themselves
-    return _COUNTERS.sub("counter", _run(ns, "nft", "list", "ruleset"))
+    # packet counters (iptables-nft puts one on every rule) tick with traffic by themselves, and
+    # the addresses DHCP snooping learned (set `leased`, with timeouts) come and go with leases
+    return _LEASED.sub(r"\1", _COUNTERS.sub("counter", _run(ns, "nft", "list", "ruleset")))
 
 
 def _iptables(ns: str) -> str:

@@ -90,6 +90,7 @@ SCHEMA = obj({
     "resources": {"type": "array", "items": RESOURCE},
     "forwards": {"type": "array"},
     "leases": {"type": "array", "items": LEASE},
+    "dhcp_clients": {"type": "array", "items": {"type": "object"}},  # what vnet's DHCP clients hold (`address: dhcp`)
 })
 
 TOPOLOGY = """\
