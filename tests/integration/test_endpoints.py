@@ -233,7 +233,8 @@ def _reboot(world, topo, endpoints: list[str]) -> None:
             check.run_in(world.host, ["ip", "link", "del", name])
     check.run_in(world.host, ["nft", "delete", "table", "inet", names.nft_table(topo.name)])
     for child in world.state.iterdir():
-        if child.name != ".lib":
+        # the sandbox's own files (its LAN's dnsmasq) are the outside world's, not the host's /run
+        if child.name not in (".lib", "sandbox"):
             subprocess.run(["rm", "-rf", str(child)], check=True)
 
 
