@@ -109,22 +109,14 @@ def _routes(ns: Namespace, by_index: dict[int, str]) -> list[importer.Route]:
 
 def _dnsmasqs(target: str | None) -> list[importer.Dnsmasq]:
     """dnsmasq processes in the target namespace that vnet did not start."""
-    try:
-        want = os.stat(nsmod.NETNS_DIR / target if target else "/proc/self/ns/net")
-    except OSError:
-        return []
     out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
+    for pid in nsmod.pids_in(target):
+        p = Path(f"/proc/{pid}")
         try:
             if (p / "comm").read_text().strip() != "dnsmasq":
                 continue
-            s = os.stat(p / "ns" / "net")
             argv = (p / "cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
         except OSError:
-            continue
-        if (s.st_dev, s.st_ino) != (want.st_dev, want.st_ino):
             continue
         config = ""
         for k, v in importer.dnsmasq_options(argv, ""):

@@ -56,10 +56,10 @@ def half_made(name: str) -> bool:
     return path.exists() and not exists(name)
 
 
-def pids_in(name: str) -> list[int]:
-    """The processes whose network namespace is the named one."""
+def pids_in(name: str | None) -> list[int]:
+    """The processes whose network namespace is the named one (None: the one vnet runs in)."""
     try:
-        st = (NETNS_DIR / name).stat()
+        st = os.stat(NETNS_DIR / name if name else "/proc/self/ns/net")
     except FileNotFoundError:
         return []
     out = []
