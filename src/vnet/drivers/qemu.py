@@ -130,18 +130,26 @@ def _wait_ready(pid: int, qmp: Path, timeout: float) -> None:
             if not chunk:
                 time.sleep(0.05)  # QEMU closed the connection: it is exiting
                 continue
-            received += chunk
-            *lines, received = received.split(b"\n")
-            for line in lines:
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(msg, dict) and msg.get("id") == "vnet-ready":
-                    if "return" in msg:
-                        return
-                    raise VnetError(f"QEMU answered query-status with {msg.get('error')}")
+            msg, received = _reply(received + chunk, "vnet-ready")
+            if msg is not None:
+                if "return" in msg:
+                    return
+                raise VnetError(f"QEMU answered query-status with {msg.get('error')}")
     raise TimeoutError
+
+
+def _reply(received: bytes, ident: str) -> tuple[dict | None, bytes]:
+    """The QMP reply with id `ident` among the complete lines received (events and greetings are
+    passed over), and what is left of an unfinished line."""
+    *lines, rest = received.split(b"\n")
+    for line in lines:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and msg.get("id") == ident:
+            return msg, rest
+    return None, rest
 
 
 def create(nss: Namespaces, state: Path, r: Resource) -> None:
@@ -215,15 +223,9 @@ def qmp(path: Path, command: str, timeout: float = 5.0) -> dict:
             chunk = s.recv(65536)
             if not chunk:
                 break
-            received += chunk
-            *lines, received = received.split(b"\n")
-            for line in lines:
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(msg, dict) and msg.get("id") == "vnet":
-                    return msg
+            msg, received = _reply(received + chunk, "vnet")
+            if msg is not None:
+                return msg
     raise VnetError(f"QEMU did not answer {command} on {path} within {timeout:.0f}s")
 
 
