@@ -390,7 +390,7 @@ def adopt(path: Path | str, netns: str | None = None, state_dir: Path | str = DE
                     _mark_address(nss, r, m)
                 elif r.kind == "route":
                     _mark_route(nss, r, m)
-                elif r.kind == "sysctl":
+                elif r.kind in ("sysctl", "ifsysctl"):
                     _record_sysctl(nss, eng.record, r, m)
             # dnsmasq: the hand-made one stops, its leases move to vnet's, vnet's starts (in the apply)
             for r in want:

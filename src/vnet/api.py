@@ -172,7 +172,7 @@ def _rows(planned: Planned, nss) -> list[dict]:
         row = {"kind": r.kind, "name": r.key, "state": "ok", "attrs": _plain(dict((have or r).attrs)), "differs": {}, "note": None}
         if have is None:
             row["state"] = "missing"
-            if r.kind == "sysctl":
+            if r.kind in ("sysctl", "ifsysctl"):
                 # the record of the value before is what is missing, not the value itself
                 try:
                     value = nss.get(r.get("ns")).call(sysctl.read, r.get("path"))

@@ -177,8 +177,9 @@ def _line(r: Resource) -> list[str]:
     if k == "uplink":
         return [f"# bridged: move {r.key}'s addresses and routes to {r.get('bridge')} first (vnet does it with a check and a revert)",
                 _ip("", "link", "set", r.key, "master", r.get("bridge"))]
-    if k == "sysctl":
-        return [_q("sysctl", "-qw", f"{r.get('path').replace('/', '.')}={r.get('value')}")]
+    if k in ("sysctl", "ifsysctl"):
+        inside = ("ip", "netns", "exec", r.get("ns")) if r.get("ns") else ()
+        return [_q(*inside, "sysctl", "-qw", f"{r.get('path').replace('/', '.')}={r.get('value')}")]
     if k == "qdisc":
         return [_q("tc", "qdisc", "replace", "dev", r.key, "root", "handle", "1:", "tbf", "rate", f"{r.get('rate')}bit",
                    "burst", "32kb", "latency", "50ms")]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from vnet import names, qemuargs
 from vnet.facts import HostFacts, Port, bridge_name, ports, uplink_of
 from vnet.spec.models import TapSpec, port_span, rate_bits
-from vnet.spec.validate import addressing, addressing6, forward_target, known_address6, wants_service
+from vnet.spec.validate import addressing, addressing6, dhcp6_range, forward_target, known_address6, wants_service
 
 if TYPE_CHECKING:
     from vnet.spec.models import Topology
@@ -309,20 +309,40 @@ def link_local(mac: str) -> ipaddress.IPv6Address:
     return ipaddress.IPv6Address((0xFE80 << 112) | eui64(mac))
 
 
-def port_addresses6(topo: Topology, port: Port) -> list[ipaddress.IPv6Address]:
-    """What a port may send from and claim in IPv6: its link-local address (EUI-64 of its MAC), a
-    fixed `address6:` where it has one, and otherwise its SLAAC address in its network's /64."""
-    out = [link_local(port.mac)]
+def port_addresses6(topo: Topology, port: Port) -> list[ipaddress.IPv6Address] | None:
+    """What a port may send from and claim in IPv6, where vnet knows it: its link-local address
+    (EUI-64 of its MAC) and its fixed `address6:`, or its SLAAC address in its network's /64.
+    None where vnet cannot know it (a bridged network's prefix is the LAN's; DHCPv6 leases any
+    address of its range): such a port may use any address but a reserved one."""
     spec, net_name = _port_spec(topo, port.ifname)
     fixed = getattr(spec, "address6", None)
-    subnet6 = getattr(topo.networks[net_name], "subnet6", None) if net_name else None
     if fixed:
-        out.append(ipaddress.IPv6Interface(str(fixed)).ip)
-    elif subnet6:
-        net6 = ipaddress.IPv6Network(str(subnet6))
-        if net6.prefixlen == 64:
-            out.append(net6[eui64(port.mac)])
-    return out
+        return [link_local(port.mac), ipaddress.IPv6Interface(str(fixed)).ip]
+    net = topo.networks[net_name] if net_name else None
+    if net is not None and net.mode != "bridged" and not net.subnet6:
+        return [link_local(port.mac)]  # no IPv6 there but the link's own
+    if net is None or net.mode == "bridged" or dhcp6_range(topo, net_name) is not None:
+        return None
+    net6 = ipaddress.IPv6Network(str(net.subnet6))
+    if net6.prefixlen != 64:
+        return None
+    return [link_local(port.mac), net6[eui64(port.mac)]]
+
+
+def _reserved6(topo: Topology, port_list: list[Port]) -> list[ipaddress.IPv6Address]:
+    """IPv6 addresses no port may take unless they are its own: the gateways and services of
+    vnet's networks, their bridges' link-local addresses, and every port's known addresses."""
+    out: set[ipaddress.IPv6Address] = set()
+    for net_name, net in topo.networks.items():
+        if net.mode == "bridged":
+            continue
+        addr6 = addressing6(topo, net_name)
+        out.update(a for a in (addr6.gateway, addr6.service) if a is not None)
+        out.add(link_local(net.mac or names.local_mac(topo.name, net_name, "bridge")))
+    for port in port_list:
+        out.add(link_local(port.mac))
+        out.update(port_addresses6(topo, port) or ())
+    return sorted(out)
 
 
 def _port_spec(topo: Topology, ifname: str):
@@ -356,8 +376,12 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     # first packet after it is let through), for a minute; dnsmasq's lease script (vnet.snoop) then
     # sets the lease's own time, renews it, and removes it. Raw payloads, so both can write it.
     leased = _Set("leased", "", typeof=LEASED_KEY, flags="dynamic,timeout")
+    ip6_guarded = _Set("ip6_guarded", "ifname")  # ports whose IPv6 addresses vnet knows
     port_ip6 = _Set("port_ip6", "ifname . ipv6_addr")
     nd_target = _Set("nd_target", "", typeof="iifname . @th,64,128")  # a Neighbour Advertisement's target
+    free6_guarded = _Set("free6_guarded", "ifname")  # ports whose IPv6 addresses vnet does not know
+    reserved6 = _Set("reserved_ip6", "ipv6_addr")
+    reserved_nd = _Set("reserved_nd", "", typeof="@th,64,128")  # the same, as a target
     nd_mac = _Set("nd_mac", "", typeof="iifname . @th,208,48")  # … and its target link-layer address
     isolated_ports = _Set("isolated_ports", "ifname")
     service_ports = _Set("service_ports", "ifname")
@@ -383,7 +407,9 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
             guarded.elements.append(name)
             port_mac.elements.append(f"{name} . {port.mac}")
             nd_mac.elements.append(f"{name} . 0x{port.mac.replace(':', '')}")
-            for a6 in port_addresses6(topo, port):
+            known6 = port_addresses6(topo, port)
+            (ip6_guarded if known6 is not None else free6_guarded).elements.append(name)
+            for a6 in known6 or (link_local(port.mac),):  # a free port's own link-local is still its own
                 port_ip6.elements.append(f"{name} . {a6}")
                 nd_target.elements.append(f"{name} . 0x{int(a6):032x}")
             if port.address:
@@ -401,6 +427,10 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
             limits.append(f"  limit up{i} {{ rate over {bits // 8} bytes/second burst {upload_burst(bits)} bytes }}")
             upload.elements.append(f"{name} : \"up{i}\"")
     reserved.elements = sorted(reserved_ips, key=ipaddress.IPv4Address)
+    if free6_guarded.elements:
+        taken = _reserved6(topo, port_list)
+        reserved6.elements = [str(a) for a in taken]
+        reserved_nd.elements = [f"0x{int(a):032x}" for a in taken]
 
     prerouting = [
         "iifname @guarded iifname . ether saddr != @port_mac drop",
@@ -432,11 +462,14 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         # IPv6: from :: only address detection (neighbour solicitations, MLD reports)
         "iifname @guarded ip6 saddr :: meta l4proto != ipv6-icmp drop",
         "iifname @guarded ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop",
-        "iifname @guarded ip6 saddr != :: iifname . ip6 saddr != @port_ip6 drop",
+        "iifname @ip6_guarded ip6 saddr != :: iifname . ip6 saddr != @port_ip6 drop",
+        # an address vnet does not know: anything but a gateway's, a service's or another port's
+        "iifname @free6_guarded ip6 saddr @reserved_ip6 iifname . ip6 saddr != @port_ip6 drop",
         # a neighbour advertisement claims the port's own address for the port's own MAC, with no
         # option but the target link-layer address
         "iifname @guarded icmpv6 type nd-neighbor-advert ip6 length != { 24, 32 } drop",
-        "iifname @guarded icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd_target drop",
+        "iifname @ip6_guarded icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd_target drop",
+        "iifname @free6_guarded icmpv6 type nd-neighbor-advert @th,64,128 @reserved_nd iifname . @th,64,128 != @nd_target drop",
         "iifname @guarded icmpv6 type nd-neighbor-advert ip6 length 32 iifname . @th,208,48 != @nd_mac drop",
         "limit name iifname map @upload_limits drop",
     ]
@@ -447,8 +480,8 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         "iifname @isolated_ports oifname != @service_ports drop",
         "oifname @isolated_ports iifname != @service_ports drop",
     ]
-    sets = [guarded, port_mac, ip_guarded, port_ip, dhcp_guarded, free_guarded, reserved, leased, port_ip6,
-            nd_target, nd_mac, isolated_ports, service_ports, upload]
+    sets = [guarded, port_mac, ip_guarded, port_ip, dhcp_guarded, free_guarded, reserved, leased, ip6_guarded, port_ip6,
+            nd_target, free6_guarded, reserved6, reserved_nd, nd_mac, isolated_ports, service_ports, upload]
     needed = bool(guarded.elements or isolated_ports.elements or upload.elements)
     return _Guards(limits, sets, prerouting, forward, output, needed)
 

@@ -3,6 +3,7 @@ snooping's handling of what dnsmasq passes it."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def test_every_guarded_port_has_its_link_local_address_and_mac_for_nd():
             assert f'"{port.ifname}" . 0x{int(ll):032x}' in sets[("bridge", "nd_target")]
         else:
             assert not any(port.ifname in e for e in sets[("bridge", "port_ip6")])
+    # no network there has subnet6: a port's own link-local address is all it may use
+    assert sets[("bridge", "free6_guarded")] == []
     # the DHCP port is snooped, the fixed ones are held to their address, none is "free"
     assert sets[("bridge", "dhcp_guarded")] == [f'"{names.veth_host("grd", "evil")}"']
     assert sets[("bridge", "free_guarded")] == []
@@ -169,3 +172,33 @@ def test_reseed_takes_running_ipv4_leases_only(tmp_path):
         "add element bridge vnet-grd leased { 0x525400aabbcc . 0xc0a85064 timeout 120s }",
         "add element bridge vnet-grd leased { 0x525400aabbce . 0xc0a85066 }",
     ]
+
+
+def test_ipv6_port_addresses_are_known_only_where_vnet_decides_them():
+    topo = spec.load_text(
+        """
+name: six
+networks:
+  slaac: {mode: nat, subnet: 10.61.0.0/24, subnet6: "fd00:61::/64"}
+  leased: {mode: nat, subnet: 10.62.0.0/24, subnet6: "fd00:62::/64", dhcp6: true}
+  lan: {mode: bridged, uplink: eth0}
+  v4only: {mode: host, subnet: 10.63.0.0/24}
+endpoints:
+  fixed: {kind: netns, network: leased, address6: "fd00:62::10/64"}
+  auto: {kind: netns, network: slaac}
+  byd: {kind: netns, network: leased}
+  out: {kind: netns, network: lan}
+  v4: {kind: netns, network: v4only}
+"""
+    )
+    from vnet.facts import ports
+
+    by_name = {p.ifname: p for p in ports(topo)}
+    got = {ep: nftrules.port_addresses6(topo, by_name[names.veth_host("six", ep)]) for ep in ("fixed", "auto", "byd", "out", "v4")}
+    auto = by_name[names.veth_host("six", "auto")]
+    assert got["fixed"][1] == ipaddress.IPv6Address("fd00:62::10")
+    assert got["auto"] == [nftrules.link_local(auto.mac), ipaddress.IPv6Network("fd00:61::/64")[nftrules.eui64(auto.mac)]]
+    assert got["v4"] == [nftrules.link_local(by_name[names.veth_host("six", "v4")].mac)]
+    assert got["byd"] is None and got["out"] is None  # a DHCPv6 lease, the LAN's prefix: not vnet's to know
+    reserved = nftrules._reserved6(topo, list(by_name.values()))
+    assert ipaddress.IPv6Address("fd00:61::1") in reserved and ipaddress.IPv6Address("fd00:62::10") in reserved

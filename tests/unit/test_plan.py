@@ -16,7 +16,7 @@ from vnet.resources import Resource, make
 # creation order, as the kinds' `after` declare it: namespaces hold links, bridges hold ports,
 # links hold addresses, the firewall comes after the links it names, forwarding goes on once the
 # firewall guards it, services bind to addresses that exist, VMs start last (they open taps)
-ORDER = ("netns", "bridge", "tap", "veth", "vxlan", "macvlan", "qdisc", "address", "uplink", "route", "ruleset", "dhcp_script",
+ORDER = ("netns", "bridge", "tap", "veth", "vxlan", "macvlan", "qdisc", "ifsysctl", "address", "uplink", "route", "ruleset", "dhcp_script",
          "iptables", "sysctl", "service", "vm", "dhcpclient")
 
 

@@ -24,7 +24,7 @@ def observed_addresses(dump: dict[int, list[rtnl.Addr]], nskey: str, ifname: str
 
 class Address(Kind):
     name = "address"
-    after = ("bridge", "tap", "veth", "macvlan")
+    after = ("bridge", "tap", "veth", "macvlan", "ifsysctl")
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         netlink.create_address(ctx.nss, r)

@@ -4,12 +4,14 @@ same namespace still needs it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from vnet.drivers import sysctl
 from vnet.errors import VnetError
-from vnet.facts import HostFacts, bridge_name, uplink_of
+from vnet.facts import HostFacts, bridge_name, endpoint_netns, uplink_of
 from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make, ns_key
-from vnet.spec.models import Topology
+from vnet.spec.models import NetnsSpec, Topology
 
 HOST = ""
 
@@ -37,7 +39,8 @@ class Sysctl(Kind):
 
     def observe(self, view, obs) -> None:
         for r in sysctl.observe(view.nss, sysctl.SysctlRecord(view.state)):
-            obs.add(r)
+            if r.get("ns") == HOST:
+                obs.add(r)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         with ctx.host_lock():
@@ -60,6 +63,30 @@ class Sysctl(Kind):
         with ctx.host_lock():  # a forwarding switch may be shared with another topology
             if not still_needed(ctx, r):
                 sysctl.delete(ctx.nss, ctx.record, r)
+
+
+class EndpointSysctl(Sysctl):
+    """A switch of an endpoint's own interface inside its namespace, set before its addresses and
+    before any router advertisement reaches it (the host's switches wait for the firewall)."""
+
+    name = "ifsysctl"
+    after = ("veth",)
+
+    def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
+        out = []
+        for ep_name, ep in topo.endpoints.items():
+            # a fixed address6 is the endpoint's one global address: a SLAAC address beside it
+            # would win source selection as often as not, and the port's guard lets only the fixed
+            # one out
+            if isinstance(ep, NetnsSpec) and ep.address6 and topo.networks[ep.network].subnet6:
+                ns, path = endpoint_netns(topo, ep_name), f"net/ipv6/conf/{ep.ifname}/autoconf"
+                out.append(make(self.name, ns_key(ns, path), ns=ns, path=path, value="0"))
+        return out
+
+    def observe(self, view, obs) -> None:
+        for r in sysctl.observe(view.nss, sysctl.SysctlRecord(view.state)):
+            if r.get("ns") != HOST:
+                obs.add(replace(r, kind=self.name))
 
 
 def ipv6_paths(topo: Topology, facts: HostFacts) -> list[tuple[str, str]]:
@@ -119,4 +146,4 @@ def still_needed(ctx: Ctx, r: Resource) -> bool:
     return True
 
 
-KINDS = (Sysctl(),)
+KINDS = (Sysctl(), EndpointSysctl())
