@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
 from vnet.facts import HostFacts, Port, bridge_name, ports, uplink_of
-from vnet.spec.models import TapSpec, port_span, rate_bits
+from vnet.spec.models import TapSpec, duration_seconds, port_span, rate_bits
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, forward_target, known_address6, wants_service
 
 if TYPE_CHECKING:
@@ -285,8 +285,8 @@ def _isolation(topo: Topology, port_list: list[Port]):
 
 LEASED_KEY = "@ll,48,48 . @nh,96,32"  # (source MAC, source IPv4 address) of a frame
 LEASE_GRACE = 60  # seconds the data path lets a fresh lease through before the lease script speaks
-LEARN = (f"ether type ip udp sport 67 udp dport 68 @ih,1920,24 0x350105 "
-         f"add @leased {{ @ih,224,48 . @ih,128,32 timeout {LEASE_GRACE}s }}")
+ACK = "ether type ip udp sport 67 udp dport 68 @ih,1920,24 0x350105"  # a DHCPACK (option 53 comes first)
+LEARN = f"{ACK} add @leased {{ @ih,224,48 . @ih,128,32 timeout {LEASE_GRACE}s }}"
 
 
 @dataclass
@@ -526,13 +526,21 @@ def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
             anycast.elements.append(f"{_q(names.vxlan(topo.name, net_name))} . {names.local_mac(topo.name, net_name, 'bridge')}")
         if (net.dhcp or net.dns) and overlay.dhcp_host(topo, net_name) == facts.host:
             out.service_ports.append(_q(names.veth_host(topo.name, f"svc-{net_name}")))
+        elif net.dhcp:
+            # the network's dnsmasq runs on another host, and its lease script cannot speak here:
+            # an ACK that comes through the tunnel binds the lease for its whole time, and each
+            # renewal's ACK starts that time again
+            seconds = duration_seconds(net.dhcp.lease)
+            timeout = f" timeout {seconds + LEASE_GRACE}s" if seconds is not None else ""
+            out.bridge_pre.append(f"iifname {_q(names.vxlan(topo.name, net_name))} {ACK} "
+                                  f"update @leased {{ @ih,224,48 . @ih,128,32{timeout} }}")
     out.inet_sets = [ports, peers4, peers6]
     out.input = [
         "udp dport @vxlan_ports meta nfproto ipv4 udp dport . ip saddr != @vxlan_peers drop",
         "udp dport @vxlan_ports meta nfproto ipv6 udp dport . ip6 saddr != @vxlan_peers6 drop",
     ]
     out.bridge_sets = [anycast]
-    out.bridge_pre = ["iifname . ether saddr @anycast drop", "iifname . ether daddr @anycast drop"]
+    out.bridge_pre = ["iifname . ether saddr @anycast drop", "iifname . ether daddr @anycast drop", *out.bridge_pre]
     out.bridge_out = ["oifname . ether saddr @anycast drop", "oifname . ether daddr @anycast drop"]
     return out
 

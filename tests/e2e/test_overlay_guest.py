@@ -42,7 +42,6 @@ def _lease(agent: guest.Agent, timeout: float = 60.0) -> ipaddress.IPv4Interface
         time.sleep(0.3)
 
 
-@pytest.mark.xfail(run=False, reason="known failure since the guards, IPv6 and overlay branches were merged together (lease from h1 to a guest on h2); to fix first next session")
 def test_a_guest_on_h2_leases_from_h1_and_renews(hosts):
     text = TEXT.format(name=hosts.name)
     for h in hosts.sb.host_names:

@@ -181,7 +181,6 @@ def wait_for(cond, timeout: float = 5.0) -> bool:
     return cond()
 
 
-@pytest.mark.xfail(run=False, reason="known failure since the guards, IPv6 and overlay branches were merged together; to fix first next session")
 def test_three_hosts_static(hosts):
     t = hosts.name
     text = topology(t)

@@ -226,13 +226,27 @@ def spawn(ns: Namespace, argv: list[str], pidfile: Path, log: Path, marker: Path
     raise VnetError(f"{Path(argv[0]).name} did not start in {timeout:.0f}s")
 
 
-def recorded_pids(state: Path) -> set[int]:
+def recorded_pids(state: Path, among: list[int] | None = None) -> set[int]:
     """The live processes vnet started for one topology (dnsmasq, DHCP clients, QEMU), by the
-    identity files in its state directory: what a namespace may run without being someone else's."""
+    identity files in its state directory: what a namespace may run without being someone else's.
+    With `among`, their children there count too (dnsmasq's helper that runs the lease script)."""
     out: set[int] = set()
     for ident_path in state.glob("*.ident"):
         ident = _read_ident(ident_path)
         marker = str(ident_path)[: -len(".ident")]
         if ident and isinstance(ident.get("pid"), int) and is_ours(ident["pid"], ident, marker):
             out.add(ident["pid"])
+    grew = True
+    while among and grew:
+        kids = {pid for pid in among if pid not in out and parent(pid) in out}
+        out |= kids
+        grew = bool(kids)
     return out
+
+
+def parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])  # after the command name, which may hold spaces

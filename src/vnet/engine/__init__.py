@@ -84,10 +84,10 @@ class Planned:
     warnings: list[str] = field(default_factory=list)  # what the plan disrupts: said before it runs
 
 
-def disruptions(actions: list[Action], ours: set[int] = frozenset()) -> tuple[list[str], dict[str, list[int]]]:
+def disruptions(actions: list[Action], state: Path | None = None) -> tuple[list[str], dict[str, list[int]]]:
     """What a plan would disrupt, in words, and the namespaces it deletes that still run processes
-    other than vnet's own daemons (`ours`: they go with their resources) (name → pids): those are
-    refused unless forced."""
+    other than vnet's own daemons and their children (recorded in `state`: they go with their
+    resources) (name → pids): those are refused unless forced."""
     words: list[str] = []
     busy: dict[str, list[int]] = {}
     for a in actions:
@@ -97,7 +97,9 @@ def disruptions(actions: list[Action], ours: set[int] = frozenset()) -> tuple[li
         elif r.kind == "vm" and a.op == "delete":
             words.append(f"VM {r.key} is shut down")
         elif r.kind == "netns" and a.op == "delete":
-            pids = [p for p in nsmod.pids_in(r.key) if p not in ours]
+            found = nsmod.pids_in(r.key)
+            ours = process.recorded_pids(state, among=found) if state is not None else set()
+            pids = [p for p in found if p not in ours]
             if pids:
                 busy[r.key] = pids
                 words.append(f"namespace {r.key} still runs {len(pids)} process(es) (pids {', '.join(map(str, pids[:5]))}"
@@ -169,7 +171,7 @@ class Engine:
         if problems:
             raise ClashError(problems)
         actions = diff(want, obs.owned)
-        return Planned(topo.name, actions, want, obs, warnings=disruptions(actions, process.recorded_pids(self.state))[0])
+        return Planned(topo.name, actions, want, obs, warnings=disruptions(actions, self.state)[0])
 
     def plan(self, topo: Topology, source: str | None = None) -> Planned:
         note = self._recover_if_needed()
@@ -213,7 +215,7 @@ class Engine:
                 had_claim = self.claims.file(self.topology).exists()
                 self.claims.write(Claim.of(topo, self.netns, source))
             planned.actions = self._born_with_uplink_mac(planned.actions, planned.observation)
-            _refuse_busy(disruptions(planned.actions, process.recorded_pids(self.state))[1], force, self.log)
+            _refuse_busy(disruptions(planned.actions, self.state)[1], force, self.log)
             try:
                 self._runner(nss).run(planned.actions)
             except StepFailed:
@@ -245,7 +247,7 @@ class Engine:
         with self._locked(), Namespaces(self.netns) as nss:
             self._recover(nss)
             actions = diff([], self.observe(nss).owned)
-            _refuse_busy(disruptions(actions, process.recorded_pids(self.state))[1], force, self.log)
+            _refuse_busy(disruptions(actions, self.state)[1], force, self.log)
             self._runner(nss).run(actions)
             if not self.journal.exists():
                 shutil.rmtree(self.state, ignore_errors=True)

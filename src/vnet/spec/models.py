@@ -177,12 +177,18 @@ MIN_MEMORY_MIB, MAX_MEMORY_MIB = 16, 1024 * 1024  # 16M (no kernel boots in less
 def _duration(value: str) -> str:
     if not _DURATION_RE.fullmatch(value):
         raise ValueError("write a lease time like 45m, 12h, 1d or infinite")
-    if value != "infinite":
-        unit = value[-1] if value[-1].isalpha() else "s"
-        seconds = int(value.rstrip("smhd")) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-        if seconds < 120:
-            raise ValueError("dnsmasq needs at least 120 seconds; write e.g. 2m or 1h")
+    seconds = duration_seconds(value)
+    if seconds is not None and seconds < 120:
+        raise ValueError("dnsmasq needs at least 120 seconds; write e.g. 2m or 1h")
     return value
+
+
+def duration_seconds(value: str) -> int | None:
+    """Seconds of a lease time as the file writes it (45m, 12h, 1d); None for infinite."""
+    if value == "infinite":
+        return None
+    unit = value[-1] if value[-1].isalpha() else "s"
+    return int(value.rstrip("smhd")) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
 
 def _hostname(value: str) -> str:
