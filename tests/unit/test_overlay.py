@@ -230,3 +230,18 @@ def test_fdb_requests_append_all_zero_entries():
 def test_an_overlay_mtu_that_fits_no_underlay_is_refused():
     assert any(p.startswith("networks.lan.mtu: 65500 cannot fit in any underlay")
                for p in problems(LAB.replace("overlay: {vni: 4242}", "overlay: {vni: 4242}\n    mtu: 65500")))
+
+
+def test_a_host_without_the_networks_dnsmasq_binds_leases_from_acks_through_the_tunnel():
+    def learn_rules(facts):
+        text = by(desired(load_text(LAB), facts), "ruleset")["vnet-lab"].get("text")
+        return [line.strip() for line in text.splitlines() if "update @leased" in line]
+
+    # h1 runs dnsmasq: its lease script keeps the leases; h2 learns them for the whole lease (1h)
+    # plus the grace, from ACKs that arrive on the vxlan port only
+    assert learn_rules(H1) == []
+    (rule,) = learn_rules(H2)
+    assert rule.startswith(f'iifname "{names.vxlan("lab", "lan")}" ') and "timeout 3660s" in rule
+    infinite = load_text(LAB.replace("dhcp: true", "dhcp: {lease: infinite}"))
+    text = by(desired(infinite, H2), "ruleset")["vnet-lab"].get("text")
+    assert "update @leased { @ih,224,48 . @ih,128,32 }" in text
