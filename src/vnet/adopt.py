@@ -99,7 +99,9 @@ def _read_ns_links(ns: Namespace) -> tuple[dict[str, importer.Link], dict[int, s
 
 
 def _addrs(ns: Namespace, by_index: dict[int, str]) -> list[importer.Addr]:
-    return [importer.Addr(by_index.get(a.index, "?"), f"{a.address}/{a.prefixlen}", a.proto) for a in ns.nl.addrs()]
+    # an IPv6 link-local address is the kernel's, made with every link: nobody built it by hand
+    return [importer.Addr(by_index.get(a.index, "?"), f"{a.address}/{a.prefixlen}", a.proto) for a in ns.nl.addrs()
+            if not str(a.address).lower().startswith("fe80:")]
 
 
 def _routes(ns: Namespace, by_index: dict[int, str]) -> list[importer.Route]:

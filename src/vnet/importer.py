@@ -424,6 +424,9 @@ def analyse(host: Host, name: str = "imported") -> Imported:
     ports_of = {b: [li for li in host.links.values() if li.master == b] for b, li in host.links.items() if li.kind == "bridge"}
     addrs_of: dict[str, list[Addr]] = {}
     for a in host.addrs:
+        if ":" in a.cidr:  # IPv6 beside a hand-built network: seen, not imported
+            comments.append(f"IPv6 address {a.cidr} on {a.ifname}: left alone (import reads IPv4 networks)")
+            continue
         addrs_of.setdefault(a.ifname, []).append(a)
 
     for br, ports in sorted(ports_of.items()):
@@ -446,7 +449,7 @@ def analyse(host: Host, name: str = "imported") -> Imported:
             net["mode"] = "isolated"
             # the endpoints' addresses say which subnet the network uses (the file needs it for them)
             nets = {str(ipaddress.IPv4Interface(a.cidr).network) for p in ports for ns in [_endpoint_ns(host, p)] if ns
-                    for a in ns.addrs if a.ifname == p.peer}
+                    for a in ns.addrs if a.ifname == p.peer and ":" not in a.cidr}
             if len(nets) == 1:
                 net["subnet"] = nets.pop()
         else:
@@ -509,7 +512,10 @@ def analyse(host: Host, name: str = "imported") -> Imported:
                 ep["ifname"] = p.peer
             if inner.mac:
                 ep["mac"] = inner.mac
-            iaddrs = [a for a in ns.addrs if a.ifname == p.peer]
+            iaddrs = [a for a in ns.addrs if a.ifname == p.peer and ":" not in a.cidr]
+            for a in ns.addrs:
+                if a.ifname == p.peer and ":" in a.cidr:
+                    notes.setdefault(ep_name, []).append(f"IPv6 address {a.cidr}: left alone (import reads IPv4)")
             if iaddrs:
                 ep["address"] = iaddrs[0].cidr
             if len(iaddrs) != 1:

@@ -123,9 +123,7 @@ def made(world):
             nsmod.remove(n)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(run=False, reason="known failure after the last merges (the private-bridge case); to fix first next session"))
-    if c == "private" else c for c in sorted(CASES)])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_import_adopt_destroy(world, made, tmp_path, case):
     script, nsnames, pings, mode = CASES[case]
     ns = {n: f"{world.name}{n}" for n in nsnames}  # unique per world: tests side by side never share one
