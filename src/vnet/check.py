@@ -188,6 +188,9 @@ class Target:
     size: int = 0  # mtu: the whole IP packet
     reached: bool | None = None  # None: not run
     note: str = ""
+    # a refusal counts as reached where the address itself answers; a forward's answer is its
+    # target's listener, and a reset from the host only says the forward did not take it
+    refusal_counts: bool = True
 
 
 def _icmp_checksum(data: bytes) -> int:
@@ -283,9 +286,11 @@ def probe_from(ns: str | None, targets: list[Target], timeout: float = 1.0) -> l
                 s = key.fileobj
                 if kind == "tcp":
                     err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err in (0, 111):  # connected, or refused by the peer itself
+                    if err == 0 or (err == 111 and targets[i].refusal_counts):  # connected, or refused by the peer itself
                         targets[i].reached = True
                         targets[i].note = "" if err == 0 else "refused"
+                    elif err == 111:
+                        targets[i].note = "refused by the host: the forward did not take it"
                     else:
                         targets[i].note = _os.strerror(err)
                     pending.discard(i)
@@ -627,7 +632,7 @@ def run(topo, netns: str | None = None, state_dir: Path | str = "/run/vnet", out
             continue
         if it.peers[e.dst].kind == "vm" and e.proto == "udp":
             continue  # nothing listens in a guest; an unconnected UDP socket hears no refusal
-        by_src.setdefault(e.src, []).append((e, Target(e.dst, e.proto, dst_addr, e.port)))
+        by_src.setdefault(e.src, []).append((e, Target(e.dst, e.proto, dst_addr, e.port, refusal_counts=it.peers[e.dst].kind != "forward")))
     mtu_targets: dict[str, list[tuple[_intent.MtuProbe, Target]]] = {}
     for m in it.mtu:
         src, dst = where.get(m.src, (None, None)), where.get(m.dst, (None, None))

@@ -191,11 +191,11 @@ def decide(topo: Topology, src: Peer, dst: Peer, proto: str, port: int | None) -
 def _from_member(topo: Topology, src: Peer, dst: Peer, proto: str, port: int | None) -> tuple[bool, str] | None:
     net, mode = src.network, _mode(topo, src.network)
     if dst.kind in ("endpoint", "vm"):
+        for p in (src, dst):
+            if p.isolated:  # inside its network, and to or from any other, allow: rules included
+                where = f"endpoints.{p.name}" if p.kind == "endpoint" else f"vms.{p.vm}.nics.{p.nic}"
+                return False, f"{where}.isolated: true — the port talks only to the gateway"
         if dst.network == net:
-            for p in (src, dst):
-                if p.isolated:
-                    where = f"endpoints.{p.name}" if p.kind == "endpoint" else f"vms.{p.vm}.nics.{p.nic}"
-                    return False, f"{where}.isolated: true — the port talks only to the gateway"
             return True, f"both on networks.{net} — traffic inside a network is switched by its bridge"
         dmode = _mode(topo, dst.network)
         for n, m in ((net, mode), (dst.network, dmode)):

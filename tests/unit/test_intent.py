@@ -75,6 +75,11 @@ def test_port_isolation_allow_rules_and_forwards():
     assert not exp(it, "peer", "back", "udp").reachable
     back = exp(it, "back", "peer", "tcp")
     assert not back.reachable and "no allow: rule from lan1 to lan0" in back.reason
+    # an isolated port reaches no other network either, though an allow: rule names its network
+    across = exp(it, "lone", "back", "tcp")
+    assert not across.reachable and across.reason.startswith("endpoints.lone.isolated: true")
+    # a forward is published to its own network and the uplink, not to another vnet network
+    assert not exp(it, "back", "fwd.lan0.0", "tcp").reachable
     # forwards: from the outside, the host, and hairpin from inside; the udp range by address
     fwd = it.peers["fwd.lan0.0"]
     assert (fwd.proto, fwd.port, fwd.target, fwd.target_port) == ("tcp", 8080, "web", 80)
