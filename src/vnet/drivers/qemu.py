@@ -34,6 +34,7 @@ from vnet.resources import Resource, make
 
 START_TIMEOUT = 30.0  # seconds until QEMU greets on QMP: it has parsed its options and opened its files
 POWERDOWN_TIMEOUT = float(os.environ.get("VNET_POWERDOWN_TIMEOUT", "30"))  # for the guest to power off on ACPI
+REPRESS_S = 2.0  # between presses of the power button while waiting
 QEMU = "qemu-system-x86_64"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -230,8 +231,8 @@ def qmp(path: Path, command: str, timeout: float = 5.0) -> dict:
 
 
 def shutdown(state: Path, name: str, timeout: float | None = None) -> str:
-    """Stop a VM: ACPI powerdown through QMP, a bounded wait for the guest to power off, then
-    SIGTERM and SIGKILL. Says how it ended: "powered off", "killed" (the guest ignored the power
+    """Stop a VM: ACPI powerdown through QMP (pressed again every REPRESS_S), a bounded wait for
+    the guest to power off, then SIGTERM and SIGKILL. Says how it ended: "powered off", "killed" (the guest ignored the power
     button for `timeout` seconds, or QMP did not answer) or "not running"."""
     f = qemuargs.files(state, name)
     timeout = POWERDOWN_TIMEOUT if timeout is None else timeout
@@ -245,11 +246,20 @@ def shutdown(state: Path, name: str, timeout: float | None = None) -> str:
             pressed = False
         if pressed:
             deadline = time.monotonic() + timeout
+            again = time.monotonic() + REPRESS_S
             while time.monotonic() < deadline:
                 _reap(pid)  # our child while the vnet that started it runs
                 if process.is_gone(pid):
                     how = "powered off"
                     break
+                if time.monotonic() >= again:
+                    # a press while the guest still boots is lost (nothing listens for the button
+                    # yet): press again, as a person would, so a booting guest is not waited out
+                    again = time.monotonic() + REPRESS_S
+                    try:
+                        qmp(f["qmp"], "system_powerdown", timeout=2.0)
+                    except (OSError, VnetError):
+                        pass
                 time.sleep(0.05)
     process.stop(f["pid"], timeout=10.0)  # what is left: SIGTERM, then SIGKILL; the records go
     return how
