@@ -68,7 +68,6 @@ def _half_made(name: str) -> list[str]:
     return [p.name for p in nsmod.NETNS_DIR.iterdir() if p.name.startswith(f"{name}-") and nsmod.half_made(p.name)]
 
 
-@pytest.mark.xfail(run=False, reason="known failure since the last merges: after a kill into apply, `plan` leaves the bridged network's bridge (seen with seeds 1933400539, 3852797723); passed with 12 kills before the guards/IPv6/overlay/status merges; to fix first next session")
 def test_random_kills_into_apply_and_destroy_always_recover(world, tmp_path):
     qemu = shutil.which("qemu-system-x86_64") is not None
     if not qemu and os.environ.get("CI") == "true":
@@ -114,12 +113,19 @@ def test_random_kills_into_apply_and_destroy_always_recover(world, tmp_path):
         where = f"kill {kills} (seed {seed}) {delay:.2f}s into {command}"
         if command == "apply":
             # the next command, whatever it is, puts the host back as it was before the killed apply
+            # — unless the kill came after the apply committed (its journal gone): then it is applied
+            journaled = journal.exists()
             proc = run(world, "plan", str(path), timeout=180)
             assert proc.returncode == 0, f"{where}: {proc.stderr}"
             sandbox.settle(world.host)
-            assert snapshot.take(world.host) == before, f"{where}: the host was not put back"
-            left = {p: Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")[:160] for p in daemons_of(world, name)}
-            assert not left, f"{where}: daemons left running: {left}"
+            now = snapshot.take(world.host)
+            present = not journaled and now == applied
+            if present:
+                assert len(daemons_of(world, name)) == daemons_applied, f"{where}: daemons missing after a committed apply"
+            else:
+                assert now == before, f"{where}: the host was not put back (journal {'left' if journaled else 'none'})"
+                left = {p: Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")[:160] for p in daemons_of(world, name)}
+                assert not left, f"{where}: daemons left running: {left}"
         else:
             # the destroy is undone, and apply (a guest stopped by the killed run is started from the
             # topology, never from a recorded command line) brings everything back
