@@ -432,3 +432,40 @@ def test_an_isolated_port_does_not_reach_its_neighbours_through_the_host(grd):
 def test_the_forward_target_reaches_its_own_forward(grd):
     with check.Listener(ns_of("web"), 80):
         assert check.tcp_line(ns_of("web"), HOST, 8080) == GW
+
+
+# --- IPv6 where vnet cannot know a port's address (DHCPv6 here; a bridged LAN's prefix alike) -----
+
+LEASED6 = """
+name: g6
+networks:
+  lan: {mode: host, subnet: 192.168.86.0/24, subnet6: "fd00:86::/64", dhcp6: true}
+endpoints:
+  evil: {kind: netns, network: lan, address: 192.168.86.10/24}
+  loose: {kind: netns, network: lan, address: 192.168.86.11/24, spoofing: allow}
+  victim: {kind: netns, network: lan, address: 192.168.86.12/24, address6: "fd00:86::12/64"}
+"""
+
+
+def test_a_port_of_unknown_ipv6_address_claims_no_reserved_one(world):
+    world.apply(spec.load_text(LEASED6))
+    evil, loose, victim = (f"g6-{n}" for n in ("evil", "loose", "victim"))
+    emac, lmac, vmac = mac_of(evil), mac_of(loose), mac_of(victim)
+    gw, gw_mac = "fd00:86::1", link(world.host, names.bridge("g6", "lan"))["address"]
+    assert wait_for(lambda: check.run_in(victim, ["busybox", "ping", "-6", "-c", "1", "-W", "1", gw]).returncode == 0, 10)
+    assert neigh_mac(victim, gw) == gw_mac
+    with Sniffer(victim) as sn:
+        # an address of its own choosing passes: a DHCPv6 lease could be any in the range
+        send(evil, udp6(emac, vmac, "fd00:86::12", 5000, 5000, b"v6-free", src_ip="fd00:86::77"))
+        assert sn.wait(b"v6-free")
+        # the gateway's address, as a source or in a Neighbour Advertisement: dropped by vnet's rules
+        _attempt(evil, [udp6(emac, vmac, "fd00:86::12", 5000, 5000, b"v6-gw-evil", src_ip=gw),
+                        neighbour_advert(emac, vmac, "fd00:86::12", gw, emac)], sn, "g6-evil")
+        assert not sn.seen(b"v6-gw-evil")
+        assert neigh_mac(victim, gw) == gw_mac
+        # the control: the same from an unguarded port takes the victim's entry for the gateway
+        send(loose, udp6(lmac, vmac, "fd00:86::12", 5000, 5000, b"v6-gw-loose", src_ip=gw),
+             neighbour_advert(lmac, vmac, "fd00:86::12", gw, lmac))
+        assert sn.wait(b"v6-gw-loose")
+        assert wait_for(lambda: neigh_mac(victim, gw) == lmac), "the control NA did not take"
+    world.destroy("g6")
