@@ -208,6 +208,12 @@ def test_claims_of_live_topologies_are_clear_errors(tmp_path):
         "networks.n.bridge: bridge brx is claimed by topology 'a' — name another bridge",
     ]
     assert b.problems(_topo("b", "10.8.0.0/24"), obs) == []
+    # IPv6 prefixes are claimed the same way, and never compared with IPv4 ones
+    six = lambda name, s6: spec.load_text(f"name: {name}\nnetworks:\n  n: {{mode: nat, subnet: 10.9.{len(name)}.0/24, subnet6: '{s6}'}}\n")  # noqa: E731
+    a.write(Claim.of(six("a", "fd00:5::/64"), "h"))
+    assert [str(p) for p in b.problems(six("bb", "fd00:5::/64"), obs)] == [
+        "networks.n.subnet6: fd00:5::/64 overlaps fd00:5::/64, claimed by topology 'a' (network n) — choose a free range, or destroy topology a first"]
+    assert b.problems(six("bb", "fd00:6::/64"), obs) == []
     # another namespace's claims are not this one's business
     other = Claims(tmp_path, "b", "elsewhere")
     assert other.problems(_topo("b", "10.7.0.0/24", "brx"), obs) == []

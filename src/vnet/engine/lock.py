@@ -89,7 +89,7 @@ def held(path: Path) -> bool:
 @dataclass
 class Claim:
     netns: str
-    subnets: dict[str, str] = field(default_factory=dict)  # network → subnet
+    subnets: dict[str, str] = field(default_factory=dict)  # network → subnet; "<network>.subnet6" → subnet6
     bridges: dict[str, str] = field(default_factory=dict)  # network → bridge
     uplinks: dict[str, str] = field(default_factory=dict)  # network → NIC (bridged)
     source: str | None = None  # the file it was applied from, when known
@@ -101,6 +101,8 @@ class Claim:
             c.bridges[net_name] = bridge_name(topo, net_name)
             if net.mode in ("host", "nat") and net.subnet:
                 c.subnets[net_name] = str(addressing(topo, net_name).subnet)
+            if net.mode in ("host", "nat") and net.subnet6:
+                c.subnets[f"{net_name}.subnet6"] = str(ipaddress.ip_network(net.subnet6))
             if net.mode == "bridged" and net.uplink:
                 c.uplinks[net_name] = net.uplink
         return c
@@ -166,10 +168,13 @@ class Claims:
         mine = Claim.of(topo, self.netns)
         problems = []
         for other, claim in self.others(obs):
-            for net, subnet in mine.subnets.items():
-                for onet, osubnet in claim.subnets.items():
-                    if ipaddress.ip_network(subnet).overlaps(ipaddress.ip_network(osubnet)):
-                        problems.append(Problem(f"networks.{net}.subnet", f"{subnet} overlaps {osubnet}, claimed by topology {other!r} (network {onet})", f"choose a free range, or destroy topology {other} first"))
+            for key, subnet in mine.subnets.items():
+                mine_net = ipaddress.ip_network(subnet)
+                for okey, osubnet in claim.subnets.items():
+                    theirs = ipaddress.ip_network(osubnet)
+                    if mine_net.version == theirs.version and mine_net.overlaps(theirs):
+                        where = key if "." in key else f"{key}.subnet"
+                        problems.append(Problem(f"networks.{where}", f"{subnet} overlaps {osubnet}, claimed by topology {other!r} (network {okey.split('.')[0]})", f"choose a free range, or destroy topology {other} first"))
             for net, br in mine.bridges.items():
                 if br in claim.bridges.values():
                     problems.append(Problem(f"networks.{net}.bridge", f"bridge {br} is claimed by topology {other!r}", "name another bridge"))
