@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in ip:iproute2 nft:nftables iptables:iptables dnsmasq:dnsmasq-base busybox:busybox-static \
             nsenter:util-linux setpriv:util-linux ss:iproute2 qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils iperf3:iperf3 \
-            dot:graphviz; do
+            dot:graphviz dhclient:isc-dhcp-client; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # the guest kernel of vnet's tiny test guest (virtio_net as a module, as the guest builder expects)

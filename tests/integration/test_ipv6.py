@@ -3,11 +3,15 @@ host, the WAN answers at 2001:db8:ffff::10 (ping and the TCP who-am-I responder)
 
 from __future__ import annotations
 
+import ipaddress
+import shutil
+import subprocess
+import time
+
 import pytest
 
-import subprocess
-
 from vnet import check, sandbox, spec
+from vnet.spec.validate import dhcp6_range
 
 from . import snapshot
 
@@ -247,3 +251,66 @@ def test_control_an_interface_forwarding_switch_drops_the_hosts_ra_route(world):
         assert sandbox.default_route6(world.host) is None
     finally:
         subprocess.run(["ip", "-n", world.host, "link", "del", "ctl6a"], check=True)
+
+
+DHCP6 = """
+name: d6
+networks:
+  lan:
+    mode: host
+    subnet: 192.168.87.0/24
+    subnet6: "fd00:87::/64"
+    dhcp6: true
+    dns: {domain: d6.test}
+endpoints:
+  c: {kind: netns, network: lan, address: 192.168.87.12/24}
+"""
+
+DHCLIENT_SCRIPT = """#!/bin/sh
+# dhclient -6 calls this (instead of dhclient-script, which would rewrite the host's resolv.conf),
+# with an environment of its own making: where to write comes in the text
+case "$reason" in
+  BOUND6|RENEW6|REBIND6)
+    ip -6 addr replace "$new_ip6_address/$new_ip6_prefixlen" dev "$interface" nodad
+    echo "$new_ip6_address" > "{out}" ;;
+esac
+"""
+
+
+@pytest.mark.skipif(shutil.which("dhclient") is None, reason="needs ISC dhclient for a real DHCPv6 client (make test installs isc-dhcp-client)")
+def test_dhcpv6_leases_from_the_range_names_the_client_and_carries_traffic(world, tmp_path):
+    t = topo(DHCP6)
+    world.apply(t)
+    script, conf, out = tmp_path / "script.sh", tmp_path / "dhclient.conf", tmp_path / "leased"
+    script.write_text(DHCLIENT_SCRIPT.replace("{out}", str(out)))
+    script.chmod(0o755)
+    conf.write_text('send fqdn.fqdn "c";\nsend fqdn.server-update on;\n')
+    argv = ["dhclient", "-6", "-d", "-1", "-v", "-sf", str(script), "-cf", str(conf),
+            "-lf", str(tmp_path / "leases"), "-pf", str(tmp_path / "pid"), "eth0"]
+    # a DHCPv6 client binds its link-local address: wait until it has passed duplicate detection
+    deadline = time.monotonic() + 15
+    while "tentative" in check.run_in("d6-c", ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    client = subprocess.Popen(check.Namespace("d6-c").argv(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not out.exists() and client.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert out.exists(), client.stderr.read().decode() if client.poll() is not None else "no DHCPv6 lease within 30 s"
+        leased = ipaddress.IPv6Address(out.read_text().strip())
+        first, last = dhcp6_range(t, "lan")
+        assert first <= leased <= last
+        # the leased address carries traffic (the port may use an address vnet cannot know in advance),
+        # on the link the router advertisement says is on-link
+        deadline = time.monotonic() + 15
+        while "fd00:87::/64" not in check.run_in("d6-c", ["ip", "-6", "route"]).stdout and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert check.ping("d6-c", "fd00:87::1")
+        with check.Listener(world.host, 9000, "fd00:87::1"):
+            assert check.tcp_line("d6-c", "fd00:87::1", 9000) == str(leased)
+        assert str(leased) in resolve("d6-c", "c.d6.test", "fd00:87::1")
+    finally:
+        client.terminate()
+        client.wait(timeout=10)
+        client.stderr.close()
+    world.destroy(t.name)
