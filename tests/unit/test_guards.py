@@ -202,3 +202,21 @@ endpoints:
     assert got["byd"] is None and got["out"] is None  # a DHCPv6 lease, the LAN's prefix: not vnet's to know
     reserved = nftrules._reserved6(topo, list(by_name.values()))
     assert ipaddress.IPv6Address("fd00:61::1") in reserved and ipaddress.IPv6Address("fd00:62::10") in reserved
+
+
+def test_only_forward_targets_get_hairpin_ports():
+    from vnet.facts import hairpin_ports
+
+    topo = spec.load(ROOT / "examples" / "forwards.yaml")
+    assert hairpin_ports(topo) == {names.endpoint_veth("fwd", "web", None), names.endpoint_veth("fwd", "sink", None)}
+    assert hairpin_ports(spec.load(ROOT / "examples" / "nat.yaml")) == frozenset()
+
+
+def test_hairpin_mode_is_read_from_a_ports_slave_data():
+    from vnet.drivers import rtnl
+
+    _, _, body = rtnl.set_bridge_port("ve-x", True)
+    info = next(v for k, v in rtnl.attrs(body, rtnl._IFINFO.size, len(body)) if k == rtnl.IFLA_LINKINFO)
+    link = rtnl.Link(1, "ve-x", 0)
+    rtnl._link_info(link, info)
+    assert link.data == {"hairpin": True}

@@ -74,8 +74,11 @@ def _settings(ns: Namespace, r: Resource, mac_key: str = "mac", port: bool = Tru
 
 
 def _set_link(ns: Namespace, ifname: str, r: Resource, alias_key: str = "mark", mac_key: str = "mac", port: bool = True) -> None:
-    """Alias, MAC, MTU, master and up in one request, to the link by name: one round trip."""
+    """Alias, MAC, MTU, master and up in one request, to the link by name: one round trip (and
+    a second for a hairpin port, which the kernel sets only once the link is a port)."""
     ns.nl.request(*rtnl.set_link(ifname=ifname, alias=r.get(alias_key), **_settings(ns, r, mac_key, port)))
+    if port and r.get("master") and r.get("hairpin"):
+        ns.nl.request(*rtnl.set_bridge_port(ifname, True))
 
 
 def _delete_link(ns: Namespace, ifname: str) -> None:
@@ -139,6 +142,8 @@ def create_veth(nss: Namespaces, r: Resource) -> None:
     with _netns_fd(r.get("peer_ns")) as fd:
         peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"), r.get("mtu"))
         _create_marked(ns, rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)), r.key, r.get("mark"))
+    if r.get("hairpin"):
+        _all_or_nothing(ns, r.key, lambda: ns.nl.request(*rtnl.set_bridge_port(r.key, True)))
     _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
 
 
@@ -185,7 +190,7 @@ def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
         _forget_peer(nss, r)
 
 
-IN_PLACE = {"master", "mtu", "mac", "mark", "peer_mac", "peer_mark"}
+IN_PLACE = {"master", "mtu", "mac", "mark", "peer_mac", "peer_mark", "hairpin"}
 
 
 def changes_in_place(old: Resource, new: Resource) -> bool:
@@ -194,8 +199,10 @@ def changes_in_place(old: Resource, new: Resource) -> bool:
     return not changed - IN_PLACE
 
 
-def set_in_place(nss: Namespaces, new: Resource) -> None:
+def set_in_place(nss: Namespaces, new: Resource, old: Resource | None = None) -> None:
     _set_link(nss.host, new.key, new)
+    if old is not None and old.get("hairpin") and not new.get("hairpin") and new.get("master"):
+        nss.host.nl.request(*rtnl.set_bridge_port(new.key, False))  # no longer a forward's target
     if new.kind == "veth":
         _set_link(nss.get(new.get("peer_ns")), new.get("peer_name"), new, alias_key="peer_mark", mac_key="peer_mac", port=False)
 

@@ -40,6 +40,8 @@ IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # a dump without each link's counters (kernel 4.20+; older ones ignore it)
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_INFO_SLAVE_DATA = 5
+IFLA_BRPORT_MODE = 4  # a bridge port's hairpin mode (u8)
 VETH_INFO_PEER = 1
 IFLA_TUN_OWNER, IFLA_TUN_GROUP, IFLA_TUN_TYPE, IFLA_TUN_MULTI_QUEUE = 1, 2, 3, 7
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS, IFA_PROTO = 1, 2, 4, 6, 8, 11
@@ -218,6 +220,10 @@ def _link_info(link: Link, v: memoryview) -> None:
             link.kind = _str(iv)
         elif kind == IFLA_INFO_DATA:
             data = iv
+        elif kind == IFLA_INFO_SLAVE_DATA:  # a bridge port's settings
+            for skind, sv in attrs(iv, 0, len(iv)):
+                if skind == IFLA_BRPORT_MODE and len(sv) >= 1:
+                    link.data["hairpin"] = bool(sv[0])
     if data is not None and link.kind in ("macvlan", "macvtap"):
         for kind, mv in attrs(data, 0, len(data)):
             if kind == IFLA_MACVLAN_MODE and len(mv) >= 4:
@@ -694,6 +700,13 @@ def new_macvlan(ifname: str, lower: int, mode: str, netns_fd: int | None = None,
 def set_link(index: int = 0, ifname: str | None = None, up: bool | None = None, **settings) -> tuple[int, int, bytes]:
     """Change a link, found by index, or by name when index is 0 (no lookup first)."""
     return RTM_NEWLINK, 0, ifinfo(index, up) + link_attrs(ifname if not index else None, **settings)
+
+
+def set_bridge_port(ifname: str, hairpin: bool) -> tuple[int, int, bytes]:
+    """A bridge port's hairpin mode (`ip link set IF type bridge_slave hairpin on`); the link must
+    be a port already: the kernel reads these settings with its master's rules."""
+    slave = attr(IFLA_BRPORT_MODE, bytes([int(hairpin)]))
+    return RTM_NEWLINK, 0, ifinfo() + link_attrs(ifname) + attr(IFLA_LINKINFO, attr(IFLA_INFO_SLAVE_DATA, slave))
 
 
 def del_link(index: int = 0, ifname: str | None = None) -> tuple[int, int, bytes]:

@@ -8,7 +8,7 @@ from typing import Iterable
 
 from vnet import names
 from vnet.drivers import netlink
-from vnet.facts import HostFacts, bridge_name, endpoint_netns, guest_mac
+from vnet.facts import HostFacts, bridge_name, endpoint_netns, guest_mac, hairpin_ports
 from vnet.kinds.address import address, observed_addresses
 from vnet.kinds.base import Ctx, Kind
 from vnet.kinds.route import observed_routes
@@ -17,6 +17,12 @@ from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
 from vnet.spec.validate import addressing, addressing6, principal_id
 
 HOST = ""  # the target namespace
+
+
+def hairpin(port: str, hairpins) -> dict:
+    """The port's hairpin attribute, only where it is on: every other port's resource stays as it
+    was (no attribute to compare, no request to make)."""
+    return {"hairpin": True} if port in hairpins else {}
 
 
 class LinkKind(Kind):
@@ -31,7 +37,7 @@ class LinkKind(Kind):
     def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
         """Change in place what can change in place; make the link anew otherwise."""
         if netlink.changes_in_place(old, new):
-            netlink.set_in_place(ctx.nss, new)
+            netlink.set_in_place(ctx.nss, new, old)
         else:
             self.delete(ctx, old)
             self.create(ctx, new)
@@ -83,6 +89,7 @@ class Tap(LinkKind):
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out = []
         t = topo.name
+        hairpins = hairpin_ports(topo)
         for ep_name, ep in topo.endpoints.items():
             if not isinstance(ep, (TapSpec, TunSpec)):
                 continue
@@ -99,6 +106,7 @@ class Tap(LinkKind):
                     master=bridge_name(topo, network) if network else None,
                     mac=names.tap_mac(guest_mac(topo, ep_name)) if ep.kind == "tap" else None,
                     mtu=topo.networks[network].mtu if network else None,
+                    **hairpin(name, hairpins),
                 )
             )
             if isinstance(ep, TunSpec) and ep.address:
@@ -106,7 +114,8 @@ class Tap(LinkKind):
         return out
 
     def from_link(self, view, li) -> Iterable[Resource]:
-        yield make("tap", li.name, mark=view.alias(li), master=li.master, mac=li.mac, mtu=li.mtu, **netlink.tun_attrs(li.data))
+        yield make("tap", li.name, mark=view.alias(li), master=li.master, mac=li.mac, mtu=li.mtu, **netlink.tun_attrs(li.data),
+                   **hairpin(li.name, {li.name} if li.data.get("hairpin") else ()))
         yield from observed_addresses(view.addresses(""), HOST, li.name, li.index)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
@@ -124,6 +133,7 @@ class Veth(LinkKind):
         out = []
         t = topo.name
         nets: dict[str, object] = {}  # addressing of each network, worked out once
+        hairpins = hairpin_ports(topo)
         for ep_name, ep in topo.endpoints.items():
             if not isinstance(ep, NetnsSpec):
                 continue
@@ -140,6 +150,7 @@ class Veth(LinkKind):
                     peer_mac=guest_mac(topo, ep_name),
                     peer_mark=names.link_mark(t, "veth-peer", ep_name),
                     mtu=topo.networks[ep.network].mtu if ep.network else None,
+                    **hairpin(names.endpoint_veth(t, ep_name, ep.host_ifname), hairpins),
                 )
             )
             if ep.address:
@@ -159,7 +170,8 @@ class Veth(LinkKind):
     def from_link(self, view, li) -> Iterable[Resource]:
         extra = li.mark[3]
         peer_ns = extra[0] if extra else None
-        attrs = dict(mark=view.alias(li), master=li.master, mac=li.mac, mtu=li.mtu, peer_ns=peer_ns, peer_name=None, peer_mac=None, peer_mark=None)
+        attrs = dict(mark=view.alias(li), master=li.master, mac=li.mac, mtu=li.mtu, peer_ns=peer_ns, peer_name=None, peer_mac=None, peer_mark=None,
+                     **hairpin(li.name, {li.name} if li.data.get("hairpin") else ()))
         if peer_ns and view.exists(peer_ns):
             inner_owned: dict[int, str] = {}
             for p in view.links(peer_ns).values():

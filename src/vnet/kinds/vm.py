@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from vnet import names, qemuargs
 from vnet.drivers import process, qemu
-from vnet.facts import HostFacts, bridge_name
+from vnet.facts import HostFacts, bridge_name, hairpin_ports
+from vnet.kinds.links import hairpin
 from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make
 from vnet.spec.models import Topology
@@ -21,6 +22,7 @@ class Vm(Kind):
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out: list[Resource] = []
+        hairpins = hairpin_ports(topo)
         for vm_name, vm in topo.vms.items():
             user = qemuargs.run_user(vm.user)  # QEMU runs as this user and opens the taps it owns
             for i, nic in enumerate(vm.nics):
@@ -35,6 +37,7 @@ class Vm(Kind):
                         mac=names.tap_mac(qemuargs.nic_mac(topo, vm_name, i)),
                         multi_queue=True if qemuargs.queues(topo, vm_name) > 1 else None,
                         mtu=topo.networks[nic.network].mtu,
+                        **hairpin(qemuargs.nic_tap(topo, vm_name, i), hairpins),
                     )
                 )
             vhost = facts.vhost_net and qemuargs.device_usable("/dev/vhost-net", user)
