@@ -63,8 +63,9 @@ def fdb_rows(entries: list[dict], bridge: str, network: dict, interfaces: dict[s
         else:
             kind = LEARNED
         mac = e.get("mac", "").lower()
+        mac_of = macs.get(mac) or ("the port itself" if kind == LOCAL and port != bridge else None)
         rows.append({
-            "mac": mac, "port": port, "port_of": ports.get(port), "mac_of": macs.get(mac), "type": kind,
+            "mac": mac, "port": port, "port_of": ports.get(port), "mac_of": mac_of, "type": kind,
             "vlan": e.get("vlan"), "age": e.get("updated") if kind == LEARNED else None, "remote": e.get("dst"),
         })
     order = {LEARNED: 0, STATIC: 1, REMOTE: 2, LOCAL: 3}

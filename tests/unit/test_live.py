@@ -66,7 +66,8 @@ def test_fdb_keeps_the_bridges_entries_and_names_ports_and_macs():
     a = by[("52:54:00:aa:aa:aa", "ve-t-a")]
     assert (a["type"], a["mac_of"], a["port_of"], a["age"]) == ("learned", "a", "a", 2)
     assert by[("52:54:00:bb:bb:bb", "vt-t-vm0")]["port_of"] == "vm nic0" and by[("52:54:00:bb:bb:bb", "vt-t-vm0")]["mac_of"] == "vm nic0"
-    assert by[("de:ad:00:00:00:01", "ve-t-a")]["type"] == "local" and by[("de:ad:00:00:00:01", "ve-t-a")]["age"] is None
+    local = by[("de:ad:00:00:00:01", "ve-t-a")]
+    assert (local["type"], local["age"], local["mac_of"]) == ("local", None, "the port itself")
     own = by[("52:54:00:00:00:01", BR)]
     assert own["type"] == "local" and own["mac_of"] == "bridge (the host)" and own["port_of"] == "the host" and own["vlan"] == 1
     assert by[("02:00:00:00:00:09", "ve-t-a")]["type"] == "static"
