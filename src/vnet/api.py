@@ -105,9 +105,14 @@ def console_log(topology: str, vm: str, state_dir: Path | str = DEFAULT_STATE_DI
     return qemuargs.files(state_of(topology, netns, state_dir), vm)["console"]
 
 
-def qemu_args(topo: Topology, vm: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, full: bool = False) -> list[str]:
+def qemu_args(topo: Topology, vm: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, full: bool = False,
+              bridge_helper: bool = False) -> list[str]:
+    """A VM's NIC arguments (vnet's taps), or with `full` the whole command line vnet runs, or with
+    `bridge_helper` NICs through qemu-bridge-helper (and its `-vnc`, if any) for an ordinary user."""
     if vm not in topo.vms:
         raise VnetError(f"no VM named {vm!r} in {topo.name} (known: {', '.join(topo.vms) or 'none'})")
+    if bridge_helper:
+        return qemuargs.bridge_helper_args(topo, vm) + qemuargs.display_args(topo, vm)
     if not full:
         return qemuargs.nic_args(topo, vm, vhost=os.path.exists("/dev/vhost-net"))
     eng = engine(topo.name, netns, state_dir)
@@ -221,9 +226,18 @@ def _vm_process(topo: Topology, planned: Planned, name: str, state: Path) -> dic
         "accel": opt("-accel") or vm.accel,
         "memory": opt("-m") or vm.memory,
         "cpus": int(opt("-smp") or vm.cpus),
+        "display": _vnc(topo, name),
         "console": str(f["serial"]) if pid and f["serial"].exists() else None,
         "console_log": str(f["console"]),
     }
+
+
+def _vnc(topo: Topology, name: str) -> dict | None:
+    """Where a VM's VNC server listens (`display: vnc`), or None."""
+    n = qemuargs.vnc_displays(topo).get(name)
+    if n is None:
+        return None
+    return {"kind": "vnc", "address": "127.0.0.1", "port": qemuargs.vnc_port(n), "display": n}
 
 
 def _networks(topo: Topology, planned: Planned, rows: list[dict], leases_: list[dict], vms: dict[str, dict]) -> tuple[list[dict], dict]:

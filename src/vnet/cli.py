@@ -162,12 +162,57 @@ def _attrs(attrs: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in attrs.items() if v not in (None, "", [], {}) and k not in ("digest",))
 
 
+WATCH_MIN, WATCH_MAX = 0.5, 3600.0
+
+
+def _display(d: dict | None) -> str:
+    return "-" if not d else f"vnc {d['address']}:{d['port']} (display {d['display']})"
+
+
 def cmd_status(a: argparse.Namespace) -> int:
+    if a.watch is None:
+        return _status_once(a)
+    if not WATCH_MIN <= a.watch <= WATCH_MAX:
+        raise _Usage(f"--watch: {a.watch:g} seconds is out of range — give {WATCH_MIN:g} to {WATCH_MAX:g} seconds between refreshes")
+    if a.count is not None and a.count < 1:
+        raise _Usage("--count: give 1 or more refreshes (or leave it out to watch until Ctrl-C)")
+    import time
+
+    redraw = sys.stdout.isatty() and a.output != "json"
+    code, shown = 0, 0
+    try:
+        while True:
+            if redraw:
+                print("\033[H\033[2J", end="")  # home, clear: the tables redraw in place
+            elif shown and a.output != "json":
+                print()
+            code = _status_once(a)
+            shown += 1
+            if a.count is not None and shown >= a.count:
+                return code
+            if a.output != "json":
+                print(f"every {a.watch:g}s, {time.strftime('%H:%M:%S')} — Ctrl-C stops", flush=True)
+            time.sleep(a.watch)
+    except KeyboardInterrupt:  # the way a watch ends: not an error
+        return 0
+
+
+def _status_once(a: argparse.Namespace) -> int:
     from vnet import api, spec
 
-    report = api.status(spec.load(a.topology), **_where(a), host=a.host)
+    topo = spec.load(a.topology)
+    report = api.status(topo, **_where(a), host=a.host)
+    if a.tables:
+        from vnet import live
+
+        report["tables"] = live.tables(report, live.read(a.netns, topo.name))
     if a.output == "json":
-        _print_json(report)
+        if a.watch is not None:
+            import json
+
+            print(json.dumps(report, default=str), flush=True)  # one line per refresh
+        else:
+            _print_json(report)
         return STATUS_EXIT[report["state"]]
     from rich.table import Table
 
@@ -192,9 +237,14 @@ def cmd_status(a: argparse.Namespace) -> int:
             table.add_row(name, m["kind"], m["mac"], _address(m["address"]),
                           m["host_if"] + (" (hashed)" if m["host_if_hashed"] else ""), f"[{STATE_COLOUR.get(st, 'white')}]{st}[/]")
         things.append(table)
+    if a.tables:
+        from vnet import live
+
+        things += live.render(report["tables"])
     if report["vms"]:
-        things.append(_table("VMs", {"name": "VM", "state": "state", "pid": "pid", "accel": "accel", "memory": "memory", "cpus": "cpus"},
-                             [{**v, "pid": v["pid"] or "-"} for v in report["vms"]]))
+        things.append(_table("VMs", {"name": "VM", "state": "state", "pid": "pid", "accel": "accel", "memory": "memory", "cpus": "cpus",
+                                     "display": "display"},
+                             [{**v, "pid": v["pid"] or "-", "display": _display(v.get("display"))} for v in report["vms"]]))
     if a.output == "wide":
         table = Table(title=f"resources of {report['topology']}{where}", title_justify="left")
         for col in ("kind", "name", "state", "details"):
@@ -291,9 +341,39 @@ def cmd_qemu_args(a: argparse.Namespace) -> int:
 
     from vnet import api, spec
 
-    argv = api.qemu_args(spec.load(a.topology), a.vm, **_where(a), full=a.full)
+    if a.bridge_helper and a.full:
+        raise _Usage("--bridge-helper and --full do not go together: --full is the command line vnet runs itself (with its taps)")
+    topo = spec.load(a.topology)
+    if a.bridge_helper:
+        from vnet import qemuargs
+
+        argv = api.qemu_args(topo, a.vm, **_where(a), bridge_helper=True)
+        print(" ".join(shlex.quote(x) for x in argv), flush=True)
+        # the rest on stderr, so `qemu-system-x86_64 $(vnet qemu-args --bridge-helper …)` takes the arguments alone
+        note = [f"# {qemuargs.BRIDGE_CONF} must allow the bridge(s) (vnet does not write it; as root:",
+                f"#   printf '%s\\n' {' '.join(shlex.quote(x) for x in qemuargs.bridge_conf_lines(topo, a.vm))} >> {qemuargs.BRIDGE_CONF}):"]
+        note += qemuargs.bridge_conf_lines(topo, a.vm)
+        if not _setuid(qemuargs.BRIDGE_HELPER):
+            note.append(f"# {qemuargs.BRIDGE_HELPER} is not setuid root here, so it fails for an ordinary user: "
+                        f"`chmod u+s {qemuargs.BRIDGE_HELPER}` (or run QEMU with CAP_NET_ADMIN)")
+        if a.netns:
+            note.append(f"# the bridges are in netns {a.netns}: run QEMU there (`ip netns exec {a.netns} …`)")
+        note.append("# the helper's taps are not vnet's: the spoofing guards, isolation and rate limits of the file do not apply to them")
+        print("\n".join(note), file=sys.stderr, flush=True)
+        return 0
+    argv = api.qemu_args(topo, a.vm, **_where(a), full=a.full)
     print(" ".join(shlex.quote(x) for x in argv))
     return 0
+
+
+def _setuid(path: str) -> bool:
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return bool(st.st_mode & stat.S_ISUID) and st.st_uid == 0
 
 
 def cmd_console(a: argparse.Namespace) -> int:
@@ -606,6 +686,12 @@ def parser() -> argparse.ArgumentParser:
                 "-o wide adds every resource with its details; -o json is the same as objects and numbers.")
     p.add_argument("topology", help="topology file (YAML)")
     _output(p, ("table", "wide", "json"))
+    p.add_argument("--tables", action="store_true",
+                   help="also each bridge's live tables: forwarding database (MAC → port → member, learned/local/static/remote, age), "
+                        "neighbours (address → MAC, state) and per-port counters (rx/tx packets and bytes, drops, guard drops)")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                   help=f"redraw every SECONDS (default 2; {WATCH_MIN:g} to {WATCH_MAX:g}) until Ctrl-C, which exits 0")
+    p.add_argument("--count", type=int, default=None, metavar="N", help="with --watch: stop after N refreshes (exit: the last status's)")
 
     p = command("leases", cmd_leases, "list current DHCP leases of the topology's networks (MAC, IP, name, expiry)")
     p.add_argument("topology", help="topology file (YAML)")
@@ -615,6 +701,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("topology", help="topology file (YAML)")
     p.add_argument("vm", help="the VM's name in the file")
     p.add_argument("--full", action="store_true", help="the whole command line vnet runs")
+    p.add_argument("--bridge-helper", action="store_true",
+                   help="NICs through qemu-bridge-helper (-netdev bridge), for QEMU run by an ordinary user; "
+                        "the lines /etc/qemu/bridge.conf needs go to stderr (vnet never writes that file)")
 
     p = command("console", cmd_console, "show what a VM printed on its serial console")
     p.add_argument("topology", help="topology file (YAML)")

@@ -55,6 +55,10 @@ class _Set:
         return [f"  {kind} {self.name} {{", *(f"    {b}" for b in body), "  }"]
 
 
+GUARD_DROPS = "guard_drops"  # the bridge table's set of ports whose frames a guard dropped, each with a counter
+COUNT_GUARD_DROP = f"update @{GUARD_DROPS} {{ iifname }}"
+
+
 def upload_burst(bits: int) -> int:
     """Policer burst in bytes: 50 ms of traffic, at least 64 KiB, so TCP is not starved."""
     return max(65536, bits // 8 // 20)
@@ -386,6 +390,7 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     isolated_ports = _Set("isolated_ports", "ifname")
     service_ports = _Set("service_ports", "ifname")
     upload = _Set("upload_limits", "", map_type="ifname : limit")
+    guard_drops = _Set(GUARD_DROPS, "ifname", flags="dynamic", counter=True)
 
     vnet_dhcp: set[str] = set()
     reserved_ips: set[str] = set()
@@ -471,8 +476,11 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         "iifname @ip6_guarded icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd_target drop",
         "iifname @free6_guarded icmpv6 type nd-neighbor-advert @th,64,128 @reserved_nd iifname . @th,64,128 != @nd_target drop",
         "iifname @guarded icmpv6 type nd-neighbor-advert ip6 length 32 iifname . @th,208,48 != @nd_mac drop",
-        "limit name iifname map @upload_limits drop",
     ]
+    # each guard's drop is counted per port, in one dynamic set (`vnet status --tables`): the rules
+    # and the set stay the same whatever the number of ports
+    prerouting = [r.removesuffix(" drop") + f" {COUNT_GUARD_DROP} drop" if r.endswith(" drop") else r for r in prerouting]
+    prerouting.append("limit name iifname map @upload_limits drop")
     # a DHCPACK of vnet's dnsmasq on the host
     output = [LEARN]
     # an isolated port still reaches its network's DHCP/DNS service, which is a port too
@@ -481,7 +489,7 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         "oifname @isolated_ports iifname != @service_ports drop",
     ]
     sets = [guarded, port_mac, ip_guarded, port_ip, dhcp_guarded, free_guarded, reserved, leased, ip6_guarded, port_ip6,
-            nd_target, free6_guarded, reserved6, reserved_nd, nd_mac, isolated_ports, service_ports, upload]
+            nd_target, free6_guarded, reserved6, reserved_nd, nd_mac, isolated_ports, service_ports, upload, guard_drops]
     needed = bool(guarded.elements or isolated_ports.elements or upload.elements)
     return _Guards(limits, sets, prerouting, forward, output, needed)
 

@@ -66,6 +66,77 @@ def nic_args(topo: Topology, vm_name: str, vhost: bool) -> list[str]:
     return args
 
 
+BRIDGE_HELPER = "/usr/lib/qemu/qemu-bridge-helper"  # Debian's qemu-system-common
+BRIDGE_CONF = "/etc/qemu/bridge.conf"
+
+
+def bridge_helper_args(topo: Topology, vm_name: str, helper: str = BRIDGE_HELPER) -> list[str]:
+    """The VM's NICs for QEMU run by an ordinary user: `-netdev bridge` makes the tap through
+    qemu-bridge-helper (setuid root, allowed bridges in /etc/qemu/bridge.conf) instead of opening
+    vnet's tap; the MAC is the one the file gives (or derives), so leases and reservations hold."""
+    from vnet.facts import bridge_name
+
+    args: list[str] = []
+    for i, nic in enumerate(topo.vms[vm_name].nics):
+        br = bridge_name(topo, nic.network)
+        args += ["-netdev", f"bridge,id=net{i},br={br},helper={_opt(helper)}",
+                 "-device", f"virtio-net-pci,netdev=net{i},mac={nic_mac(topo, vm_name, i)}"]
+    return args
+
+
+def bridge_conf_lines(topo: Topology, vm_name: str) -> list[str]:
+    """What /etc/qemu/bridge.conf must hold for `bridge_helper_args`: one `allow` per bridge."""
+    from vnet.facts import bridge_name
+
+    out: list[str] = []
+    for nic in topo.vms[vm_name].nics:
+        line = f"allow {bridge_name(topo, nic.network)}"
+        if line not in out:
+            out.append(line)
+    return out
+
+
+VNC_AUTO_FIRST, VNC_AUTO_SLOTS = 10000, 4000  # chosen displays: ports 15900–19899, clear of X11 (6000+) and 8080
+
+
+def vnc_displays(topo: Topology) -> dict[str, int]:
+    """VM name → its VNC display number, for the VMs with `display: vnc` or `vnc:N`. A chosen
+    number is stable: a hash of topology and VM name, so the same VM gets the same port on every
+    apply and VMs of other topologies in the same target rarely meet it; within the topology,
+    a taken number moves to the next free one (VMs in name order, pinned `vnc:N` first)."""
+    import hashlib
+
+    out: dict[str, int] = {}
+    for name, vm in topo.vms.items():
+        if vm.display.startswith("vnc:"):
+            out[name] = int(vm.display[4:])
+    taken = set(out.values())
+    for name in sorted(topo.vms):
+        if topo.vms[name].display != "vnc":
+            continue
+        slot = int.from_bytes(hashlib.sha256(f"{topo.name}/{name}".encode()).digest()[:4], "big") % VNC_AUTO_SLOTS
+        while VNC_AUTO_FIRST + slot in taken:
+            slot = (slot + 1) % VNC_AUTO_SLOTS
+        out[name] = VNC_AUTO_FIRST + slot
+        taken.add(out[name])
+    return out
+
+
+def vnc_port(display: int) -> int:
+    from vnet.spec.models import VNC_BASE_PORT
+
+    return VNC_BASE_PORT + display
+
+
+def display_args(topo: Topology, vm_name: str) -> list[str]:
+    """`-vnc` on loopback only (what reaches it is the target namespace's own processes, or an
+    SSH tunnel), with a VGA device to show: `-nodefaults` leaves the machine without one."""
+    n = vnc_displays(topo).get(vm_name)
+    if n is None:
+        return []
+    return ["-vnc", f"127.0.0.1:{n}", "-device", "VGA"]
+
+
 def _opt(value: str) -> str:
     return value.replace(",", ",,")  # QEMU's escape for a comma inside an option value
 
@@ -222,6 +293,7 @@ def argv(
     if vm.disk:
         out += ["-drive", f"file={_opt(vm.disk)},if=virtio,format={disk_format(vm.disk)}"]
     out += nic_args(topo, vm_name, vhost)
+    out += display_args(topo, vm_name)
     if sandbox:
         out += ["-sandbox", SANDBOX]
     out += [

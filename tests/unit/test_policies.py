@@ -683,10 +683,10 @@ def test_spoofing_walk():
     web = names.veth_host(T, "web")
     assert f'"{web}" . {names.mac(T, "web")}' in elements(text, "port_mac", "bridge")
     rules = chains(text)[("bridge", "prerouting")]
-    assert "iifname @guarded iifname . ether saddr != @port_mac drop" in rules
-    assert "iifname @guarded udp sport { 67, 547 } drop" in rules
-    assert any("ip saddr" in r and "@port_ip drop" in r for r in rules)
-    assert any("arp saddr ip" in r and "@port_ip drop" in r for r in rules)
+    assert "iifname @guarded iifname . ether saddr != @port_mac update @guard_drops { iifname } drop" in rules
+    assert "iifname @guarded udp sport { 67, 547 } update @guard_drops { iifname } drop" in rules
+    assert any("ip saddr" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in rules)
+    assert any("arp saddr ip" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in rules)
 
 
 def test_isolated_ports():

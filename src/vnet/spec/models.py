@@ -210,6 +210,27 @@ def _size(value: str) -> str:
     return value
 
 
+VNC_BASE_PORT = 5900  # VNC display N listens on TCP port 5900 + N
+MAX_VNC_DISPLAY = 65535 - VNC_BASE_PORT
+_DISPLAY_RE = re.compile(r"vnc(?::([0-9]{1,5}))?")
+
+
+def _display(value: object) -> str:
+    """`none`, `vnc` (vnet picks a display number) or `vnc:N` (display N, TCP port 5900 + N)."""
+    if value is None:
+        return "none"
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a display: write none, vnc, or vnc:N (N from 0 to {MAX_VNC_DISPLAY})")
+    if value == "none":
+        return value
+    m = _DISPLAY_RE.fullmatch(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a display: write none, vnc, or vnc:N (N from 0 to {MAX_VNC_DISPLAY})")
+    if m.group(1) is not None and int(m.group(1)) > MAX_VNC_DISPLAY:
+        raise ValueError(f"VNC display {m.group(1)} is out of range: N goes from 0 to {MAX_VNC_DISPLAY} (TCP port 5900 + N)")
+    return value
+
+
 def memory_mib(value: str) -> int:
     return int(value[:-1]) * (1024 if value[-1] == "G" else 1)
 
@@ -503,6 +524,10 @@ class VmSpec(Strict):
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM where it works, else software")
     nics: list[VmNic] = Field(default_factory=list)
     host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
+    display: Annotated[str, BeforeValidator(_display)] = Field(
+        "none", description="none (default), vnc (a VNC server on 127.0.0.1, display number chosen by vnet and shown by "
+        "`vnet status`), or vnc:N (display N, TCP port 5900 + N)"
+    )
 
 
 class Topology(Strict):

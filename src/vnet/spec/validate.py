@@ -1001,6 +1001,13 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
         mac = getattr(ep, "mac", None)
         if mac is None and isinstance(ep, (TapSpec, NetnsSpec)):
             macs.setdefault(names.mac(topo.name, ep_name), ep_name)  # derived MACs may not collide either
+    displays: dict[str, str] = {}
+    for vm_name, vm in topo.vms.items():
+        if vm.display.startswith("vnc:"):
+            if vm.display in displays:
+                add(Problem(f"vms.{vm_name}.display", f"{vm.display} is also the display of vms.{displays[vm.display]}",
+                            "give each VM its own display number, or write vnc and let vnet choose"))
+            displays.setdefault(vm.display, vm_name)
     for vm_name, vm in topo.vms.items():
         path = f"vms.{vm_name}"
         if sum(bool(x) for x in (vm.image, vm.kernel or vm.disk)) != 1:
