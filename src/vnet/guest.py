@@ -1,8 +1,10 @@
 """A tiny guest for demos and tests, built from Debian packages already on the machine.
 
 The Debian cloud kernel (`linux-image-cloud-amd64`) plus an initramfs holding static busybox, the
-virtio-net modules, a DHCP client script and a command agent on the second serial port. Nothing
-is downloaded. The agent lets a test run a shell command in the guest and read its output.
+virtio-net modules, a DHCP client script and a command agent on the second serial port — and,
+where the machine has ISC dhclient, that binary with the C library it links (busybox has no
+DHCPv6 client): `dhclient6 <dev>` in the guest leases an IPv6 address. Nothing is downloaded.
+The agent lets a test run a shell command in the guest and read its output.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ exec /agent.sh
 """
 
 UDHCPC = """#!/bin/sh
+# IPv4 only: a flush of every family would take the link's IPv6 link-local address with it
 case "$1" in
-  deconfig) ip addr flush dev "$interface" ;;
+  deconfig) ip -f inet addr flush dev "$interface" ;;
   bound|renew)
-    ip addr flush dev "$interface"
+    ip -f inet addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
     [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
     : > /etc/resolv.conf
@@ -99,6 +102,39 @@ def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
     return out.getvalue()
 
 
+# a DHCPv6 lease in the guest: `dhclient6 eth0` (ISC dhclient, with this script, not its own, which
+# expects a full distribution)
+DHCLIENT6 = """#!/bin/sh
+mkdir -p /var/lib/dhcp
+exec dhclient -6 -1 -cf /etc/dhclient.conf -sf /dhclient6-script.sh -lf /var/lib/dhcp/leases6 -pf /run/dhclient6.pid "$@"
+"""
+DHCLIENT6_SCRIPT = """#!/bin/sh
+case "$reason" in
+  BOUND6|RENEW6|REBIND6)
+    ip -6 addr add "$new_ip6_address/$new_ip6_prefixlen" dev "$interface" 2>/dev/null
+    echo "VNET-LEASE6 $interface $new_ip6_address $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0 ;;
+esac
+"""
+DHCLIENT_CONF = "# vnet's dnsmasq names a DHCPv6 client by the MAC in its DUID (dhcp-host=MAC,name)\n"
+
+
+def _dhclient() -> list[tuple[str, bytes]]:
+    """ISC dhclient and the shared objects it needs, at the paths it looks for them (none without it)."""
+    binary = shutil.which("dhclient") or ("/usr/sbin/dhclient" if os.path.exists("/usr/sbin/dhclient") else None)
+    if binary is None:
+        return []
+    import subprocess
+
+    out = [("bin/dhclient", Path(binary).read_bytes())]
+    listing = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=10).stdout
+    for line in listing.splitlines():
+        words = line.split()
+        path = words[2] if len(words) > 2 and words[1] == "=>" else (words[0] if words and words[0].startswith("/") else None)
+        if path and path.startswith("/"):
+            out.append((path.lstrip("/"), Path(path).read_bytes()))
+    return out
+
+
 def build_initrd(dest_dir: Path) -> Path:
     """Build (or reuse) the initramfs; its name carries a hash of its inputs."""
     kernel = kernel_path()
@@ -119,8 +155,12 @@ def build_initrd(dest_dir: Path) -> Path:
         "agent.sh": AGENT.encode(),
         "etc/acpi/PWRF/00000080": POWEROFF.encode(),
     }
+    dhclient = _dhclient()
+    if dhclient:
+        files.update({"bin/dhclient6": DHCLIENT6.encode(), "dhclient6-script.sh": DHCLIENT6_SCRIPT.encode(),
+                      "etc/dhclient.conf": DHCLIENT_CONF.encode()})
     bb = Path(busybox).read_bytes()
-    key = hashlib.sha256(b"".join([bb, *files.values(), *(d for _, d in modules)])).hexdigest()[:12]
+    key = hashlib.sha256(b"".join([bb, *files.values(), *(d for _, d in modules), *(d for _, d in dhclient)])).hexdigest()[:12]
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / f"initrd-{key}.gz"
     if target.exists():
@@ -128,7 +168,10 @@ def build_initrd(dest_dir: Path) -> Path:
     d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
     entries = [("bin", d, b""), ("lib", d, b""), ("lib/modules", d, b""), ("etc", d, b""), ("etc/acpi", d, b""), ("etc/acpi/PWRF", d, b""),
                ("bin/busybox", x, bb), ("bin/sh", stat.S_IFLNK | 0o777, b"busybox")]
+    dirs = sorted({str(Path(p).parents[i]) for p, _ in dhclient for i in range(len(Path(p).parents) - 1)} - {"bin", "lib"})
+    entries += [(name, d, b"") for name in dirs]
     entries += [(name, x, data) for name, data in files.items()]
+    entries += [(name, x, data) for name, data in dhclient]
     entries += [(f"lib/modules/{m}.ko", f, data) for m, data in modules]
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(gzip.compress(_cpio(entries), compresslevel=1))
