@@ -635,3 +635,28 @@ def console_socket(topology: str, vm: str, state_dir: Path | str = DEFAULT_STATE
     if not f["serial"].exists():
         raise VnetError(f"VM {vm} has no console socket (started by an older vnet): `vnet vm restart FILE {vm}` gives it one")
     return f["serial"]
+
+
+# --- `vnet qemu-args FILE VM --bridge-helper` as root: vnet's lines in /etc/qemu/bridge.conf ----
+
+
+def bridge_helper_install(topo: Topology, vm: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR,
+                          source: Path | str | None = None, log: Callable[[str], None] | None = None) -> list[Action]:
+    """Record that `vm` is run by an ordinary user through qemu-bridge-helper and write the
+    `allow` lines of its bridges into the helper's ACL file now (kinds/bridgeconf.py): the engine
+    runs those actions alone, under the topology's lock, journaled like any apply. From then on
+    apply keeps the lines and destroy removes them. Returns the actions (none: they are there)."""
+    from vnet.drivers.ns import Namespaces
+    from vnet.kinds import bridgeconf
+
+    eng = _vm_engine(topo, vm, netns, state_dir, "qemu-args --bridge-helper")
+    if log is not None:
+        eng.log = log
+    with eng._locked(), Namespaces(netns) as nss:
+        eng._recover(nss)
+        bridgeconf.request(eng.state, vm)
+        with eng._host_locked():
+            planned = eng._plan(nss, topo, _source(source))
+        actions = [a for a in planned.actions if a.resource.kind == "bridgeconf" and a.op != "delete"]
+        eng._runner(nss).run(actions)
+    return actions

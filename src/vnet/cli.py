@@ -346,13 +346,22 @@ def cmd_qemu_args(a: argparse.Namespace) -> int:
     topo = spec.load(a.topology)
     if a.bridge_helper:
         from vnet import qemuargs
+        from vnet.kinds import bridgeconf
 
         argv = api.qemu_args(topo, a.vm, **_where(a), bridge_helper=True)
         print(" ".join(shlex.quote(x) for x in argv), flush=True)
         # the rest on stderr, so `qemu-system-x86_64 $(vnet qemu-args --bridge-helper …)` takes the arguments alone
-        note = [f"# {qemuargs.BRIDGE_CONF} must allow the bridge(s) (vnet does not write it; as root:",
-                f"#   printf '%s\\n' {' '.join(shlex.quote(x) for x in qemuargs.bridge_conf_lines(topo, a.vm))} >> {qemuargs.BRIDGE_CONF}):"]
-        note += qemuargs.bridge_conf_lines(topo, a.vm)
+        conf, lines = bridgeconf.conf_path(), qemuargs.bridge_conf_lines(topo, a.vm)
+        applied = api.engine(topo.name, **_where(a)).claims.read(topo.name) is not None
+        if os.geteuid() == 0 and applied:
+            # recorded in the state directory and written now, through the engine: apply keeps
+            # the lines, destroy removes them
+            api.bridge_helper_install(topo, a.vm, **_where(a), source=a.topology,
+                                      log=lambda m: print(m, file=sys.stderr, flush=True))  # stdout is QEMU's arguments
+            note = [f"# {conf} allows the bridge(s) (vnet's marked lines; `vnet destroy` removes them):", *lines]
+        else:
+            why = "root must run this command once" if applied else "`vnet apply` the topology, then root must run this command once"
+            note = [f"# {conf} must allow the bridge(s): {why} to install these lines (vnet keeps them until destroy):", *lines]
         if not _setuid(qemuargs.BRIDGE_HELPER):
             note.append(f"# {qemuargs.BRIDGE_HELPER} is not setuid root here, so it fails for an ordinary user: "
                         f"`chmod u+s {qemuargs.BRIDGE_HELPER}` (or run QEMU with CAP_NET_ADMIN)")
@@ -703,7 +712,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the whole command line vnet runs")
     p.add_argument("--bridge-helper", action="store_true",
                    help="NICs through qemu-bridge-helper (-netdev bridge), for QEMU run by an ordinary user; "
-                        "the lines /etc/qemu/bridge.conf needs go to stderr (vnet never writes that file)")
+                        "run once as root (topology applied), it adds vnet's marked `allow` lines to /etc/qemu/bridge.conf "
+                        "(or $VNET_QEMU_BRIDGE_CONF), kept by apply and removed by destroy; otherwise they go to stderr")
 
     p = command("console", cmd_console, "show what a VM printed on its serial console")
     p.add_argument("topology", help="topology file (YAML)")
