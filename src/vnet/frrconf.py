@@ -6,8 +6,9 @@ from type-3 routes). Pure: no I/O.
 vnet runs its own zebra and bgpd per target namespace and topology (kinds/frr.py), with a
 pathspace (-N) of their own and every file under the topology's state directory:
 
-    frr.conf        bgpd's config (the whole rendered text; vnet's marker for bgpd)
+    frr.conf        the whole rendered config, as `vtysh` would show it
     frr-zebra.conf  zebra's part of it (vnet's marker for zebra)
+    frr-bgpd.conf   bgpd's part of it (vnet's marker for bgpd)
     frr/            pid files, zserv socket, vty sockets (`vtysh --vty_socket <dir>`), log
 """
 
@@ -52,6 +53,7 @@ def files(state: Path) -> dict[str, Path]:
     return {
         "conf": state / "frr.conf",
         "zconf": state / "frr-zebra.conf",
+        "bconf": state / "frr-bgpd.conf",
         "run": run,
         "zebra_pid": run / "zebra.pid",
         "bgpd_pid": run / "bgpd.pid",
@@ -60,10 +62,15 @@ def files(state: Path) -> dict[str, Path]:
     }
 
 
-def zebra_part(config: str) -> str:
-    """The lines of the rendered config that zebra reads: everything before `router bgp`."""
-    head = config.split("\nrouter bgp ", 1)[0]
-    return head.rstrip("\n") + "\n"
+ZEBRA_SECTION, BGPD_SECTION = "! --- zebra", "! --- bgpd"
+
+
+def part(config: str, daemon: str) -> str:
+    """What one daemon reads of the rendered config: the common head and its own section (each
+    daemon logs every line of the other's as an error)."""
+    head, _, rest = config.partition(ZEBRA_SECTION + "\n")
+    zebra, _, bgpd = rest.partition(BGPD_SECTION + "\n")
+    return head + (zebra if daemon == "zebra" else bgpd)
 
 
 def render(topo: Topology, facts: HostFacts) -> str:
@@ -77,7 +84,11 @@ def render(topo: Topology, facts: HostFacts) -> str:
         "frr defaults datacenter",
         f"hostname {topo.name}-{facts.host}",
         f"log file {f['log']}",
-        "!",
+        ZEBRA_SECTION,
+        # the peers are reached through the underlay's default route (a routed underlay)
+        "ip nht resolve-via-default",
+        "ipv6 nht resolve-via-default",
+        BGPD_SECTION,
         f"router bgp {asn(topo)}",
         f" bgp router-id {router_id(facts.underlay)}",
         " no bgp default ipv4-unicast",

@@ -83,12 +83,16 @@ class Frr(Kind):
         _refuse_foreign(ctx.nss.target)
         f["run"].mkdir(mode=0o700, parents=True, exist_ok=True)
         _write(f["conf"], config)
-        _write(f["zconf"], frrconf.zebra_part(config))
+        _write(f["zconf"], frrconf.part(config, "zebra"))
+        _write(f["bconf"], frrconf.part(config, "bgpd"))
         ns = ctx.nss.host
         common = ["-d", "-N", frrconf.pathspace(ctx.state), "-z", str(f["zserv"]), "--vty_socket", str(f["run"]), *RUN_AS]
         try:
-            process.start(ns, [str(ZEBRA), *common, "-f", str(f["zconf"]), "-i", str(f["zebra_pid"])], f["zebra_pid"], marker=f["zconf"])
-            process.start(ns, [str(BGPD), *common, "-f", str(f["conf"]), "-i", str(f["bgpd_pid"])], f["bgpd_pid"], marker=f["conf"])
+            for daemon, conf in ((ZEBRA, f["zconf"]), (BGPD, f["bconf"])):
+                pidfile = f[f"{daemon.name}_pid"]
+                pid = process.start(ns, [str(daemon), *common, "-f", str(conf), "-i", str(pidfile)], pidfile, marker=conf)
+                # its crash-log directory, removed when it stops (also after it died)
+                pidfile.with_suffix(".tmpdir").write_text("".join(f"{d}\n" for d in _tmpdirs(pid)))
         except VnetError:
             _stop(ctx.state)
             raise
@@ -96,7 +100,7 @@ class Frr(Kind):
     def delete(self, ctx: Ctx, r: Resource) -> None:
         _stop(ctx.state)
         f = frrconf.files(ctx.state)
-        for path in (f["conf"], f["zconf"]):
+        for path in (f["conf"], f["zconf"], f["bconf"]):
             path.unlink(missing_ok=True)
         shutil.rmtree(f["run"], ignore_errors=True)
         try:
@@ -107,7 +111,7 @@ class Frr(Kind):
     def sweep(self, ctx: Ctx, r: Resource, obs) -> None:
         # started, but killed before its pid file was read back: found by its config path
         f = frrconf.files(ctx.state)
-        process.kill_named(str(f["conf"]))
+        process.kill_named(str(f["bconf"]))
         process.kill_named(str(f["zconf"]))
 
 
@@ -121,7 +125,7 @@ def _write(path: Path, text: str) -> None:
 def _daemons(state: Path) -> list[tuple[Path, Path]]:
     """(pid file, marker) of bgpd, then zebra: the order they stop in."""
     f = frrconf.files(state)
-    return [(f["bgpd_pid"], f["conf"]), (f["zebra_pid"], f["zconf"])]
+    return [(f["bgpd_pid"], f["bconf"]), (f["zebra_pid"], f["zconf"])]
 
 
 def _running(state: Path) -> tuple[int, int] | None:
@@ -157,10 +161,16 @@ def _stop(state: Path) -> None:
     themselves from FRR's /var/tmp/frr."""
     for pidfile, marker in _daemons(state):
         pid = process.running(pidfile, marker)
-        held = _tmpdirs(pid) if pid is not None else []
+        held = set(_tmpdirs(pid)) if pid is not None else set()
+        try:
+            recorded = {Path(line) for line in pidfile.with_suffix(".tmpdir").read_text().splitlines()}
+        except OSError:
+            recorded = set()
         process.stop(pidfile, marker)
-        for d in held:
-            shutil.rmtree(d, ignore_errors=True)
+        for d in held | recorded:
+            if d.parent == TMP_BASE and _TMPDIR.fullmatch(d.name):
+                shutil.rmtree(d, ignore_errors=True)
+        pidfile.with_suffix(".tmpdir").unlink(missing_ok=True)
 
 
 def _refuse_foreign(target: str | None) -> None:
