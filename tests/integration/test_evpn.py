@@ -135,6 +135,9 @@ def test_three_hosts_evpn(hosts):
     assert wait_for(lambda: remote(hosts.h1, vx, mac["b"]) == ADDR["h3"], 30), fdb(hosts.h1, vx)
     assert wait_for(lambda: remote(hosts.h1, vx, mac["c"]) == ADDR["h2"], 30), fdb(hosts.h1, vx)
 
+    port = subprocess.run(["ip", "-n", hosts.h1, "-d", "link", "show", vx], capture_output=True, text=True, check=True).stdout
+    assert " learning off " in port and " neigh_suppress on " in port and " nolearning " in port, port
+
     # real traffic between the endpoints on h1 and h3: ping and TCP
     assert check.ping(a, "10.90.0.11", count=2)
     with check.Listener(b, 7000):

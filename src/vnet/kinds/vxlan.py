@@ -2,7 +2,9 @@
 the network to the other hosts of `hosts:`.
 
 `control: evpn` leaves the FDB to FRR's zebra (kinds/frr.py): the device's mark ends in `:evpn`,
-and its FDB is neither written nor read back by vnet.
+and its FDB is neither written nor read back by vnet. Its bridge port gets `learning off` (remote
+MACs come from type-2 routes, as zebra's extern_learn entries) and `neigh_suppress on` (ARP and ND
+for addresses EVPN knows are answered on this host, not flooded to every other).
 
 `control: static` floods by head-end replication: one all-zero FDB entry per other host (the
 `peers` attribute), and sends unicast straight to the host that holds the MAC: one entry per
@@ -65,6 +67,8 @@ class Vxlan(LinkKind):
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         netlink.create_vxlan(ctx.nss, r)
+        if _evpn(r):
+            _evpn_port(ctx, r)
 
     def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
         """Peers, MTU, bridge and mark in place; a new VNI, port or local address: a new device."""
@@ -74,9 +78,21 @@ class Vxlan(LinkKind):
                 netlink.set_in_place(ctx.nss, new)
             if changed & {"peers", "macs"}:
                 netlink.set_fdb(ctx.nss, new.key, netlink.fdb_entries(old), netlink.fdb_entries(new))
+            if _evpn(new) and changed & {"mark", "master"}:
+                _evpn_port(ctx, new)
         else:
             self.delete(ctx, old)
             self.create(ctx, new)
+
+
+def _evpn(r: Resource) -> bool:
+    parsed = names.parse_mark(r.get("mark"))
+    return parsed is not None and parsed[3] == ("evpn",)
+
+
+def _evpn_port(ctx: Ctx, r: Resource) -> None:
+    """The bridge port of an EVPN vxlan device: no learning, neighbour suppression."""
+    ctx.nss.host.run(["bridge", "link", "set", "dev", r.key, "learning", "off", "neigh_suppress", "on"])
 
 
 KINDS = (Vxlan(),)
