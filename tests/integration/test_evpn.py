@@ -145,6 +145,18 @@ def test_three_hosts_evpn(hosts):
     with check.Listener(a, 7001):
         assert check.tcp_line(b, "10.90.0.10", 7001) == "10.90.0.11"
 
+    # a new endpoint on h3: time until its MAC is in h1's FDB (it sends one ping, as a guest would)
+    more = text.replace("endpoints:\n", "endpoints:\n  d: {kind: netns, network: lan, address: 10.90.0.12/24, host: h3}\n")
+    mac["d"] = names.mac(t, "d")
+    started = time.monotonic()
+    hosts.apply(hosts.h3, more)
+    applied = time.monotonic()
+    assert check.ping(f"{t}-d", "10.90.0.10")
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["d"]) == ADDR["h3"], 30), fdb(hosts.h1, vx)
+    print(f"EVPN: new endpoint on h3: apply {applied - started:.2f}s, its MAC in h1's FDB {time.monotonic() - started:.2f}s after the apply began")
+    hosts.apply(hosts.h3, text)
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["d"]) is None, 30), fdb(hosts.h1, vx)  # withdrawn with the endpoint
+
     # a killed FRR is repaired by the next apply
     state1 = api.state_of(t, hosts.h1, hosts.state)
     bgpd_pid = int((state1 / "frr" / "bgpd.pid").read_text())
@@ -169,6 +181,15 @@ def test_three_hosts_evpn(hosts):
     tmp_after = set(frrkind.TMP_BASE.iterdir()) if frrkind.TMP_BASE.exists() else set()
     assert not {p for p in tmp_after - tmp_before if p.name.split(".")[0] in ("zebra", "bgpd")}
     assert not any(n.startswith(f"{t}-") for n in nsmod.listed())
+
+
+def test_missing_frr_is_a_clear_error_and_no_change(hosts, monkeypatch):
+    monkeypatch.setattr(frrkind, "ZEBRA", Path("/nonexistent/frr/zebra"))
+    before = snapshot.take(hosts.h1)
+    with pytest.raises(Exception, match="control: evpn needs FRR, and /nonexistent/frr/zebra is missing: install the frr package"):
+        hosts.apply(hosts.h1, evpn_topology(hosts.name))
+    assert snapshot.take(hosts.h1) == before
+    assert frr_pids(hosts.h1) == []
 
 
 def test_a_foreign_zebra_in_the_target_is_refused(hosts, tmp_path):
