@@ -92,6 +92,26 @@ def frr_pids(host: str) -> list[int]:
     return out
 
 
+def connects(ns: str, address: str, port: int) -> bool:
+    """Whether a TCP connection from `ns` to address:port is accepted within a second."""
+    import socket
+
+    def attempt() -> bool:
+        with socket.socket() as s:
+            s.settimeout(1)
+            try:
+                s.connect((address, port))
+                return True
+            except OSError:
+                return False
+
+    n = nsmod.Namespace(ns)
+    try:
+        return n.call(attempt)
+    finally:
+        n.close()
+
+
 def test_three_hosts_evpn(hosts):
     t = hosts.name
     text = evpn_topology(t)
@@ -134,6 +154,9 @@ def test_three_hosts_evpn(hosts):
     assert wait_for(lambda: remote(hosts.h3, vx, mac["a"]) == ADDR["h1"], 30), fdb(hosts.h3, vx)
     assert wait_for(lambda: remote(hosts.h1, vx, mac["b"]) == ADDR["h3"], 30), fdb(hosts.h1, vx)
     assert wait_for(lambda: remote(hosts.h1, vx, mac["c"]) == ADDR["h2"], 30), fdb(hosts.h1, vx)
+
+    # BGP is taken from the other hosts only: the LAN router (no host) is dropped
+    assert connects(hosts.h2, ADDR["h1"], 179) and not connects(hosts.sb.lan, ADDR["h1"], 179)
 
     port = subprocess.run(["ip", "-n", hosts.h1, "-d", "link", "show", vx], capture_output=True, text=True, check=True).stdout
     assert " learning off " in port and " neigh_suppress on " in port and " nolearning " in port, port

@@ -108,3 +108,10 @@ def test_an_ipv6_underlay_gets_a_stable_ipv4_router_id():
     rid = frrconf.router_id("2001:db8::11")
     assert rid == frrconf.router_id("2001:db8::11") != frrconf.router_id("2001:db8::12")
     assert frrconf.router_id("192.0.2.11") == "192.0.2.11"
+
+
+def test_the_ruleset_takes_bgp_from_the_other_hosts_only():
+    text = by(desired(load_text(EVPN), H2), "ruleset")["vnet-lab"].get("text")
+    assert "tcp dport 179 meta nfproto ipv4 ip saddr != @bgp_peers drop" in text
+    assert "elements = { 192.0.2.11, 198.51.100.77 }" in text
+    assert "bgp_peers" not in by(desired(load_text(LAB), H2), "ruleset")["vnet-lab"].get("text")
