@@ -147,6 +147,16 @@ def test_three_hosts_evpn(hosts):
         assert wait_for(lambda: sorted(p for p, s in bgp_peers(hosts, h).items() if s == "Established") == others, 60), (h, bgp_peers(hosts, h))
     for h in hosts.sb.host_names:
         assert api.plan(spec.load_text(text), netns=h, state_dir=hosts.state).actions == [], h
+    # `vnet status` shows each BGP session, read from FRR
+    report = api.status(spec.load_text(text), netns=hosts.h1, state_dir=hosts.state)
+    assert report["in_sync"], report["notes"]
+    assert [(s["peer"], s["state"]) for s in report["bgp"]] == [(ADDR["h2"], "Established"), (ADDR["h3"], "Established")]
+    assert all(s["received"] > 0 for s in report["bgp"]), report["bgp"]
+    path = hosts.state.parent / "evpn.yaml"
+    path.write_text(text)
+    cli = subprocess.run([".venv/bin/vnet", "--netns", hosts.h1, "--state-dir", str(hosts.state), "status", str(path)],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert "BGP sessions (EVPN)" in cli.stdout and "Established" in cli.stdout, cli.stdout + cli.stderr
 
     # EVPN fills the FDB: no static flood entries from vnet, flood lists from type-3 routes and
     # remote MACs from type-2 routes, as extern_learn entries that zebra put there

@@ -48,6 +48,23 @@ def vtysh(state: Path) -> list[str]:
     return ["vtysh", "--vty_socket", str(frrconf.files(state)["run"])]
 
 
+def sessions(state: Path) -> list[dict]:
+    """The BGP sessions of vnet's FRR for the topology whose state is `state` (`vnet status`):
+    peer, state, EVPN prefixes received and sent, uptime. Empty when it does not run."""
+    import json
+    import subprocess
+
+    if _running(state) is None:
+        return []
+    try:
+        proc = subprocess.run([*vtysh(state), "-c", "show bgp l2vpn evpn summary json"], capture_output=True, text=True, timeout=10)
+        peers = json.loads(proc.stdout).get("peers", {}) if proc.returncode == 0 else {}
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    return [{"peer": peer, "state": p.get("state", "?"), "received": p.get("pfxRcd", 0), "sent": p.get("pfxSnt", 0), "up": p.get("peerUptime", "")}
+            for peer, p in sorted(peers.items())]
+
+
 class Frr(Kind):
     name = "frr"
     after = ("vxlan", "address", "ruleset")  # zebra reads the vxlan devices; BGP binds to the underlay
