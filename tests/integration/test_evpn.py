@@ -150,6 +150,9 @@ def test_three_hosts_evpn(hosts):
     # `vnet status` shows each BGP session, read from FRR
     report = api.status(spec.load_text(text), netns=hosts.h1, state_dir=hosts.state)
     assert report["in_sync"], report["notes"]
+    from tests.integration.test_status import SCHEMA, validate
+
+    assert validate(json.loads(json.dumps(report, default=str)), SCHEMA) == []
     assert [(s["peer"], s["state"]) for s in report["bgp"]] == [(ADDR["h2"], "Established"), (ADDR["h3"], "Established")]
     assert all(s["received"] > 0 for s in report["bgp"]), report["bgp"]
     path = hosts.state.parent / "evpn.yaml"
