@@ -255,3 +255,34 @@ def test_a_foreign_zebra_in_the_target_is_refused(hosts, tmp_path):
             (frrkind.RUN_BASE / f"foreign{os.getpid()}").rmdir()
         except OSError:
             pass
+
+
+def test_a_run_killed_while_starting_frr_is_undone_by_the_next_command(hosts):
+    """kill -9 of apply before, inside (after zebra, after bgpd) and after the FRR step: the next
+    command undoes it, and no FRR process, file or crash-log directory is left."""
+    from tests.integration.test_recovery import FAULTY, FAULTY_ENV
+
+    t = hosts.name
+    path = hosts.state.parent / "evpn.yaml"
+    path.write_text(evpn_topology(t))
+    kinds = [a.resource.kind for a in api.plan(spec.load(path), netns=hosts.h1, state_dir=hosts.state).actions]
+    k = kinds.index("frr") + 1
+    before = snapshot.take(hosts.h1)
+    tmp_before = set(frrkind.TMP_BASE.iterdir()) if frrkind.TMP_BASE.exists() else set()
+    state = api.state_of(t, hosts.h1, hosts.state)
+    hosts.applied.add(hosts.h1)
+    for point in (f"{k}", f"{k}:call1", f"{k}:call2", f"{k}:after"):
+        env = {**os.environ, **FAULTY_ENV, "VNET_KILL_AT": point}
+        proc = subprocess.run([*FAULTY, "--netns", hosts.h1, "--state-dir", str(hosts.state), "apply", str(path)],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode == -9, (point, proc.returncode, proc.stderr)
+        if point.endswith(("call1", "call2", "after")):
+            assert frr_pids(hosts.h1), f"kill at {point}: FRR was not running yet"
+        proc = subprocess.run([".venv/bin/vnet", "--netns", hosts.h1, "--state-dir", str(hosts.state), "plan", str(path)],
+                              capture_output=True, text=True, timeout=60)
+        assert "interrupted run" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert frr_pids(hosts.h1) == [], f"kill at {point}: FRR left running"
+        assert not list(state.glob("frr*")), (point, list(state.glob("frr*")))
+        assert snapshot.take(hosts.h1) == before, f"kill at {point}: host not restored"
+    tmp_after = set(frrkind.TMP_BASE.iterdir()) if frrkind.TMP_BASE.exists() else set()
+    assert not {p for p in tmp_after - tmp_before if p.name.split(".")[0] in ("zebra", "bgpd")}

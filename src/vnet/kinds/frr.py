@@ -111,25 +111,16 @@ class Frr(Kind):
                 # its crash-log directory, removed when it stops (also after it died)
                 pidfile.with_suffix(".tmpdir").write_text("".join(f"{d}\n" for d in _tmpdirs(pid)))
         except VnetError:
-            _stop(ctx.state)
+            _remove(ctx.state, ctx.nss.target)
             raise
 
     def delete(self, ctx: Ctx, r: Resource) -> None:
-        _stop(ctx.state)
-        f = frrconf.files(ctx.state)
-        for path in (f["conf"], f["zconf"], f["bconf"]):
-            path.unlink(missing_ok=True)
-        shutil.rmtree(f["run"], ignore_errors=True)
-        try:
-            (RUN_BASE / frrconf.pathspace(ctx.state)).rmdir()
-        except OSError:
-            pass  # not made, or someone put something there: left alone
+        _remove(ctx.state, ctx.nss.target)
 
     def sweep(self, ctx: Ctx, r: Resource, obs) -> None:
-        # started, but killed before its pid file was read back: found by its config path
-        f = frrconf.files(ctx.state)
-        process.kill_named(str(f["bconf"]))
-        process.kill_named(str(f["zconf"]))
+        # started, but killed before its pid was recorded: found by its config path, and all
+        # the rest removed as by delete
+        _remove(ctx.state, ctx.nss.target)
 
 
 def _write(path: Path, text: str) -> None:
@@ -188,6 +179,35 @@ def _stop(state: Path) -> None:
             if d.parent == TMP_BASE and _TMPDIR.fullmatch(d.name):
                 shutil.rmtree(d, ignore_errors=True)
         pidfile.with_suffix(".tmpdir").unlink(missing_ok=True)
+
+
+def _remove(state: Path, target: str | None) -> None:
+    """Stop vnet's daemons of this topology, also those whose pid was never recorded (a step cut
+    short: found by the config path on their command line and the program vnet recorded), and
+    remove every file: config, run directory, FRR's pathspace directory, crash-log directories."""
+    f = frrconf.files(state)
+    _stop(state)
+    for marker in (f["bconf"], f["zconf"]):
+        unrecorded = [pid for pid in nsmod.pids_in(target) if any(str(marker) == arg for arg in _cmdline(pid))]
+        held = [d for pid in unrecorded for d in _tmpdirs(pid)]
+        process.kill_named(str(marker))
+        for d in held:
+            shutil.rmtree(d, ignore_errors=True)
+        process.ident_file(Path(marker)).unlink(missing_ok=True)
+    for path in (f["conf"], f["zconf"], f["bconf"]):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(f["run"], ignore_errors=True)
+    try:
+        (RUN_BASE / frrconf.pathspace(state)).rmdir()
+    except OSError:
+        pass  # not made, or someone put something there: left alone
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def _refuse_foreign(target: str | None) -> None:
