@@ -10,13 +10,22 @@ for pair in ip:iproute2 nft:nftables iptables:iptables dnsmasq:dnsmasq-base busy
             dot:graphviz dhclient:isc-dhcp-client; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
+# FRR's zebra and bgpd for overlay control: evpn (vnet runs its own per target namespace)
+[ -x /usr/lib/frr/bgpd ] && [ -x /usr/lib/frr/zebra ] || need+=(frr)
 # the guest kernel of vnet's tiny test guest (virtio_net as a module, as the guest builder expects)
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || need+=(linux-image-cloud-amd64)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "missing packages ${need[*]}: run as root to install them" >&2; exit 1; fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+  # packages' own services (frr's zebra and watchfrr) are not started in the root namespace
+  policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"
+  fi
+  apt-get install -y -qq $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null || { [ -z "$policy" ] || rm -f "$policy"; exit 1; }
+  [ -z "$policy" ] || rm -f "$policy"
 fi
 
 # the unprivileged user QEMU runs as (a VM's `user:` names another); in the kvm group for /dev/kvm

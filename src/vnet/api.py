@@ -324,6 +324,12 @@ def dhcp_range(topo: Topology, net_name: str):
     return rng(topo, net_name)
 
 
+def frr_sessions(state: Path) -> list[dict]:
+    from vnet.kinds import frr
+
+    return frr.sessions(state)
+
+
 def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> dict:
     """What the host holds of `topo` and whether it matches the file, per network and per resource.
 
@@ -397,6 +403,7 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "forwards": forward_counters(topo.name, netns),
         "leases": leases_,
         "dhcp_clients": dhcp_clients(topo.name, netns, state_dir),  # what vnet's clients hold (`address: dhcp`)
+        "bgp": frr_sessions(eng.state),  # overlay control: evpn: vnet's FRR's sessions to the other hosts
     }
 
 

@@ -255,6 +255,8 @@ def _status_once(a: argparse.Namespace) -> int:
                 details = " ".join(row["attrs"].get("argv") or [])
             table.add_row(row["kind"], row["name"], f"[{STATE_COLOUR[row['state']]}]{row['state']}[/]", details)
         things.append(table)
+    if report.get("bgp"):
+        things.append(_table("BGP sessions (EVPN)", BGP_COLUMNS, report["bgp"]))
     if report["forwards"]:
         things.append(_table("port forwards", FORWARD_COLUMNS, report["forwards"]))
     if report["leases"] and a.output == "wide":
@@ -276,6 +278,7 @@ def _status_once(a: argparse.Namespace) -> int:
 
 
 LEASE_COLUMNS = {"network": "network", "mac": "mac", "address": "address", "name": "name", "remaining": "expires in"}
+BGP_COLUMNS = {"peer": "peer", "state": "state", "received": "prefixes received", "sent": "sent", "up": "up"}
 FORWARD_COLUMNS = {"proto": "proto", "port": "port", "to": "to", "packets": "packets", "bytes": "bytes"}
 LIST_STATES = {
     "in_sync": "in sync",

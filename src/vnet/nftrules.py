@@ -494,6 +494,9 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     return _Guards(limits, sets, prerouting, forward, output, needed)
 
 
+BGP_PORT = 179
+
+
 @dataclass
 class OverlayRules:
     """What overlay networks (kinds/vxlan.py) add to the ruleset; empty without them."""
@@ -547,6 +550,16 @@ def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
         "udp dport @vxlan_ports meta nfproto ipv4 udp dport . ip saddr != @vxlan_peers drop",
         "udp dport @vxlan_ports meta nfproto ipv6 udp dport . ip6 saddr != @vxlan_peers6 drop",
     ]
+    if any(net.overlay is not None and net.overlay.control == "evpn" for net in topo.networks.values()):
+        # vnet's bgpd (kinds/frr.py) listens on every address: BGP only from the other hosts
+        bgp4, bgp6 = _Set("bgp_peers", "ipv4_addr"), _Set("bgp_peers6", "ipv6_addr")
+        for peer in overlay.peers(topo, facts):
+            (bgp6 if ":" in peer else bgp4).elements.append(peer)
+        out.inet_sets += [bgp4, bgp6]
+        out.input += [
+            f"tcp dport {BGP_PORT} meta nfproto ipv4 ip saddr != @bgp_peers drop",
+            f"tcp dport {BGP_PORT} meta nfproto ipv6 ip6 saddr != @bgp_peers6 drop",
+        ]
     out.bridge_sets = [anycast]
     out.bridge_pre = ["iifname . ether saddr @anycast drop", "iifname . ether daddr @anycast drop", *out.bridge_pre]
     out.bridge_out = ["oifname . ether saddr @anycast drop", "oifname . ether daddr @anycast drop"]

@@ -91,6 +91,8 @@ SCHEMA = obj({
     "forwards": {"type": "array"},
     "leases": {"type": "array", "items": LEASE},
     "dhcp_clients": {"type": "array", "items": {"type": "object"}},  # what vnet's DHCP clients hold (`address: dhcp`)
+    # overlay control: evpn: the BGP sessions of vnet's FRR
+    "bgp": {"type": "array", "items": obj({"peer": STR, "state": STR, "received": INT, "sent": INT, "up": STR})},
 })
 
 TOPOLOGY = """\

@@ -91,7 +91,7 @@ def test_overlay_rules():
     assert any(p.startswith("hosts.h3: 192.0.2.11 is also") for p in problems(LAB.replace("198.51.100.77", "192.0.2.11")))
     assert any(p.startswith("networks.lan.dhcp.host: no host named 'h7'") for p in problems(LAB.replace("dhcp: true", "dhcp: {host: h7}")))
     assert any(p.startswith("networks.lan.overlay.vni") for p in problems(LAB.replace("vni: 4242", "vni: 16777216")))
-    assert any(p.startswith("networks.lan.overlay.control: evpn is not supported") for p in problems(LAB.replace("vni: 4242", "vni: 4242, control: evpn")))
+    assert load_text(LAB.replace("vni: 4242", "vni: 4242, control: evpn")).networks["lan"].overlay.control == "evpn"
 
 
 def test_dhcp_and_dns_answer_from_an_address_of_their_own():

@@ -17,7 +17,7 @@ from vnet.resources import Resource, make
 # links hold addresses, the firewall comes after the links it names, forwarding goes on once the
 # firewall guards it, services bind to addresses that exist, VMs start last (they open taps)
 ORDER = ("netns", "bridge", "tap", "veth", "vxlan", "macvlan", "qdisc", "ifsysctl", "address", "uplink", "route", "ruleset", "dhcp_script",
-         "iptables", "sysctl", "service", "vm", "dhcpclient", "bridgeconf")
+         "iptables", "sysctl", "service", "frr", "vm", "dhcpclient", "bridgeconf")
 
 
 def test_the_registry_orders_kinds_by_their_after():

@@ -67,9 +67,9 @@ def ordered() -> list[Kind]:
 
 
 # the kinds, in the order a reader meets them on a host
-from vnet.kinds import netns, links, vxlan, macvlan, qdisc, address, uplink, route, ruleset, snoop, iptables, sysctl, service, vm, dhcpclient, bridgeconf  # noqa: E402
+from vnet.kinds import netns, links, vxlan, macvlan, qdisc, address, uplink, route, ruleset, snoop, iptables, sysctl, service, frr, vm, dhcpclient, bridgeconf  # noqa: E402
 
-for _module in (netns, links, vxlan, macvlan, qdisc, address, uplink, route, ruleset, snoop, iptables, sysctl, service, vm, dhcpclient, bridgeconf):
+for _module in (netns, links, vxlan, macvlan, qdisc, address, uplink, route, ruleset, snoop, iptables, sysctl, service, frr, vm, dhcpclient, bridgeconf):
     for _kind in _module.KINDS:
         register(_kind)
 

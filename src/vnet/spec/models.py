@@ -372,6 +372,24 @@ class OverlaySpec(Strict):
     )
 
 
+def _asn_number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number from 1 to 4294967294, e.g. 65000")
+    return value
+
+
+def _asn(value: int) -> int:
+    if value in (23456, 65535):
+        raise ValueError(f"{value} is reserved ({'AS_TRANS' if value == 23456 else 'the last 16-bit ASN'}); use e.g. 65000 or 4200000000")
+    return value
+
+
+class EvpnSpec(Strict):
+    asn: Annotated[int, BeforeValidator(_asn_number), AfterValidator(_asn)] = Field(
+        65000, ge=1, le=4294967294, description="the BGP AS number every host shares (iBGP, full mesh between hosts)"
+    )
+
+
 class NetworkSpec(Strict):
     mode: Literal["isolated", "host", "nat", "bridged"] = Field(
         description="isolated: endpoints only; host: endpoints and host; nat: masqueraded to the uplink; "
@@ -539,3 +557,4 @@ class Topology(Strict):
     endpoints: dict[Name, Endpoint] = Field(default_factory=dict)
     vms: dict[Name, VmSpec] = Field(default_factory=dict)
     allow: list[AllowSpec] = Field(default_factory=list, description="traffic allowed between networks (default: none)")
+    evpn: EvpnSpec | None = Field(None, description="BGP of the networks with overlay control: evpn (FRR run by vnet); default asn 65000")

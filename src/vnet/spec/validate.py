@@ -783,6 +783,8 @@ def _hosts(topo: Topology, add) -> None:
             add(Problem(f"{path}.host", "names a host, but the topology declares no hosts:", "add hosts: (name → underlay address), or remove host:"))
         elif host is not None and host not in topo.hosts:
             add(Problem(f"{path}.host", f"no host named {host!r} (known: {known})", "name one of hosts:"))
+    if topo.evpn is not None and not any(net.overlay and net.overlay.control == "evpn" for net in topo.networks.values()):
+        add(Problem("evpn", "is set, but no network has overlay: {control: evpn}", "remove evpn:, or set control: evpn on an overlay network"))
     vnis: dict[int, str] = {}
     for net_name, net in topo.networks.items():
         path = f"networks.{net_name}"
@@ -791,8 +793,6 @@ def _hosts(topo: Topology, add) -> None:
                 add(Problem(f"{path}.overlay", "needs the hosts it spans", "add hosts: (name → underlay address)"))
             if net.mode == "bridged":
                 add(Problem(f"{path}.overlay", "a bridged network is the LAN's; it does not span hosts", "use mode: nat, host or isolated"))
-            if net.overlay.control == "evpn":
-                add(Problem(f"{path}.overlay.control", "evpn is not supported yet", "use control: static"))
             if net.overlay.vni in vnis:
                 add(Problem(f"{path}.overlay.vni", f"{net.overlay.vni} is also the VNI of networks.{vnis[net.overlay.vni]}", "give each overlay network its own VNI"))
             vnis.setdefault(net.overlay.vni, net_name)

@@ -1,0 +1,288 @@
+"""One network over three hosts with VXLAN and `control: evpn`: vnet's own FRR (zebra + bgpd) on
+each host, iBGP between them, remote MACs in the vxlan FDB from EVPN routes. Real daemons, real
+BGP sessions, real traffic; all three hosts end as they began."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from vnet import api, check, frrconf, names, spec
+from vnet.drivers import ns as nsmod
+from vnet.drivers import process
+from vnet.kinds import frr as frrkind
+
+from tests.integration import snapshot
+from tests.integration.test_overlay import Hosts, topology
+
+if frrkind.installed():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"FRR is missing in CI ({frrkind.installed()}): scripts/setup.sh installs the frr package")
+    pytest.skip(f"FRR is not installed ({frrkind.installed()} missing): apt-get install frr", allow_module_level=True)
+
+ADDR = {"h1": "198.18.1.2", "h2": "198.18.2.2", "h3": "198.18.3.2"}
+
+
+def evpn_topology(name: str) -> str:
+    return topology(name).replace("port: 4789}", "port: 4789, control: evpn}") + "evpn: {asn: 65010}\n"
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    h = Hosts(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def bgp_peers(hosts: Hosts, host: str) -> dict[str, str]:
+    """Peer address → BGP state, read from the host's FRR through its own vty sockets."""
+    state = api.state_of(hosts.name, host, hosts.state)
+    proc = subprocess.run([*frrkind.vtysh(state), "-c", "show bgp l2vpn evpn summary json"], capture_output=True, text=True, timeout=10)
+    if proc.returncode != 0:
+        return {}
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        return {}
+    return {p: v.get("state", "") for p, v in data.get("peers", {}).items()}
+
+
+def fdb(host: str, dev: str) -> list[str]:
+    return subprocess.run(["bridge", "-n", host, "fdb", "show", "dev", dev], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def remote(host: str, dev: str, mac: str) -> str | None:
+    """The remote address zebra installed for `mac` on the vxlan device (extern_learn), if any."""
+    for line in fdb(host, dev):
+        f = line.split()
+        if f[0] == mac and "dst" in f and "extern_learn" in f:
+            return f[f.index("dst") + 1]
+    return None
+
+
+def flood(host: str, dev: str) -> list[str]:
+    return sorted(line.split()[2] for line in fdb(host, dev) if line.startswith("00:00:00:00:00:00 dst "))
+
+
+def wait_for(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return bool(cond())
+
+
+def frr_pids(host: str) -> list[int]:
+    zebra, bgpd = os.path.realpath(frrkind.ZEBRA), os.path.realpath(frrkind.BGPD)
+    out = []
+    for pid in nsmod.pids_in(host):
+        try:
+            if os.readlink(f"/proc/{pid}/exe") in (zebra, bgpd):
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def connects(ns: str, address: str, port: int) -> bool:
+    """Whether a TCP connection from `ns` to address:port is accepted within a second."""
+    import socket
+
+    def attempt() -> bool:
+        with socket.socket() as s:
+            s.settimeout(1)
+            try:
+                s.connect((address, port))
+                return True
+            except OSError:
+                return False
+
+    n = nsmod.Namespace(ns)
+    try:
+        return n.call(attempt)
+    finally:
+        n.close()
+
+
+def test_three_hosts_evpn(hosts):
+    t = hosts.name
+    text = evpn_topology(t)
+    before = {h: snapshot.take(h) for h in hosts.sb.host_names}
+    tmp_before = set(frrkind.TMP_BASE.iterdir()) if frrkind.TMP_BASE.exists() else set()
+    a, b = f"{t}-a", f"{t}-b"
+    vx = f"vx-{t}-lan"
+    mac = {n: names.mac(t, n) for n in "abc"}
+
+    for h in (hosts.h1, hosts.h2):
+        hosts.apply(h, text)
+    # measured on the last host to join: from the start of its apply until zebra has put the
+    # first remote MAC into its vxlan FDB (a's, on h1, from a type-2 route), and until h1 has b's
+    # (h3's MAC). The endpoints have sent nothing: EVPN learns them from the bridges they sit on.
+    started = time.monotonic()
+    hosts.apply(hosts.h3, text)
+    applied = time.monotonic()
+    assert wait_for(lambda: remote(hosts.h3, vx, mac["a"]) == ADDR["h1"], 60), fdb(hosts.h3, vx)
+    learned_here = time.monotonic()
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["b"]) == ADDR["h3"], 60), fdb(hosts.h1, vx)
+    learned_there = time.monotonic()
+    print(f"\nEVPN: apply on h3 {applied - started:.2f}s; first remote MAC in h3's FDB {learned_here - started:.2f}s after its apply began, "
+          f"h3's MAC in h1's FDB {learned_there - started:.2f}s")
+
+    # vnet's FRR on each host: its own two daemons, counted as vnet's, sessions to both other hosts
+    for h in hosts.sb.host_names:
+        state = api.state_of(t, h, hosts.state)
+        pids = set(frr_pids(h))
+        assert len(pids) == 2 and pids <= process.recorded_pids(state), h
+        assert (state / "frr.conf").read_text().startswith("! vnet: FRR of topology")
+        assert "router bgp 65010" in (state / "frr.conf").read_text()
+        others = sorted(addr for name, addr in ADDR.items() if not h.endswith(name))
+        assert wait_for(lambda: sorted(p for p, s in bgp_peers(hosts, h).items() if s == "Established") == others, 60), (h, bgp_peers(hosts, h))
+    for h in hosts.sb.host_names:
+        assert api.plan(spec.load_text(text), netns=h, state_dir=hosts.state).actions == [], h
+    # `vnet status` shows each BGP session, read from FRR
+    report = api.status(spec.load_text(text), netns=hosts.h1, state_dir=hosts.state)
+    assert report["in_sync"], report["notes"]
+    from tests.integration.test_status import SCHEMA, validate
+
+    assert validate(json.loads(json.dumps(report, default=str)), SCHEMA) == []
+    assert [(s["peer"], s["state"]) for s in report["bgp"]] == [(ADDR["h2"], "Established"), (ADDR["h3"], "Established")]
+    assert all(s["received"] > 0 for s in report["bgp"]), report["bgp"]
+    path = hosts.state.parent / "evpn.yaml"
+    path.write_text(text)
+    cli = subprocess.run([".venv/bin/vnet", "--netns", hosts.h1, "--state-dir", str(hosts.state), "status", str(path)],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert "BGP sessions (EVPN)" in cli.stdout and "Established" in cli.stdout, cli.stdout + cli.stderr
+
+    # EVPN fills the FDB: no static flood entries from vnet, flood lists from type-3 routes and
+    # remote MACs from type-2 routes, as extern_learn entries that zebra put there
+    assert wait_for(lambda: flood(hosts.h1, vx) == [ADDR["h2"], ADDR["h3"]], 30), fdb(hosts.h1, vx)
+    assert wait_for(lambda: remote(hosts.h3, vx, mac["a"]) == ADDR["h1"], 30), fdb(hosts.h3, vx)
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["b"]) == ADDR["h3"], 30), fdb(hosts.h1, vx)
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["c"]) == ADDR["h2"], 30), fdb(hosts.h1, vx)
+
+    # BGP is taken from the other hosts only: the LAN router (no host) is dropped
+    assert connects(hosts.h2, ADDR["h1"], 179) and not connects(hosts.sb.lan, ADDR["h1"], 179)
+
+    port = subprocess.run(["ip", "-n", hosts.h1, "-d", "link", "show", vx], capture_output=True, text=True, check=True).stdout
+    assert " learning off " in port and " neigh_suppress on " in port and " nolearning " in port, port
+
+    # real traffic between the endpoints on h1 and h3: ping and TCP
+    assert check.ping(a, "10.90.0.11", count=2)
+    with check.Listener(b, 7000):
+        assert check.tcp_line(a, "10.90.0.11", 7000) == "10.90.0.10"
+    with check.Listener(a, 7001):
+        assert check.tcp_line(b, "10.90.0.10", 7001) == "10.90.0.11"
+
+    # a new endpoint on h3: time until its MAC is in h1's FDB (it sends one ping, as a guest would)
+    more = text.replace("endpoints:\n", "endpoints:\n  d: {kind: netns, network: lan, address: 10.90.0.12/24, host: h3}\n")
+    mac["d"] = names.mac(t, "d")
+    started = time.monotonic()
+    hosts.apply(hosts.h3, more)
+    applied = time.monotonic()
+    assert check.ping(f"{t}-d", "10.90.0.10")
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["d"]) == ADDR["h3"], 30), fdb(hosts.h1, vx)
+    print(f"EVPN: new endpoint on h3: apply {applied - started:.2f}s, its MAC in h1's FDB {time.monotonic() - started:.2f}s after the apply began")
+    hosts.apply(hosts.h3, text)
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["d"]) is None, 30), fdb(hosts.h1, vx)  # withdrawn with the endpoint
+
+    # a killed FRR is repaired by the next apply
+    state1 = api.state_of(t, hosts.h1, hosts.state)
+    bgpd_pid = int((state1 / "frr" / "bgpd.pid").read_text())
+    process.stop_pids([bgpd_pid])
+    assert [act for act in api.plan(spec.load_text(text), netns=hosts.h1, state_dir=hosts.state).actions]
+    hosts.apply(hosts.h1, text)
+    assert len(frr_pids(hosts.h1)) == 2 and bgpd_pid not in frr_pids(hosts.h1)
+    assert wait_for(lambda: sorted(p for p, s in bgp_peers(hosts, hosts.h1).items() if s == "Established") == [ADDR["h2"], ADDR["h3"]], 60)
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["b"]) == ADDR["h3"], 30), fdb(hosts.h1, vx)
+    assert wait_for(lambda: remote(hosts.h3, vx, mac["a"]) == ADDR["h1"] and ADDR["h1"] in flood(hosts.h3, vx), 30), fdb(hosts.h3, vx)
+    assert check.ping(a, "10.90.0.11")
+
+    # destroy on every host: no FRR process, file, socket or link left
+    for h in hosts.sb.host_names:
+        hosts.destroy(h)
+    for h in hosts.sb.host_names:
+        assert frr_pids(h) == [], h
+        state = api.state_of(t, h, hosts.state)
+        assert not list(state.glob("frr*")), (h, list(state.glob("frr*")))
+        assert not (frrkind.RUN_BASE / frrconf.pathspace(state)).exists()
+        assert snapshot.take(h) == before[h], h
+    tmp_after = set(frrkind.TMP_BASE.iterdir()) if frrkind.TMP_BASE.exists() else set()
+    assert not {p for p in tmp_after - tmp_before if p.name.split(".")[0] in ("zebra", "bgpd")}
+    assert not any(n.startswith(f"{t}-") for n in nsmod.listed())
+
+
+def test_missing_frr_is_a_clear_error_and_no_change(hosts, monkeypatch):
+    monkeypatch.setattr(frrkind, "ZEBRA", Path("/nonexistent/frr/zebra"))
+    before = snapshot.take(hosts.h1)
+    with pytest.raises(Exception, match="control: evpn needs FRR, and /nonexistent/frr/zebra is missing: install the frr package"):
+        hosts.apply(hosts.h1, evpn_topology(hosts.name))
+    assert snapshot.take(hosts.h1) == before
+    assert frr_pids(hosts.h1) == []
+
+
+def test_a_foreign_zebra_in_the_target_is_refused(hosts, tmp_path):
+    """vnet never runs beside (or edits) an FRR it did not start: the apply fails and changes nothing."""
+    own = tmp_path / "foreign"
+    own.mkdir(mode=0o700)
+    (own / "zebra.conf").write_text("hostname foreign\n")
+    pidfile = own / "zebra.pid"
+    subprocess.run(["ip", "netns", "exec", hosts.h2, str(frrkind.ZEBRA), "-d", "-N", f"foreign{os.getpid()}", "-f", str(own / "zebra.conf"),
+                    "-i", str(pidfile), "-z", str(own / "zserv.api"), "--vty_socket", str(own), *frrkind.RUN_AS], check=True, capture_output=True)
+    assert wait_for(pidfile.exists, 10)
+    pid = int(pidfile.read_text())
+    try:
+        before = snapshot.take(hosts.h2)
+        with pytest.raises(Exception, match="a zebra that this topology's vnet did not start runs in namespace"):
+            hosts.apply(hosts.h2, evpn_topology(hosts.name))
+        assert snapshot.take(hosts.h2) == before
+        assert not process.is_gone(pid)  # left alone
+    finally:
+        held = frrkind._tmpdirs(pid)
+        process.stop_pids([pid])
+        for d in held:
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)
+        try:
+            (frrkind.RUN_BASE / f"foreign{os.getpid()}").rmdir()
+        except OSError:
+            pass
+
+
+def test_a_run_killed_while_starting_frr_is_undone_by_the_next_command(hosts):
+    """kill -9 of apply before, inside (after zebra, after bgpd) and after the FRR step: the next
+    command undoes it, and no FRR process, file or crash-log directory is left."""
+    from tests.integration.test_recovery import FAULTY, FAULTY_ENV
+
+    t = hosts.name
+    path = hosts.state.parent / "evpn.yaml"
+    path.write_text(evpn_topology(t))
+    kinds = [a.resource.kind for a in api.plan(spec.load(path), netns=hosts.h1, state_dir=hosts.state).actions]
+    k = kinds.index("frr") + 1
+    before = snapshot.take(hosts.h1)
+    tmp_before = set(frrkind.TMP_BASE.iterdir()) if frrkind.TMP_BASE.exists() else set()
+    state = api.state_of(t, hosts.h1, hosts.state)
+    hosts.applied.add(hosts.h1)
+    for point in (f"{k}", f"{k}:call1", f"{k}:call2", f"{k}:after"):
+        env = {**os.environ, **FAULTY_ENV, "VNET_KILL_AT": point}
+        proc = subprocess.run([*FAULTY, "--netns", hosts.h1, "--state-dir", str(hosts.state), "apply", str(path)],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode == -9, (point, proc.returncode, proc.stderr)
+        if point.endswith(("call1", "call2", "after")):
+            assert frr_pids(hosts.h1), f"kill at {point}: FRR was not running yet"
+        proc = subprocess.run([".venv/bin/vnet", "--netns", hosts.h1, "--state-dir", str(hosts.state), "plan", str(path)],
+                              capture_output=True, text=True, timeout=60)
+        assert "interrupted run" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert frr_pids(hosts.h1) == [], f"kill at {point}: FRR left running"
+        assert not list(state.glob("frr*")), (point, list(state.glob("frr*")))
+        assert snapshot.take(hosts.h1) == before, f"kill at {point}: host not restored"
+    tmp_after = set(frrkind.TMP_BASE.iterdir()) if frrkind.TMP_BASE.exists() else set()
+    assert not {p for p in tmp_after - tmp_before if p.name.split(".")[0] in ("zebra", "bgpd")}
