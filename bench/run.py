@@ -369,7 +369,7 @@ class Bench:
                 r_offer.add(probe.result - t0)
             elif ok:
                 r_offer.failures += 1
-                self.note("dhcp up: dnsmasq did not answer a DHCPREQUEST within 15 s")
+                self.note("dhcp up: dnsmasq did not answer a DHCPDISCOVER within 15 s")
             _, ok = self.vnet_ok("destroy one dhcp network + endpoint", "destroy", with_ep)
             if not ok:
                 self.fallback_delete("bnd")
