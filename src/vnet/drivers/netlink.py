@@ -73,9 +73,34 @@ def _settings(ns: Namespace, r: Resource, mac_key: str = "mac", port: bool = Tru
     return out
 
 
-def _set_link(ns: Namespace, ifname: str, r: Resource, alias_key: str = "mark", mac_key: str = "mac", port: bool = True) -> None:
+def _set_link(ns: Namespace, ifname: str, r: Resource, alias_key: str = "mark", mac_key: str = "mac", port: bool = True,
+              no_ipv6_ll: bool = False) -> None:
     """Alias, MAC, MTU, master and up in one request, to the link by name: one round trip."""
-    ns.nl.request(*rtnl.set_link(ifname=ifname, alias=r.get(alias_key), **_settings(ns, r, mac_key, port)))
+    settings = _settings(ns, r, mac_key, port)
+    _request_no_ll(ns, rtnl.set_link(ifname=ifname, alias=r.get(alias_key), **settings),
+                   rtnl.set_link(ifname=ifname, alias=r.get(alias_key), no_ipv6_ll=True, **settings) if no_ipv6_ll else None)
+
+
+def _bridge_port(r: Resource) -> bool:
+    """A link made as a port of a bridge: it needs no IPv6 address of its own (the bridge and the
+    namespaces behind it have theirs), so it comes up without a link-local address — no address
+    generation, DAD and MLD join for each of hundreds of ports (500 veth pairs up: 2.6 s with
+    them, 0.7 s without)."""
+    return bool(r.get("master"))
+
+
+def _request_no_ll(ns: Namespace, plain: tuple[int, int, bytes], no_ll: tuple[int, int, bytes] | None) -> None:
+    """`no_ll` (the same request with IPv6 address generation off) where given, else `plain`; `plain`
+    too on a kernel without IPv6, which refuses the IPv6 part."""
+    if no_ll is None:
+        ns.nl.request(*plain)
+        return
+    try:
+        ns.nl.request(*no_ll)
+    except RtnlError as exc:
+        if exc.code != errno.EAFNOSUPPORT:
+            raise
+        ns.nl.request(*plain)
 
 
 def _delete_link(ns: Namespace, ifname: str) -> None:
@@ -98,12 +123,17 @@ def _all_or_nothing(ns: Namespace, ifname: str, steps) -> None:
         raise
 
 
-def _create_marked(ns: Namespace, create: tuple[int, int, bytes], ifname: str, mark: str) -> None:
+def _create_marked(ns: Namespace, create: tuple[int, int, bytes], ifname: str, mark: str, up_without_ll: bool = False) -> None:
     """Create a link, then mark it (the kernel takes no ifalias at creation). Two requests, not one
     batch: were the create refused (the name taken), a batched mark would land on the link that
-    holds the name — someone else's."""
+    holds the name — someone else's. `up_without_ll`: the link was made down, and the mark's
+    request turns IPv6 address generation off and brings it up (see `_bridge_port`)."""
     ns.nl.request(*create)
-    _all_or_nothing(ns, ifname, lambda: ns.nl.request(*rtnl.set_link(ifname=ifname, alias=mark)))
+    if up_without_ll:
+        _all_or_nothing(ns, ifname, lambda: _request_no_ll(ns, rtnl.set_link(ifname=ifname, alias=mark, up=True),
+                                                           rtnl.set_link(ifname=ifname, alias=mark, up=True, no_ipv6_ll=True)))
+    else:
+        _all_or_nothing(ns, ifname, lambda: ns.nl.request(*rtnl.set_link(ifname=ifname, alias=mark)))
 
 
 # --- links ------------------------------------------------------------------------------------
@@ -120,7 +150,7 @@ def create_tap(nss: Namespaces, r: Resource) -> None:
         ns.call(_make_tuntap, r.key, r.get("mode"), r.get("owner"), r.get("group"), bool(r.get("multi_queue")))
     except OSError as exc:
         raise VnetError(f"cannot create {r.get('mode')} {r.key}: {exc.strerror}") from None
-    _all_or_nothing(ns, r.key, lambda: _set_link(ns, r.key, r))
+    _all_or_nothing(ns, r.key, lambda: _set_link(ns, r.key, r, no_ipv6_ll=r.get("mode") == "tap" and _bridge_port(r)))
 
 
 @contextmanager
@@ -133,12 +163,15 @@ def _netns_fd(name: str) -> Iterator[int]:
 
 
 def create_veth(nss: Namespaces, r: Resource) -> None:
-    """The pair in one request (the host end with its MAC, MTU, bridge and up; the peer born in its
-    namespace with its MAC and MTU), then the host end's mark, then the peer's mark and up."""
+    """The pair in one request (the host end with its MAC, MTU, bridge and up — a bridge port comes
+    up with its mark instead, see `_bridge_port`; the peer born in its namespace with its MAC and
+    MTU), then the host end's mark, then the peer's mark and up."""
     ns, peer_ns = nss.host, nss.get(r.get("peer_ns"))
     with _netns_fd(r.get("peer_ns")) as fd:
         peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"), r.get("mtu"))
-        _create_marked(ns, rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)), r.key, r.get("mark"))
+        port = _bridge_port(r)
+        settings = _settings(ns, r) | ({"up": None} if port else {})  # a port comes up with its mark
+        _create_marked(ns, rtnl.new_link(r.key, "veth", info_data=peer, **settings), r.key, r.get("mark"), up_without_ll=port)
     _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
 
 

@@ -38,6 +38,7 @@ F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
 IFLA_EXT_MASK = 29
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # a dump without each link's counters (kernel 4.20+; older ones ignore it)
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
@@ -121,9 +122,16 @@ def encode(*fields: tuple[Callable[[int, Any], bytes], int, Any]) -> bytes:
 
 
 def link_attrs(ifname: str | None = None, mac: str | None = None, mtu: int | None = None, master: int | None = None, alias: str | None = None,
-               group: int | None = None) -> bytes:
+               group: int | None = None, no_ipv6_ll: bool = False) -> bytes:
     return encode((a_u32, IFLA_GROUP, group), (a_str, IFLA_IFNAME, ifname), (a_mac, IFLA_ADDRESS, mac or None),
-                  (a_u32, IFLA_MTU, mtu or None), (a_u32, IFLA_MASTER, master), (a_str, IFLA_IFALIAS, alias))
+                  (a_u32, IFLA_MTU, mtu or None), (a_u32, IFLA_MASTER, master), (a_str, IFLA_IFALIAS, alias)) + (
+                  NO_IPV6_LINK_LOCAL if no_ipv6_ll else b"")
+
+
+# IPv6 address generation off (IN6_ADDR_GEN_MODE_NONE): the link gets no link-local address when it
+# comes up, so no DAD or MLD report either. The kernel takes it in a set, not at creation, and
+# before the flags of the same request (`ip link set X addrgenmode none up` sends it that way).
+NO_IPV6_LINK_LOCAL = attr(IFLA_AF_SPEC, attr(AF_INET6, attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))))
 
 
 # --- decoding ------------------------------------------------------------------------------------
