@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vnet import dnsconf
+from vnet import dnsconf, snoop
 from vnet.drivers import process
 from vnet.kinds import rank
 from vnet.resources import Resource
@@ -39,6 +39,7 @@ class Work:
     nft_tables: list[tuple[str, str]] = field(default_factory=list)  # (family, name)
     sysctls: list[tuple[str, str]] = field(default_factory=list)  # (path under /proc/sys, value)
     services: list[Resource] = field(default_factory=list)
+    scripts: list[Resource] = field(default_factory=list)  # dnsmasq's lease scripts (vnet.snoop), written before it starts
     seeds: list[str] = field(default_factory=list)  # shell commands of (a)
     links: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) in creation order
     namespaces: list[str] = field(default_factory=list)
@@ -112,6 +113,8 @@ def derive(want: list[Resource], state: Path) -> Work:
         elif r.kind == "service":
             w.services.append(r)
             w.seeds.append(_q("dnsmasq", f"--conf-file={dnsconf.files(state, a('network'))['conf']}"))
+        elif r.kind == "dhcp_script":
+            w.scripts.append(r)
         elif r.kind in ("qdisc", "uplink", "vm"):
             raise ValueError(f"the benchmark's topologies have no {r.kind}")
         else:
@@ -164,7 +167,12 @@ def nft_commands(text: str) -> list[str]:
 # --- running them -----------------------------------------------------------------------------------
 
 
-def _prepare_services(w: Work, state: Path) -> None:
+def _prepare_services(w: Work, host: str, state: Path) -> None:
+    for r in w.scripts:  # as vnet writes them: root's, 0700
+        path = snoop.script_path(state, r.get("network"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(snoop.script_text(host, r.get("table"), r.get("python")))
+        path.chmod(0o700)
     for r in w.services:
         f = dnsconf.files(state, r.get("network"))
         f["conf"].parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +199,7 @@ def _wait_services(w: Work, state: Path, timeout: float = 10.0) -> None:
 def build_floor(w: Work, host: str, state: Path, scratch: Path) -> float:
     """(b): returns the wall time of the whole build."""
     t0 = time.perf_counter()
-    _prepare_services(w, state)
+    _prepare_services(w, host, state)
     batch = scratch / "floor.batch"
     batch.write_text("\n".join(w.host_batch) + "\n")
     run(in_ns(host, ["ip", "-batch", str(batch)]))
@@ -250,7 +258,7 @@ def build_seeds(w: Work, host: str, state: Path, scratch: Path, timeout: float) 
     script = scratch / "seeds.sh"
     script.write_text("set -e\n" + "\n".join(w.seeds) + "\n")
     t0 = time.perf_counter()
-    _prepare_services(w, state)
+    _prepare_services(w, host, state)
     run(in_ns(host, ["bash", str(script)]), timeout=timeout)
     _wait_services(w, state)
     return time.perf_counter() - t0

@@ -183,17 +183,17 @@ def cheapest_nat_rules(match_addr: str, first_port: int, last_port: int, dest: s
 CLONE_NEWNET = 0x40000000
 
 
-def _request(mac: str, xid: int, want: str) -> bytes:
-    """A DHCPREQUEST in INIT-REBOOT state (a client asking again for an address it had). dnsmasq
-    answers it at once (ACK or NAK). A DHCPDISCOVER's offer would wait out dnsmasq's ping check of
-    the address (3 s), which says nothing about when the network is up."""
+def _discover(mac: str, xid: int, want: str) -> bytes:
+    """A DHCPDISCOVER asking for `want`: what a client sends first. dnsmasq answers it with an
+    offer at once since vnet's config says `no-ping` (before, the offer waited out dnsmasq's 3 s
+    ping check of the address)."""
     chaddr = bytes.fromhex(mac.replace(":", "")).ljust(16, b"\0")
     head = struct.pack("!BBBBIHH4s4s4s4s", 1, 1, 6, 0, xid, 0, 0x8000, b"\0" * 4, b"\0" * 4, b"\0" * 4, b"\0" * 4)
-    return head + chaddr + b"\0" * 192 + b"\x63\x82\x53\x63" + b"\x35\x01\x03" + b"\x32\x04" + socket.inet_aton(want) + b"\xff"
+    return head + chaddr + b"\0" * 192 + b"\x63\x82\x53\x63" + b"\x35\x01\x01" + b"\x32\x04" + socket.inet_aton(want) + b"\xff"
 
 
 def _is_answer(data: bytes, xid: int) -> bool:
-    """A DHCP reply to our request (ACK or NAK)."""
+    """A DHCP reply to our discover (OFFER, or an ACK/NAK)."""
     if len(data) < 244 or data[0] != 2 or struct.unpack_from("!I", data, 4)[0] != xid:
         return False
     opts, i = data[240:], 0
@@ -202,13 +202,13 @@ def _is_answer(data: bytes, xid: int) -> bool:
             i += 1
             continue
         if opts[i] == 53 and i + 2 < len(opts):
-            return opts[i + 2] in (5, 6)
+            return opts[i + 2] in (2, 5, 6)
         i += 2 + opts[i + 1]
     return False
 
 
 def dhcp_answer(ns: str, ifname: str, mac: str, want: str, timeout: float = 15.0) -> threading.Thread:
-    """A thread that waits for namespace `ns` and its link `ifname`, then broadcasts DHCPREQUESTs
+    """A thread that waits for namespace `ns` and its link `ifname`, then broadcasts DHCPDISCOVERs
     for `want` from it (every 10 ms) until dnsmasq answers. The thread's `result` is the
     perf_counter time of the first answer, or None after `timeout`. Only that thread enters the
     namespace."""
@@ -244,7 +244,7 @@ def dhcp_answer(ns: str, ifname: str, mac: str, want: str, timeout: float = 15.0
                     s.settimeout(0.01)
                     sock = s
                 try:
-                    sock.sendto(_request(mac, xid, want), ("255.255.255.255", 67))
+                    sock.sendto(_discover(mac, xid, want), ("255.255.255.255", 67))
                 except OSError:  # not up yet
                     time.sleep(0.001)
                     continue

@@ -349,20 +349,32 @@ def _reserved6(topo: Topology, port_list: list[Port]) -> list[ipaddress.IPv6Addr
     return sorted(out)
 
 
-def _port_spec(topo: Topology, ifname: str):
-    """(the endpoint or VM NIC spec, its network) behind a port's host-side interface."""
+def _port_specs(topo: Topology) -> dict[str, tuple[object, str | None]]:
+    """Every port's host-side interface → (the endpoint or VM NIC spec, its network), worked out
+    once per topology (asked for each port: a search per port made the guards O(ports²))."""
+    global _specs_of
+    if _specs_of is not None and _specs_of[0] is topo:
+        return _specs_of[1]
+    out: dict[str, tuple[object, str | None]] = {}
     for ep_name, ep in topo.endpoints.items():
         if isinstance(ep, TapSpec):
             name = names.endpoint_tap(topo.name, ep_name, ep.ifname)
         else:
             name = names.veth_host(topo.name, ep_name)
-        if name == ifname:
-            return ep, getattr(ep, "network", None)
+        out.setdefault(name, (ep, getattr(ep, "network", None)))
     for vm_name, vm in topo.vms.items():
         for i, nic in enumerate(vm.nics):
-            if qemuargs.nic_tap(topo, vm_name, i) == ifname:
-                return nic, nic.network
-    return None, None
+            out.setdefault(qemuargs.nic_tap(topo, vm_name, i), (nic, nic.network))
+    _specs_of = (topo, out)  # the last topology's (a model is immutable; checked by identity)
+    return out
+
+
+_specs_of: tuple[Topology, dict[str, tuple[object, str | None]]] | None = None
+
+
+def _port_spec(topo: Topology, ifname: str):
+    """(the endpoint or VM NIC spec, its network) behind a port's host-side interface."""
+    return _port_specs(topo).get(ifname, (None, None))
 
 
 def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
