@@ -231,6 +231,8 @@ def test_three_hosts_evpn(hosts):
         assert ADDR["h2"] not in (api.state_of(t, h, hosts.state) / "frr.conf").read_text(), h
         assert wait_for(lambda: ADDR["h2"] not in bgp_peers(hosts, h), 10), bgp_peers(hosts, h)
         assert wait_for(lambda: remote(h, vx, mac["c"]) is None and ADDR["h2"] not in flood(h, vx), 30), fdb(h, vx)
+    # a changed FRR config restarts vnet's FRR (no reload yet): h1 and h3 meet again within a bounded wait
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["b"]) == ADDR["h3"] and remote(hosts.h3, vx, mac["a"]) == ADDR["h1"], 60), fdb(hosts.h1, vx)
     assert check.ping(a, "10.90.0.11")
     # destroy on h2 leaves h1 and h3 working
     hosts.destroy(hosts.h2)
