@@ -112,7 +112,8 @@ class Bench:
         try:
             self.sb = sandbox.create(world.SANDBOX, state_dir=self.state)
             self.log(f"sandbox {world.SANDBOX}: {', '.join(self.sb.namespaces)}; state in {self.state}")
-            self.startup()
+            if "startup" not in self.skip:
+                self.startup()
             small = [n for n in self.sizes if n < 1000]
             big = [n for n in self.sizes if n >= 1000]
             share = {10: 0.06, 100: 0.17}
@@ -124,6 +125,8 @@ class Bench:
                 self.data_plane(deadline=self.t0 + self.budget * 0.50)
             if "dhcp" not in self.skip:
                 self.dhcp_up(deadline=self.t0 + self.budget * 0.56)
+            if "overlay" not in self.skip:
+                self.overlay()
             for n in big:
                 if n <= 1000:
                     self.build(n, deadline=self.t0 + self.budget)
@@ -199,6 +202,13 @@ class Bench:
         return baselines.derive(desired(t, facts), facts.state), eng
 
     # --- sections ------------------------------------------------------------------------------
+
+    def overlay(self) -> None:
+        """Section 6: VXLAN overlays across a three-host sandbox of its own (bench/overlay.py)."""
+        from bench import overlay
+
+        self.log("overlay: sandbox bov with 3 hosts")
+        overlay.Overlay(self, self.state).run()
 
     def startup(self) -> None:
         """Start-up of the commands a user types most: help, validate and status of a small file
@@ -577,6 +587,11 @@ class Bench:
         def target(label: str, value: float | None, text: str, ok, percent: bool = False) -> Ratio:
             return Ratio(label, value, text, None if value is None else ok(value), percent=percent)
 
+        tp, cr = div(self.med("ov.tp.static"), self.med("ov.tp.underlay")), div(self.med("ov.cr.static"), self.med("ov.cr.underlay"))
+        if tp is not None:
+            out.append(target("overlay throughput: static VXLAN / underlay", tp, "≥ 90%", lambda x: x >= 0.9))
+        if cr is not None:
+            out.append(target("overlay connections/s: static VXLAN / underlay", cr, "≥ 90%", lambda x: x >= 0.9))
         for n in self.sizes:
             v, a, b, c = (self.med(f"build.{k}.{n}") for k in ("vnet", "a", "b", "c"))
             big = n >= 1000
@@ -640,8 +655,18 @@ def main(argv: list[str]) -> int:
     default_sizes = "10,100,1000" + (",10000" if os.environ.get("BENCH_10K", "") not in ("", "0") else "")
     p.add_argument("--sizes", default=default_sizes, help="endpoint counts (default 10,100,1000; BENCH_10K=1 adds 10000, about 4 more minutes)")
     p.add_argument("--reps", type=int, default=5, help="runs per figure at most (default 5)")
-    p.add_argument("--skip", default="", help="comma-separated: forwards,dataplane,dhcp")
+    sections = ("startup", "build", "forwards", "dataplane", "dhcp", "overlay")
+    p.add_argument("--skip", default="", help="comma-separated: " + ",".join(sections))
+    p.add_argument("--only", default="", help="comma-separated sections to run, the others skipped (e.g. --only overlay: about a minute)")
     args = p.parse_args(argv)
+    if args.only:
+        only = {s for s in args.only.split(",") if s}
+        unknown = only - set(sections)
+        if unknown:
+            p.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(sections)}")
+        args.skip = ",".join(set(sections) - only)
+    if "build" in args.skip.split(","):
+        args.sizes = ""
     if os.geteuid() != 0:
         print("make bench needs root: it creates network namespaces (and touches nothing outside them)", file=sys.stderr)
         return 2

@@ -318,6 +318,39 @@ def _networks(topo: Topology, planned: Planned, rows: list[dict], leases_: list[
     return nets, interfaces
 
 
+def _overlays(topo: Topology, ns, netns: str | None, host: str | None) -> dict[str, dict]:
+    """Per overlay network: its vxlan device, and each other host with the number of FDB entries
+    that send to it (the flood entry included), read from the kernel."""
+    from vnet import names, overlay
+    from vnet.errors import VnetError
+
+    nets = {n: net for n, net in topo.networks.items() if net.overlay is not None}
+    if not nets:
+        return {}
+    try:
+        here = host or overlay.locate(netns, topo).get("host")
+    except VnetError:
+        here = None
+    out = {}
+    links = {li.ifname: li for li in ns.nl.links()}
+    for net_name, net in nets.items():
+        dev = names.vxlan(topo.name, net_name)
+        li = links.get(dev)
+        entries = ns.nl.fdb(li.index) if li is not None else []
+        count: dict[str, int] = {}
+        flood: set[str] = set()
+        for e in entries:
+            if e.dst:
+                count[e.dst] = count.get(e.dst, 0) + 1
+                if e.mac == "00:00:00:00:00:00":
+                    flood.add(e.dst)
+        peers = [{"host": h, "address": a, "fdb": count.get(a, 0), "flood": a in flood}
+                 for h, a in topo.hosts.items() if h != here]
+        out[net_name] = {"device": dev, "present": li is not None, "up": bool(li and li.up), "vni": net.overlay.vni,
+                         "port": net.overlay.port, "control": net.overlay.control, "host": here, "peers": peers}
+    return out
+
+
 def dhcp_range(topo: Topology, net_name: str):
     from vnet.spec.validate import dhcp_range as rng
 
@@ -345,9 +378,12 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
     now = time.time()
     with Namespaces(netns) as nss:
         rows = _rows(planned, nss)
+        overlays = _overlays(topo, nss.host, netns, host)
     leases_ = [_lease_json(lease, topo, now) for lease in leases(topo.name, state_dir, netns)]
     vms = {name: _vm_process(topo, planned, name, eng.state) for name in topo.vms}
     networks, interfaces = _networks(topo, planned, rows, leases_, vms)
+    for net in networks:
+        net["overlay"] = overlays.get(net["name"])
     claim = eng.claims.read(topo.name)
     counts = {op: sum(1 for a in planned.actions if a.op == op) for op in ("create", "update", "delete")}
     stale = [lease for lease in leases_ if lease["subnet"] is not None and not lease["in_subnet"] and not lease["expired"]]

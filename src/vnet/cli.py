@@ -237,6 +237,11 @@ def _status_once(a: argparse.Namespace) -> int:
             table.add_row(name, m["kind"], m["mac"], _address(m["address"]),
                           m["host_if"] + (" (hashed)" if m["host_if_hashed"] else ""), f"[{STATE_COLOUR.get(st, 'white')}]{st}[/]")
         things.append(table)
+        ov = net.get("overlay")
+        if ov:
+            dev = f"{ov['device']} ({'up' if ov['up'] else 'down' if ov['present'] else 'missing'})"
+            things.append(_table(f"overlay of {net['name']}: vxlan {dev}, VNI {ov['vni']}, port {ov['port']}, control {ov['control']}",
+                                 OVERLAY_COLUMNS, [{**p, "flood": "yes" if p["flood"] else "no"} for p in ov["peers"]]))
     if a.tables:
         from vnet import live
 
@@ -278,6 +283,7 @@ def _status_once(a: argparse.Namespace) -> int:
 
 
 LEASE_COLUMNS = {"network": "network", "mac": "mac", "address": "address", "name": "name", "remaining": "expires in"}
+OVERLAY_COLUMNS = {"host": "peer host", "address": "address", "fdb": "FDB entries", "flood": "flood entry"}
 BGP_COLUMNS = {"peer": "peer", "state": "state", "received": "prefixes received", "sent": "sent", "up": "up"}
 FORWARD_COLUMNS = {"proto": "proto", "port": "port", "to": "to", "packets": "packets", "bytes": "bytes"}
 LIST_STATES = {

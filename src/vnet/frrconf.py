@@ -1,5 +1,5 @@
 """FRR's configuration for `overlay: {control: evpn}`: iBGP between the hosts of `hosts:` (full
-mesh), address family l2vpn evpn with `advertise-all-vni`. zebra reads the kernel's vxlan devices
+mesh, or with `evpn: {route_reflectors: [...]}` each host peers with the reflectors only), address family l2vpn evpn with `advertise-all-vni`. zebra reads the kernel's vxlan devices
 and bridges, and puts what bgpd learns into their FDB (remote MACs from type-2 routes, flood lists
 from type-3 routes). Pure: no I/O.
 
@@ -78,7 +78,8 @@ def render(topo: Topology, facts: HostFacts) -> str:
     whole = facts.whole or topo
     f = files(facts.state)
     vnis = ", ".join(f"{n}={net.overlay.vni}" for n, net in topo.networks.items() if net.overlay is not None and net.overlay.control == "evpn")
-    peers = overlay.peers(whole, facts)
+    sessions = overlay.bgp_peers(whole, facts)
+    peers = [p for p, _ in sessions]
     lines = [
         f"! vnet: FRR of topology {topo.name} on host {facts.host} (EVPN for {vnis}); written by vnet, edits are overwritten",
         "frr defaults datacenter",
@@ -96,7 +97,10 @@ def render(topo: Topology, facts: HostFacts) -> str:
     for p in peers:
         lines += [f" neighbor {p} remote-as {asn(topo)}", f" neighbor {p} update-source {facts.underlay}", f" neighbor {p} timers connect 5"]
     lines += [" !", " address-family l2vpn evpn"]
-    lines += [f"  neighbor {p} activate" for p in peers]
+    for p, client in sessions:
+        lines.append(f"  neighbor {p} activate")
+        if client:
+            lines.append(f"  neighbor {p} route-reflector-client")
     lines += ["  advertise-all-vni", " exit-address-family", "exit", "!"]
     return "\n".join(lines) + "\n"
 

@@ -565,7 +565,7 @@ def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
     if any(net.overlay is not None and net.overlay.control == "evpn" for net in topo.networks.values()):
         # vnet's bgpd (kinds/frr.py) listens on every address: BGP only from the other hosts
         bgp4, bgp6 = _Set("bgp_peers", "ipv4_addr"), _Set("bgp_peers6", "ipv6_addr")
-        for peer in overlay.peers(topo, facts):
+        for peer, _ in overlay.bgp_peers(topo, facts):
             (bgp6 if ":" in peer else bgp4).elements.append(peer)
         out.inet_sets += [bgp4, bgp6]
         out.input += [

@@ -43,6 +43,31 @@ def peers(topo: Topology, facts: HostFacts) -> tuple[str, ...]:
     return tuple(sorted(a for h, a in topo.hosts.items() if h != facts.host))
 
 
+def reflectors(topo: Topology) -> tuple[str, ...]:
+    """The hosts named in `evpn: {route_reflectors:}` (those of hosts:), in the order written."""
+    if topo.evpn is None:
+        return ()
+    return tuple(h for h in topo.evpn.route_reflectors if h in topo.hosts)
+
+
+def bgp_peers(topo: Topology, facts: HostFacts) -> tuple[tuple[str, bool], ...]:
+    """(underlay address, is a route-reflector client of this host) of this host's BGP peers,
+    sorted by address. Full mesh without route reflectors; with them, a reflector peers with every
+    other host (the non-reflectors as its clients) and any other host only with the reflectors."""
+    rrs = reflectors(topo)
+    out = []
+    for h, a in topo.hosts.items():
+        if h == facts.host:
+            continue
+        if not rrs:
+            out.append((a, False))
+        elif facts.host in rrs:
+            out.append((a, h not in rrs))
+        elif h in rrs:
+            out.append((a, False))
+    return tuple(sorted(out))
+
+
 def remote_macs(whole: Topology, net_name: str, facts: HostFacts) -> tuple[str, ...]:
     """"MAC@underlay" of every endpoint, VM NIC and DHCP/DNS service on `net_name` that another
     host holds: the static unicast FDB of `control: static`, sorted."""

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from vnet import api, check, frrconf, names, spec
+from vnet import api, check, frrconf, names, sandbox, spec
 from vnet.drivers import ns as nsmod
 from vnet.drivers import process
 from vnet.kinds import frr as frrkind
 
 from tests.integration import snapshot
-from tests.integration.test_overlay import Hosts, topology
+from tests.integration.test_overlay import Hosts, df_ping, leased_from_h1, topology
 
 if frrkind.installed():
     if os.environ.get("CI"):
@@ -28,8 +28,8 @@ if frrkind.installed():
 ADDR = {"h1": "198.18.1.2", "h2": "198.18.2.2", "h3": "198.18.3.2"}
 
 
-def evpn_topology(name: str) -> str:
-    return topology(name).replace("port: 4789}", "port: 4789, control: evpn}") + "evpn: {asn: 65010}\n"
+def evpn_topology(name: str, hosts: tuple[str, ...] = ("h1", "h2", "h3")) -> str:
+    return topology(name, hosts=hosts).replace("port: 4789}", "port: 4789, control: evpn}") + "evpn: {asn: 65010}\n"
 
 
 @pytest.fixture
@@ -160,6 +160,7 @@ def test_three_hosts_evpn(hosts):
     cli = subprocess.run([".venv/bin/vnet", "--netns", hosts.h1, "--state-dir", str(hosts.state), "status", str(path)],
                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert "BGP sessions (EVPN)" in cli.stdout and "Established" in cli.stdout, cli.stdout + cli.stderr
+    assert f"overlay of lan: vxlan {vx} (up), VNI 4242" in cli.stdout and "FDB entries" in cli.stdout, cli.stdout
 
     # EVPN fills the FDB: no static flood entries from vnet, flood lists from type-3 routes and
     # remote MACs from type-2 routes, as extern_learn entries that zebra put there
@@ -167,6 +168,10 @@ def test_three_hosts_evpn(hosts):
     assert wait_for(lambda: remote(hosts.h3, vx, mac["a"]) == ADDR["h1"], 30), fdb(hosts.h3, vx)
     assert wait_for(lambda: remote(hosts.h1, vx, mac["b"]) == ADDR["h3"], 30), fdb(hosts.h1, vx)
     assert wait_for(lambda: remote(hosts.h1, vx, mac["c"]) == ADDR["h2"], 30), fdb(hosts.h1, vx)
+    # `vnet status`: the vxlan device, and each peer with its FDB entries (type-3 flood + type-2 MACs)
+    ov = api.status(spec.load_text(text), netns=hosts.h1, state_dir=hosts.state)["networks"][0]["overlay"]
+    assert (ov["device"], ov["present"], ov["host"], ov["control"]) == (vx, True, "h1", "evpn")
+    assert [p["address"] for p in ov["peers"] if p["flood"] and p["fdb"] >= 2] == [ADDR["h2"], ADDR["h3"]], ov
 
     # BGP is taken from the other hosts only: the LAN router (no host) is dropped
     assert connects(hosts.h2, ADDR["h1"], 179) and not connects(hosts.sb.lan, ADDR["h1"], 179)
@@ -180,6 +185,17 @@ def test_three_hosts_evpn(hosts):
         assert check.tcp_line(a, "10.90.0.11", 7000) == "10.90.0.10"
     with check.Listener(a, 7001):
         assert check.tcp_line(b, "10.90.0.10", 7001) == "10.90.0.11"
+
+    # a full-MTU packet with DF set crosses the overlay; one byte more does not (no black hole)
+    assert df_ping(a, "10.90.0.11", 1450)
+    assert not df_ping(a, "10.90.0.11", 1451)
+    # egress from h3's endpoint leaves through h3 (masqueraded there), and h1's through h1
+    assert check.tcp_line(b, sandbox.WAN_ADDR, sandbox.WAN_PORT) == ADDR["h3"]
+    assert check.tcp_line(a, sandbox.WAN_ADDR, sandbox.WAN_PORT) == ADDR["h1"]
+    # DHCP on h2 from the dnsmasq on h1, over the overlay; a.lab.test resolves through it
+    c = f"{t}-c"
+    leased_from_h1(hosts, c)
+    assert check.ping(c, "10.90.0.10")
 
     # a new endpoint on h3: time until its MAC is in h1's FDB (it sends one ping, as a guest would)
     more = text.replace("endpoints:\n", "endpoints:\n  d: {kind: netns, network: lan, address: 10.90.0.12/24, host: h3}\n")
@@ -205,6 +221,26 @@ def test_three_hosts_evpn(hosts):
     assert wait_for(lambda: remote(hosts.h3, vx, mac["a"]) == ADDR["h1"] and ADDR["h1"] in flood(hosts.h3, vx), 30), fdb(hosts.h3, vx)
     assert check.ping(a, "10.90.0.11")
 
+    # h2 leaves hosts: on re-apply h1 and h3 drop their BGP session to it (h2 still runs), so its
+    # routes are withdrawn: its MACs and its flood entry leave their FDB
+    text2 = evpn_topology(t, hosts=("h1", "h3"))
+    for h in (hosts.h1, hosts.h3):
+        hosts.apply(h, text2)
+    assert nsmod.exists(c)
+    for h in (hosts.h1, hosts.h3):
+        assert ADDR["h2"] not in (api.state_of(t, h, hosts.state) / "frr.conf").read_text(), h
+        assert wait_for(lambda: ADDR["h2"] not in bgp_peers(hosts, h), 10), bgp_peers(hosts, h)
+        assert wait_for(lambda: remote(h, vx, mac["c"]) is None and ADDR["h2"] not in flood(h, vx), 30), fdb(h, vx)
+    # a changed FRR config restarts vnet's FRR (no reload yet): h1 and h3 meet again within a bounded wait
+    assert wait_for(lambda: remote(hosts.h1, vx, mac["b"]) == ADDR["h3"] and remote(hosts.h3, vx, mac["a"]) == ADDR["h1"], 60), fdb(hosts.h1, vx)
+    assert check.ping(a, "10.90.0.11")
+    # destroy on h2 leaves h1 and h3 working
+    hosts.destroy(hosts.h2)
+    assert not nsmod.exists(c) and nsmod.exists(a) and nsmod.exists(b)
+    assert check.ping(a, "10.90.0.11")
+    with check.Listener(b, 7002):
+        assert check.tcp_line(a, "10.90.0.11", 7002) == "10.90.0.10"
+
     # destroy on every host: no FRR process, file, socket or link left
     for h in hosts.sb.host_names:
         hosts.destroy(h)
@@ -217,6 +253,39 @@ def test_three_hosts_evpn(hosts):
     tmp_after = set(frrkind.TMP_BASE.iterdir()) if frrkind.TMP_BASE.exists() else set()
     assert not {p for p in tmp_after - tmp_before if p.name.split(".")[0] in ("zebra", "bgpd")}
     assert not any(n.startswith(f"{t}-") for n in nsmod.listed())
+
+
+def test_route_reflector(hosts):
+    """`evpn: {route_reflectors: [h1]}`: h2 and h3 peer with h1 only, and still learn each other's
+    MACs (reflected by h1) and reach each other; destroy on h3 leaves h1 and h2 working."""
+    t = hosts.name
+    text = evpn_topology(t).replace("evpn: {asn: 65010}", "evpn: {asn: 65010, route_reflectors: [h1]}")
+    text = text.replace("  c: {kind: netns, network: lan, host: h2}", "  c: {kind: netns, network: lan, address: 10.90.0.13/24, host: h2}")
+    before = {h: snapshot.take(h) for h in hosts.sb.host_names}
+    for h in hosts.sb.host_names:
+        hosts.apply(h, text)
+    vx = f"vx-{t}-lan"
+    mac = {n: names.mac(t, n) for n in "abc"}
+    want = {hosts.h1: [ADDR["h2"], ADDR["h3"]], hosts.h2: [ADDR["h1"]], hosts.h3: [ADDR["h1"]]}
+    for h, peers in want.items():
+        assert wait_for(lambda: sorted(p for p, s in bgp_peers(hosts, h).items() if s == "Established") == peers, 60), (h, bgp_peers(hosts, h))
+    assert wait_for(lambda: remote(hosts.h3, vx, mac["c"]) == ADDR["h2"], 30), fdb(hosts.h3, vx)
+    assert wait_for(lambda: remote(hosts.h2, vx, mac["b"]) == ADDR["h3"], 30), fdb(hosts.h2, vx)
+    assert wait_for(lambda: flood(hosts.h2, vx) == [ADDR["h1"], ADDR["h3"]], 30), fdb(hosts.h2, vx)
+    c, b, a = f"{t}-c", f"{t}-b", f"{t}-a"
+    assert check.ping(c, "10.90.0.11", count=2)
+    with check.Listener(b, 7003):
+        assert check.tcp_line(c, "10.90.0.11", 7003) == "10.90.0.13"
+    # destroy on h3 (still in hosts:) leaves h1 and h2 working
+    hosts.destroy(hosts.h3)
+    assert not nsmod.exists(b)
+    assert wait_for(lambda: remote(hosts.h2, vx, mac["b"]) is None, 30), fdb(hosts.h2, vx)
+    assert check.ping(c, "10.90.0.10", count=2)
+    for h in hosts.sb.host_names:
+        hosts.destroy(h)
+    for h in hosts.sb.host_names:
+        assert frr_pids(h) == [], h
+        assert snapshot.take(h) == before[h], h
 
 
 def test_missing_frr_is_a_clear_error_and_no_change(hosts, monkeypatch):

@@ -3,6 +3,7 @@ NAME-h1, NAME-h2, NAME-h3 on three subnets routed by NAME-lan. Real links, real 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -181,6 +182,24 @@ def wait_for(cond, timeout: float = 5.0) -> bool:
     return cond()
 
 
+def leased_from_h1(hosts: Hosts, ns: str) -> str:
+    """A DHCP lease for `ns` (an endpoint on another host) from the dnsmasq on h1, by busybox
+    udhcpc, which answers from an address of its own (not the gateway) and sends the MTU; and
+    `a.lab.test` resolving through it. Returns the leased address/prefix."""
+    script = Path(hosts.state) / "udhcpc.sh"
+    script.write_text(check.UDHCPC_SCRIPT.replace('echo "$ip/$mask" > "$LEASE_OUT"', 'echo "$ip/$mask" > "$LEASE_OUT"; echo "$mtu" > "$LEASE_OUT.mtu"'))
+    script.chmod(0o755)
+    lease_out = Path(hosts.state) / f"lease-{ns}"
+    proc = check.run_in(ns, ["env", f"LEASE_OUT={lease_out}", "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", str(script)], timeout=30)
+    assert "obtained from 10.90.0.2" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    leased = lease_out.read_text().strip()
+    assert leased.startswith("10.90.0.") and not leased.startswith(("10.90.0.1/", "10.90.0.2/"))
+    assert Path(f"{lease_out}.mtu").read_text().strip() == "1450"  # DHCP option 26, sent though busybox udhcpc does not ask for it
+    look = check.run_in(ns, ["busybox", "nslookup", "a.lab.test", "10.90.0.2"])
+    assert "10.90.0.10" in look.stdout, look.stdout + look.stderr
+    return leased
+
+
 def test_three_hosts_static(hosts):
     t = hosts.name
     text = topology(t)
@@ -204,6 +223,14 @@ def test_three_hosts_static(hosts):
     assert unicast(hosts.h3, vx) == {mac["a"]: "198.18.1.2", mac["c"]: "198.18.2.2", names.local_mac(t, "lan", "svc"): "198.18.1.2"}
     # MTU: the underlay's 1500 minus 50, on the bridge, the vxlan port and the endpoint
     assert link_mtu(hosts.h1, br) == link_mtu(hosts.h1, vx) == link_mtu(a, "eth0") == 1450
+    # `vnet status` shows the vxlan device and each peer with its FDB entries (flood + its MAC)
+    from tests.integration.test_status import SCHEMA, validate
+
+    report = api.status(spec.load_text(text), netns=hosts.h1, state_dir=hosts.state)
+    assert validate(json.loads(json.dumps(report, default=str)), SCHEMA) == []
+    ov = report["networks"][0]["overlay"]
+    assert (ov["device"], ov["present"], ov["host"], ov["vni"], ov["control"]) == (vx, True, "h1", VNI, "static")
+    assert [(p["host"], p["address"], p["fdb"], p["flood"]) for p in ov["peers"]] == [("h2", "198.18.2.2", 2, True), ("h3", "198.18.3.2", 2, True)]
 
     # endpoints on h1 and h3: ping, TCP, and a full-MTU packet with DF set
     assert check.ping(a, "10.90.0.11", count=2)
@@ -217,17 +244,7 @@ def test_three_hosts_static(hosts):
     assert check.tcp_line(a, sandbox.WAN_ADDR, sandbox.WAN_PORT) == "198.18.1.2"
 
     # DHCP on h2 from the dnsmasq on h1, which answers from an address of its own (not the gateway)
-    script = Path(hosts.state) / "udhcpc.sh"
-    script.write_text(check.UDHCPC_SCRIPT.replace('echo "$ip/$mask" > "$LEASE_OUT"', 'echo "$ip/$mask" > "$LEASE_OUT"; echo "$mtu" > "$LEASE_OUT.mtu"'))
-    script.chmod(0o755)
-    lease_out = Path(hosts.state) / "lease"
-    proc = check.run_in(c, ["env", f"LEASE_OUT={lease_out}", "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", str(script)], timeout=30)
-    assert "obtained from 10.90.0.2" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    leased = lease_out.read_text().strip()
-    assert leased.startswith("10.90.0.") and not leased.startswith(("10.90.0.1/", "10.90.0.2/"))
-    assert Path(f"{lease_out}.mtu").read_text().strip() == "1450"  # DHCP option 26, sent though busybox udhcpc does not ask for it
-    look = check.run_in(c, ["busybox", "nslookup", f"a.lab.test", "10.90.0.2"])
-    assert "10.90.0.10" in look.stdout, look.stdout + look.stderr
+    leased_from_h1(hosts, c)
     assert check.ping(c, "10.90.0.10")  # and reaches h1's endpoint with the leased address
     assert check.tcp_line(c, sandbox.WAN_ADDR, sandbox.WAN_PORT) == "198.18.2.2"
 

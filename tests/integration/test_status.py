@@ -70,6 +70,11 @@ NETWORK = obj({
     "bridge": obj({"name": STR, "present": BOOL, "up": BOOL, "mac": OPT_STR, "mtu": OPT_INT, "state": STR}),
     "dhcp": {"type": ["object", "null"], "properties": {"range": {"type": "array", "items": STR}, "lease": STR}},
     "members": {"type": "array", "items": MEMBER}, "stale_leases": {"type": "integer", "minimum": 0},
+    # an overlay network's vxlan device, and each other host with the FDB entries that send to it
+    "overlay": {"type": ["object", "null"], "properties": {
+        "device": STR, "present": BOOL, "up": BOOL, "vni": INT, "port": INT, "control": {"enum": ["static", "evpn"]}, "host": OPT_STR,
+        "peers": {"type": "array", "items": obj({"host": STR, "address": STR, "fdb": {"type": "integer", "minimum": 0}, "flood": BOOL})},
+    }, "required": ["device", "present", "up", "vni", "port", "control", "host", "peers"], "additionalProperties": False},
 })
 RESOURCE = obj({"kind": STR, "name": STR, "state": {"enum": ["ok", "unrecorded", "missing", "drift", "extra"]},
                 "attrs": {"type": "object"}, "differs": {"type": "object", "additionalProperties": obj({"want": {}, "have": {}})},

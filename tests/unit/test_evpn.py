@@ -115,3 +115,39 @@ def test_the_ruleset_takes_bgp_from_the_other_hosts_only():
     assert "tcp dport 179 meta nfproto ipv4 ip saddr != @bgp_peers drop" in text
     assert "elements = { 192.0.2.11, 198.51.100.77 }" in text
     assert "bgp_peers" not in by(desired(load_text(LAB), H2), "ruleset")["vnet-lab"].get("text")
+
+
+RR = EVPN + "evpn: {route_reflectors: [h1]}\n"
+
+
+@pytest.mark.parametrize("host", ["h1", "h3"])
+def test_golden_route_reflector_frr_conf(host):
+    """With h1 as route reflector: h1 peers with h2 and h3 as its clients, h3 only with h1
+    (VXLAN_GOLDEN=1 rewrites the files)."""
+    from tests.unit import test_overlay
+
+    text = frr_config(RR, getattr(test_overlay, host.upper()))
+    path = GOLDEN / f"evpn-rr-{host}.frr.conf"
+    if os.environ.get("VXLAN_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_route_reflector_sessions():
+    h1, h3 = frr_config(RR, H1), frr_config(RR, H3)
+    for peer in ("198.51.100.12", "198.51.100.77"):
+        assert f"  neighbor {peer} route-reflector-client" in h1 and f" neighbor {peer} remote-as 65000" in h1
+    assert " neighbor 192.0.2.11 remote-as" in h3 and "198.51.100.12" not in h3 and "route-reflector-client" not in h3
+    # two reflectors peer with each other as equals, and reflect for the rest
+    two = frr_config(EVPN + "evpn: {route_reflectors: [h1, h2]}\n", H1)
+    assert "  neighbor 198.51.100.12 activate" in two and "neighbor 198.51.100.12 route-reflector-client" not in two
+    assert "  neighbor 198.51.100.77 route-reflector-client" in two
+    # the firewall takes BGP only from the sessions' peers
+    from vnet import overlay
+
+    assert overlay.bgp_peers(load_text(RR), H3) == (("192.0.2.11", False),)
+
+
+def test_route_reflectors_must_be_hosts():
+    assert problems(EVPN + "evpn: {route_reflectors: [h1, h9]}\n") == ["evpn.route_reflectors[1]: no host named 'h9' (known: h1, h2, h3)"]
+    assert problems(EVPN + "evpn: {route_reflectors: [h1, h1]}\n") == ["evpn.route_reflectors[1]: h1 is named twice"]

@@ -388,6 +388,9 @@ class EvpnSpec(Strict):
     asn: Annotated[int, BeforeValidator(_asn_number), AfterValidator(_asn)] = Field(
         65000, ge=1, le=4294967294, description="the BGP AS number every host shares (iBGP, full mesh between hosts)"
     )
+    route_reflectors: list[Name] = Field(
+        [], description="hosts (of hosts:) that reflect the EVPN routes: they peer with every host, the others only with them; default none (full mesh)"
+    )
 
 
 class NetworkSpec(Strict):

@@ -785,6 +785,14 @@ def _hosts(topo: Topology, add) -> None:
             add(Problem(f"{path}.host", f"no host named {host!r} (known: {known})", "name one of hosts:"))
     if topo.evpn is not None and not any(net.overlay and net.overlay.control == "evpn" for net in topo.networks.values()):
         add(Problem("evpn", "is set, but no network has overlay: {control: evpn}", "remove evpn:, or set control: evpn on an overlay network"))
+    if topo.evpn is not None:
+        seen_rr: set[str] = set()
+        for i, rr in enumerate(topo.evpn.route_reflectors):
+            if rr not in topo.hosts:
+                add(Problem(f"evpn.route_reflectors[{i}]", f"no host named {rr!r} (known: {known or 'none'})", "name hosts of hosts:"))
+            elif rr in seen_rr:
+                add(Problem(f"evpn.route_reflectors[{i}]", f"{rr} is named twice", "name each route reflector once"))
+            seen_rr.add(rr)
     vnis: dict[int, str] = {}
     for net_name, net in topo.networks.items():
         path = f"networks.{net_name}"
