@@ -178,6 +178,7 @@ def _prepare_services(w: Work, host: str, state: Path) -> None:
         f["conf"].parent.mkdir(parents=True, exist_ok=True)
         f["conf"].write_text(r.get("config"))
         for path in (f["leases"], f["log"]):
+            path.parent.mkdir(parents=True, exist_ok=True)  # leases live under the lib directory, not beside the config
             path.touch()
             os.chown(path, 65534, 65534)
         # the identity record vnet keeps of a daemon it starts (what `running` checks), as vnet writes it
