@@ -233,7 +233,8 @@ def _token(ident: int, i: int) -> bytes:
 def probe_from(ns: str | None, targets: list[Target], timeout: float = 1.0) -> list[Target]:
     """Run every probe of one source namespace at once (ICMP echo, TCP connect, UDP echo, a
     don't-fragment echo of a full MTU) and wait at most `timeout` for all of them. A TCP reset
-    counts as reached: something at the address answered, past every firewall."""
+    counts as reached (something at the address answered, past every firewall) unless the target
+    says a refusal does not count."""
     socks = _inside(ns, lambda: _open_sockets(targets))
     ident = _random.randrange(1, 0xFFFF)
     sel = _selectors.DefaultSelector()

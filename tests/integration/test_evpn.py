@@ -18,7 +18,7 @@ from vnet.drivers import process
 from vnet.kinds import frr as frrkind
 
 from tests.integration import snapshot
-from tests.integration.test_overlay import Hosts, df_ping, leased_from_h1, topology
+from tests.integration.test_overlay import Hosts, df_ping, fdb, flood, hosts, leased_from_h1, topology, wait_for  # noqa: F401 — hosts: the three-host fixture
 
 if frrkind.installed():
     if os.environ.get("CI"):
@@ -30,15 +30,6 @@ ADDR = {"h1": "198.18.1.2", "h2": "198.18.2.2", "h3": "198.18.3.2"}
 
 def evpn_topology(name: str, hosts: tuple[str, ...] = ("h1", "h2", "h3")) -> str:
     return topology(name, hosts=hosts).replace("port: 4789}", "port: 4789, control: evpn}") + "evpn: {asn: 65010}\n"
-
-
-@pytest.fixture
-def hosts(tmp_path):
-    h = Hosts(tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def bgp_peers(hosts: Hosts, host: str) -> dict[str, str]:
@@ -54,10 +45,6 @@ def bgp_peers(hosts: Hosts, host: str) -> dict[str, str]:
     return {p: v.get("state", "") for p, v in data.get("peers", {}).items()}
 
 
-def fdb(host: str, dev: str) -> list[str]:
-    return subprocess.run(["bridge", "-n", host, "fdb", "show", "dev", dev], capture_output=True, text=True, check=True).stdout.splitlines()
-
-
 def remote(host: str, dev: str, mac: str) -> str | None:
     """The remote address zebra installed for `mac` on the vxlan device (extern_learn), if any."""
     for line in fdb(host, dev):
@@ -65,19 +52,6 @@ def remote(host: str, dev: str, mac: str) -> str | None:
         if f[0] == mac and "dst" in f and "extern_learn" in f:
             return f[f.index("dst") + 1]
     return None
-
-
-def flood(host: str, dev: str) -> list[str]:
-    return sorted(line.split()[2] for line in fdb(host, dev) if line.startswith("00:00:00:00:00:00 dst "))
-
-
-def wait_for(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return bool(cond())
 
 
 def frr_pids(host: str) -> list[int]:

@@ -4,7 +4,6 @@ NAME-h1, NAME-h2, NAME-h3 on three subnets routed by NAME-lan. Real links, real 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
 import struct
@@ -90,9 +89,12 @@ def hosts(tmp_path):
         h.close()
 
 
+def fdb(host: str, dev: str) -> list[str]:
+    return subprocess.run(["bridge", "-n", host, "fdb", "show", "dev", dev], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 def flood(host: str, dev: str) -> list[str]:
-    out = subprocess.run(["bridge", "-n", host, "fdb", "show", "dev", dev], capture_output=True, text=True, check=True).stdout
-    return sorted(line.split()[2] for line in out.splitlines() if line.startswith("00:00:00:00:00:00 dst "))
+    return sorted(line.split()[2] for line in fdb(host, dev) if line.startswith("00:00:00:00:00:00 dst "))
 
 
 def unicast(host: str, dev: str) -> dict[str, str]:
@@ -109,45 +111,9 @@ def link_mtu(ns: str, dev: str) -> int:
 
 
 def df_ping(ns: str, address: str, size: int) -> bool:
-    """An ICMP echo of `size` bytes of IP packet with Don't Fragment set, from `ns`: True if answered."""
-
-    def ping() -> bool:
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        try:
-            s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF, never fragment
-            s.settimeout(2)
-            ident = os.getpid() & 0xFFFF
-            payload = b"x" * (size - 28)
-            header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-            csum = _checksum(header + payload)
-            s.sendto(struct.pack("!BBHHH", 8, 0, csum, ident, 1) + payload, (address, 0))
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline:
-                data, _ = s.recvfrom(65535)
-                ihl = (data[0] & 0xF) * 4
-                typ, _, _, rid, _ = struct.unpack_from("!BBHHH", data, ihl)
-                if typ == 0 and rid == ident and len(data) == size:
-                    return True
-            return False
-        except OSError:
-            return False
-        finally:
-            s.close()
-
-    n = nsmod.Namespace(ns)
-    try:
-        return n.call(ping)
-    finally:
-        n.close()
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
+    """An ICMP echo of `size` bytes of IP packet with Don't Fragment set, from `ns`: True if
+    answered (vnet check's MTU probe)."""
+    return bool(check.probe_from(ns, [check.Target(address, "mtu", address, size=size)], timeout=2.0)[0].reached)
 
 
 def vxlan_frame(src_mac: str) -> bytes:
