@@ -85,31 +85,13 @@ def _ports(topo: Topology) -> list[Port]:
 
 
 def hairpin_ports(topo: Topology) -> frozenset[str]:
-    """Ports that are the target of a forward of their own network. A target that opens its own
-    forward on the host's address is answered back out of the port it came in on (with
-    br_netfilter the DNAT'ed frame is bridged, not routed), which only a port in hairpin mode
-    allows; other ports stay without it, so no other guest sees its own broadcasts reflected."""
-    targets: set[tuple[str, str]] = set()
-    for net_name, net in topo.networks.items():
-        for fwd in net.forwards:
-            address, _ = forward_target(topo, net_name, fwd.to)
-            if address is not None:
-                targets.add((net_name, str(address)))
-    if not targets:
-        return frozenset()
-    out = set()
-    for ep_name, ep in topo.endpoints.items():
-        network = getattr(ep, "network", None)
-        if network and not isinstance(ep, TunSpec):
-            ip = known_address(topo, ep_name, network)
-            if ip is not None and (network, str(ip)) in targets:
-                out.add(names.endpoint_tap(topo.name, ep_name, ep.ifname) if isinstance(ep, TapSpec)
-                        else names.endpoint_veth(topo.name, ep_name, ep.host_ifname))
-    for vm_name, vm in topo.vms.items():
-        for i, nic in enumerate(vm.nics):
-            if nic.address and (nic.network, str(nic.address).split("/")[0]) in targets:
-                out.add(qemuargs.nic_tap(topo, vm_name, i))
-    return frozenset(out)
+    """Ports that are the target of a forward. A target that opens its own forward on the host's
+    address is answered back out of the port it came in on (with br_netfilter the DNAT'ed frame
+    is bridged, not routed), which only a port in hairpin mode allows; other ports stay without
+    it, so no other guest sees its own broadcasts reflected."""
+    targets = {str(address) for net_name, net in topo.networks.items() for fwd in net.forwards
+               for address in [forward_target(topo, net_name, fwd.to)[0]] if address is not None}
+    return frozenset(p.ifname for p in ports(topo) if p.address in targets) if targets else frozenset()
 
 
 def bridge_name(topo: Topology, net_name: str) -> str:

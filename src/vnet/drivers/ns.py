@@ -58,11 +58,22 @@ def half_made(name: str) -> bool:
 
 def pids_in(name: str | None) -> list[int]:
     """The processes whose network namespace is the named one (None: the one vnet runs in)."""
-    try:
-        st = os.stat(NETNS_DIR / name if name else "/proc/self/ns/net")
-    except FileNotFoundError:
-        return []
-    out = []
+    return pids_by_netns([name])[name]
+
+
+def pids_by_netns(names: list[str | None]) -> dict[str | None, list[int]]:
+    """The processes in each named network namespace, from one walk of /proc (a namespace that
+    is not there has none)."""
+    want: dict[tuple[int, int], str | None] = {}
+    for name in names:
+        try:
+            st = os.stat(NETNS_DIR / name if name else "/proc/self/ns/net")
+        except FileNotFoundError:
+            continue
+        want[(st.st_dev, st.st_ino)] = name
+    out: dict[str | None, list[int]] = {name: [] for name in names}
+    if not want:
+        return out
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
@@ -70,8 +81,9 @@ def pids_in(name: str | None) -> list[int]:
             s = os.stat(p / "ns" / "net")
         except OSError:
             continue  # gone meanwhile, or a kernel thread
-        if (s.st_dev, s.st_ino) == (st.st_dev, st.st_ino):
-            out.append(int(p.name))
+        name = want.get((s.st_dev, s.st_ino), False)
+        if name is not False:
+            out[name].append(int(p.name))
     return out
 
 

@@ -226,18 +226,23 @@ def spawn(ns: Namespace, argv: list[str], pidfile: Path, log: Path, marker: Path
     raise VnetError(f"{Path(argv[0]).name} did not start in {timeout:.0f}s")
 
 
-def recorded_pids(state: Path, among: list[int] | None = None) -> set[int]:
+def recorded_pids(state: Path) -> set[int]:
     """The live processes vnet started for one topology (dnsmasq, DHCP clients, QEMU), by the
-    identity files in its state directory: what a namespace may run without being someone else's.
-    With `among`, their children there count too (dnsmasq's helper that runs the lease script)."""
+    identity files in its state directory: what a namespace may run without being someone else's."""
     out: set[int] = set()
     for ident_path in state.glob("*.ident"):
         ident = _read_ident(ident_path)
         marker = str(ident_path)[: -len(".ident")]
         if ident and isinstance(ident.get("pid"), int) and is_ours(ident["pid"], ident, marker):
             out.add(ident["pid"])
-    grew = True
-    while among and grew:
+    return out
+
+
+def with_children(ours: set[int], among: list[int]) -> set[int]:
+    """`ours` and their descendants among `among` (dnsmasq's helper that runs the lease script)."""
+    out = set(ours)
+    grew = bool(ours)
+    while grew:
         kids = {pid for pid in among if pid not in out and parent(pid) in out}
         out |= kids
         grew = bool(kids)

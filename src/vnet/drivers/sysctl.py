@@ -83,9 +83,13 @@ def _sane(key: str, entry) -> bool:
         return False
 
 
-def observe(nss: Namespaces, record: SysctlRecord) -> list[Resource]:
+def observe(nss: Namespaces, record: SysctlRecord, host: bool | None = None) -> list[Resource]:
+    """The recorded switches as they are now: all of them, or (`host`) only the target
+    namespace's, or only the endpoint namespaces' — each value is read in its namespace once."""
     out = []
     for key, entry in record.load().items():
+        if host is not None and (entry["ns"] == "") != host:
+            continue
         # a vanished path (its device is gone) is still reported, so that the record is cleared
         value = nss.get(entry["ns"]).call(read, entry["path"])
         out.append(make("sysctl", key, {"before": entry["before"]}, ns=entry["ns"], path=entry["path"], value=value))

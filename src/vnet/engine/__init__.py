@@ -90,6 +90,9 @@ def disruptions(actions: list[Action], state: Path | None = None) -> tuple[list[
     resources) (name → pids): those are refused unless forced."""
     words: list[str] = []
     busy: dict[str, list[int]] = {}
+    # one walk of /proc for every namespace the plan deletes, and vnet's daemons read once
+    in_ns = nsmod.pids_by_netns([a.resource.key for a in actions if a.resource.kind == "netns" and a.op == "delete"])
+    recorded = process.recorded_pids(state) if state is not None and any(in_ns.values()) else set()
     for a in actions:
         r = a.resource
         if r.kind == "vm" and a.op == "update":
@@ -97,8 +100,8 @@ def disruptions(actions: list[Action], state: Path | None = None) -> tuple[list[
         elif r.kind == "vm" and a.op == "delete":
             words.append(f"VM {r.key} is shut down")
         elif r.kind == "netns" and a.op == "delete":
-            found = nsmod.pids_in(r.key)
-            ours = process.recorded_pids(state, among=found) if state is not None else set()
+            found = in_ns[r.key]
+            ours = process.with_children(recorded, found)
             pids = [p for p in found if p not in ours]
             if pids:
                 busy[r.key] = pids

@@ -38,9 +38,8 @@ class Sysctl(Kind):
         return out
 
     def observe(self, view, obs) -> None:
-        for r in sysctl.observe(view.nss, sysctl.SysctlRecord(view.state)):
-            if r.get("ns") == HOST:
-                obs.add(r)
+        for r in sysctl.observe(view.nss, sysctl.SysctlRecord(view.state), host=True):
+            obs.add(r)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         with ctx.host_lock():
@@ -84,9 +83,8 @@ class EndpointSysctl(Sysctl):
         return out
 
     def observe(self, view, obs) -> None:
-        for r in sysctl.observe(view.nss, sysctl.SysctlRecord(view.state)):
-            if r.get("ns") != HOST:
-                obs.add(replace(r, kind=self.name))
+        for r in sysctl.observe(view.nss, sysctl.SysctlRecord(view.state), host=False):
+            obs.add(replace(r, kind=self.name))
 
 
 def ipv6_paths(topo: Topology, facts: HostFacts) -> list[tuple[str, str]]:
