@@ -146,10 +146,12 @@ def create(nss: Namespaces, state: Path, r: Resource, wait: float = 8.0) -> None
     _private_dir(state)
     _write_private(f["sh"], render(r, state), 0o700)
     f["lease"].unlink(missing_ok=True)
-    process.spawn(nss.get(ns), argv(r, state), f["pid"], f["log"], marker=f["sh"])
+    pid = process.spawn(nss.get(ns), argv(r, state), f["pid"], f["log"], marker=f["sh"])
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and not f["lease"].exists():
-        if process.running(f["pid"], marker=f["sh"]) is None:
+        # by the pid, not the pid file: udhcpc (-p) rewrites that file, and caught empty it
+        # would read as a client that exited
+        if process.is_gone(pid):
             raise VnetError(f"the DHCP client of endpoint {endpoint} exited: see {f['log']}")
         time.sleep(0.05)
 
