@@ -2,7 +2,8 @@
 
 argparse from the standard library, and each command imports what it uses when it runs: `vnet
 --help` loads no vnet module beyond this one, `vnet validate` the spec alone (pydantic, YAML), and
-the engine, the drivers and rich (for tables) come in only for the commands that need them.
+the engine and the drivers come in only for the commands that need them, and rich only where it
+colours or folds a table (on a plain page `status` writes its tables with vnet.plaintable).
 
 Exit codes: 0 done; 1 an error (one line on stderr, naming the path or field and the fix);
 2 an invalid topology file or a usage error; `plan --exit-code` 0 no changes, 2 changes pending,
@@ -44,13 +45,31 @@ def _where(a: argparse.Namespace) -> dict:
 def _rich_print(*things, width: int | None = None) -> None:
     from rich.console import Console
 
+    from vnet.plaintable import Table
+
     console = Console(width=width)
     for thing in things:
-        console.print(thing, highlight=False)
+        console.print(thing.to_rich() if isinstance(thing, Table) else thing, highlight=False)
+
+
+def _show(things: list, width: int | None) -> None:
+    """Tables and marked-up lines as rich prints them; on a plain page (not a terminal, nothing
+    forcing colour, an encoding with box characters) written without importing rich."""
+    from vnet import plaintable
+
+    env = os.environ
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower()
+    if width is not None and not sys.stdout.isatty() and encoding.startswith("utf") and not (env.get("FORCE_COLOR") or env.get("TTY_COMPATIBLE")):
+        text = plaintable.render(things, width)
+        if text is not None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+    _rich_print(*things, width=width)
 
 
 def _table(title: str, columns: dict[str, str], rows: list[dict]):
-    from rich.table import Table
+    from vnet.plaintable import Table
 
     table = Table(title=title)
     for heading in columns.values():
@@ -214,7 +233,7 @@ def _status_once(a: argparse.Namespace) -> int:
         else:
             _print_json(report)
         return STATUS_EXIT[report["state"]]
-    from rich.table import Table
+    from vnet.plaintable import Table
 
     where = f" in netns {a.netns}" if a.netns else ""
     things: list = []
@@ -278,7 +297,7 @@ def _status_once(a: argparse.Namespace) -> int:
              "stale_leases": "[yellow]in sync, but DHCP clients hold stale leases[/]"}[state]
     things.append(f"{report['topology']}{where}: {words}")
     things += [f"  {note}" for note in report["notes"]]
-    _rich_print(*things, width=None if sys.stdout.isatty() else 160)
+    _show(things, width=None if sys.stdout.isatty() else 160)
     return STATUS_EXIT[state]
 
 

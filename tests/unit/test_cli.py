@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,73 @@ def test_validate_imports_the_spec_only():
     mods = heavy(imported_by("validate", str(EXAMPLES / "nat.yaml")))
     assert "vnet.spec" in mods and "pydantic" in mods
     assert not {m for m in mods if m.split(".")[0] in ("rich", "pyroute2") or m in ("vnet.engine", "vnet.api")}
+
+
+def run_with_modules(*args: str, before: str = "") -> tuple[int, str, set[str]]:
+    """`vnet ARGS` run through cli.run in a fresh interpreter (stdout a pipe, as in a script): its
+    exit code, its output and the modules loaded when it returned. `before` runs first (a stub)."""
+    code = (
+        f"import sys\n{before}\nfrom vnet import cli\n"
+        "try:\n    code = cli.run(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print(code, *sorted(sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    words = proc.stderr.split()
+    assert words and words[0].lstrip("-").isdigit(), proc.stderr
+    return int(words[0]), proc.stdout, set(words[1:])
+
+
+NOT_FOR_STATUS = ("rich", "pyroute2")  # what a plain `vnet status` does without
+
+
+def _roots(mods: set[str], roots: tuple[str, ...]) -> set[str]:
+    return {m for m in mods if m.split(".")[0] in roots}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="status reads the namespace's nftables: needs root")
+@pytest.mark.parametrize("output", [[], ["-o", "json"]])
+def test_status_to_a_pipe_imports_no_rich_and_no_pyroute2(tmp_path, output):
+    code, out, mods = run_with_modules("--state-dir", str(tmp_path), "status", str(EXAMPLES / "nat.yaml"), *output)
+    assert code == 3 and "not applied" in out  # it ran to the end: lab is not applied in a fresh state dir
+    assert _roots(mods, NOT_FOR_STATUS) == set()
+    if not output:
+        assert "┏━━━━━━━━┳" in out and "│ c1     │ netns │" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="plan reads the namespace's nftables: needs root")
+def test_plan_imports_no_rich_and_no_pyroute2(tmp_path):
+    code, out, mods = run_with_modules("--state-dir", str(tmp_path), "plan", str(EXAMPLES / "nat.yaml"))
+    assert code == 0 and "+ netns lab-c1" in out
+    assert _roots(mods, NOT_FOR_STATUS) == set()
+
+
+REPORT = {
+    "topology": "lab", "state": "drift", "notes": ["a note"], "vms": [], "bgp": [], "leases": [], "forwards": [],
+    "networks": [{"name": "lan0", "mode": "nat", "subnets": ["192.168.223.0/24"], "gateway": "192.168.223.1", "uplink": None,
+                  "bridge": {"name": "vb-lab-lan0", "up": True, "present": True}, "dhcp": None,
+                  "members": [{"name": "c1", "nic": None, "kind": "netns", "mac": "52:54:00:54:76:66", "host_if": "ve-lab-c1",
+                               "host_if_hashed": False, "state": "drift",
+                               "address": {"source": "fixed", "address": "192.168.223.10"}}]}],
+    "resources": [{"kind": "address", "name": "c1", "state": "drift", "note": "", "attrs": {},
+                   "differs": {"prefix": {"have": 16, "want": 24}}}],
+}
+
+
+@pytest.mark.parametrize("tty_env", [{}, {"FORCE_COLOR": "1"}])
+def test_status_tables_on_a_plain_page_are_riches_without_rich(tmp_path, tty_env, monkeypatch):
+    stub = f"from vnet import api, spec\napi.status = lambda *a, **k: {REPORT!r}"
+    for k, v in tty_env.items():
+        monkeypatch.setenv(k, v)
+    code, out, mods = run_with_modules("status", str(EXAMPLES / "nat.yaml"), before=stub)
+    assert code == 1
+    assert "│ c1     │ netns │" in out and "address c1 (prefix: 16 → 24)" in out and "  a note" in out
+    assert ("rich" in mods) == bool(tty_env)  # FORCE_COLOR: rich writes it, in colour
+    if not tty_env:
+        from vnet import plaintable
+
+        code2, rich_out, _ = run_with_modules("status", str(EXAMPLES / "nat.yaml"),
+                                              before=stub + "\nfrom vnet import plaintable\nplaintable.render = lambda *a: None")
+        assert out == rich_out and plaintable  # rich's own output, byte for byte
 
 
 def test_default_state_dir_is_the_engines():
