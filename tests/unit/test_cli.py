@@ -73,7 +73,7 @@ def run_with_modules(*args: str, before: str = "") -> tuple[int, str, set[str]]:
     return int(words[0]), proc.stdout, set(words[1:])
 
 
-NOT_FOR_STATUS = ("rich", "pyroute2")  # what a plain `vnet status` does without
+NOT_FOR_STATUS = ("rich", "pyroute2", "concurrent", "logging")  # what a plain `vnet status` does without
 
 
 def _roots(mods: set[str], roots: tuple[str, ...]) -> set[str]:

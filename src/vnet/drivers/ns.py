@@ -13,7 +13,6 @@ import ctypes
 import os
 import socket
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -114,7 +113,45 @@ def _share_rundir() -> None:
     _rundir_shared = True
 
 
-_hopper: ThreadPoolExecutor | None = None
+class _Hopper:
+    """One worker thread that runs one call at a time, in the order given: what a one-worker
+    ThreadPoolExecutor did, without importing concurrent.futures and logging (they cost every
+    command's start-up more than this driver). Like the executor's, the thread is not a daemon:
+    at exit it finishes the call it is in, then stops."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._event = threading.Event
+        threading.Thread(target=self._serve, name="vnet-netns_0").start()
+        threading._register_atexit(self._jobs.put, None)  # type: ignore[attr-defined]  # as concurrent.futures does
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args, done, box = job
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as exc:  # handed to the caller, as Future.result() does
+                box.append((False, exc))
+            done.set()
+            del job, fn, args, done, box
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        done, box = self._event(), []
+        self._jobs.put((fn, args, done, box))
+        done.wait()
+        ok, value = box[0]
+        if ok:
+            return value
+        try:
+            raise value
+        finally:
+            value = None  # no cycle through the traceback
+
+
+_hopper: _Hopper | None = None
 _home: int | None = None  # the namespace vnet started in, for the hopper to return to
 
 
@@ -124,8 +161,8 @@ def _hop(fn: Callable[..., T], *args: Any) -> T:
     global _hopper, _home
     if _hopper is None:
         _home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        _hopper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vnet-netns")
-    return _hopper.submit(fn, *args).result()
+        _hopper = _Hopper()
+    return _hopper.call(fn, *args)
 
 
 def _go_home() -> None:
