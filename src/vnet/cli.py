@@ -641,14 +641,65 @@ def _output(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
     p.add_argument("-o", "--output", choices=choices, default=choices[0], help=f"{' or '.join(choices)} (default: {choices[0]})")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, with the terminal's width asked once: argparse makes a formatter for
+    every add_argument (to check its metavar), and each asked the terminal again."""
+
+    _columns: int | None = None
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None) -> None:
+        if width is None:
+            if _Formatter._columns is None:
+                import shutil
+
+                _Formatter._columns = shutil.get_terminal_size().columns
+            width = _Formatter._columns - 2  # as HelpFormatter does
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser that takes its arguments when it is first used (to parse, or for its
+    help or usage): every command's arguments, built for each run, cost a few ms of every start-up,
+    and a run uses one command's. Nothing uses what add_argument returns here."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)  # its -h is added at once
+        self._later: list | None = []
+
+    def add_argument(self, *args, **kwargs):  # type: ignore[override]
+        if getattr(self, "_later", None) is None:
+            return super().add_argument(*args, **kwargs)
+        self._later.append((args, kwargs))
+        return None
+
+    def _fill(self) -> None:
+        later, self._later = self._later, None
+        for args, kwargs in later or ():
+            super().add_argument(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._fill()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._fill()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._fill()
+        return super().format_help()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="vnet",
         description="Declarative virtual networks for VMs and containers.",
         epilog="`vnet COMMAND --help` describes a command.",
+        formatter_class=_Formatter,
     )
     _globals(top, top=True)
-    sub = top.add_subparsers(title="commands", metavar="COMMAND")
+    sub = top.add_subparsers(title="commands", metavar="COMMAND", parser_class=_CommandParser)
 
     def command(name: str, func, help: str, description: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help)
