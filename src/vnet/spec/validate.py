@@ -19,11 +19,11 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from vnet import names
 from vnet.errors import Problem, SpecError
 from vnet.spec import vmfiles
+from vnet.spec.schema import Model, ValidationError
 from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec, port_span
 
 MAX_FILE_BYTES = 1 << 20
@@ -180,7 +180,7 @@ def _unwrap(tp: Any) -> Any:
 
 
 def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
+    return isinstance(tp, type) and issubclass(tp, Model)
 
 
 def _kind_model(tp: Any, value: Any) -> Any:
@@ -192,7 +192,7 @@ def _kind_model(tp: Any, value: Any) -> Any:
     return None
 
 
-def _field(model: type[BaseModel], key: Any):  # type: ignore[no-untyped-def]
+def _field(model: type[Model], key: Any):  # type: ignore[no-untyped-def]
     for name, info in model.model_fields.items():
         if (info.alias or name) == key:
             return info
@@ -225,11 +225,11 @@ def _type_at(data: Any, parts: tuple) -> Any:
     return tp
 
 
-def _keys(model: type[BaseModel]) -> list[str]:
+def _keys(model: type[Model]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
-def _kinds(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+def _kinds(model: type[Model]) -> dict[str, type[Model]]:
     """tap/tun/netns → model, for the kinds of endpoint `model` is one of."""
     from vnet.spec.models import Endpoint
 
