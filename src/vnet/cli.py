@@ -1,7 +1,7 @@
 """The `vnet` command line.
 
 argparse from the standard library, and each command imports what it uses when it runs: `vnet
---help` loads no vnet module beyond this one, `vnet validate` the spec alone (pydantic, YAML), and
+--help` loads no vnet module beyond this one, `vnet validate` the spec alone (its models, YAML), and
 the engine, the drivers and rich (for tables) come in only for the commands that need them.
 
 Exit codes: 0 done; 1 an error (one line on stderr, naming the path or field and the fix);

@@ -7,8 +7,6 @@ the topology is applied to (uplinks exist, subnets do not collide with host rout
 
 from __future__ import annotations
 
-import copy
-import difflib
 import grp
 import ipaddress
 import pwd
@@ -122,10 +120,11 @@ def parse_yaml(text: str) -> Any:
 
 # --- schema problems, said in the file's terms ---------------------------------------------------
 #
-# pydantic's messages name its own machinery (union tags, "Input should be", member labels such
-# as `str`/`int` in the location). Each error is restated here: its location walked against the
-# data the user wrote (so only keys and indexes that exist in the file remain), its message by
-# error type, and a fix with a "did you mean" where a close spelling exists.
+# The model layer (schema.py) reports each error as {type, loc, msg, input, ctx}; its locations
+# carry labels of its own (the endpoint's kind, union members such as `str`/`int`). Each error is
+# restated here: its location walked against the data the user wrote (so only keys and indexes
+# that exist in the file remain), its message by error type, and a fix with a "did you mean" where
+# a close spelling exists.
 
 
 def _yaml_type(value: object) -> str:
@@ -146,7 +145,7 @@ def _yaml_type(value: object) -> str:
 
 def _user_path(data: Any, loc: tuple, keep_last: bool) -> tuple[tuple, list]:
     """The parts of `loc` that are keys or indexes of `data` (plus the last one of a missing
-    key), and the labels pydantic added (union members, the endpoint's kind)."""
+    key), and the labels the model layer added (union members, the endpoint's kind)."""
     parts: list = []
     labels: list = []
     cur = data
@@ -245,6 +244,8 @@ def _said_as(words: list[str], conjunction: str = "or") -> str:
 
 
 def _did_you_mean(word: object, choices: list[str]) -> str:
+    import difflib  # only a file with problems needs it
+
     close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else ""
 
@@ -321,8 +322,8 @@ def _schema_problem(data: Any, err: dict) -> Problem:
     if kind in ("less_than_equal", "less_than"):
         return Problem(path, f"{value!r} is too large", f"the most is {ctx.get('le', ctx.get('lt'))}")
     if kind == "value_error":
-        return Problem(path, err["msg"].removeprefix("Value error, "))
-    return Problem(path, f"{value!r} is not valid here ({err['msg'].replace('Input should be', 'it should be')})")
+        return Problem(path, err["msg"])
+    return Problem(path, f"{value!r} is not valid here ({err['msg']})")
 
 
 def _model_problems(data: Any, exc: ValidationError) -> list[Problem]:
@@ -356,6 +357,8 @@ _PLACEHOLDER_NAME = "x"
 def _salvage(data: dict, errors: list[dict], dropped: set[tuple], broken: set[str]) -> dict:
     """A copy of `data` without the parts `errors` point at (recorded in `dropped`; names of
     whole entries left out also in `broken`)."""
+    import copy  # only a file with problems needs it
+
     data = copy.deepcopy(data)
     for err in errors:
         parts, _ = _user_path(data, err["loc"], keep_last=False)
