@@ -453,7 +453,7 @@ class Model:
                 continue
             declared = cls.__dict__.get(name, _REQUIRED)
             info = declared if isinstance(declared, FieldInfo) else FieldInfo(declared)
-            info.name, info.annotation = name, annotation
+            info.name, info.annotation = name, _resolved(cls, annotation)
             fields[name] = info
             if name in cls.__dict__:
                 delattr(cls, name)  # instances carry the value; the default lives in model_fields
@@ -468,6 +468,7 @@ class Model:
     def _compile(cls) -> tuple:
         plan = []
         for name, info in cls.model_fields.items():
+            info.annotation = _resolved(cls, info.annotation, strict=True)
             other = name if cls._by_name and info.alias else None
             factory = info.default_factory
             if factory is None and isinstance(info.default, (list, dict, set)):
@@ -588,6 +589,21 @@ class Model:
         if defs:
             top = {"$defs": dict(sorted(defs.items())), **top}
         return top
+
+
+def _resolved(cls: type, annotation: Any, strict: bool = False) -> Any:
+    """An annotation written as text (a module with `from __future__ import annotations`), evaluated
+    in the class's module; a name defined only later is resolved at the first check (`strict`)."""
+    if not isinstance(annotation, str):
+        return annotation
+    import sys
+
+    try:
+        return eval(annotation, vars(sys.modules[cls.__module__]), dict(vars(cls)))  # noqa: S307 — the module's own source
+    except NameError:
+        if strict:
+            raise
+        return annotation
 
 
 def _rebuild(cls: type[Model], values: dict) -> Model:
