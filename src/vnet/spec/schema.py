@@ -441,7 +441,6 @@ class Model:
     an alias is taken by its Python name too)."""
 
     model_fields: dict[str, FieldInfo] = {}
-    _plan: tuple | None = None
     _model_before: Callable[[Any], Any] | None = None
     _by_name: bool = False
 
@@ -458,28 +457,42 @@ class Model:
             if name in cls.__dict__:
                 delattr(cls, name)  # instances carry the value; the default lives in model_fields
         cls.model_fields = fields
-        cls._plan = None
         if before is not None:
             cls._model_before = staticmethod(before)
         if populate_by_name is not None:
             cls._by_name = populate_by_name
 
     @classmethod
-    def _compile(cls) -> tuple:
-        plan = []
-        for name, info in cls.model_fields.items():
+    def _compile(cls) -> dict:
+        """What checking a mapping needs, made at the first check: key → (position, field, check);
+        the values of absent fields (defaults, in declared order); the fields made by factories,
+        the required ones, and the Python names taken in place of an alias."""
+        by_key, by_name, defaults, factories, required = {}, {}, {}, [], []
+        for i, (name, info) in enumerate(cls.model_fields.items()):
             info.annotation = _resolved(cls, info.annotation, strict=True)
-            other = name if cls._by_name and info.alias else None
+            entry = (i, name, _compile(info.annotation, info.ge, info.le))
+            by_key[info.key] = entry
+            if cls._by_name and info.alias:
+                by_name[name] = (entry, info.alias)
             factory = info.default_factory
             if factory is None and isinstance(info.default, (list, dict, set)):
-                factory = (lambda d: lambda: type(d)(d))(info.default)
-            plan.append((name, info.key, other, _compile(info.annotation, info.ge, info.le), info.default, factory))
-        cls._plan = tuple(plan)
-        cls._keys = frozenset(p[1] for p in plan)  # a field's name (populate_by_name) counts only without its alias
-        return cls._plan
+                factory = (lambda d: lambda: type(d)(d))(info.default)  # a fresh copy for each instance
+            if factory is not None:
+                defaults[name] = _MISSING
+                factories.append((name, factory))
+            elif info.default is _REQUIRED:
+                defaults[name] = _MISSING
+                required.append((i, name, info.key))
+            else:
+                defaults[name] = info.default
+        cls._by_key, cls._by_alias_name, cls._defaults = by_key, by_name, defaults
+        cls._factories, cls._required = tuple(factories), tuple(required)
+        return by_key
 
     @classmethod
     def _check(cls, data: Any) -> Any:
+        """Walks the keys the data has (most fields are absent and take their defaults); errors
+        are reported in the fields' declared order, unknown keys after them."""
         if type(data) is not dict:
             if isinstance(data, cls):
                 return data
@@ -489,39 +502,33 @@ class Model:
                 data = cls._model_before(data)
             except ValueError as exc:
                 raise _fail("value_error", data, str(exc), {"error": exc}) from None
-        plan = cls._plan or cls._compile()
-        values: dict[str, Any] = {}
-        errors: list[dict] | None = None
-        used = 0
-        by_name: set | None = None
-        get = data.get
-        for name, key, other, check, default, factory in plan:
-            raw = get(key, _MISSING)
-            if raw is _MISSING and other is not None:
-                raw = get(other, _MISSING)
-                if raw is not _MISSING:
-                    by_name = (by_name or set()) | {other}
-            if raw is _MISSING:
-                if factory is not None:
-                    values[name] = factory()
-                elif default is _REQUIRED:
-                    errors = (errors or []) + [_error("missing", data, "is required", loc=(key,))]
-                else:
-                    values[name] = default
-                continue
-            used += 1
+        by_key = cls.__dict__.get("_by_key") or cls._compile()
+        values = dict(cls._defaults)
+        failed: list[tuple[int, list[dict]]] | None = None
+        extra: list[dict] | None = None
+        for key, raw in data.items():
+            entry = by_key.get(key)
+            if entry is None:
+                aliased = cls._by_alias_name.get(key) if cls._by_alias_name else None
+                if aliased is None or aliased[1] in data:  # by its name only where the alias is absent
+                    extra = (extra or []) + [_error("extra_forbidden", raw, "is not a key here", loc=(key,))]
+                    continue
+                entry = aliased[0]
+            i, name, check = entry
             try:
                 values[name] = check(raw)
             except _Fail as f:
-                errors = (errors or []) + _prefixed(f.errors, key)
-        if used != len(data):
-            keys = cls._keys
-            extra = [_error("extra_forbidden", v, "is not a key here", loc=(k,)) for k, v in data.items()
-                     if k not in keys and not (by_name and k in by_name)]
-            if extra:
-                errors = (errors or []) + extra
-        if errors:
-            raise _Fail(errors)
+                failed = (failed or []) + [(i, _prefixed(f.errors, key))]
+                values[name] = None
+        for name, factory in cls._factories:
+            if values[name] is _MISSING:
+                values[name] = factory()
+        for i, name, key in cls._required:
+            if values[name] is _MISSING:
+                failed = (failed or []) + [(i, [_error("missing", data, "is required", loc=(key,))])]
+        if failed or extra:
+            errors = [e for _, errs in sorted(failed or (), key=lambda f: f[0]) for e in errs]
+            raise _Fail(errors + (extra or []))
         obj = object.__new__(cls)
         object.__setattr__(obj, "__dict__", values)
         return obj
