@@ -485,8 +485,9 @@ class Model:
                 required.append((i, name, info.key))
             else:
                 defaults[name] = info.default
-        cls._by_key, cls._by_alias_name, cls._defaults = by_key, by_name, defaults
+        cls._by_alias_name, cls._defaults = by_name, defaults
         cls._factories, cls._required = tuple(factories), tuple(required)
+        cls._by_key = by_key  # last: its presence says the rest is there
         return by_key
 
     @classmethod
