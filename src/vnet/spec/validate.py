@@ -11,10 +11,9 @@ import grp
 import ipaddress
 import pwd
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 
@@ -476,8 +475,7 @@ def load(path: str | Path) -> Topology:
 # --- relations between fields -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NetworkAddressing:
+class NetworkAddressing(NamedTuple):
     subnet: ipaddress.IPv4Network | None
     gateway: ipaddress.IPv4Address | None  # the bridge's address (host, nat)
     service: ipaddress.IPv4Address | None  # where DHCP/DNS answer: the gateway, or an isolated network's service namespace
@@ -497,8 +495,7 @@ def addressing(topo: Topology, net_name: str) -> NetworkAddressing:
     return NetworkAddressing(subnet, gateway, service)
 
 
-@dataclass(frozen=True)
-class NetworkAddressing6:
+class NetworkAddressing6(NamedTuple):
     subnet: ipaddress.IPv6Network | None
     gateway: ipaddress.IPv6Address | None  # the bridge's IPv6 address (host, nat)
     service: ipaddress.IPv6Address | None  # where router advertisements, DHCPv6 and DNS come from
@@ -908,8 +905,8 @@ def _names(topo: Topology, add) -> None:
             ns = names.service_netns(topo.name, net_name)
             if ns in taken_ns:
                 add(Problem(f"endpoints.{taken_ns[ns]}", f"its namespace {ns} is the one serving networks.{net_name}", "rename the endpoint"))
-    from vnet.dnsconf import DHCP_KEYWORDS, GATEWAY_NAME, hostname, nic_hostname  # here: dnsconf and qemuargs import the spec
-    from vnet.qemuargs import nic_mac
+    from vnet.names import DHCP_KEYWORDS, GATEWAY_NAME, hostname, nic_hostname
+    from vnet.qemuargs import nic_mac  # here: qemuargs imports the spec
 
     # names that become DHCP/DNS names: none may be a word dnsmasq reads as a keyword, and none
     # may take the gateway's DNS name on a network that has a gateway
