@@ -42,6 +42,6 @@ fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-if ! .venv/bin/python -c 'import vnet, pyroute2, pydantic, rich, yaml, pytest, hypothesis' 2>/dev/null; then
+if ! .venv/bin/python -c 'import vnet, pyroute2, rich, yaml, pytest, hypothesis' 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 fi

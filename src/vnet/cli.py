@@ -1,7 +1,7 @@
 """The `vnet` command line.
 
 argparse from the standard library, and each command imports what it uses when it runs: `vnet
---help` loads no vnet module beyond this one, `vnet validate` the spec alone (pydantic, YAML), and
+--help` loads no vnet module beyond this one, `vnet validate` the spec alone (its models, YAML), and
 the engine and the drivers come in only for the commands that need them, and rich only where it
 colours or folds a table (on a plain page `status` writes its tables with vnet.plaintable).
 

@@ -12,27 +12,12 @@ from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs, snoop
 from vnet.facts import guest_mac
+from vnet.names import DHCP_KEYWORDS, GATEWAY_NAME, hostname, nic_hostname  # noqa: F401 — with the other derived names (validation needs no renderer)
 from vnet.spec.models import NetnsSpec, TapSpec
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, dhcp_range
 
 if TYPE_CHECKING:
     from vnet.spec.models import Topology
-
-
-# Words dnsmasq reads as keywords, not as a host name, in a `dhcp-host=` line (`ignore` refuses the
-# client, `infinite` is a lease time; `set:`/`tag:`/`id:` need a ':' that no vnet name has). A
-# name equal to one of them is refused by validation: dnsmasq has no quoting to escape it.
-DHCP_KEYWORDS = frozenset({"ignore", "infinite"})
-GATEWAY_NAME = "gateway"  # the DNS name of a host or nat network's gateway: gateway.<domain>
-
-
-def hostname(name: str) -> str:
-    return name.replace("_", "-")  # topology names allow '_', DNS labels do not
-
-
-def nic_hostname(vm_name: str, index: int) -> str:
-    """A VM's first NIC answers to the VM's name, its others to name-<index>."""
-    return hostname(vm_name) if index == 0 else f"{hostname(vm_name)}-{index}"
 
 
 def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Address:

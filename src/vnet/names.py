@@ -14,6 +14,24 @@ MARK = "vnet"  # first field of every ownership mark (ifalias of links, comment 
 ROUTE_PROTO = 86  # protocol number vnet puts on the routes and addresses it adds (outside iproute2's list)
 
 
+# --- DNS names (dnsconf renders them; validation checks them) ---
+
+# Words dnsmasq reads as keywords, not as a host name, in a `dhcp-host=` line (`ignore` refuses the
+# client, `infinite` is a lease time; `set:`/`tag:`/`id:` need a ':' that no vnet name has). A
+# name equal to one of them is refused by validation: dnsmasq has no quoting to escape it.
+DHCP_KEYWORDS = frozenset({"ignore", "infinite"})
+GATEWAY_NAME = "gateway"  # the DNS name of a host or nat network's gateway: gateway.<domain>
+
+
+def hostname(name: str) -> str:
+    return name.replace("_", "-")  # topology names allow '_', DNS labels do not
+
+
+def nic_hostname(vm_name: str, index: int) -> str:
+    """A VM's first NIC answers to the VM's name, its others to name-<index>."""
+    return hostname(vm_name) if index == 0 else f"{hostname(vm_name)}-{index}"
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 

@@ -142,7 +142,7 @@ def test_unknown_network_key():
 
 
 def test_unknown_endpoint_key_path_has_no_discriminator():
-    # pydantic puts the `kind` into the location; the reported path must be what the user wrote
+    # the model layer puts the `kind` into the location; the reported path must be what the user wrote
     assert paths(topo(endpoints={"vm": tap_ep(colour="red")})) == ["endpoints.vm.colour"]
     assert paths(topo(endpoints={"t1": {"kind": "tun", "colour": "red"}})) == ["endpoints.t1.colour"]
 

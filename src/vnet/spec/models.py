@@ -4,13 +4,11 @@ Field-level rules (types, formats, lengths) live on the models; rules that relat
 other live in `validate.py`, so that every problem of a file is reported in one run.
 """
 
-from __future__ import annotations
-
 import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from vnet.spec.schema import After, Before, Field, Model, Tagged
 
 IFNAMSIZ = 15  # kernel limit for interface names, in bytes, without the trailing NUL
 
@@ -295,22 +293,22 @@ def _shorthand(value: object) -> object:
     return value
 
 
-IfName = Annotated[str, AfterValidator(_ifname)]
-Name = Annotated[str, AfterValidator(_name)]
-Mac = Annotated[str, AfterValidator(_mac)]
-Network = Annotated[str, AfterValidator(_network)]
-Subnet = Annotated[str, AfterValidator(_network), AfterValidator(_subnet)]
-FilePath = Annotated[str, AfterValidator(_path)]
-Interface = Annotated[str, AfterValidator(_interface)]
-Address = Annotated[str, AfterValidator(_address)]
-Network6 = Annotated[str, AfterValidator(_network6)]
-Interface6 = Annotated[str, AfterValidator(_interface6)]
-Address6 = Annotated[str, AfterValidator(_address6)]
-Principal = Annotated[str | int, BeforeValidator(_reject_bool), AfterValidator(_user)]
+IfName = Annotated[str, After(_ifname)]
+Name = Annotated[str, After(_name)]
+Mac = Annotated[str, After(_mac)]
+Network = Annotated[str, After(_network)]
+Subnet = Annotated[str, After(_network), After(_subnet)]
+FilePath = Annotated[str, After(_path)]
+Interface = Annotated[str, After(_interface)]
+Address = Annotated[str, After(_address)]
+Network6 = Annotated[str, After(_network6)]
+Interface6 = Annotated[str, After(_interface6)]
+Address6 = Annotated[str, After(_address6)]
+Principal = Annotated[str | int, Before(_reject_bool), After(_user)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Strict(Model):
+    pass  # frozen, unknown keys refused: every model of the file is
 
 
 class DhcpHost(Strict):
@@ -329,37 +327,35 @@ class DhcpSpec(Strict):
     range: tuple[Address, Address] | None = Field(
         None, description="first and last address handed out; default the subnet minus the gateway"
     )
-    lease: Annotated[str, AfterValidator(_duration)] = Field("1h", description="lease time: 45m, 12h, 1d or infinite")
+    lease: Annotated[str, After(_duration)] = Field("1h", description="lease time: 45m, 12h, 1d or infinite")
     hosts: list[DhcpHost] = Field(default_factory=list, description="static leases by MAC")
     routes: list[DhcpRoute] = Field(default_factory=list, description="routes pushed to clients (option 121)")
     mtu: int | None = Field(None, ge=576, le=65535, description="MTU pushed to clients (option 26)")
 
 
 class DnsSpec(Strict):
-    domain: Annotated[str, AfterValidator(_domain)] = Field("vnet.internal", description="endpoints resolve as <name>.<domain>")
+    domain: Annotated[str, After(_domain)] = Field("vnet.internal", description="endpoints resolve as <name>.<domain>")
     upstream: list[Address] | None = Field(None, description="forwarders; default the host's resolvers")
-    records: dict[Annotated[str, AfterValidator(_hostname)], Address] = Field(
+    records: dict[Annotated[str, After(_hostname)], Address] = Field(
         default_factory=dict, description="extra host records, name → address"
     )
 
 
 class ForwardSpec(Strict):
     proto: Literal["tcp", "udp"] = "tcp"
-    port: Annotated[int | str, BeforeValidator(_reject_bool), AfterValidator(_port_range)] = Field(
+    port: Annotated[int | str, Before(_reject_bool), After(_port_range)] = Field(
         description="host port, or a range like 5000-5010"
     )
-    to: Annotated[str, AfterValidator(_target)] = Field(
+    to: Annotated[str, After(_target)] = Field(
         description="endpoint or VM name, or an address, with an optional :port (default: the same port)"
     )
 
 
-class AllowSpec(Strict):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
+class AllowSpec(Strict, populate_by_name=True):
     from_: Name = Field(alias="from", description="network the connections come from")
     to: Name = Field(description="network they may reach")
     proto: Literal["tcp", "udp"] | None = Field(None, description="default: any protocol")
-    ports: list[Annotated[int | str, BeforeValidator(_reject_bool), AfterValidator(_port_range)]] | None = Field(
+    ports: list[Annotated[int | str, Before(_reject_bool), After(_port_range)]] | None = Field(
         None, description="destination ports or ranges (needs proto); default: all"
     )
 
@@ -385,7 +381,7 @@ def _asn(value: int) -> int:
 
 
 class EvpnSpec(Strict):
-    asn: Annotated[int, BeforeValidator(_asn_number), AfterValidator(_asn)] = Field(
+    asn: Annotated[int, Before(_asn_number), After(_asn)] = Field(
         65000, ge=1, le=4294967294, description="the BGP AS number every host shares (iBGP, full mesh between hosts)"
     )
     route_reflectors: list[Name] = Field(
@@ -408,10 +404,10 @@ class NetworkSpec(Strict):
     mac: Mac | None = Field(
         None, description="the bridge's MAC (kept as is by `vnet adopt`); default stable 02:… from names (bridged: the uplink's)"
     )
-    dhcp: Annotated[DhcpSpec | None, BeforeValidator(_shorthand)] = Field(
+    dhcp: Annotated[DhcpSpec | None, Before(_shorthand, accepts={"type": "boolean"})] = Field(
         None, description="serve DHCP on this network (dnsmasq supervised by vnet); `true` for defaults"
     )
-    dns: Annotated[DnsSpec | None, BeforeValidator(_shorthand)] = Field(
+    dns: Annotated[DnsSpec | None, Before(_shorthand, accepts={"type": "boolean"})] = Field(
         None, description="serve DNS on this network (same dnsmasq); `true` for defaults"
     )
     forwards: list[ForwardSpec] = Field(default_factory=list, description="port forwards from the host (nat)")
@@ -420,7 +416,7 @@ class NetworkSpec(Strict):
         None, description="IPv6 prefix of the network (host, nat, isolated), e.g. 2001:db8:77::/64; needs subnet"
     )
     address6: Address6 | None = Field(None, description="the bridge's IPv6 address (host, nat); default ::1 of subnet6")
-    dhcp6: Annotated[bool | tuple[Address6, Address6], BeforeValidator(_reject_none)] = Field(
+    dhcp6: Annotated[bool | tuple[Address6, Address6], Before(_reject_none)] = Field(
         False, description="false: SLAAC (router advertisements, /64 only); true or [first, last]: stateful DHCPv6"
     )
     nat6: bool | None = Field(
@@ -436,7 +432,7 @@ class PortPolicy(Strict):
     spoofing: Literal["deny", "allow"] = Field(
         "deny", description="deny: drop frames whose source MAC/IPv4 is not the port's own, and DHCP server replies"
     )
-    rate: Annotated[str, AfterValidator(_rate)] | None = Field(None, description="rate limit each way, e.g. 100mbit")
+    rate: Annotated[str, After(_rate)] | None = Field(None, description="rate limit each way, e.g. 100mbit")
 
 
 class TapSpec(PortPolicy):
@@ -458,11 +454,22 @@ class TunSpec(Strict):
     group: Principal | None = None
 
 
-class NetnsSpec(PortPolicy):
+def _address_dhcp(data: object) -> object:
+    """`address: dhcp` is the DHCP client: the model keeps `address` a static address only, so
+    nothing that reads it ever meets the word."""
+    if isinstance(data, dict) and data.get("address") == "dhcp":
+        data = {k: v for k, v in data.items() if k != "address"}
+        if data.get("dhcp") is False:
+            raise ValueError("address: dhcp and dhcp: false say opposite things; keep one")
+        data["dhcp"] = True
+    return data
+
+
+class NetnsSpec(PortPolicy, before=_address_dhcp):
     kind: Literal["netns"]
     host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
     network: Name = Field(description="network the endpoint attaches to")
-    netns: Annotated[str, AfterValidator(_name)] | None = Field(
+    netns: Annotated[str, After(_name)] | None = Field(
         None, description="namespace name; default <topology>-<endpoint>; an existing one is borrowed"
     )
     own_netns: bool = Field(
@@ -479,21 +486,8 @@ class NetnsSpec(PortPolicy):
     )
     mac: Mac | None = None
 
-    _dhcp_word = model_validator(mode="before")(lambda data: _address_dhcp(data))
 
-
-def _address_dhcp(data: object) -> object:
-    """`address: dhcp` is the DHCP client: the model keeps `address` a static address only, so
-    nothing that reads it ever meets the word."""
-    if isinstance(data, dict) and data.get("address") == "dhcp":
-        data = {k: v for k, v in data.items() if k != "address"}
-        if data.get("dhcp") is False:
-            raise ValueError("address: dhcp and dhcp: false say opposite things; keep one")
-        data["dhcp"] = True
-    return data
-
-
-class MacvlanSpec(Strict):
+class MacvlanSpec(Strict, before=_address_dhcp):
     """An interface of its own on a host NIC (its own MAC on the LAN), moved into a namespace."""
 
     kind: Literal["macvlan"]
@@ -501,7 +495,7 @@ class MacvlanSpec(Strict):
     mode: Literal["bridge", "private", "vepa"] = Field(
         "bridge", description="bridge: macvlans on the NIC talk to each other directly; private: never; vepa: through the switch"
     )
-    netns: Annotated[str, AfterValidator(_name)] | None = Field(
+    netns: Annotated[str, After(_name)] | None = Field(
         None, description="namespace name; default <topology>-<endpoint>; an existing one is borrowed"
     )
     ifname: IfName = Field("eth0", description="interface name inside the namespace")
@@ -511,10 +505,8 @@ class MacvlanSpec(Strict):
     host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
     mac: Mac | None = None
 
-    _dhcp_word = model_validator(mode="before")(lambda data: _address_dhcp(data))
 
-
-Endpoint = Annotated[TapSpec | TunSpec | NetnsSpec | MacvlanSpec, Field(discriminator="kind")]
+Endpoint = Annotated[TapSpec | TunSpec | NetnsSpec | MacvlanSpec, Tagged("kind")]
 
 
 class VmNic(PortPolicy):
@@ -532,7 +524,7 @@ class VmSpec(Strict):
         None, description="path to a kernel to boot directly (with initrd, append); relative to the topology file"
     )
     initrd: FilePath | None = Field(None, description="path to an initrd; relative to the topology file")
-    append: Annotated[str, AfterValidator(_text)] | None = Field(None, description="kernel command line")
+    append: Annotated[str, After(_text)] | None = Field(None, description="kernel command line")
     disk: FilePath | None = Field(
         None, description="path to a disk image (qcow2 or raw) to boot from; relative to the topology file"
     )
@@ -540,12 +532,12 @@ class VmSpec(Strict):
         None, description="unprivileged user QEMU runs as (name or uid); default vnet-qemu, which `make setup` creates"
     )
     allow_devices: bool = Field(False, description="allow kernel/initrd/disk to be device nodes such as /dev/sdb")
-    memory: Annotated[str, AfterValidator(_size)] = Field("256M", description="guest memory, e.g. 256M or 1G")
+    memory: Annotated[str, After(_size)] = Field("256M", description="guest memory, e.g. 256M or 1G")
     cpus: int = Field(1, ge=1, le=64)
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: KVM where it works, else software")
     nics: list[VmNic] = Field(default_factory=list)
     host: Name | None = Field(None, description="the host (of `hosts:`) this runs on; required when `hosts:` is given")
-    display: Annotated[str, BeforeValidator(_display)] = Field(
+    display: Annotated[str, Before(_display)] = Field(
         "none", description="none (default), vnc (a VNC server on 127.0.0.1, display number chosen by vnet and shown by "
         "`vnet status`), or vnc:N (display N, TCP port 5900 + N)"
     )
@@ -553,7 +545,7 @@ class VmSpec(Strict):
 
 class Topology(Strict):
     name: Name = Field(description="topology name; prefixes what vnet names")
-    hosts: dict[Name, Annotated[str, AfterValidator(_host_address)]] = Field(
+    hosts: dict[Name, Annotated[str, After(_host_address)]] = Field(
         default_factory=dict, description="every host the topology spans, name → underlay address"
     )
     networks: dict[Name, NetworkSpec] = Field(default_factory=dict)

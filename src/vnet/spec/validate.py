@@ -7,23 +7,20 @@ the topology is applied to (uplinks exist, subnets do not collide with host rout
 
 from __future__ import annotations
 
-import copy
-import difflib
 import grp
 import ipaddress
 import pwd
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from vnet import names
 from vnet.errors import Problem, SpecError
 from vnet.spec import vmfiles
+from vnet.spec.schema import Model, ValidationError
 from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec, port_span
 
 MAX_FILE_BYTES = 1 << 20
@@ -122,10 +119,11 @@ def parse_yaml(text: str) -> Any:
 
 # --- schema problems, said in the file's terms ---------------------------------------------------
 #
-# pydantic's messages name its own machinery (union tags, "Input should be", member labels such
-# as `str`/`int` in the location). Each error is restated here: its location walked against the
-# data the user wrote (so only keys and indexes that exist in the file remain), its message by
-# error type, and a fix with a "did you mean" where a close spelling exists.
+# The model layer (schema.py) reports each error as {type, loc, msg, input, ctx}; its locations
+# carry labels of its own (the endpoint's kind, union members such as `str`/`int`). Each error is
+# restated here: its location walked against the data the user wrote (so only keys and indexes
+# that exist in the file remain), its message by error type, and a fix with a "did you mean" where
+# a close spelling exists.
 
 
 def _yaml_type(value: object) -> str:
@@ -146,7 +144,7 @@ def _yaml_type(value: object) -> str:
 
 def _user_path(data: Any, loc: tuple, keep_last: bool) -> tuple[tuple, list]:
     """The parts of `loc` that are keys or indexes of `data` (plus the last one of a missing
-    key), and the labels pydantic added (union members, the endpoint's kind)."""
+    key), and the labels the model layer added (union members, the endpoint's kind)."""
     parts: list = []
     labels: list = []
     cur = data
@@ -180,7 +178,7 @@ def _unwrap(tp: Any) -> Any:
 
 
 def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
+    return isinstance(tp, type) and issubclass(tp, Model)
 
 
 def _kind_model(tp: Any, value: Any) -> Any:
@@ -192,7 +190,7 @@ def _kind_model(tp: Any, value: Any) -> Any:
     return None
 
 
-def _field(model: type[BaseModel], key: Any):  # type: ignore[no-untyped-def]
+def _field(model: type[Model], key: Any):  # type: ignore[no-untyped-def]
     for name, info in model.model_fields.items():
         if (info.alias or name) == key:
             return info
@@ -225,11 +223,11 @@ def _type_at(data: Any, parts: tuple) -> Any:
     return tp
 
 
-def _keys(model: type[BaseModel]) -> list[str]:
+def _keys(model: type[Model]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
-def _kinds(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+def _kinds(model: type[Model]) -> dict[str, type[Model]]:
     """tap/tun/netns → model, for the kinds of endpoint `model` is one of."""
     from vnet.spec.models import Endpoint
 
@@ -245,6 +243,8 @@ def _said_as(words: list[str], conjunction: str = "or") -> str:
 
 
 def _did_you_mean(word: object, choices: list[str]) -> str:
+    import difflib  # only a file with problems needs it
+
     close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else ""
 
@@ -321,8 +321,8 @@ def _schema_problem(data: Any, err: dict) -> Problem:
     if kind in ("less_than_equal", "less_than"):
         return Problem(path, f"{value!r} is too large", f"the most is {ctx.get('le', ctx.get('lt'))}")
     if kind == "value_error":
-        return Problem(path, err["msg"].removeprefix("Value error, "))
-    return Problem(path, f"{value!r} is not valid here ({err['msg'].replace('Input should be', 'it should be')})")
+        return Problem(path, err["msg"])
+    return Problem(path, f"{value!r} is not valid here ({err['msg']})")
 
 
 def _model_problems(data: Any, exc: ValidationError) -> list[Problem]:
@@ -356,6 +356,8 @@ _PLACEHOLDER_NAME = "x"
 def _salvage(data: dict, errors: list[dict], dropped: set[tuple], broken: set[str]) -> dict:
     """A copy of `data` without the parts `errors` point at (recorded in `dropped`; names of
     whole entries left out also in `broken`)."""
+    import copy  # only a file with problems needs it
+
     data = copy.deepcopy(data)
     for err in errors:
         parts, _ = _user_path(data, err["loc"], keep_last=False)
@@ -473,8 +475,7 @@ def load(path: str | Path) -> Topology:
 # --- relations between fields -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NetworkAddressing:
+class NetworkAddressing(NamedTuple):
     subnet: ipaddress.IPv4Network | None
     gateway: ipaddress.IPv4Address | None  # the bridge's address (host, nat)
     service: ipaddress.IPv4Address | None  # where DHCP/DNS answer: the gateway, or an isolated network's service namespace
@@ -494,8 +495,7 @@ def addressing(topo: Topology, net_name: str) -> NetworkAddressing:
     return NetworkAddressing(subnet, gateway, service)
 
 
-@dataclass(frozen=True)
-class NetworkAddressing6:
+class NetworkAddressing6(NamedTuple):
     subnet: ipaddress.IPv6Network | None
     gateway: ipaddress.IPv6Address | None  # the bridge's IPv6 address (host, nat)
     service: ipaddress.IPv6Address | None  # where router advertisements, DHCPv6 and DNS come from
@@ -905,8 +905,8 @@ def _names(topo: Topology, add) -> None:
             ns = names.service_netns(topo.name, net_name)
             if ns in taken_ns:
                 add(Problem(f"endpoints.{taken_ns[ns]}", f"its namespace {ns} is the one serving networks.{net_name}", "rename the endpoint"))
-    from vnet.dnsconf import DHCP_KEYWORDS, GATEWAY_NAME, hostname, nic_hostname  # here: dnsconf and qemuargs import the spec
-    from vnet.qemuargs import nic_mac
+    from vnet.names import DHCP_KEYWORDS, GATEWAY_NAME, hostname, nic_hostname
+    from vnet.qemuargs import nic_mac  # here: qemuargs imports the spec
 
     # names that become DHCP/DNS names: none may be a word dnsmasq reads as a keyword, and none
     # may take the gateway's DNS name on a network that has a gateway

@@ -10,7 +10,6 @@ this is the early, one-line explanation naming the field, instead of QEMU's erro
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -122,6 +121,8 @@ def chain_problems(disk: str, user: qemuargs.RunAs, groups: set[int], allow_devi
             why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
             return [(f"its backing chain cannot be read as user {user.name}: {why}",
                      f"make every image of the chain readable by {user.name}, or rebase the image")]
+        import json  # here: only a qcow2 disk's chain is read as JSON, and most files have none
+
         try:
             info = json.loads(proc.stdout)
         except ValueError:
