@@ -88,9 +88,37 @@ def wait_listening(ns: str, ports: list[int], timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on {ports} in {ns}")
 
 
+# connects once, retrying until one connection succeeds or the time is up; prints the seconds it took
+PROBE = """
+import socket, sys, time
+addr, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+t0 = time.monotonic(); why = ""
+while time.monotonic() - t0 < seconds:
+    s = socket.socket(); s.settimeout(0.5)
+    try:
+        s.connect((addr, port)); print(time.monotonic() - t0); sys.exit(0)
+    except OSError as exc:
+        why = str(exc); time.sleep(0.05)
+    finally:
+        s.close()
+print(why); sys.exit(1)
+"""
+
+
+def wait_connects(client_ns: str, addr: str, port: int, timeout: float = 10.0) -> float:
+    """Wait (bounded) until a TCP connection from `client_ns` to addr:port succeeds: the server
+    listens and the rules in between let a new connection through. Returns the wait in seconds."""
+    proc = run(in_ns(client_ns, [sys.executable, "-c", PROBE, addr, str(port), str(timeout)]), check=False, timeout=timeout + 10)
+    if proc.returncode != 0:
+        raise RuntimeError(f"no TCP connection from {client_ns} to {addr}:{port} within {timeout:.0f} s ({proc.stdout.strip() or proc.stderr.strip()})")
+    return float(proc.stdout)
+
+
 def throughput(client_ns: str, addr: str, port: int, seconds: int = 3) -> float:
-    """TCP throughput in Gbit/s that the receiver saw, one stream, after a 1 s warm-up omitted."""
-    proc = run(in_ns(client_ns, ["iperf3", "-c", addr, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"]), timeout=seconds + 20)
+    """TCP throughput in Gbit/s that the receiver saw, one stream, after a 1 s warm-up omitted.
+    The control connection gives up after 5 s (a dropped SYN would otherwise hang it for minutes)."""
+    argv = ["iperf3", "-c", addr, "-p", str(port), "-t", str(seconds), "-O", "1", "-J", "--connect-timeout", "5000"]
+    proc = run(in_ns(client_ns, argv), timeout=seconds + 20)
     data = json.loads(proc.stdout)
     return data["end"]["sum_received"]["bits_per_second"] / 1e9
 

@@ -114,6 +114,10 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     chain(bridge_body, "prerouting", "prerouting", "filter", bridge_pre)
     chain(bridge_body, "forward", "forward", "filter", bridge_fwd)
     chain(bridge_body, "output", "output", "filter", ov.bridge_out + guards.output)
+    for name, rules in guards.chains:  # regular chains, reached only by a jump or goto
+        bridge_body.append(f"  chain {name} {{")
+        bridge_body.extend(f"    {r}" for r in rules)
+        bridge_body.append("  }")
 
     table = names.nft_table(topo.name)
     elements = element_digest(inet_body + bridge_body)
@@ -301,6 +305,7 @@ class _Guards:
     forward: list[str]
     output: list[str]
     needed: bool
+    chains: list[tuple[str, list[str]]] = field(default_factory=list)  # (name, rules) of regular chains
 
 
 def eui64(mac: str) -> int:
@@ -449,49 +454,73 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         reserved6.elements = [str(a) for a in taken]
         reserved_nd.elements = [f"0x{int(a):032x}" for a in taken]
 
+    # A frame from a guarded port jumps to `guard` (one set lookup, where each guard used to look the
+    # port up again), which holds what every frame must pass and sends the frame on, by its type,
+    # to the checks of that protocol alone: an IPv4 frame walks no ARP or IPv6 rule. A chain that a
+    # frame passes returns to the prerouting chain (goto), to the service ports' learning and the
+    # upload limit. Every guard only drops, so the order of the checks decides nothing but which
+    # one counts a drop.
     prerouting = [
-        "iifname @guarded iifname . ether saddr != @port_mac drop",
-        # untagged ARP, IPv4 and IPv6 only: a frame with any tag (802.1Q, 802.1ad, stacked, VLAN 0)
-        # is dropped before a check below could miss it (CVE-2021-27853)
-        "iifname @guarded ether type != { arp, ip, ip6 } drop",
-        "iifname @guarded meta protocol != { arp, ip, ip6 } drop",
-        # ARP for Ethernet and IPv4 only, from the port's own MAC
-        "iifname @guarded arp htype != 1 drop",
-        "iifname @guarded arp ptype != ip drop",
-        "iifname @guarded arp hlen != 6 drop",
-        "iifname @guarded arp plen != 4 drop",
-        "iifname @guarded iifname . arp saddr ether != @port_mac drop",
-        # DHCP and DHCPv6 servers, router advertisements and redirects are vnet's, never a port's
-        "iifname @guarded udp sport { 67, 547 } drop",
-        "iifname @guarded icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } drop",
-        # IPv4: from 0.0.0.0 only a DHCP client's request
-        "iifname @guarded ip saddr 0.0.0.0 meta l4proto . th dport != { udp . 67 } drop",
-        "iifname @ip_guarded ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip drop",
-        "iifname @ip_guarded arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_ip drop",
-        # DHCP snooping: only the address vnet's dnsmasq leased to this MAC (held to the port above)
-        "iifname @dhcp_guarded ip saddr != 0.0.0.0 @ll,48,48 . @nh,96,32 != @leased drop",  # ether saddr . ip saddr
-        "iifname @dhcp_guarded arp saddr ip != 0.0.0.0 @ll,48,48 . @nh,112,32 != @leased drop",  # … . arp saddr ip
+        "iifname @guarded jump guard",
         # a DHCPACK from an isolated network's service port (chaddr . yiaddr; option 53 comes first)
         f"iifname @service_ports {LEARN}",
+    ]
+    guard = [
+        "iifname . ether saddr != @port_mac drop",
+        # untagged ARP, IPv4 and IPv6 only: a frame with any tag (802.1Q, 802.1ad, stacked, VLAN 0)
+        # is dropped before a check below could miss it (CVE-2021-27853). A tag shows in `ether
+        # type` (nftables puts an offloaded tag back); `meta protocol` is the kernel's idea of the
+        # frame, which the IPv4 and IPv6 checks depend on: the two must agree, or the frame is
+        # dropped (it would escape the checks of the one protocol it is sent on as)
+        "ether type . meta protocol vmap { arp . arp : goto guard_arp, ip . ip : goto guard_ip, ip6 . ip6 : goto guard_ip6 }",
+        "drop",
+    ]
+    guard_arp = [
+        # ARP for Ethernet and IPv4 only, from the port's own MAC
+        "arp htype != 1 drop",
+        "arp ptype != ip drop",
+        "arp hlen != 6 drop",
+        "arp plen != 4 drop",
+        "iifname . arp saddr ether != @port_mac drop",
+        "iifname @ip_guarded arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_ip drop",
+        "iifname @dhcp_guarded arp saddr ip != 0.0.0.0 @ll,48,48 . @nh,112,32 != @leased drop",  # ether saddr . arp saddr ip
+        "iifname @free_guarded arp saddr ip @reserved_ip drop",
+    ]
+    guard_ip = [
+        # DHCP and DHCPv6 servers are vnet's, never a port's
+        "udp sport { 67, 547 } drop",
+        # from 0.0.0.0 only a DHCP client's request
+        "ip saddr 0.0.0.0 meta l4proto . th dport != { udp . 67 } drop",
+        "iifname @ip_guarded ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip drop",
+        # DHCP snooping: only the address vnet's dnsmasq leased to this MAC (held to the port above)
+        "iifname @dhcp_guarded ip saddr != 0.0.0.0 @ll,48,48 . @nh,96,32 != @leased drop",  # ether saddr . ip saddr
         # an address vnet does not know: anything but the gateway's, a service's or another port's
         "iifname @free_guarded ip saddr @reserved_ip drop",
-        "iifname @free_guarded arp saddr ip @reserved_ip drop",
-        # IPv6: from :: only address detection (neighbour solicitations, MLD reports)
-        "iifname @guarded ip6 saddr :: meta l4proto != ipv6-icmp drop",
-        "iifname @guarded ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop",
+    ]
+    guard_ip6 = [
+        # DHCP and DHCPv6 servers, router advertisements and redirects are vnet's, never a port's
+        "udp sport { 67, 547 } drop",
+        "icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } drop",
+        # from :: only address detection (neighbour solicitations, MLD reports)
+        "ip6 saddr :: meta l4proto != ipv6-icmp drop",
+        "ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop",
         "iifname @ip6_guarded ip6 saddr != :: iifname . ip6 saddr != @port_ip6 drop",
         # an address vnet does not know: anything but a gateway's, a service's or another port's
         "iifname @free6_guarded ip6 saddr @reserved_ip6 iifname . ip6 saddr != @port_ip6 drop",
         # a neighbour advertisement claims the port's own address for the port's own MAC, with no
         # option but the target link-layer address
-        "iifname @guarded icmpv6 type nd-neighbor-advert ip6 length != { 24, 32 } drop",
+        "icmpv6 type nd-neighbor-advert ip6 length != { 24, 32 } drop",
         "iifname @ip6_guarded icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @nd_target drop",
         "iifname @free6_guarded icmpv6 type nd-neighbor-advert @th,64,128 @reserved_nd iifname . @th,64,128 != @nd_target drop",
-        "iifname @guarded icmpv6 type nd-neighbor-advert ip6 length 32 iifname . @th,208,48 != @nd_mac drop",
+        "icmpv6 type nd-neighbor-advert ip6 length 32 iifname . @th,208,48 != @nd_mac drop",
     ]
+
     # each guard's drop is counted per port, in one dynamic set (`vnet status --tables`): the rules
     # and the set stay the same whatever the number of ports
-    prerouting = [r.removesuffix(" drop") + f" {COUNT_GUARD_DROP} drop" if r.endswith(" drop") else r for r in prerouting]
+    def counted(rules: list[str]) -> list[str]:
+        return [f"{COUNT_GUARD_DROP} drop" if r == "drop" else r.removesuffix(" drop") + f" {COUNT_GUARD_DROP} drop" if r.endswith(" drop") else r for r in rules]
+
+    chains = [(name, counted(rules)) for name, rules in (("guard", guard), ("guard_arp", guard_arp), ("guard_ip", guard_ip), ("guard_ip6", guard_ip6))]
     prerouting.append("limit name iifname map @upload_limits drop")
     # a DHCPACK of vnet's dnsmasq on the host
     output = [LEARN]
@@ -503,7 +532,7 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     sets = [guarded, port_mac, ip_guarded, port_ip, dhcp_guarded, free_guarded, reserved, leased, ip6_guarded, port_ip6,
             nd_target, free6_guarded, reserved6, reserved_nd, nd_mac, isolated_ports, service_ports, upload, guard_drops]
     needed = bool(guarded.elements or isolated_ports.elements or upload.elements)
-    return _Guards(limits, sets, prerouting, forward, output, needed)
+    return _Guards(limits, sets, prerouting, forward, output, needed, chains)
 
 
 BGP_PORT = 179

@@ -170,9 +170,9 @@ def test_rule_count_matches_rendered_rules():
         text = ruleset_text(rs)
         count = len(all_rules(text))
         assert one(rs, "ruleset").get("rules") == count > 0
-        # every chain of both tables is counted
+        # every chain of both tables is counted: the base chains and the bridge table's guard chains
         assert count == sum(len(chain(text, c)) for c in ("forward", "input", "prerouting", "output", "postrouting")) + sum(
-            len(chain(text, c, "bridge")) for c in ("prerouting", "forward", "output")
+            len(chain(text, c, "bridge")) for c in ("prerouting", "forward", "output", "guard", "guard_arp", "guard_ip", "guard_ip6")
         )
 
 

@@ -77,11 +77,36 @@ def test_every_guarded_port_has_its_link_local_address_and_mac_for_nd():
     assert "192.168.80.1" in sets[("bridge", "reserved_ip")]
 
 
+def _bridge_chains(text: str) -> dict[str, list[str]]:
+    out, name = {}, None
+    for line in text.split("table bridge ", 1)[1].splitlines():
+        if line.startswith("  chain "):
+            name = line.split()[1]
+            out[name] = []
+        elif line == "  }":
+            name = None
+        elif name is not None and not line.strip().startswith("type "):
+            out[name].append(line.strip())
+    return out
+
+
 def test_guard_order_tags_before_address_checks():
-    rules = _render().text.split("chain prerouting {", 2)[2].splitlines()
-    first_ip = next(i for i, r in enumerate(rules) if "ip saddr" in r or "arp saddr" in r or "ip6 saddr" in r)
-    tags = next(i for i, r in enumerate(rules) if "ether type != { arp, ip, ip6 }" in r)
-    assert tags < first_ip
+    """A guarded port's frame jumps to `guard`, where only an untagged ARP, IPv4 or IPv6 frame, whose
+    type the kernel agrees with, goes on to the address checks of its protocol; anything else is
+    dropped (CVE-2021-27853). No address check is reached another way."""
+    c = _bridge_chains(_render().text)
+    assert c["prerouting"][0] == "iifname @guarded jump guard"
+    assert c["guard"][1] == (
+        "ether type . meta protocol vmap { arp . arp : goto guard_arp, ip . ip : goto guard_ip, ip6 . ip6 : goto guard_ip6 }"
+    )
+    assert c["guard"][2] == f"{nftrules.COUNT_GUARD_DROP} drop"
+    address_checks = [n for n, rules in c.items() if any("saddr ip" in r or "ip saddr" in r or "ip6 saddr" in r for r in rules)]
+    assert sorted(address_checks) == ["guard_arp", "guard_ip", "guard_ip6"]
+    jumps = [r for rules in c.values() for r in rules if "jump" in r or "goto" in r]
+    assert jumps == [c["prerouting"][0], c["guard"][1]]
+    # every guard drops, and counts the drop for its port
+    for name in ("guard", "guard_arp", "guard_ip", "guard_ip6"):
+        assert all(r.endswith(f"{nftrules.COUNT_GUARD_DROP} drop") for r in c[name] if "vmap" not in r), name
 
 
 def test_forwards_are_published_per_way_in():

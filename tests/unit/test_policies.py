@@ -682,11 +682,15 @@ def test_spoofing_walk():
     text = text_of(doc(endpoints={"web": WEB}))
     web = names.veth_host(T, "web")
     assert f'"{web}" . {names.mac(T, "web")}' in elements(text, "port_mac", "bridge")
-    rules = chains(text)[("bridge", "prerouting")]
-    assert "iifname @guarded iifname . ether saddr != @port_mac update @guard_drops { iifname } drop" in rules
-    assert "iifname @guarded udp sport { 67, 547 } update @guard_drops { iifname } drop" in rules
-    assert any("ip saddr" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in rules)
-    assert any("arp saddr ip" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in rules)
+    c = chains(text)
+    # a guarded port's frames go to the guards (one lookup), which hold the MAC and dispatch by type
+    assert c[("bridge", "prerouting")][0] == "iifname @guarded jump guard"
+    assert c[("bridge", "guard")][0] == "iifname . ether saddr != @port_mac update @guard_drops { iifname } drop"
+    assert c[("bridge", "guard")][-1] == "update @guard_drops { iifname } drop"  # any other type, or a tag
+    for family in ("ip", "ip6"):
+        assert "udp sport { 67, 547 } update @guard_drops { iifname } drop" in c[("bridge", f"guard_{family}")]
+    assert any("ip saddr" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in c[("bridge", "guard_ip")])
+    assert any("arp saddr ip" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in c[("bridge", "guard_arp")])
 
 
 def test_isolated_ports():
