@@ -146,8 +146,12 @@ def nft_commands(text: str) -> list[str]:
         elif line == "}" and block is not None:
             kind, name = head.split()
             if kind == "chain":
-                cmds.append(f"nft {shlex.quote(f'add chain {family} {table} {name} {{ {block[0]} }}')}")
-                rules += [f"nft {shlex.quote(f'add rule {family} {table} {name} {r}')}" for r in block[1:]]
+                if block and block[0].startswith("type "):  # a base chain: its hook is given when it is made
+                    cmds.append(f"nft {shlex.quote(f'add chain {family} {table} {name} {{ {block[0]} }}')}")
+                    block = block[1:]
+                else:  # a regular chain, reached by jump/goto
+                    cmds.append(f"nft {shlex.quote(f'add chain {family} {table} {name}')}")
+                rules += [f"nft {shlex.quote(f'add rule {family} {table} {name} {r}')}" for r in block]
             else:
                 props = [b for b in block if not b.startswith("elements = ")]
                 cmds.append(f"nft {shlex.quote(f'add {kind} {family} {table} {name} {{ ' + ' ; '.join(props) + ' ; }')}")
