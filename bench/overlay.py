@@ -114,22 +114,23 @@ class Overlay:
                 rows["cr.under"].add(dataplane.connection_rate(h1, a2, 5302)[0])
             servers.stop()
 
-            # the baseline: endpoint a on h1, b on h2, the same network on each host alone, no
-            # VXLAN; a reaches b through h2's port forwards
+            # the baseline and the overlay, one round of each in turn (the machine's load drifts
+            # over a minute; alternating keeps it out of the ratio). The baseline: endpoint a on
+            # h1, b on h2, the same network on each host alone, no VXLAN; a reaches b through h2's
+            # port forwards. The overlay: the same endpoints, network and ports, static VXLAN.
             a, bb = f"{TOPOLOGY}-a", f"{TOPOLOGY}-b"
-            self.apply(h1, underlay_topology("a", "10.91.0.10"))
-            self.apply(h2, underlay_topology("b", "10.91.0.11", (5301, 5302)))
-            self.pair(servers, rows["tp.base"], rows["cr.base"], a, bb, a2)
-            for h in (h1, h2):
-                self.destroy(h)
-
-            # the static overlay between h1 and h2: the same endpoints, network and ports
             text = topology({"h1": a1, "h2": a2}, endpoints={"a": ("h1", "10.91.0.10"), "b": ("h2", "10.91.0.11")}, mode="nat")
-            self.apply(h1, text)
-            self.apply(h2, text)
-            self.pair(servers, rows["tp.vx"], rows["cr.vx"], a, bb, "10.91.0.11")
-            for h in (h1, h2):
-                self.destroy(h)
+            for _ in range(RUNS):
+                self.apply(h1, underlay_topology("a", "10.91.0.10"))
+                self.apply(h2, underlay_topology("b", "10.91.0.11", (5301, 5302)))
+                self.pair(servers, rows["tp.base"], rows["cr.base"], a, bb, a2, 1)
+                for h in (h1, h2):
+                    self.destroy(h)
+                self.apply(h1, text)
+                self.apply(h2, text)
+                self.pair(servers, rows["tp.vx"], rows["cr.vx"], a, bb, "10.91.0.11", 1)
+                for h in (h1, h2):
+                    self.destroy(h)
 
             # apply time on h1 alone, for a network over N hosts (the others need not exist)
             vx = names.vxlan(TOPOLOGY, "lan")
@@ -174,12 +175,12 @@ class Overlay:
             servers.stop()
             self.close()
 
-    def pair(self, servers, tp, cr, client: str, server: str, addr: str) -> None:
-        """RUNS rounds of throughput and connections/s from `client` to `addr` (served in `server`)."""
+    def pair(self, servers, tp, cr, client: str, server: str, addr: str, rounds: int = RUNS) -> None:
+        """Rounds of throughput and connections/s from `client` to `addr` (served in `server`)."""
         servers.iperf3(server, 5301)
         servers.acceptor(server, 5302)
         dataplane.wait_listening(server, [5301, 5302])
-        for _ in range(RUNS):
+        for _ in range(rounds):
             tp.add(dataplane.throughput(client, addr, 5301))
             cr.add(dataplane.connection_rate(client, addr, 5302)[0])
         servers.stop()
