@@ -134,6 +134,9 @@ class Frr(Kind):
         _remove(ctx.state, ctx.nss.target)
 
 
+_FORWARDING = re.compile(r"(no )?ip(v6)? forwarding")
+
+
 def _reload(state: Path, config: str) -> bool:
     """Apply `config` to the running daemons of this topology in place; True when done. The
     files are written first (a daemon that restarts later reads the new config); a reload that
@@ -146,14 +149,32 @@ def _reload(state: Path, config: str) -> bool:
     _write(f["conf"], config)
     _write(f["zconf"], frrconf.part(config, "zebra"))
     _write(f["bconf"], frrconf.part(config, "bgpd"))
-    # --confdir: the directory of the config given, so frr-reload.py does not `write` the running
-    # config over vnet's files afterwards (it does when the two differ)
-    argv = [str(RELOAD), "--reload", "--stdout", "--log-level", "error", "--vty_socket", str(f["run"]), "--rundir", str(f["run"]),
-            "--confdir", str(f["conf"].parent), "--bindir", "/usr/bin", str(f["conf"])]
+    # frr-reload.py compares with what FRR shows and sends the difference. FRR shows lines that
+    # are not config but the kernel's state (`no ip forwarding`, `no ipv6 forwarding`: the
+    # sysctls as zebra reads them) and the machine's hostname that vtysh adds; compared with vnet's
+    # config they would be "removed", which switches forwarding on. They are added to the copy
+    # that frr-reload.py reads, so they are no difference.
+    try:
+        shown = subprocess.run([*vtysh(state), "-c", "show running-config"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if shown.returncode != 0:
+        return False
+    ours = set(config.splitlines())
+    extra = [line for line in shown.stdout.splitlines()
+             if line not in ours and (_FORWARDING.fullmatch(line) or line.startswith("hostname "))]
+    # the copy is frr.conf of --confdir: frr-reload.py then does not `write` the running config
+    # over the daemons' own files afterwards (it does for any other file name)
+    copy = f["run"] / "frr.conf"
+    _write(copy, config + "".join(line + "\n" for line in extra))
+    argv = [str(RELOAD), "--reload", "--stdout", "--log-level", "error", "--vty_socket", str(f["run"]),
+            "--rundir", str(f["run"]), "--confdir", str(f["run"]), "--bindir", "/usr/bin", str(copy)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return False
+    finally:
+        copy.unlink(missing_ok=True)
     return proc.returncode == 0 and _running(state) is not None
 
 
