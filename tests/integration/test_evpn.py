@@ -45,13 +45,13 @@ def bgp_peers(hosts: Hosts, host: str) -> dict[str, str]:
     return {p: v.get("state", "") for p, v in data.get("peers", {}).items()}
 
 
-def established_at(hosts: Hosts, host: str) -> dict[str, int]:
-    """Peer address → when its BGP session came up (epoch seconds; a restarted session or bgpd
-    has a new one), for the Established sessions of the host's FRR."""
+def uptime_ms(hosts: Hosts, host: str) -> dict[str, int]:
+    """Peer address → how long its BGP session has been up (ms; a restarted session or bgpd
+    starts again from 0), for the Established sessions of the host's FRR."""
     state = api.state_of(hosts.name, host, hosts.state)
     proc = subprocess.run([*frrkind.vtysh(state), "-c", "show bgp l2vpn evpn summary json"], capture_output=True, text=True, timeout=10)
     peers = json.loads(proc.stdout).get("peers", {}) if proc.returncode == 0 else {}
-    return {p: v["peerUptimeEstablishedEpoch"] for p, v in peers.items() if v.get("state") == "Established"}
+    return {p: v["peerUptimeMsec"] for p, v in peers.items() if v.get("state") == "Established"}
 
 
 def remote(host: str, dev: str, mac: str) -> str | None:
@@ -207,8 +207,9 @@ def test_three_hosts_evpn(hosts):
     # h2 leaves hosts: on re-apply h1 and h3 drop their BGP session to it (h2 still runs), so its
     # routes are withdrawn: its MACs and its flood entry leave their FDB. The changed config is
     # applied to the running FRR in place: the same daemons, the h1–h3 session never goes down
-    # (its start time stays), b's MAC never leaves h1's FDB and a and b go on talking.
-    since = {h: established_at(hosts, h) for h in (hosts.h1, hosts.h3)}
+    # (its uptime goes on), b's MAC never leaves h1's FDB and a and b go on talking.
+    since = {h: uptime_ms(hosts, h) for h in (hosts.h1, hosts.h3)}
+    t_since = time.monotonic()
     assert since[hosts.h1].keys() == {ADDR["h2"], ADDR["h3"]} and since[hosts.h3].keys() == {ADDR["h1"], ADDR["h2"]}, since
     daemons = {h: sorted(frr_pids(h)) for h in (hosts.h1, hosts.h3)}
     text2 = evpn_topology(t, hosts=("h1", "h3"))
@@ -216,8 +217,11 @@ def test_three_hosts_evpn(hosts):
         hosts.apply(h, text2)
         assert remote(hosts.h1, vx, mac["b"]) == ADDR["h3"] and remote(hosts.h3, vx, mac["a"]) == ADDR["h1"], fdb(hosts.h1, vx)
     assert {h: sorted(frr_pids(h)) for h in (hosts.h1, hosts.h3)} == daemons
-    assert established_at(hosts, hosts.h1).get(ADDR["h3"]) == since[hosts.h1][ADDR["h3"]], established_at(hosts, hosts.h1)
-    assert established_at(hosts, hosts.h3).get(ADDR["h1"]) == since[hosts.h3][ADDR["h1"]], established_at(hosts, hosts.h3)
+    # up all along: at least as long as before plus the time since (less a second of rounding)
+    elapsed = int((time.monotonic() - t_since) * 1000)
+    for h, peer in ((hosts.h1, ADDR["h3"]), (hosts.h3, ADDR["h1"])):
+        now = uptime_ms(hosts, h)
+        assert now.get(peer, -1) >= since[h][peer] + elapsed - 1000, (h, since[h], now, elapsed)
     assert check.ping(a, "10.90.0.11")
     assert nsmod.exists(c)
     for h in (hosts.h1, hosts.h3):
