@@ -3,8 +3,12 @@
 In its own sandbox `bov` with three hosts (bov-h1, -h2, -h3 on three subnets routed by bov-lan):
 
 - throughput (iperf3, one stream) and connections/s endpoint to endpoint across a `control:
-  static` overlay between h1 and h2, against the same two host namespaces talking over the
-  underlay without VXLAN (measured first, before vnet touches them);
+  static` overlay between h1 and h2 (endpoint a on h1, b on h2, one nat network), against the
+  same two endpoints over the underlay without VXLAN: the same namespaces, veths, bridge and
+  vnet ruleset on each host, the network applied on each host alone (no `hosts:`), a reaching b
+  the only way vnet offers between hosts without an overlay: out through h1 (masqueraded), over
+  the routed underlay to a port forward of h2's (DNAT to b). For reference, the two bare host
+  namespaces over the underlay (no endpoint, no bridge, no vnet rules) are measured first;
 - under `control: evpn` (when FRR is installed): the time from the start of `vnet apply` of a new
   endpoint on h2 until its MAC is in h1's vxlan FDB (from a type-2 route), the endpoint silent;
 - apply time on h1 alone for one network spanning 3, 10 and 50 hosts (`control: static`: the
@@ -27,17 +31,18 @@ from bench import dataplane
 SANDBOX = "bov"
 TOPOLOGY = "bno"
 VNI = 4242
+RUNS = 5
 
 
 def host_addr(k: int) -> str:
     return sandbox.host_subnet(k)[1]
 
 
-def topology(hosts: dict[str, str], control: str = "static", endpoints: dict[str, tuple[str, str]] | None = None) -> str:
+def topology(hosts: dict[str, str], control: str = "static", endpoints: dict[str, tuple[str, str]] | None = None, mode: str = "isolated") -> str:
     lines = [f"name: {TOPOLOGY}", "hosts:"] + [f"  {h}: {a}" for h, a in hosts.items()] + [
         "networks:",
         "  lan:",
-        "    mode: isolated",
+        f"    mode: {mode}",
         "    subnet: 10.91.0.0/24",
         f"    overlay: {{vni: {VNI}, control: {control}}}",
         "endpoints:",
@@ -46,6 +51,17 @@ def topology(hosts: dict[str, str], control: str = "static", endpoints: dict[str
         lines.append(f"  {name}: {{kind: netns, network: lan, address: {address}/24, host: {host}}}")
     if control == "evpn":
         lines.append("evpn: {asn: 65020}")
+    return "\n".join(lines) + "\n"
+
+
+def underlay_topology(name: str, address: str, forwards: tuple[int, ...] = ()) -> str:
+    """The baseline without VXLAN: the same network, endpoint namespace, veth and bridge as the
+    overlay's on one host, applied there alone; the receiving host forwards `forwards` to it."""
+    lines = [f"name: {TOPOLOGY}", "networks:", "  lan:", "    mode: nat", "    subnet: 10.91.0.0/24"]
+    if forwards:
+        lines.append("    forwards:")
+        lines += [f"      - {{port: {p}, to: {name}}}" for p in forwards]
+    lines += ["endpoints:", f"  {name}: {{kind: netns, network: lan, address: {address}/24}}"]
     return "\n".join(lines) + "\n"
 
 
@@ -74,9 +90,11 @@ class Overlay:
         sec = "6. overlay: one network over sandbox hosts with VXLAN (issue 15)"
         b = self.b
         rows = {
-            "tp.under": b.row("ov.tp.underlay", sec, "throughput: host h1 → host h2 over the routed underlay, no VXLAN", None, "Gbit/s"),
+            "tp.under": b.row("ov.tp.underlay", sec, "throughput: bare host h1 → host h2 over the routed underlay (reference)", None, "Gbit/s"),
+            "tp.base": b.row("ov.tp.base", sec, "throughput: endpoint on h1 → endpoint on h2 over the underlay, no VXLAN (masquerade, forward)", None, "Gbit/s"),
             "tp.vx": b.row("ov.tp.static", sec, "throughput: endpoint on h1 → endpoint on h2, static VXLAN overlay", None, "Gbit/s"),
-            "cr.under": b.row("ov.cr.underlay", sec, "connections/s: host h1 → host h2 over the underlay", None, "conn/s"),
+            "cr.under": b.row("ov.cr.underlay", sec, "connections/s: bare host h1 → host h2 over the underlay (reference)", None, "conn/s"),
+            "cr.base": b.row("ov.cr.base", sec, "connections/s: endpoint → endpoint over the underlay, no VXLAN", None, "conn/s"),
             "cr.vx": b.row("ov.cr.static", sec, "connections/s: endpoint → endpoint across the static overlay", None, "conn/s"),
             "evpn": b.row("ov.evpn.mac", sec, "EVPN: apply of a new endpoint on h2 → its MAC in h1's FDB", None),
         }
@@ -91,25 +109,28 @@ class Overlay:
             servers.iperf3(h2, 5301)
             servers.acceptor(h2, 5302)
             dataplane.wait_listening(h2, [5301, 5302])
-            for _ in range(3):
+            for _ in range(RUNS):
                 rows["tp.under"].add(dataplane.throughput(h1, a2, 5301))
                 rows["cr.under"].add(dataplane.connection_rate(h1, a2, 5302)[0])
             servers.stop()
 
-            # the static overlay between h1 and h2: endpoint a on h1, b on h2
-            text = topology({"h1": a1, "h2": a2}, endpoints={"a": ("h1", "10.91.0.10"), "b": ("h2", "10.91.0.11")})
-            self.apply(h1, text)
-            self.apply(h2, text)
+            # the baseline and the overlay, one round of each in turn (the machine's load drifts
+            # over a minute; alternating keeps it out of the ratio). The baseline: endpoint a on
+            # h1, b on h2, the same network on each host alone, no VXLAN; a reaches b through h2's
+            # port forwards. The overlay: the same endpoints, network and ports, static VXLAN.
             a, bb = f"{TOPOLOGY}-a", f"{TOPOLOGY}-b"
-            servers.iperf3(bb, 5301)
-            servers.acceptor(bb, 5302)
-            dataplane.wait_listening(bb, [5301, 5302])
-            for _ in range(3):
-                rows["tp.vx"].add(dataplane.throughput(a, "10.91.0.11", 5301))
-                rows["cr.vx"].add(dataplane.connection_rate(a, "10.91.0.11", 5302)[0])
-            servers.stop()
-            for h in (h1, h2):
-                self.destroy(h)
+            text = topology({"h1": a1, "h2": a2}, endpoints={"a": ("h1", "10.91.0.10"), "b": ("h2", "10.91.0.11")}, mode="nat")
+            for _ in range(RUNS):
+                self.apply(h1, underlay_topology("a", "10.91.0.10"))
+                self.apply(h2, underlay_topology("b", "10.91.0.11", (5301, 5302)))
+                self.pair(servers, rows["tp.base"], rows["cr.base"], a, bb, a2, 1)
+                for h in (h1, h2):
+                    self.destroy(h)
+                self.apply(h1, text)
+                self.apply(h2, text)
+                self.pair(servers, rows["tp.vx"], rows["cr.vx"], a, bb, "10.91.0.11", 1)
+                for h in (h1, h2):
+                    self.destroy(h)
 
             # apply time on h1 alone, for a network over N hosts (the others need not exist)
             vx = names.vxlan(TOPOLOGY, "lan")
@@ -153,6 +174,16 @@ class Overlay:
         finally:
             servers.stop()
             self.close()
+
+    def pair(self, servers, tp, cr, client: str, server: str, addr: str, rounds: int = RUNS) -> None:
+        """Rounds of throughput and connections/s from `client` to `addr` (served in `server`)."""
+        servers.iperf3(server, 5301)
+        servers.acceptor(server, 5302)
+        dataplane.wait_listening(server, [5301, 5302])
+        for _ in range(rounds):
+            tp.add(dataplane.throughput(client, addr, 5301))
+            cr.add(dataplane.connection_rate(client, addr, 5302)[0])
+        servers.stop()
 
     def close(self) -> None:
         for h in sorted(self.applied):

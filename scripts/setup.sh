@@ -12,6 +12,8 @@ for pair in ip:iproute2 nft:nftables iptables:iptables dnsmasq:dnsmasq-base busy
 done
 # FRR's zebra and bgpd for overlay control: evpn (vnet runs its own per target namespace)
 [ -x /usr/lib/frr/bgpd ] && [ -x /usr/lib/frr/zebra ] || need+=(frr)
+# frr-reload.py: a changed FRR config is applied in place (without it, FRR is restarted)
+[ -x /usr/lib/frr/frr-reload.py ] || need+=(frr-pythontools)
 # the guest kernel of vnet's tiny test guest (virtio_net as a module, as the guest builder expects)
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || need+=(linux-image-cloud-amd64)
 if [ ${#need[@]} -gt 0 ]; then

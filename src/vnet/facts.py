@@ -49,6 +49,7 @@ class Port:
     isolated: bool
     spoofing: str
     rate: str | None
+    network: str = ""  # the network whose bridge it joins
 
 
 _ports_memo: tuple[Topology, tuple[Port, ...]] | None = None
@@ -74,12 +75,12 @@ def _ports(topo: Topology) -> list[Port]:
             continue
         ifname = names.endpoint_tap(t, ep_name, ep.ifname) if isinstance(ep, TapSpec) else names.endpoint_veth(t, ep_name, ep.host_ifname)
         ip = known_address(topo, ep_name, ep.network)
-        out.append(Port(ifname, guest_mac(topo, ep_name), str(ip) if ip else None, ep.isolated, ep.spoofing, ep.rate))
+        out.append(Port(ifname, guest_mac(topo, ep_name), str(ip) if ip else None, ep.isolated, ep.spoofing, ep.rate, ep.network))
     for vm_name, vm in topo.vms.items():
         for i, nic in enumerate(vm.nics):
             out.append(
                 Port(qemuargs.nic_tap(topo, vm_name, i), qemuargs.nic_mac(topo, vm_name, i), nic.address,
-                     nic.isolated, nic.spoofing, nic.rate)
+                     nic.isolated, nic.spoofing, nic.rate, nic.network)
             )
     return out
 

@@ -1,17 +1,21 @@
 """A real QEMU guest on h2 of a three-host overlay: it leases from the dnsmasq on h1 over VXLAN,
-resolves and reaches an endpoint on h1, and renews its lease by unicast to the DHCP server."""
+resolves and reaches an endpoint on h1, and renews its lease by unicast to the DHCP server; with
+`control: static` (head-end replication, FDB from the topology) and with `control: evpn` (vnet's
+FRR on each host, the flood lists and remote MACs from BGP EVPN routes)."""
 
 from __future__ import annotations
 
 import pytest
 
 import ipaddress
+import os
 import re
 import time
 
-from vnet import guest, qemuargs
+from vnet import api, guest, qemuargs
 from vnet.drivers import dnsmasq
 from vnet.engine.statedir import target_root as state_root
+from vnet.kinds import frr as frrkind
 
 from tests.integration.test_overlay import hosts  # noqa: F401 — the three-host sandbox fixture
 
@@ -23,12 +27,25 @@ networks:
     subnet: 10.90.0.0/24
     dhcp: {{lease: 2m}}
     dns: {{domain: lab.test}}
-    overlay: {{vni: 4242}}
+    overlay: {{vni: 4242, control: {control}}}
 endpoints:
   a: {{kind: netns, network: lan, address: 10.90.0.10/24, host: h1}}
 vms:
   web: {{image: tiny, host: h2, nics: [{{network: lan}}]}}
 """
+EVPN = "evpn: {asn: 65030}\n"
+
+
+def _evpn_up(hosts, host: str, peer: str, timeout: float = 90.0) -> None:
+    """Wait (bounded) until `host`'s FRR has an Established EVPN session to `peer`."""
+    state = api.state_of(hosts.name, host, hosts.state)
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {s["peer"]: s["state"] for s in frrkind.sessions(state)}
+        if got.get(peer) == "Established":
+            return
+        assert time.monotonic() < deadline, f"no Established BGP session {host} → {peer} after {timeout}s: {got}"
+        time.sleep(0.5)
 
 
 def _lease(agent: guest.Agent, timeout: float = 60.0) -> ipaddress.IPv4Interface:
@@ -42,10 +59,19 @@ def _lease(agent: guest.Agent, timeout: float = 60.0) -> ipaddress.IPv4Interface
         time.sleep(0.3)
 
 
-def test_a_guest_on_h2_leases_from_h1_and_renews(hosts):
-    text = TEXT.format(name=hosts.name)
+@pytest.mark.parametrize("control", ["static", "evpn"])
+def test_a_guest_on_h2_leases_from_h1_and_renews(hosts, control):
+    if control == "evpn" and frrkind.installed():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"FRR is missing in CI ({frrkind.installed()}): scripts/setup.sh installs the frr package")
+        pytest.skip(f"FRR is not installed ({frrkind.installed()} missing): apt-get install frr")
+    text = TEXT.format(name=hosts.name, control=control) + (EVPN if control == "evpn" else "")
     for h in hosts.sb.host_names:
         hosts.apply(h, text)
+    if control == "evpn":
+        # the guest's DISCOVER reaches h1 by h2's flood list, which a type-3 route from h1 makes
+        _evpn_up(hosts, hosts.h2, "198.18.1.2")
+        _evpn_up(hosts, hosts.h1, "198.18.2.2")
     agent = guest.Agent(qemuargs.files(state_root(hosts.state, hosts.h2) / hosts.name, "web")["agent"])
     agent.wait_ready(timeout=180)
     ip = _lease(agent)
@@ -57,6 +83,13 @@ def test_a_guest_on_h2_leases_from_h1_and_renews(hosts):
     leases = {l.name: l for l in dnsmasq.leases(h1_state)}
     assert leases["web"].address == str(ip.ip)
     first = leases["web"].expires
+    # the lease file keeps whole seconds: a renewal within the second the lease was granted in
+    # would not move its expiry, so the renewal waits (bounded) until the clock has left it
+    granted = first - 120  # dhcp: {lease: 2m}
+    deadline = time.monotonic() + 5
+    while time.time() < granted + 1:
+        assert time.monotonic() < deadline, (first, time.time())
+        time.sleep(0.05)
     # a renewal goes by unicast to the server identifier (10.90.0.2, not the anycast gateway)
     rc, out = agent.run("kill -USR1 $(pidof udhcpc)")
     assert rc == 0, out

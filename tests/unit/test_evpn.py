@@ -28,10 +28,10 @@ def frr_config(text: str, host_facts) -> str:
 
 
 def test_golden_h1_frr_conf():
-    """The FRR config host h1 renders for the three-host example (VXLAN_GOLDEN=1 rewrites the file)."""
+    """The FRR config host h1 renders for the three-host example (VNET_UPDATE_GOLDEN=1 rewrites the file)."""
     text = frr_config(EVPN, H1)
     path = GOLDEN / "evpn-h1.frr.conf"
-    if os.environ.get("VXLAN_GOLDEN"):
+    if os.environ.get("VNET_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text()
 
@@ -123,12 +123,12 @@ RR = EVPN + "evpn: {route_reflectors: [h1]}\n"
 @pytest.mark.parametrize("host", ["h1", "h3"])
 def test_golden_route_reflector_frr_conf(host):
     """With h1 as route reflector: h1 peers with h2 and h3 as its clients, h3 only with h1
-    (VXLAN_GOLDEN=1 rewrites the files)."""
+    (VNET_UPDATE_GOLDEN=1 rewrites the files)."""
     from tests.unit import test_overlay
 
     text = frr_config(RR, getattr(test_overlay, host.upper()))
     path = GOLDEN / f"evpn-rr-{host}.frr.conf"
-    if os.environ.get("VXLAN_GOLDEN"):
+    if os.environ.get("VNET_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text()
 

@@ -191,7 +191,7 @@ def test_netns_marks_carry_the_target_namespace():
 
 
 def test_golden_h1():
-    """Everything host h1 renders for the three-host example (VXLAN_GOLDEN=1 rewrites the file)."""
+    """Everything host h1 renders for the three-host example (VNET_UPDATE_GOLDEN=1 rewrites the file)."""
     rs = desired(load_text(LAB), H1)
     text = "\n".join(json.dumps({"kind": r.kind, "key": r.key, "attrs": r.a}, sort_keys=True, default=list) for r in rs) + "\n"
     for r in rs:
@@ -202,7 +202,7 @@ def test_golden_h1():
 
     text = text.replace(snoop.interpreter(), "<python>")  # where this checkout's venv is
     path = GOLDEN / "overlay-h1.txt"
-    if os.environ.get("VXLAN_GOLDEN"):
+    if os.environ.get("VNET_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text()
 

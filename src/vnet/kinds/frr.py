@@ -26,6 +26,7 @@ from vnet.spec.models import Topology
 
 FRR_DIR = Path("/usr/lib/frr")
 ZEBRA, BGPD = FRR_DIR / "zebra", FRR_DIR / "bgpd"
+RELOAD = FRR_DIR / "frr-reload.py"  # Debian's frr-pythontools: applies the difference of two configs through vtysh
 RUN_BASE = Path("/var/run/frr")  # where FRR makes a directory per pathspace, even with every path given
 TMP_BASE = Path("/var/tmp/frr")  # where each FRR daemon keeps a directory for its crash logs
 # vnet's daemons run as root (their files are in vnet's 0700 state directory); FRR wants the
@@ -114,6 +115,16 @@ class Frr(Kind):
             _remove(ctx.state, ctx.nss.target)
             raise
 
+    def update(self, ctx: Ctx, old: Resource, new: Resource) -> None:
+        """A changed config in place: frr-reload.py sends the running daemons the difference (a
+        host gone from `hosts:` loses its neighbor, every other session stays up and keeps its
+        routes). When that cannot be done (no frr-reload.py, a daemon down, the reload fails, or
+        undoing), FRR is restarted with the new config."""
+        if not ctx.undoing and _reload(ctx.state, new.get("config") or ""):
+            return
+        self.delete(ctx, old)
+        self.create(ctx, new)
+
     def delete(self, ctx: Ctx, r: Resource) -> None:
         _remove(ctx.state, ctx.nss.target)
 
@@ -121,6 +132,50 @@ class Frr(Kind):
         # started, but killed before its pid was recorded: found by its config path, and all
         # the rest removed as by delete
         _remove(ctx.state, ctx.nss.target)
+
+
+_FORWARDING = re.compile(r"(no )?ip(v6)? forwarding")
+
+
+def _reload(state: Path, config: str) -> bool:
+    """Apply `config` to the running daemons of this topology in place; True when done. The
+    files are written first (a daemon that restarts later reads the new config); a reload that
+    fails leaves the caller to restart FRR, which writes them again."""
+    import subprocess
+
+    if not os.access(RELOAD, os.X_OK) or _running(state) is None:
+        return False
+    f = frrconf.files(state)
+    _write(f["conf"], config)
+    _write(f["zconf"], frrconf.part(config, "zebra"))
+    _write(f["bconf"], frrconf.part(config, "bgpd"))
+    # frr-reload.py compares with what FRR shows and sends the difference. FRR shows lines that
+    # are not config but the kernel's state (`no ip forwarding`, `no ipv6 forwarding`: the
+    # sysctls as zebra reads them) and the machine's hostname that vtysh adds; compared with vnet's
+    # config they would be "removed", which switches forwarding on. They are added to the copy
+    # that frr-reload.py reads, so they are no difference.
+    try:
+        shown = subprocess.run([*vtysh(state), "-c", "show running-config"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if shown.returncode != 0:
+        return False
+    ours = set(config.splitlines())
+    extra = [line for line in shown.stdout.splitlines()
+             if line not in ours and (_FORWARDING.fullmatch(line) or line.startswith("hostname "))]
+    # the copy is frr.conf of --confdir: frr-reload.py then does not `write` the running config
+    # over the daemons' own files afterwards (it does for any other file name)
+    copy = f["run"] / "frr.conf"
+    _write(copy, config + "".join(line + "\n" for line in extra))
+    argv = [str(RELOAD), "--reload", "--stdout", "--log-level", "error", "--vty_socket", str(f["run"]),
+            "--rundir", str(f["run"]), "--confdir", str(f["run"]), "--bindir", "/usr/bin", str(copy)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        copy.unlink(missing_ok=True)
+    return proc.returncode == 0 and _running(state) is not None
 
 
 def _write(path: Path, text: str) -> None:
