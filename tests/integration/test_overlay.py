@@ -189,6 +189,8 @@ def test_three_hosts_static(hosts):
     assert unicast(hosts.h3, vx) == {mac["a"]: "198.18.1.2", mac["c"]: "198.18.2.2", names.local_mac(t, "lan", "svc"): "198.18.1.2"}
     # MTU: the underlay's 1500 minus 50, on the bridge, the vxlan port and the endpoint
     assert link_mtu(hosts.h1, br) == link_mtu(hosts.h1, vx) == link_mtu(a, "eth0") == 1450
+    # no outer UDP checksum over an IPv4 underlay (RFC 7348)
+    assert "noudpcsum" in subprocess.run(["ip", "-n", hosts.h1, "-d", "link", "show", vx], capture_output=True, text=True).stdout
     # `vnet status` shows the vxlan device and each peer with its FDB entries (flood + its MAC)
     from tests.integration.test_status import SCHEMA, validate
 

@@ -217,6 +217,14 @@ def test_vxlan_data_round_trips():
     assert rtnl.parse_vxlan(memoryview(v6)) == {"vni": 7, "local": "2001:db8::1", "port": 8472, "learning": True}
 
 
+def test_vxlan_over_ipv4_sends_no_outer_udp_checksum():
+    def csum(data: bytes) -> bytes | None:
+        return next((bytes(v) for kind, v in rtnl.attrs(memoryview(data), 0, len(data)) if kind == rtnl.IFLA_VXLAN_UDP_CSUM), None)
+
+    assert csum(rtnl.vxlan_data(4242, "198.18.1.2", 4789)) == b"\0"  # RFC 7348: zero over IPv4
+    assert csum(rtnl.vxlan_data(7, "2001:db8::1", 8472)) is None  # the kernel's default over IPv6
+
+
 def test_fdb_requests_append_all_zero_entries():
     mtype, flags, body = rtnl.fdb_append(5, "198.18.2.2")
     assert mtype == rtnl.RTM_NEWNEIGH and flags & rtnl.F_APPEND and flags & rtnl.F_CREATE

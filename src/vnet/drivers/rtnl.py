@@ -354,6 +354,7 @@ def parse_qdisc(msg: memoryview) -> Qdisc:
 # --- VXLAN devices and their forwarding database ------------------------------------------------
 
 IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 1, 4, 7, 15, 17
+IFLA_VXLAN_UDP_CSUM = 18
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDA_DST, NDA_LLADDR = 1, 2
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
@@ -389,8 +390,14 @@ def _inet(address: str) -> tuple[int, bytes]:
 def vxlan_data(vni: int, local: str, port: int, learning: bool = False) -> bytes:
     """IFLA_INFO_DATA of `ip link add … type vxlan id VNI local ADDR dstport PORT [no]learning`."""
     family, packed = _inet(local)
-    return (a_u32(IFLA_VXLAN_ID, vni) + attr(IFLA_VXLAN_LOCAL6 if family == socket.AF_INET6 else IFLA_VXLAN_LOCAL, packed)
+    data = (a_u32(IFLA_VXLAN_ID, vni) + attr(IFLA_VXLAN_LOCAL6 if family == socket.AF_INET6 else IFLA_VXLAN_LOCAL, packed)
             + attr(IFLA_VXLAN_PORT, struct.pack("!H", port)) + attr(IFLA_VXLAN_LEARNING, bytes([int(learning)])))
+    if family == socket.AF_INET:
+        # RFC 7348: over IPv4 the outer UDP checksum SHOULD be zero (the inner frame carries its
+        # own); the kernel computes one unless told (`noudpcsum`). Over IPv6 a zero checksum needs
+        # both ends to allow it (RFC 6935), so the kernel's default stays.
+        data += attr(IFLA_VXLAN_UDP_CSUM, b"\0")
+    return data
 
 
 def _fdb_body(index: int, mac: str, dst: str | None) -> bytes:
