@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from vnet import check, sandbox, spec
+from vnet import check, names, sandbox, spec
 from vnet.spec.validate import dhcp6_range
 
 from . import snapshot
@@ -84,6 +84,26 @@ def test_nat66_egress_is_seen_as_the_host(world):
     assert sandbox.default_route6(world.host) == "eth0"
     assert snapshot.sysctl(world.host, "net/ipv6/conf/vb-ds-lan0/accept_ra") == "0"  # guests advertise nothing to the host
     assert world.plan(t).actions == []
+    world.destroy(t.name)
+    same(before, snapshot.take(world.host))
+
+
+def test_bridge_ports_carry_no_ipv6_of_their_own(world):
+    """A veth's host end and a tap are bridge ports: IPv6 is off on them (no link-local address,
+    no routes in the host's IPv6 table, which the kernel walks on every link event), while the
+    bridge keeps its own and the endpoints behind the ports still talk IPv6 to each other."""
+    t = topo(NAT.format(extra="") + "  t: {kind: tap, network: lan0}\n")
+    before = snapshot.take(world.host)
+    world.apply(t)
+    ports = [names.endpoint_veth("ds", "a", None), names.endpoint_veth("ds", "b", None), names.endpoint_tap("ds", "t", None)]
+    for port in ports:
+        assert snapshot.sysctl(world.host, f"net/ipv6/conf/{port}/disable_ipv6") == "1", port
+        assert check.run_in(world.host, ["ip", "-6", "-o", "addr", "show", "dev", port]).stdout.strip() == "", port
+        assert check.run_in(world.host, ["ip", "-6", "-o", "route", "show", "table", "all", "dev", port]).stdout.strip() == "", port
+    assert snapshot.sysctl(world.host, "net/ipv6/conf/vb-ds-lan0/disable_ipv6") == "0"
+    assert check.ping("ds-a", "2001:db8:77::11")  # endpoint to endpoint, across the ports
+    assert check.ping("ds-a", "2001:db8:77::1")  # the bridge's address
+    assert check.run_in("ds-a", ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]).stdout.strip() != ""
     world.destroy(t.name)
     same(before, snapshot.take(world.host))
 
