@@ -97,9 +97,10 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     for s in inet_sets:
         inet_body += s.render()
 
-    def chain(body: list[str], name: str, hook: str, prio: str, rules: list[str], kind: str = "filter") -> None:
+    def chain(body: list[str], name: str, hook: str | None, prio: str, rules: list[str], kind: str = "filter") -> None:
         body.append(f"  chain {name} {{")
-        body.append(f"    type {kind} hook {hook} priority {prio}; policy accept;")
+        if hook is not None:  # a base chain; without a hook, a regular chain reached by jump or goto
+            body.append(f"    type {kind} hook {hook} priority {prio}; policy accept;")
         body.extend(f"    {r}" for r in rules)
         body.append("  }")
 
@@ -114,10 +115,8 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     chain(bridge_body, "prerouting", "prerouting", "filter", bridge_pre)
     chain(bridge_body, "forward", "forward", "filter", bridge_fwd)
     chain(bridge_body, "output", "output", "filter", ov.bridge_out + guards.output)
-    for name, rules in guards.chains:  # regular chains, reached only by a jump or goto
-        bridge_body.append(f"  chain {name} {{")
-        bridge_body.extend(f"    {r}" for r in rules)
-        bridge_body.append("  }")
+    for name, rules in guards.chains:
+        chain(bridge_body, name, None, "", rules)
 
     table = names.nft_table(topo.name)
     elements = element_digest(inet_body + bridge_body)
@@ -550,18 +549,6 @@ class OverlayRules:
     service_ports: list[str] = field(default_factory=list)
 
 
-def _network_ports(topo: Topology, net_name: str, facts: HostFacts) -> list[str]:
-    """The bridge ports of this host on network `net_name`: endpoints, VM NICs, the DHCP/DNS
-    namespace's veth."""
-    from vnet import overlay
-
-    out = [p.ifname for p in ports(topo) if p.network == net_name]
-    net = topo.networks[net_name]
-    if (net.dhcp or net.dns) and overlay.dhcp_host(topo, net_name) == facts.host:
-        out.append(names.veth_host(topo.name, f"svc-{net_name}"))
-    return out
-
-
 def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
     """The VXLAN port takes datagrams from the other hosts only; frames from or to the gateway
     MAC, which every host carries (anycast gateway), never cross the tunnel; the port of an
@@ -571,7 +558,7 @@ def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
     out = OverlayRules()
     if facts.host is None or not any(net.overlay for net in topo.networks.values()):
         return out
-    ports = _Set("vxlan_ports", "inet_service")
+    vxlan_ports = _Set("vxlan_ports", "inet_service")
     peers4 = _Set("vxlan_peers", "inet_service . ipv4_addr")
     peers6 = _Set("vxlan_peers6", "inet_service . ipv6_addr")
     anycast = _Set("anycast", "ifname . ether_addr")
@@ -586,13 +573,13 @@ def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
         if net.overlay is None:
             continue
         untracked.elements.append(_q(names.vxlan(topo.name, net_name)))
-        untracked.elements += [_q(p) for p in _network_ports(topo, net_name, facts)]
+        untracked.elements += [_q(p.ifname) for p in ports(topo) if p.network == net_name]
         gw = names.local_mac(topo.name, net_name, "bridge")
         if gw not in gateways.elements:
             gateways.elements.append(gw)
         port = net.overlay.port
-        if str(port) not in ports.elements:
-            ports.elements.append(str(port))
+        if str(port) not in vxlan_ports.elements:
+            vxlan_ports.elements.append(str(port))
         for peer in overlay.peers(topo, facts):
             target = peers6 if ":" in peer else peers4
             element = f"{port} . {peer}"
@@ -601,7 +588,9 @@ def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
         if net.mode in ("nat", "host"):
             anycast.elements.append(f"{_q(names.vxlan(topo.name, net_name))} . {names.local_mac(topo.name, net_name, 'bridge')}")
         if (net.dhcp or net.dns) and overlay.dhcp_host(topo, net_name) == facts.host:
-            out.service_ports.append(_q(names.veth_host(topo.name, f"svc-{net_name}")))
+            service_port = _q(names.veth_host(topo.name, f"svc-{net_name}"))
+            out.service_ports.append(service_port)
+            untracked.elements.append(service_port)
         elif net.dhcp:
             # the network's dnsmasq runs on another host, and its lease script cannot speak here:
             # an ACK that comes through the tunnel binds the lease for its whole time, and each
@@ -610,7 +599,7 @@ def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
             timeout = f" timeout {seconds + LEASE_GRACE}s" if seconds is not None else ""
             out.bridge_pre.append(f"iifname {_q(names.vxlan(topo.name, net_name))} {ACK} "
                                   f"update @leased {{ @ih,224,48 . @ih,128,32{timeout} }}")
-    out.inet_sets = [ports, peers4, peers6]
+    out.inet_sets = [vxlan_ports, peers4, peers6]
     out.input = [
         "udp dport @vxlan_ports meta nfproto ipv4 udp dport . ip saddr != @vxlan_peers drop",
         "udp dport @vxlan_ports meta nfproto ipv6 udp dport . ip6 saddr != @vxlan_peers6 drop",

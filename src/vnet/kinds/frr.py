@@ -100,9 +100,7 @@ class Frr(Kind):
         _stop(ctx.state)  # what is left of a pair where one daemon died
         _refuse_foreign(ctx.nss.target)
         f["run"].mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write(f["conf"], config)
-        _write(f["zconf"], frrconf.part(config, "zebra"))
-        _write(f["bconf"], frrconf.part(config, "bgpd"))
+        _write_configs(f, config)
         ns = ctx.nss.host
         common = ["-d", "-N", frrconf.pathspace(ctx.state), "-z", str(f["zserv"]), "--vty_socket", str(f["run"]), *RUN_AS]
         try:
@@ -146,9 +144,7 @@ def _reload(state: Path, config: str) -> bool:
     if not os.access(RELOAD, os.X_OK) or _running(state) is None:
         return False
     f = frrconf.files(state)
-    _write(f["conf"], config)
-    _write(f["zconf"], frrconf.part(config, "zebra"))
-    _write(f["bconf"], frrconf.part(config, "bgpd"))
+    _write_configs(f, config)
     # frr-reload.py compares with what FRR shows and sends the difference. FRR shows lines that
     # are not config but the kernel's state (`no ip forwarding`, `no ipv6 forwarding`: the
     # sysctls as zebra reads them) and the machine's hostname that vtysh adds; compared with vnet's
@@ -176,6 +172,13 @@ def _reload(state: Path, config: str) -> bool:
     finally:
         copy.unlink(missing_ok=True)
     return proc.returncode == 0 and _running(state) is not None
+
+
+def _write_configs(f: dict[str, Path], config: str) -> None:
+    """The whole config (what observe reads back) and each daemon's part of it."""
+    _write(f["conf"], config)
+    _write(f["zconf"], frrconf.part(config, "zebra"))
+    _write(f["bconf"], frrconf.part(config, "bgpd"))
 
 
 def _write(path: Path, text: str) -> None:
