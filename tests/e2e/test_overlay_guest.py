@@ -12,12 +12,13 @@ import os
 import re
 import time
 
-from vnet import api, guest, qemuargs
+from vnet import guest, qemuargs
 from vnet.drivers import dnsmasq
 from vnet.engine.statedir import target_root as state_root
 from vnet.kinds import frr as frrkind
 
-from tests.integration.test_overlay import hosts  # noqa: F401 — the three-host sandbox fixture
+from tests.integration.test_evpn import bgp_peers
+from tests.integration.test_overlay import hosts, wait_for  # noqa: F401 — hosts: the three-host sandbox fixture
 
 TEXT = """name: {name}
 hosts: {{h1: 198.18.1.2, h2: 198.18.2.2, h3: 198.18.3.2}}
@@ -38,14 +39,8 @@ EVPN = "evpn: {asn: 65030}\n"
 
 def _evpn_up(hosts, host: str, peer: str, timeout: float = 90.0) -> None:
     """Wait (bounded) until `host`'s FRR has an Established EVPN session to `peer`."""
-    state = api.state_of(hosts.name, host, hosts.state)
-    deadline = time.monotonic() + timeout
-    while True:
-        got = {s["peer"]: s["state"] for s in frrkind.sessions(state)}
-        if got.get(peer) == "Established":
-            return
-        assert time.monotonic() < deadline, f"no Established BGP session {host} → {peer} after {timeout}s: {got}"
-        time.sleep(0.5)
+    assert wait_for(lambda: bgp_peers(hosts, host).get(peer) == "Established", timeout), \
+        f"no Established BGP session {host} → {peer} after {timeout}s: {bgp_peers(hosts, host)}"
 
 
 def _lease(agent: guest.Agent, timeout: float = 60.0) -> ipaddress.IPv4Interface:

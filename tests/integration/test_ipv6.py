@@ -14,6 +14,7 @@ from vnet import check, names, sandbox, spec
 from vnet.spec.validate import dhcp6_range
 
 from . import snapshot
+from .test_overlay import wait_for
 
 WAN6 = sandbox.WAN_ADDR6
 PORT = sandbox.WAN_PORT
@@ -297,16 +298,6 @@ esac
 """
 
 
-def until(cond, timeout: float) -> bool:
-    """Wait (bounded) until `cond()` holds; whether it did."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 @pytest.mark.skipif(shutil.which("dhclient") is None, reason="needs ISC dhclient for a real DHCPv6 client (make test installs isc-dhcp-client)")
 def test_dhcpv6_leases_from_the_range_names_the_client_and_carries_traffic(world, tmp_path):
     t = topo(DHCP6)
@@ -318,17 +309,17 @@ def test_dhcpv6_leases_from_the_range_names_the_client_and_carries_traffic(world
     argv = ["dhclient", "-6", "-d", "-1", "-v", "-sf", str(script), "-cf", str(conf),
             "-lf", str(tmp_path / "leases"), "-pf", str(tmp_path / "pid"), "eth0"]
     # a DHCPv6 client binds its link-local address: wait until it has passed duplicate detection
-    until(lambda: "tentative" not in check.run_in("d6-c", ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout, 15)
+    wait_for(lambda: "tentative" not in check.run_in("d6-c", ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout, 15)
     client = subprocess.Popen(check.Namespace("d6-c").argv(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        until(lambda: out.exists() or client.poll() is not None, 30)
+        wait_for(lambda: out.exists() or client.poll() is not None, 30)
         assert out.exists(), client.stderr.read().decode() if client.poll() is not None else "no DHCPv6 lease within 30 s"
         leased = ipaddress.IPv6Address(out.read_text().strip())
         first, last = dhcp6_range(t, "lan")
         assert first <= leased <= last
         # the leased address carries traffic (the port may use an address vnet cannot know in advance),
         # on the link the router advertisement says is on-link
-        until(lambda: "fd00:87::/64" in check.run_in("d6-c", ["ip", "-6", "route"]).stdout, 15)
+        wait_for(lambda: "fd00:87::/64" in check.run_in("d6-c", ["ip", "-6", "route"]).stdout, 15)
         assert check.ping("d6-c", "fd00:87::1")
         with check.Listener(world.host, 9000, "fd00:87::1"):
             assert check.tcp_line("d6-c", "fd00:87::1", 9000) == str(leased)
