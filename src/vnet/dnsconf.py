@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs, snoop
 from vnet.facts import guest_mac
-from vnet.names import DHCP_KEYWORDS, GATEWAY_NAME, hostname, nic_hostname  # noqa: F401 — with the other derived names (validation needs no renderer)
+from vnet.names import GATEWAY_NAME, hostname, nic_hostname
 from vnet.spec.models import NetnsSpec, TapSpec
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, dhcp_range
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vnet import dnsconf, sandbox
+from vnet import dnsconf, names, sandbox
 from vnet.drivers import dnsmasq, process
 from vnet.errors import SpecError, VnetError
 from vnet.spec import load_text
@@ -192,7 +192,7 @@ def test_a_rendered_config_has_one_gateway_record_and_no_keyword_hosts(tmp_path)
     assert sum(line.startswith("host-record=gateway.") for line in text.splitlines()) == 1
     for line in text.splitlines():
         if line.startswith("dhcp-host="):
-            assert not set(line.split("=", 1)[1].split(",")) & dnsconf.DHCP_KEYWORDS
+            assert not set(line.split("=", 1)[1].split(",")) & names.DHCP_KEYWORDS
 
 
 def test_a_sandbox_pid_file_naming_another_process_gets_it_no_signal(tmp_path):
