@@ -483,30 +483,24 @@ class Bench:
             rows[(key, "tp")] = self.row(f"dp.tp.{key}", sec, f"throughput: {label}", count, "Gbit/s")
             rows[(key, "cr")] = self.row(f"dp.cr.{key}", sec, f"connections/s: {label}", count, "conn/s")
         try:
-            if not self.dp_configs or "veth" in self.dp_configs:
-                # the bare veth pair
-                dataplane.veth_pair("bnv-a", "bnv-b", "10.79.0.1", "10.79.0.2")
-                servers.iperf3("bnv-b", 5201)
-                servers.acceptor("bnv-b", 5202)
-                dataplane.wait_listening("bnv-b", [5201, 5202])
+            # the bare veth pair, and the same hops as vnet's path routed plainly (no NAT, no
+            # conntrack, no firewall): each with its servers at the far end, measured from the near one
+            for key, make, near, far, address, made in (
+                ("veth", lambda: dataplane.veth_pair("bnv-a", "bnv-b", "10.79.0.1", "10.79.0.2"), "bnv-a", "bnv-b", "10.79.0.2",
+                 ["bnv-a", "bnv-b"]),
+                ("path", dataplane.plain_path, dataplane.CHAIN[0], dataplane.CHAIN[-1], dataplane.CHAIN_TARGET, list(dataplane.CHAIN)),
+            ):
+                if self.dp_configs and key not in self.dp_configs:
+                    continue
+                make()
+                servers.iperf3(far, 5201)
+                servers.acceptor(far, 5202)
+                dataplane.wait_listening(far, [5201, 5202])
                 for _ in range(3):
-                    rows[("veth", "tp")].add(dataplane.throughput("bnv-a", "10.79.0.2", 5201))
-                    rows[("veth", "cr")].add(dataplane.connection_rate("bnv-a", "10.79.0.2", 5202)[0])
+                    rows[(key, "tp")].add(dataplane.throughput(near, address, 5201))
+                    rows[(key, "cr")].add(dataplane.connection_rate(near, address, 5202)[0])
                 servers.stop()
-                world.sweep(["bnv-a", "bnv-b"])
-
-            if not self.dp_configs or "path" in self.dp_configs:
-                # the same hops as vnet's path, routed plainly (no NAT, no conntrack, no firewall)
-                dataplane.plain_path()
-                w, e = dataplane.CHAIN[0], dataplane.CHAIN[-1]
-                servers.iperf3(e, 5201)
-                servers.acceptor(e, 5202)
-                dataplane.wait_listening(e, [5201, 5202])
-                for _ in range(3):
-                    rows[("path", "tp")].add(dataplane.throughput(w, dataplane.CHAIN_TARGET, 5201))
-                    rows[("path", "cr")].add(dataplane.connection_rate(w, dataplane.CHAIN_TARGET, 5202)[0])
-                servers.stop()
-                world.sweep(list(dataplane.CHAIN))
+                world.sweep(made)
 
             files = {c: self.yaml(f"bnf-dp-{c}", topo.forwards_dict(c)) for c in (0, 10, 10000)}
             self.vnet_ok("data plane: apply 10 forwards", "apply", "--force", files[10])
