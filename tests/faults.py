@@ -186,6 +186,7 @@ def install(faults: Faults):
     wrap(Runner, "execute", execute)
     ns_class = nsmod.Namespace
     wrap(ns_class, "run", counted_method)
+    wrap(ns_class, "spawn", counted_method)
     wrap(ns_class, "call", counted_method)
     wrap(ns_class, "ipr", counted_property)
     wrap(ns_class, "nl", counted_property)

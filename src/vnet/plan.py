@@ -71,14 +71,17 @@ def diff(desired: Iterable[Resource], observed: dict[str, Resource]) -> list[Act
     return deletes + changes
 
 
-def _batch(a: Action) -> str | None:
-    return kinds.get(a.resource.kind).batch if a.op == "delete" else None
+def _batch(a: Action) -> tuple[str, str] | None:
+    kind = kinds.get(a.resource.kind)
+    name = kind.batch if a.op == "delete" else kind.create_batch if a.op == "create" else None
+    return None if name is None else (a.op, name)
 
 
 def batches(actions: list[Action]) -> list[range]:
     """The actions, cut into runs that execute together: consecutive deletions of kinds that share
     a batch (links: the kernel then waits out its grace periods once, not per link) form one run,
-    every other action is a run of its own. Steps keep their own numbers in the journal."""
+    as do consecutive creations of kinds that share a create batch (daemons: their start-ups
+    overlap); every other action is a run of its own. Steps keep their own numbers in the journal."""
     out: list[range] = []
     i = 0
     while i < len(actions):

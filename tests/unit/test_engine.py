@@ -292,7 +292,7 @@ def test_dnsmasq_is_not_restarted_from_a_recorded_config_that_runs_programs(tmp_
     from vnet.kinds import service
 
     started = []
-    monkeypatch.setattr(dnsmasq, "create", lambda *a: started.append(a))
+    monkeypatch.setattr(dnsmasq, "create_many", lambda nss, state, rs: started.extend(rs))
     safe = "interface=vb-t-n\nbind-interfaces\ndhcp-range=10.0.0.10,10.0.0.20,1h\n"
     ctx = _undo_ctx(tmp_path, [])
     service.Service().create(ctx, make("service", "dnsmasq-n", {"config": safe}, network="n", ns="", digest="d"))
@@ -302,6 +302,11 @@ def test_dnsmasq_is_not_restarted_from_a_recorded_config_that_runs_programs(tmp_
     assert len(started) == 1
     own = f"dhcp-script={snoop.script_path(tmp_path, 'n')}\n"  # vnet's own lease script (DHCP snooping) is fine
     service.Service().create(ctx, make("service", "dnsmasq-n", {"config": safe + own}, network="n", ns="", digest="f"))
+    assert len(started) == 2
+    # started together: one unfit config among several, and none of them starts
+    with pytest.raises(VnetError, match=line.split("=")[0]):
+        service.Service().create_many(ctx, [make("service", "dnsmasq-m", {"config": safe}, network="m", ns="", digest="g"),
+                                            make("service", "dnsmasq-n", {"config": safe + line + "\n"}, network="n", ns="", digest="h")])
     assert len(started) == 2
 
 

@@ -273,5 +273,16 @@ def test_consecutive_link_deletions_run_as_one_batch_everything_else_alone():
     assert runs == [["address"], ["veth", "tap", "bridge"], ["netns"], ["netns"]]
     assert [i for run in batches(actions) for i in run] == list(range(len(actions)))  # each step once, in order
     creates = diff(owned, {})
-    assert all(len(run) == 1 for run in batches(creates))  # creations are never batched
+    assert all(len(run) == 1 for run in batches(creates))  # creations of links are never batched
     assert batches([]) == []
+
+
+def test_consecutive_daemon_creations_run_as_one_batch():
+    services = [make("service", f"dnsmasq-n{i}", {"config": "x"}, network=f"n{i}", ns="", digest="d") for i in range(3)]
+    owned = [make("bridge", "br0", mark="m"), *services]
+    actions = diff(owned, {})
+    runs = [[actions[i].resource.kind for i in run] for run in batches(actions)]
+    assert runs == [["bridge"], ["service", "service", "service"]]
+    # a deletion never joins a run of creations
+    mixed = diff(services[:2], {services[2].id: services[2]})
+    assert [[mixed[i].op for i in run] for run in batches(mixed)] == [["delete"], ["create", "create"]]

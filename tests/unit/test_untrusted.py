@@ -103,10 +103,51 @@ time.sleep(120)
 
 
 class _Here:
-    """The current namespace: `process.start` only needs `run`."""
+    """The current namespace: `process.start` only needs `spawn`."""
 
-    def run(self, argv, check=True):
-        return subprocess.run(argv, capture_output=True, text=True)
+    def spawn(self, argv):
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_daemons_started_together_all_or_none(tmp_path):
+    """start_many: both start; and when one of two fails, the other is stopped too, even before
+    it has written its pid file."""
+    script = tmp_path / "daemon.py"
+    script.write_text(DAEMON)
+    files = [tmp_path / "a.pid", tmp_path / "b.pid"]
+    pids = process.start_many([(_Here(), [sys.executable, str(script), str(f)], f, None) for f in files], timeout=10)
+    try:
+        assert [process.running(f) for f in files] == pids and len(set(pids)) == 2
+    finally:
+        for f in files:
+            process.stop(f, timeout=5)
+    assert all(_gone_within(pid, 5) for pid in pids)
+    slow = tmp_path / "slow.py"  # detaches at once, writes its pid file only after a while
+    slow.write_text(DAEMON.replace("open(sys.argv[1]", "time.sleep(3)\nopen(sys.argv[1]"))
+    fail = [sys.executable, "-c", "import sys; sys.exit('refused: bad config')"]
+    with pytest.raises(VnetError, match="did not start: refused: bad config"):
+        process.start_many([(_Here(), [sys.executable, str(slow), str(files[0])], files[0], None), (_Here(), fail, files[1], None)], timeout=10)
+    assert not files[0].exists() and not process.ident_file(files[0]).exists()
+    assert not _named(str(slow)), "the daemon that did detach was left running"
+
+
+def _named(text: str) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if text in open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace"):
+                    out.append(int(p))
+            except OSError:
+                pass
+    return [pid for pid in out if not process.is_gone(pid)]
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not process.is_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return process.is_gone(pid)
 
 
 def test_a_daemon_vnet_started_is_known_and_stopped(tmp_path):

@@ -28,13 +28,21 @@ def _write(path: Path, text: str) -> None:
 
 
 def create(nss: Namespaces, state: Path, r: Resource) -> None:
-    f = dnsconf.files(state, r.get("network"))
-    _write(f["conf"], r.get("config"))
-    libdir.ensure(state)
-    for path in (f["leases"], f["log"]):
-        path.touch()
-        os.chown(path, 65534, 65534)  # dnsmasq drops to nobody; it must still write these
-    process.start(nss.get(r.get("ns")), ["dnsmasq", f"--conf-file={f['conf']}"], f["pid"], marker=f["conf"])
+    create_many(nss, state, [r])
+
+
+def create_many(nss: Namespaces, state: Path, rs: list[Resource]) -> None:
+    """One dnsmasq per resource, started together (see process.start_many)."""
+    daemons = []
+    for r in rs:
+        f = dnsconf.files(state, r.get("network"))
+        _write(f["conf"], r.get("config"))
+        libdir.ensure(state)
+        for path in (f["leases"], f["log"]):
+            path.touch()
+            os.chown(path, 65534, 65534)  # dnsmasq drops to nobody; it must still write these
+        daemons.append((nss.get(r.get("ns")), ["dnsmasq", f"--conf-file={f['conf']}"], f["pid"], f["conf"]))
+    process.start_many(daemons)
 
 
 def delete(nss: Namespaces, state: Path, r: Resource) -> None:

@@ -291,6 +291,10 @@ class Namespace:
             raise VnetError(f"{argv[0]} failed in {self.label}: {(proc.stderr or proc.stdout).strip()}")
         return proc
 
+    def spawn(self, argv: list[str]) -> subprocess.Popen:
+        """Start a command here without waiting for it; its output in one pipe."""
+        return subprocess.Popen(self.argv(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
     def close(self) -> None:
         for sock in (self._nl, self._nft):
             if sock is not None:

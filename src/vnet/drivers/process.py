@@ -17,6 +17,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from vnet.drivers.ns import Namespace
 from vnet.errors import VnetError
@@ -118,22 +119,50 @@ def record(pidfile: Path, pid: int, marker: Path | None = None) -> None:
 def start(ns: Namespace, argv: list[str], pidfile: Path, marker: Path | None = None, timeout: float = 10.0) -> int:
     """Run a self-daemonizing program in `ns`; wait until its pid file names a live process, and
     record that process's identity."""
-    pidfile.unlink(missing_ok=True)
-    ident = ident_file(pidfile, marker)
-    _write_ident(ident, {"exe": _program(argv[0])})  # before it runs: a step cut short still knows what it started
-    proc = ns.run(argv, check=False)
-    if proc.returncode != 0:
-        raise VnetError(f"{Path(argv[0]).name} did not start: {(proc.stderr or proc.stdout).strip() or f'exit {proc.returncode}'}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = running(pidfile, marker)
-        if pid is not None:
-            started = start_time(pid)
-            _write_ident(ident, {**_read_ident(ident), "pid": pid, "start": started, "boot": _boot_id()})  # type: ignore[dict-item]
-            return pid
-        time.sleep(0.02)
-    stop(pidfile, marker)
-    raise VnetError(f"{Path(argv[0]).name} started but never wrote {pidfile}")
+    return start_many([(ns, argv, pidfile, marker)], timeout)[0]
+
+
+def start_many(daemons: list[tuple[Namespace, list[str], Path, Path | None]], timeout: float = 10.0) -> list[int]:
+    """`start` for several daemons (namespace, argv, pid file, marker) at once: all are spawned
+    before any is waited for, so their start-ups overlap (ten dnsmasq one after another took ten
+    times one). All or none: when one fails, those that did start are stopped."""
+    spawned: list[tuple[Any, str, Path, Path | None]] = []  # (Popen, program, pid file, marker)
+    try:
+        for ns, argv, pidfile, marker in daemons:
+            pidfile.unlink(missing_ok=True)
+            # before it runs: a step cut short still knows what it started
+            _write_ident(ident_file(pidfile, marker), {"exe": _program(argv[0])})
+            proc = ns.spawn(argv)
+            spawned.append((proc, Path(argv[0]).name, pidfile, marker))
+        failed = None
+        for proc, program, _, _ in spawned:  # each returns once its daemon has detached
+            output = proc.communicate()[0]
+            if proc.returncode != 0 and failed is None:
+                failed = f"{program} did not start: {output.strip() or f'exit {proc.returncode}'}"
+        if failed:
+            raise VnetError(failed)
+        pids: dict[Path, int] = {}
+        deadline = time.monotonic() + timeout
+        while len(pids) < len(spawned) and time.monotonic() < deadline:
+            for _, _, pidfile, marker in spawned:
+                if pidfile not in pids and (pid := running(pidfile, marker)) is not None:
+                    ident = ident_file(pidfile, marker)
+                    _write_ident(ident, {**_read_ident(ident), "pid": pid, "start": start_time(pid), "boot": _boot_id()})  # type: ignore[dict-item]
+                    pids[pidfile] = pid
+            if len(pids) < len(spawned):
+                time.sleep(0.02)
+        late = next((s for s in spawned if s[2] not in pids), None)
+        if late is not None:
+            raise VnetError(f"{late[1]} started but never wrote {late[2]}")
+        return [pids[pidfile] for _, _, pidfile, _ in spawned]
+    except BaseException:
+        for proc, _, pidfile, marker in spawned:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            kill_named(str(marker or pidfile))  # one that detached may not have written its pid file yet
+            stop(pidfile, marker)
+        raise
 
 
 def stop(pidfile: Path, marker: Path | None = None, timeout: float = 5.0) -> None:

@@ -61,8 +61,12 @@ class Runner:
                 steps = [i + 1 for i in run]
                 self.journal.start(steps)
                 if len(steps) > 1:
-                    first = actions[run[0]].resource
-                    kinds.get(first.kind).delete_many(self.ctx, [actions[i].old for i in run])  # type: ignore[misc]
+                    first = actions[run[0]]
+                    kind = kinds.get(first.resource.kind)
+                    if first.op == "delete":
+                        kind.delete_many(self.ctx, [actions[i].old for i in run])  # type: ignore[misc]
+                    else:
+                        kind.create_many(self.ctx, [actions[i].new for i in run])  # type: ignore[misc]
                 else:
                     self.execute(actions[run[0]])
                 for step in steps:

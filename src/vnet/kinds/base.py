@@ -47,6 +47,8 @@ class Kind:
     link_roles: ClassVar[tuple[str, ...]] = ()
     # deletions of kinds that share a batch name run as one call when they follow each other
     batch: ClassVar[str | None] = None
+    # creations likewise (create_many): for kinds whose creations can overlap in time
+    create_batch: ClassVar[str | None] = None
 
     # --- pure ---
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
@@ -82,6 +84,10 @@ class Kind:
     def delete_many(self, ctx: Ctx, rs: list[Resource]) -> None:
         for r in rs:
             self.delete(ctx, r)
+
+    def create_many(self, ctx: Ctx, rs: list[Resource]) -> None:
+        for r in rs:
+            self.create(ctx, r)
 
     def sweep(self, ctx: Ctx, r: Resource, obs: Observation) -> None:
         """Remove what a create cut short left before it carried vnet's mark."""

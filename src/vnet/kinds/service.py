@@ -21,6 +21,7 @@ HOST = ""
 class Service(Kind):
     name = "service"
     after = ("sysctl", "address", "dhcp_script")  # binds to addresses that exist; runs its lease script
+    create_batch = "daemons"  # each dnsmasq's start-up is mostly its own waiting: they overlap
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out: list[Resource] = []
@@ -70,9 +71,13 @@ class Service(Kind):
             obs.add(r)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
+        self.create_many(ctx, [r])
+
+    def create_many(self, ctx: Ctx, rs: list[Resource]) -> None:
         if ctx.undoing:
-            restorable(r.get("config"), snoop.script_path(ctx.state, r.get("network")))
-        dnsmasq.create(ctx.nss, ctx.state, r)
+            for r in rs:
+                restorable(r.get("config"), snoop.script_path(ctx.state, r.get("network")))
+        dnsmasq.create_many(ctx.nss, ctx.state, rs)
 
     def delete(self, ctx: Ctx, r: Resource) -> None:
         dnsmasq.delete(ctx.nss, ctx.state, r)
