@@ -6,6 +6,8 @@ A fault is a failure or a SIGKILL at a chosen point of a run:
   kill_at="k"          SIGKILL before step k starts; "k:after" after it ran, before it is marked
                        done; "k:call<n>" right after the n-th driver call inside step k;
                        "recover:<n>" after the n-th action of a recovery
+  (steps that run as one batch — link deletions, veth or daemon creations — share their driver
+  calls: "k:call<n>" is the n-th call of the batch that holds step k)
   delay=seconds        sleep before each step (to make runs overlap)
 
 In-process: `with injected(fail_at=3): api.apply(...)`. For a vnet process of its own, run
@@ -61,8 +63,8 @@ class Faults:
         self.fail = Point.parse(str(fail_at)) if fail_at is not None else None
         self.kill = Point.parse(kill_at) if kill_at else None
         self.delay = delay
-        self.step = 0  # the step running now (0: none)
-        self.calls = 0  # driver calls made inside it
+        self.steps: list[int] = []  # the steps running now: one, or a batch that runs as one call
+        self.calls = 0  # driver calls made inside them
         self.recovered = 0
         self.fired: list[str] = []  # what fired, for tests that count
 
@@ -88,22 +90,23 @@ class Faults:
             if self._hits(self.fail, "before", k):
                 self.fired.append(f"fail {k}")
                 raise InjectedFault(f"fault injected before step {k}")
-        self.step, self.calls = steps[-1], 0
+        self.steps, self.calls = list(steps), 0
 
     def finishing(self, step: int) -> None:
         if self._hits(self.kill, "after", step):
             self.die()
-        self.step = 0
+        self.steps = []
 
     def called(self) -> None:
-        if not self.step:
+        if not self.steps:
             return
         self.calls += 1
-        if self.kill is not None and self.kill.when == "call" and self.kill.at == self.step and self.kill.call == self.calls:
+        # "k:call<n>" in a batch: the n-th driver call of the batch that holds step k
+        if self.kill is not None and self.kill.when == "call" and self.kill.at in self.steps and self.kill.call == self.calls:
             self.die()
-        if self.fail is not None and self.fail.when == "call" and self.fail.at == self.step and self.fail.call == self.calls:
-            self.fired.append(f"fail {self.step}:call{self.calls}")
-            raise InjectedFault(f"fault injected inside step {self.step}, after driver call {self.calls}")
+        if self.fail is not None and self.fail.when == "call" and self.fail.at in self.steps and self.fail.call == self.calls:
+            self.fired.append(f"fail {self.fail.at}:call{self.calls}")
+            raise InjectedFault(f"fault injected inside step {self.fail.at}, after driver call {self.calls}")
 
     def recovery_action(self) -> None:
         self.recovered += 1

@@ -273,7 +273,7 @@ def test_consecutive_link_deletions_run_as_one_batch_everything_else_alone():
     assert runs == [["address"], ["veth", "tap", "bridge"], ["netns"], ["netns"]]
     assert [i for run in batches(actions) for i in run] == list(range(len(actions)))  # each step once, in order
     creates = diff(owned, {})
-    assert all(len(run) == 1 for run in batches(creates))  # creations of links are never batched
+    assert all(len(run) == 1 for run in batches(creates))  # no two creations of a batching kind follow each other here
     assert batches([]) == []
 
 

@@ -152,17 +152,27 @@ def _netns_fd(name: str) -> Iterator[int]:
 
 
 def create_veth(nss: Namespaces, r: Resource) -> None:
-    """The pair in one request (the host end with its MAC, MTU, bridge and up; the peer born in its
-    namespace with its MAC and MTU), then the host end's mark, then the peer's mark and up."""
-    ns, peer_ns = nss.host, nss.get(r.get("peer_ns"))
-    with _netns_fd(r.get("peer_ns")) as fd:
-        peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"), r.get("mtu"))
-        _create_marked(ns, rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)), r.key, r.get("mark"))
-    if r.get("master"):  # while the peer is down, so the host end has no carrier yet
-        _all_or_nothing(ns, r.key, lambda: ns.call(_port_without_ipv6, r.key))
-    if r.get("hairpin"):
-        _all_or_nothing(ns, r.key, lambda: ns.nl.request(*rtnl.set_bridge_port(r.key, True)))
-    _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
+    create_veths(nss, [r])
+
+
+def create_veths(nss: Namespaces, rs: list[Resource]) -> None:
+    """Each pair in one request (the host end with its MAC, MTU, bridge and up; the peer born in
+    its namespace with its MAC and MTU), then the host end's mark; then, once every pair is made,
+    each peer's mark and up. A peer coming up gives both ends a carrier, and the kernel handles a
+    veth's carrier change at once, under the lock every link request takes: peers brought up
+    between creations slowed each next creation (500 pairs: 0.75 s; peers up after: 0.53 s)."""
+    ns = nss.host
+    for r in rs:
+        with _netns_fd(r.get("peer_ns")) as fd:
+            peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"), r.get("mtu"))
+            _create_marked(ns, rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)), r.key, r.get("mark"))
+        if r.get("master"):  # while the peer is down, so the host end has no carrier yet
+            _all_or_nothing(ns, r.key, lambda: ns.call(_port_without_ipv6, r.key))
+        if r.get("hairpin"):
+            _all_or_nothing(ns, r.key, lambda: ns.nl.request(*rtnl.set_bridge_port(r.key, True)))
+    for r in rs:
+        peer_ns = nss.get(r.get("peer_ns"))
+        _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
 
 
 def _forget_peer(nss: Namespaces, r: Resource) -> None:

@@ -128,6 +128,7 @@ class Veth(LinkKind):
     name = "veth"
     after = ("bridge", "netns")
     link_roles = ("veth",)
+    create_batch = "veths"  # every pair made before any peer comes up (netlink.create_veths)
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out = []
@@ -187,6 +188,9 @@ class Veth(LinkKind):
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         netlink.create_veth(ctx.nss, r)
+
+    def create_many(self, ctx: Ctx, rs: list[Resource]) -> None:
+        netlink.create_veths(ctx.nss, rs)
 
 
 KINDS = (Bridge(), Tap(), Veth())
