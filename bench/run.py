@@ -246,6 +246,7 @@ class Bench:
             "a": self.row(f"build.a.{n}", sec, "build: (a) seeds' script, a command per object", n),
             "b": self.row(f"build.b.{n}", sec, "build: (b) floor, ip -batch + nft -f", n),
             "c": self.row(f"build.c.{n}", sec, "build: (c) stricter floor, host side only", n),
+            "d": self.row(f"build.d.{n}", sec, "build: (d) work floor, (b) without a process per netns", n),
             "noop": self.row(f"noop.vnet.{n}", sec, "no-op re-apply: vnet apply, unchanged", n),
             "destroy": self.row(f"destroy.vnet.{n}", sec, "destroy: vnet destroy", n),
             "bdel": self.row(f"destroy.b.{n}", sec, "destroy: (b) floor deletion", n),
@@ -257,6 +258,13 @@ class Bench:
             try:
                 # (c) the stricter floor (its deletion is not a sample: it has less to delete)
                 rows["c"].add(baselines.build_strict(w, self.host, self.scratch))
+                settle()
+                baselines.delete_floor(w, self.host, state, self.scratch, before)
+                settle()
+                # (d) the work floor (its deletion is (b)'s, not a sample either)
+                rows["d"].add(baselines.build_work_floor(w, self.host, state, self.scratch))
+                if rep == 1 and n <= 100:
+                    self.equivalence(eng, t, n, "(d)")
                 settle()
                 baselines.delete_floor(w, self.host, state, self.scratch, before)
                 settle()
@@ -332,6 +340,7 @@ class Bench:
         state = eng.state
         rows = {
             "c": self.row(f"build.c.{n}", sec, f"build: (c) stricter floor, host side only", n),
+            "d": self.row(f"build.d.{n}", sec, "build: (d) work floor, (b) without a process per netns", n),
             "vnet": self.row(f"build.vnet.{n}", sec, f"build: vnet apply ({topo.networks_for(n)} networks)", n),
             "noop": self.row(f"noop.vnet.{n}", sec, "no-op re-apply: vnet apply, unchanged", n),
             "destroy": self.row(f"destroy.vnet.{n}", sec, "destroy: vnet destroy", n),
@@ -344,6 +353,14 @@ class Bench:
                 rows["c"].add(baselines.build_strict(w, self.host, self.scratch))
             except Exception as exc:
                 self.note(f"(c) at N={n} failed: {exc}")
+            settle()
+            baselines.delete_fast(w, self.host, state, self.scratch)
+            settle()
+            self.log(f"build N={n}, run {rep}: (d) the work floor")
+            try:
+                rows["d"].add(baselines.build_work_floor(w, self.host, state, self.scratch))
+            except Exception as exc:
+                self.note(f"(d) at N={n} failed: {exc}")
             settle()
             baselines.delete_fast(w, self.host, state, self.scratch)
             settle()
@@ -607,9 +624,12 @@ class Bench:
             if r is not None:
                 out.append(Ratio(f"  overlay {what}: static VXLAN / bare host namespaces (reference)", r, percent=True))
         for n in self.sizes:
-            v, a, b, c = (self.med(f"build.{k}.{n}") for k in ("vnet", "a", "b", "c"))
+            v, a, b, c, d = (self.med(f"build.{k}.{n}") for k in ("vnet", "a", "b", "c", "d"))
             big = n >= 1000
             out.append(target(f"build N={n}: vnet / (c) stricter floor", div(v, c), "≤ 1.5×", lambda x: x <= 1.5) if big else Ratio(f"build N={n}: vnet / (c) stricter floor", div(v, c)))
+            if d is not None:
+                out.append(Ratio(f"  build N={n}: (d) work floor / (c): what the work beyond (c) costs at its cheapest", div(d, c)))
+                out.append(Ratio(f"  build N={n}: vnet / (d) work floor", div(v, d)))
             if b is not None:
                 out.append(Ratio(f"build N={n}: vnet / (b) floor", div(v, b)))
             if a is not None:
