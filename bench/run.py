@@ -156,7 +156,9 @@ class Bench:
             print("\nnotes")
             for n in self.notes:
                 print(f"  - {n}")
-        out = RESULTS / f"{datetime.date.today().isoformat()}.json"
+        # a run of some sections only never overwrites the day's full results
+        partial = "-partial" if any(x for x in self.skip) else ""
+        out = RESULTS / f"{datetime.date.today().isoformat()}{partial}.json"
         save(out, env, rows, ratios, self.notes, self.extra)
         print(f"\nwrote {out.relative_to(ROOT)}; whole run {self.elapsed():.0f}s")
         return status
