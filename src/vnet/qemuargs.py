@@ -103,8 +103,6 @@ def vnc_displays(topo: Topology) -> dict[str, int]:
     number is stable: a hash of topology and VM name, so the same VM gets the same port on every
     apply and VMs of other topologies in the same target rarely meet it; within the topology,
     a taken number moves to the next free one (VMs in name order, pinned `vnc:N` first)."""
-    import hashlib
-
     out: dict[str, int] = {}
     for name, vm in topo.vms.items():
         if vm.display.startswith("vnc:"):
@@ -113,7 +111,7 @@ def vnc_displays(topo: Topology) -> dict[str, int]:
     for name in sorted(topo.vms):
         if topo.vms[name].display != "vnc":
             continue
-        slot = int.from_bytes(hashlib.sha256(f"{topo.name}/{name}".encode()).digest()[:4], "big") % VNC_AUTO_SLOTS
+        slot = int.from_bytes(names.sha256(f"{topo.name}/{name}".encode()).digest()[:4], "big") % VNC_AUTO_SLOTS
         while VNC_AUTO_FIRST + slot in taken:
             slot = (slot + 1) % VNC_AUTO_SLOTS
         out[name] = VNC_AUTO_FIRST + slot

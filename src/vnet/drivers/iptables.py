@@ -25,7 +25,6 @@ rules are still the ones the topology wants. All rules of a change go in one `ip
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import shutil
 from dataclasses import dataclass, field
@@ -123,7 +122,7 @@ def render(topology: str, chain: str, paths: list[tuple[str, str, str | None]]) 
         if states:
             rule += ["-m", "conntrack", "--ctstate", states]
         plain.append(rule)
-    digest = hashlib.sha256(repr((chain, plain)).encode()).hexdigest()[:12]
+    digest = names.sha256(repr((chain, plain)).encode()).hexdigest()[:12]
     mark = names.digest_mark(topology, digest)
     return [shlex.join(["-A", chain, *r, "-m", "comment", "--comment", mark, "-j", "ACCEPT"]) for r in plain], digest
 

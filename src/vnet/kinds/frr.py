@@ -9,7 +9,6 @@ makes the apply fail before vnet starts its own.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ from vnet.drivers import process
 from vnet.errors import VnetError
 from vnet.facts import HostFacts
 from vnet.kinds.base import Ctx, Kind
+from vnet.names import sha256
 from vnet.resources import Resource, make
 from vnet.spec.models import Topology
 
@@ -35,7 +35,7 @@ RUN_AS = ["-u", "root", "-g", "frrvty"]
 
 
 def digest(config: str) -> str:
-    return hashlib.sha256(config.encode()).hexdigest()[:16]
+    return sha256(config.encode()).hexdigest()[:16]
 
 
 def installed() -> str | None:
