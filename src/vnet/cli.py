@@ -939,9 +939,6 @@ def run(argv: list[str] | None = None) -> int:
     if getattr(a, "func", None) is None:  # `vnet sandbox` or `vnet vm` alone
         (getattr(a, "parser", None) or p).print_help()
         return 2
-    from pathlib import Path
-
-    a.state_dir = Path(a.state_dir)
     try:
         if a.lib_dir is not None:
             from vnet import api
