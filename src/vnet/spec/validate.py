@@ -24,15 +24,11 @@ from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec,
 if TYPE_CHECKING:
     from pathlib import Path
 
-# The pattern of PyYAML's pure-Python reader's character check, compiled as PyYAML is imported: a
-# class of all of Unicode, ~4 ms (a tenth of `vnet validate`). libyaml checks characters itself.
-_READER_CHECK = "[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010ffff]"
-
 
 class _CompiledWhenUsed:
     """A regular expression compiled on its first use."""
 
-    def __init__(self, pattern: str, flags: int) -> None:
+    def __init__(self, pattern: str, flags: int = 0) -> None:
         self._args = (pattern, flags)
 
     def __getattr__(self, name: str) -> Any:  # a method of the pattern: compiled now, kept from then on
@@ -42,14 +38,11 @@ class _CompiledWhenUsed:
 
 
 def _import_yaml() -> Any:
-    """PyYAML, its reader's character check compiled only if that reader runs (where PyYAML was
-    built without libyaml): the same checks and messages, without the cost in every start-up."""
+    """PyYAML, its regular expressions compiled when first used rather than as it is imported: the
+    pure-Python reader's character check (a class of all of Unicode, ~4 ms, a tenth of `vnet
+    validate`) is never used where libyaml reads, and of the resolvers' a file uses a few."""
     compile_ = re.compile
-
-    def compile_reader_check_later(pattern, flags=0):  # type: ignore[no-untyped-def]
-        return _CompiledWhenUsed(pattern, flags) if pattern == _READER_CHECK else compile_(pattern, flags)
-
-    re.compile = compile_reader_check_later  # type: ignore[assignment]
+    re.compile = _CompiledWhenUsed  # type: ignore[assignment]
     try:
         import yaml
     finally:
