@@ -637,7 +637,7 @@ def _globals(p: argparse.ArgumentParser, top: bool) -> None:
                    **({"default": None} | d))
 
 
-def _output(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
+def _output(p: argparse.ArgumentParser | _Recipe, choices: tuple[str, ...]) -> None:
     p.add_argument("-o", "--output", choices=choices, default=choices[0], help=f"{' or '.join(choices)} (default: {choices[0]})")
 
 
@@ -671,6 +671,8 @@ def _terminal_columns() -> int:
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse's parser, writing its help with _Formatter."""
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
@@ -717,11 +719,9 @@ class _Commands(argparse._SubParsersAction):
         super().__init__(*args, **kwargs)
         self._name_parser_map = self.choices = _Parsers()
 
-    def add_parser(self, name: str, **kwargs) -> _Recipe:  # type: ignore[override]
-        help = kwargs["help"]
+    def add_parser(self, name: str, *, help: str, func, description: str | None = None, then=None) -> _Recipe:  # type: ignore[override]
         self._choices_actions.append(self._ChoicesPseudoAction(name, (), help))
-        recipe = self._name_parser_map[name] = _Recipe(f"{self._prog_prefix} {name}", kwargs["func"], kwargs.get("description") or help,
-                                                       kwargs.get("then"))
+        recipe = self._name_parser_map[name] = _Recipe(f"{self._prog_prefix} {name}", func, description or help, then)
         return recipe
 
 

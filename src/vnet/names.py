@@ -9,7 +9,7 @@ from __future__ import annotations
 from vnet.spec.models import IFNAMSIZ
 
 # SHA-256 from CPython's own module where it has one: the digests hashlib's gives, without hashlib
-# loading OpenSSL (~3 ms of every start-up). Every digest vnet takes goes through this name.
+# loading OpenSSL (~3 ms of every start-up). vnet's modules take their digests from here.
 try:
     from _sha256 import sha256  # Python 3.11
 except ImportError:
