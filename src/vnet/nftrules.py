@@ -34,6 +34,8 @@ def _q(name: str) -> str:
 
 @dataclass
 class _Set:
+    """A set (or map) of the rendered tables, with its elements."""
+
     name: str
     type: str
     elements: list[str] = field(default_factory=list)
@@ -297,6 +299,8 @@ LEARN = f"{ACK} add @leased {{ @ih,224,48 . @ih,128,32 timeout {LEASE_GRACE}s }}
 
 @dataclass
 class _Guards:
+    """The bridge table's parts: limits, sets, the rules of its chains, and whether it is needed."""
+
     limits: list[str]
     sets: list[_Set]
     prerouting: list[str]

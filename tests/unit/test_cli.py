@@ -85,6 +85,16 @@ def test_a_command_makes_its_own_parser_alone():
     assert (a.vm, a.timeout, a.func) == ("v1", 3.0, cli.cmd_vm_stop)
 
 
+def test_dataclasses_of_the_status_path_have_docstrings():
+    """A dataclass without a docstring gets one made at import from inspect.signature (~0.2 ms each)."""
+    code = ("import dataclasses, sys\nfrom vnet import api\n"
+            "print(*sorted(f'{c.__module__}.{c.__qualname__}' for m in list(sys.modules.values()) if m.__name__.startswith('vnet')"
+            " for c in vars(m).values() if dataclasses.is_dataclass(c) and isinstance(c, type) and c.__module__ == m.__name__"
+            " and c.__doc__.startswith(c.__name__ + '(')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.split() == [], proc.stdout + proc.stderr
+
+
 def run_with_modules(*args: str, before: str = "") -> tuple[int, str, set[str]]:
     """`vnet ARGS` run through cli.run in a fresh interpreter (stdout a pipe, as in a script): its
     exit code, its output and the modules loaded when it returned. `before` runs first (a stub)."""

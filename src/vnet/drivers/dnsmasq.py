@@ -69,6 +69,8 @@ def _ns_of(config: str) -> str:
 
 @dataclass(frozen=True)
 class Lease:
+    """A DHCP lease, as a dnsmasq lease file holds it."""
+
     network: str
     mac: str
     address: str

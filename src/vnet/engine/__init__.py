@@ -75,6 +75,8 @@ def _warn(msg: str) -> None:
 
 @dataclass
 class Planned:
+    """A plan: its actions, what was desired and observed, and what it says before it runs."""
+
     topology: str
     actions: list[Action]
     desired: list[Resource]
