@@ -135,6 +135,15 @@ def forward_counters(topology: str, netns: str | None = None) -> list[dict]:
         ns.close()
 
 
+def _has_table(obs: Observation, topology: str) -> bool:
+    """Whether the observation found the topology's inet table, which holds its forwards: where it
+    did not (not applied), `nft` is not run to count them (the same empty list, ~3 ms sooner)."""
+    from vnet import names
+
+    table = names.nft_table(topology)
+    return any(t["family"] == "inet" and t["name"] == table for t in obs.tables)
+
+
 def _plain(value):
     """A resource attribute as JSON has it: tuples as lists, frozen dicts (pairs) as objects."""
     if isinstance(value, tuple):
@@ -436,7 +445,7 @@ def status(topo: Topology, netns: str | None = None, state_dir: Path | str = DEF
         "interfaces": interfaces,
         "vms": list(vms.values()),
         "resources": rows,
-        "forwards": forward_counters(topo.name, netns),
+        "forwards": forward_counters(topo.name, netns) if _has_table(obs, topo.name) else [],
         "leases": leases_,
         "dhcp_clients": dhcp_clients(topo.name, netns, state_dir),  # what vnet's clients hold (`address: dhcp`)
         "bgp": frr_sessions(eng.state),  # overlay control: evpn: vnet's FRR's sessions to the other hosts

@@ -637,7 +637,7 @@ def _globals(p: argparse.ArgumentParser, top: bool) -> None:
                    **({"default": None} | d))
 
 
-def _output(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
+def _output(p: argparse.ArgumentParser | _Recipe, choices: tuple[str, ...]) -> None:
     p.add_argument("-o", "--output", choices=choices, default=choices[0], help=f"{' or '.join(choices)} (default: {choices[0]})")
 
 
@@ -650,45 +650,79 @@ class _Formatter(argparse.HelpFormatter):
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None) -> None:
         if width is None:
             if _Formatter._columns is None:
-                import shutil
-
-                _Formatter._columns = shutil.get_terminal_size().columns
+                _Formatter._columns = _terminal_columns()
             width = _Formatter._columns - 2  # as HelpFormatter does
         super().__init__(prog, indent_increment, max_help_position, width)
 
 
-class _CommandParser(argparse.ArgumentParser):
-    """A command's parser that takes its arguments when it is first used (to parse, or for its
-    help or usage): every command's arguments, built for each run, cost a few ms of every start-up,
-    and a run uses one command's. Nothing uses what add_argument returns here."""
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns, without importing shutil (and bz2, lzma with it: ~2 ms
+    of every start-up): $COLUMNS, else the terminal's width, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, writing its help with _Formatter."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)  # its -h is added at once
-        self._later: list | None = []
+        super().__init__(*args, **kwargs)
 
-    def add_argument(self, *args, **kwargs):  # type: ignore[override]
-        if getattr(self, "_later", None) is None:
-            return super().add_argument(*args, **kwargs)
-        self._later.append((args, kwargs))
-        return None
 
-    def _fill(self) -> None:
-        later, self._later = self._later, None
-        for args, kwargs in later or ():
-            super().add_argument(*args, **kwargs)
+class _Recipe:
+    """A command's parser before it is made: what `command` says of it and the arguments added."""
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        self._fill()
-        return super().parse_known_args(args, namespace)
+    def __init__(self, prog: str, func, description: str, then) -> None:
+        self.prog, self.func, self.description, self.then = prog, func, description, then
+        self.arguments: list[tuple[tuple, dict]] = []
 
-    def format_usage(self) -> str:
-        self._fill()
-        return super().format_usage()
+    def add_argument(self, *args, **kwargs) -> None:
+        self.arguments.append((args, kwargs))
 
-    def format_help(self) -> str:
-        self._fill()
-        return super().format_help()
+    def make(self) -> argparse.ArgumentParser:
+        p = _Parser(prog=self.prog, description=self.description)
+        _globals(p, top=False)
+        for args, kwargs in self.arguments:
+            p.add_argument(*args, **kwargs)
+        p.set_defaults(func=self.func, parser=p)
+        if self.then is not None:
+            self.then(p)
+        return p
+
+
+class _Parsers(dict):
+    """The commands' parsers by name, each made from its recipe when it is first looked up."""
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        found = super().__getitem__(name)
+        if isinstance(found, _Recipe):
+            found = self[name] = found.make()
+        return found
+
+
+class _Commands(argparse._SubParsersAction):
+    """The commands, each one's parser made only when the command is chosen: argparse looks up a
+    translation of each of a parser's messages as it makes it (a few file look-ups each), and the
+    two dozen parsers of vnet's commands cost ~6 ms of every start-up, of which a run uses one.
+    `vnet --help` lists the commands from their help lines alone."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._name_parser_map = self.choices = _Parsers()
+
+    def add_parser(self, name: str, *, help: str, func, description: str | None = None, then=None) -> _Recipe:  # type: ignore[override]
+        self._choices_actions.append(self._ChoicesPseudoAction(name, (), help))
+        recipe = self._name_parser_map[name] = _Recipe(f"{self._prog_prefix} {name}", func, description or help, then)
+        return recipe
 
 
 def parser() -> argparse.ArgumentParser:
@@ -699,13 +733,11 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _globals(top, top=True)
-    sub = top.add_subparsers(title="commands", metavar="COMMAND", parser_class=_CommandParser)
+    sub = top.add_subparsers(title="commands", metavar="COMMAND", action=_Commands)
 
-    def command(name: str, func, help: str, description: str | None = None) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=description or help)
-        _globals(p, top=False)
-        p.set_defaults(func=func, parser=p)
-        return p
+    def command(name: str, func, help: str, description: str | None = None, then=None) -> _Recipe:
+        """`then(parser)` adds what is more than arguments (a command's own commands) once it is made."""
+        return sub.add_parser(name, help=help, description=description, func=func, then=then)
 
     p = command("validate", cmd_validate, "check a topology file and print every problem (the host is not consulted: `plan` checks it)")
     p.add_argument("topology", help="topology file (YAML)")
@@ -799,7 +831,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("vm", help="the VM's name in the file")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what it prints (tail -f)")
 
-    p = command("vm", None, "start, stop, restart a VM, or attach to its serial console")
+    command("vm", None, "start, stop, restart a VM, or attach to its serial console", then=_vm_commands)
+
+    p = command("doctor", cmd_doctor, "explain host settings that get in the way of vnet's networks (firewalls, br_netfilter)")
+    _output(p, ("text", "json"))
+
+    command("schema", cmd_schema, "print the JSON Schema of topology files (for editors)")
+
+    command("sandbox", None, "throwaway namespaces that play host, LAN and internet", then=_sandbox_commands)
+    return top
+
+
+def _vm_commands(p: argparse.ArgumentParser) -> None:
     vm = p.add_subparsers(title="commands", metavar="COMMAND")
 
     def vm_command(name: str, func, help: str, timeout: bool = False) -> None:
@@ -817,12 +860,8 @@ def parser() -> argparse.ArgumentParser:
     vm_command("restart", cmd_vm_restart, "shut a VM down gracefully and start it again", timeout=True)
     vm_command("console", cmd_vm_console, "attach the terminal to a VM's serial console (interactive; Ctrl-] leaves)")
 
-    p = command("doctor", cmd_doctor, "explain host settings that get in the way of vnet's networks (firewalls, br_netfilter)")
-    _output(p, ("text", "json"))
 
-    command("schema", cmd_schema, "print the JSON Schema of topology files (for editors)")
-
-    p = command("sandbox", None, "throwaway namespaces that play host, LAN and internet")
+def _sandbox_commands(p: argparse.ArgumentParser) -> None:
     sandbox = p.add_subparsers(title="commands", metavar="COMMAND")
     s = sandbox.add_parser("create", help="create NAME-host, NAME-lan and NAME-wan namespaces (host, home router, internet)")
     _globals(s, top=False)
@@ -834,7 +873,6 @@ def parser() -> argparse.ArgumentParser:
     _globals(s, top=False)
     s.add_argument("name")
     s.set_defaults(func=cmd_sandbox_destroy, parser=s)
-    return top
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -901,9 +939,6 @@ def run(argv: list[str] | None = None) -> int:
     if getattr(a, "func", None) is None:  # `vnet sandbox` or `vnet vm` alone
         (getattr(a, "parser", None) or p).print_help()
         return 2
-    from pathlib import Path
-
-    a.state_dir = Path(a.state_dir)
     try:
         if a.lib_dir is not None:
             from vnet import api

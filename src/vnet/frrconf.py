@@ -14,12 +14,12 @@ pathspace (-N) of their own and every file under the topology's state directory:
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from pathlib import Path
 
 from vnet import overlay
 from vnet.facts import HostFacts
+from vnet.names import sha256
 from vnet.spec.models import Topology
 
 DEFAULT_ASN = 65000
@@ -40,12 +40,12 @@ def router_id(underlay: str) -> str:
     ip = ipaddress.ip_address(underlay)
     if ip.version == 4:
         return str(ip)
-    return str(ipaddress.IPv4Address(hashlib.sha256(ip.packed).digest()[:4]))
+    return str(ipaddress.IPv4Address(sha256(ip.packed).digest()[:4]))
 
 
 def pathspace(state: Path) -> str:
     """FRR's -N: unique per state directory (which is per target namespace and topology)."""
-    return "vnet-" + hashlib.sha256(str(state).encode()).hexdigest()[:12]
+    return "vnet-" + sha256(str(state).encode()).hexdigest()[:12]
 
 
 def files(state: Path) -> dict[str, Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import io
 import os
 import shutil
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vnet.errors import VnetError
+from vnet.names import sha256
 
 MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
            "failover", "net_failover", "virtio_net", "evdev", "button")
@@ -160,7 +160,7 @@ def build_initrd(dest_dir: Path) -> Path:
         files.update({"bin/dhclient6": DHCLIENT6.encode(), "dhclient6-script.sh": DHCLIENT6_SCRIPT.encode(),
                       "etc/dhclient.conf": DHCLIENT_CONF.encode()})
     bb = Path(busybox).read_bytes()
-    key = hashlib.sha256(b"".join([bb, *files.values(), *(d for _, d in modules), *(d for _, d in dhclient)])).hexdigest()[:12]
+    key = sha256(b"".join([bb, *files.values(), *(d for _, d in modules), *(d for _, d in dhclient)])).hexdigest()[:12]
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / f"initrd-{key}.gz"
     if target.exists():

@@ -13,7 +13,6 @@ thousandth forward adds a map element, not a rule.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ def _q(name: str) -> str:
 
 @dataclass
 class _Set:
+    """A set (or map) of the rendered tables, with its elements."""
+
     name: str
     type: str
     elements: list[str] = field(default_factory=list)
@@ -122,7 +123,7 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     elements = element_digest(inet_body + bridge_body)
     inet_body = _Set("generation", "mark", [f"0x{elements}"]).render() + inet_body
     skeleton = [line for line in inet_body + bridge_body if not _is_elements(line)]
-    digest = hashlib.sha256("\n".join(skeleton).encode()).hexdigest()[:16]
+    digest = names.sha256("\n".join(skeleton).encode()).hexdigest()[:16]
     text = (
         f'table inet {table} {{\n  comment "{names.digest_mark(topo.name, digest)}"\n' + "\n".join(inet_body) + "\n}\n"
         f"table bridge {table} {{\n" + "\n".join(bridge_body) + "\n}\n"
@@ -298,6 +299,8 @@ LEARN = f"{ACK} add @leased {{ @ih,224,48 . @ih,128,32 timeout {LEASE_GRACE}s }}
 
 @dataclass
 class _Guards:
+    """The bridge table's parts: limits, sets, the rules of its chains, and whether it is needed."""
+
     limits: list[str]
     sets: list[_Set]
     prerouting: list[str]
@@ -626,7 +629,7 @@ def _is_elements(line: str) -> bool:
 
 
 def element_digest(lines: list[str]) -> str:
-    return hashlib.sha256("\n".join(x for x in lines if _is_elements(x)).encode()).hexdigest()[:8]
+    return names.sha256("\n".join(x for x in lines if _is_elements(x)).encode()).hexdigest()[:8]
 
 
 def parse(text: str) -> tuple[list[str], dict[tuple[str, str], list[str]]]:

@@ -21,6 +21,8 @@ from vnet.resources import Resource, make
 
 @dataclass
 class LinkInfo:
+    """A link of the target namespace, with vnet's mark where it carries one."""
+
     name: str
     index: int
     kind: str | None
@@ -34,6 +36,8 @@ class LinkInfo:
 
 @dataclass
 class Observation:
+    """What observing the target found: the topology's resources and the host around them."""
+
     topology: str
     owned: dict[str, Resource] = field(default_factory=dict)
     links: dict[str, LinkInfo] = field(default_factory=dict)  # every link of the target namespace

@@ -12,6 +12,8 @@ from vnet.resources import Resource
 
 @dataclass(frozen=True)
 class Action:
+    """One step of a plan: a resource created, updated or deleted."""
+
     op: str  # create | update | delete
     new: Resource | None  # what the host holds afterwards (None for delete)
     old: Resource | None  # what it held before (None for create)

@@ -24,14 +24,14 @@ import functools
 import os
 import pwd
 import stat
-import subprocess
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from vnet import names
 from vnet.errors import VnetError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from vnet.spec.models import Topology
 
 
@@ -103,8 +103,6 @@ def vnc_displays(topo: Topology) -> dict[str, int]:
     number is stable: a hash of topology and VM name, so the same VM gets the same port on every
     apply and VMs of other topologies in the same target rarely meet it; within the topology,
     a taken number moves to the next free one (VMs in name order, pinned `vnc:N` first)."""
-    import hashlib
-
     out: dict[str, int] = {}
     for name, vm in topo.vms.items():
         if vm.display.startswith("vnc:"):
@@ -113,7 +111,7 @@ def vnc_displays(topo: Topology) -> dict[str, int]:
     for name in sorted(topo.vms):
         if topo.vms[name].display != "vnc":
             continue
-        slot = int.from_bytes(hashlib.sha256(f"{topo.name}/{name}".encode()).digest()[:4], "big") % VNC_AUTO_SLOTS
+        slot = int.from_bytes(names.sha256(f"{topo.name}/{name}".encode()).digest()[:4], "big") % VNC_AUTO_SLOTS
         while VNC_AUTO_FIRST + slot in taken:
             slot = (slot + 1) % VNC_AUTO_SLOTS
         out[name] = VNC_AUTO_FIRST + slot
@@ -145,6 +143,8 @@ def files(state: Path, vm_name: str) -> dict[str, Path]:
     by QEMU; `log` is QEMU's stderr; `argv` the record of what was started; `console` the serial
     console's log and `serial` its socket (`vnet vm console`); `stopped` marks a VM that `vnet vm
     stop` stopped (apply leaves it stopped until `vnet vm start`)."""
+    from pathlib import Path  # here: `vnet validate` imports this module, and goes without pathlib
+
     base = state / f"vm-{vm_name}"
     return {k: Path(f"{base}.{k}") for k in ("pid", "console", "serial", "agent", "qmp", "argv", "log", "stopped")}
 
@@ -229,6 +229,8 @@ def device_usable(path: str, user: RunAs) -> bool:
 def sandbox_built_in(binary: str = "qemu-system-x86_64") -> bool:
     """Whether this QEMU has seccomp: without it, `-sandbox` is refused while options are parsed,
     before `-version` is reached."""
+    import subprocess  # here: `vnet validate` imports this module, and goes without subprocess
+
     try:
         proc = subprocess.run([binary, "-sandbox", "on", "-version"], capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):

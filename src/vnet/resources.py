@@ -12,6 +12,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Resource:
+    """One object vnet manages (a link, an address, a table, a daemon …): kind, key, compared attributes."""
+
     kind: str
     key: str
     attrs: tuple[tuple[str, Any], ...] = ()

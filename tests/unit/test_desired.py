@@ -379,6 +379,16 @@ def test_every_kind_appears_in_a_full_topology():
     assert kinds == {"bridge", "address", "sysctl", "uplink", "netns", "veth", "route", "tap", "ruleset"}
 
 
+def test_names_digests_are_hashlibs_sha256():
+    """names.sha256 (CPython's _sha256, no OpenSSL) gives what hashlib.sha256 gives: every name and mark stays."""
+    import hashlib
+
+    for data in (b"", b"lab\0lan0", "ä".encode() * 1000):
+        assert names.sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+    h = hashlib.sha256("\0".join(["lab", "vm1", "0"]).encode()).hexdigest()
+    assert names.mac("lab", "vm1", "0") == f"52:54:00:{h[0:2]}:{h[2:4]}:{h[4:6]}"
+
+
 def test_topology_name_changes_every_name():
     a = by_id(resources(*FULL, name="lab"))
     b = by_id(resources(*FULL, name="lab2"))

@@ -755,6 +755,16 @@ def test_both_parsers_refuse_the_same_hostile_texts(yaml_parser, text):
     assert len(exc.value.problems) == 1
 
 
+def test_both_parsers_refuse_a_control_character(yaml_parser):
+    """The pure-Python reader's check is compiled only when it first runs (not as PyYAML is imported): it still runs."""
+    from vnet.spec.validate import parse_yaml
+
+    with pytest.raises(SpecError) as exc:
+        parse_yaml("name: a\x01b\n")
+    assert [p.message for p in exc.value.problems] == ["unacceptable character #x0001: "
+                                                       f"{'control' if yaml_parser == 'libyaml' else 'special'} characters are not allowed"]
+
+
 def test_both_parsers_read_every_example_alike(yaml_parser):
     from pathlib import Path
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -13,11 +12,12 @@ from pathlib import Path
 from vnet import dnsconf, libdir
 from vnet.drivers import process
 from vnet.drivers.ns import Namespaces
+from vnet.names import sha256
 from vnet.resources import Resource, make
 
 
 def digest(config: str) -> str:
-    return hashlib.sha256(config.encode()).hexdigest()[:16]
+    return sha256(config.encode()).hexdigest()[:16]
 
 
 def _write(path: Path, text: str) -> None:
@@ -77,6 +77,8 @@ def _ns_of(config: str) -> str:
 
 @dataclass(frozen=True)
 class Lease:
+    """A DHCP lease, as a dnsmasq lease file holds it."""
+
     network: str
     mac: str
     address: str

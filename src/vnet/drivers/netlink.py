@@ -10,7 +10,6 @@ import errno
 import fcntl
 import ipaddress
 import os
-import random
 import struct
 from contextlib import contextmanager
 from typing import Iterator
@@ -192,6 +191,8 @@ def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
 
     Deleting links one by one waits out the kernel's RCU grace periods for each (about 17 ms a
     link here); a group is unregistered as one batch."""
+    import random  # here, not at the top: only this needs it, and it costs every start-up ~1 ms
+
     ns = nss.host
     links = {li.ifname: li for li in ns.nl.links()}
     todo = [links[r.key] for r in rs if r.key in links]

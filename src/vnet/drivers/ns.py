@@ -120,10 +120,10 @@ class _Hopper:
     at exit it finishes the call it is in, then stops."""
 
     def __init__(self) -> None:
-        import queue
         import threading
+        from _queue import SimpleQueue  # queue's own, without the rest of queue (heapq): ~0.6 ms of start-up
 
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: SimpleQueue = SimpleQueue()
         self._event = threading.Event
         threading.Thread(target=self._serve, name="vnet-netns_0").start()
         threading._register_atexit(self._jobs.put, None)  # type: ignore[attr-defined]  # as concurrent.futures does

@@ -18,10 +18,8 @@ line names that record (an inert `-object secret`), which is how `process.runnin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from vnet import qemuargs
 from vnet.drivers import process
 from vnet.drivers.ns import Namespaces
 from vnet.errors import VnetError
+from vnet.names import sha256
 from vnet.resources import Resource, make
 
 START_TIMEOUT = 30.0  # seconds until QEMU greets on QMP: it has parsed its options and opened its files
@@ -43,7 +42,7 @@ def digest(argv: list[str] | tuple[str, ...], inputs: dict | tuple | None = None
     parts = list(argv)
     for fd, path in sorted(dict(inputs or {}).items()):
         parts.append(f"fd{fd}={path}")  # the files behind /dev/fd/N in the command line
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 class Exited(Exception):

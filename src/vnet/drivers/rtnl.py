@@ -168,6 +168,8 @@ def _ip(v: memoryview) -> str:
 
 @dataclass
 class Link:
+    """A link as a netlink dump gives it: the attributes vnet reads."""
+
     index: int
     ifname: str
     flags: int
@@ -254,6 +256,8 @@ def parse_link(msg: memoryview) -> Link:
 
 @dataclass
 class Addr:
+    """An address as a netlink dump gives it."""
+
     index: int
     prefixlen: int
     address: str | None = None
@@ -288,6 +292,8 @@ def parse_addr(msg: memoryview) -> Addr:
 
 @dataclass
 class Route:
+    """A route as a netlink dump gives it."""
+
     dst_len: int
     table: int
     proto: int
@@ -330,6 +336,8 @@ def parse_route(msg: memoryview) -> Route:
 
 @dataclass
 class Qdisc:
+    """A qdisc as a netlink dump gives it (with tbf's rate where it is one)."""
+
     index: int
     parent: int
     kind: str | None = None
@@ -418,6 +426,8 @@ def fdb_del(index: int, dst: str, mac: str = ZERO_MAC) -> tuple[int, int, bytes]
 
 @dataclass
 class Fdb:
+    """A bridge forwarding-database entry as a netlink dump gives it."""
+
     index: int
     mac: str | None = None
     dst: str | None = None

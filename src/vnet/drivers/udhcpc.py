@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import time
 from pathlib import Path
 
@@ -57,6 +56,8 @@ def _checked(r: Resource) -> tuple[str, str, str, str]:
 
 
 def _ip_program() -> list[str]:
+    import shutil  # here: it brings bz2 and lzma, ~2 ms of every start-up
+
     found = shutil.which("ip")
     if found:
         return [os.path.realpath(found)]

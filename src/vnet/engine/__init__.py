@@ -12,7 +12,6 @@ and its check are the uplink kind's (kinds/uplink.py).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +75,8 @@ def _warn(msg: str) -> None:
 
 @dataclass
 class Planned:
+    """A plan: its actions, what was desired and observed, and what it says before it runs."""
+
     topology: str
     actions: list[Action]
     desired: list[Resource]
@@ -253,6 +254,8 @@ class Engine:
             _refuse_busy(disruptions(actions, self.state)[1], force, self.log)
             self._runner(nss).run(actions)
             if not self.journal.exists():
+                import shutil  # here: it brings bz2 and lzma, ~2 ms of every start-up
+
                 shutil.rmtree(self.state, ignore_errors=True)
             return actions
 
@@ -281,5 +284,7 @@ class Engine:
         self.warn(msg)
         self._runner(nss).recover()
         if not self.observe(nss).owned:
+            import shutil
+
             shutil.rmtree(self.state, ignore_errors=True)  # nothing of this topology is left
         return msg

@@ -88,6 +88,8 @@ def held(path: Path) -> bool:
 
 @dataclass
 class Claim:
+    """What a topology holds in its target: subnets, bridges, uplinks, and the file it came from."""
+
     netns: str
     subnets: dict[str, str] = field(default_factory=dict)  # network → subnet; "<network>.subnet6" → subnet6
     bridges: dict[str, str] = field(default_factory=dict)  # network → bridge

@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -128,6 +127,8 @@ def _dir_locked(directory: Path) -> Iterator[None]:
 
 def change(path: Path, mark: str, add: list[str] = (), remove: list[str] = ()) -> None:
     """Add and remove marked lines, rewriting the file atomically (with its mode and owner)."""
+    import tempfile  # here, not at the top: it brings shutil and random into every start-up (~3 ms)
+
     path = Path(path)
     if not path.exists() and not add:
         return
