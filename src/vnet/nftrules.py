@@ -466,15 +466,16 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     # Any other frame of a guarded port (from another MAC) is dropped by the rule after the lookup.
     # A frame that passes its checks meets the upload limit at their end: it went there by goto and
     # does not come back to the prerouting chain. Every guard only drops, so the order of the checks
-    # decides nothing but which one counts a drop.
-    limit = "limit name iifname map @upload_limits drop"
+    # decides nothing but which one counts a drop. Without a port's upload rate there is no limit
+    # rule to pass (the limits' own lines change the structure anyway when a rate comes or goes).
+    limit = ["limit name iifname map @upload_limits drop"] if upload.elements else []
     prerouting = [
         "iifname . ether saddr vmap @guard_ports",
         f"iifname @guarded {COUNT_GUARD_DROP} drop",
         # a DHCPACK from an isolated network's service port (chaddr . yiaddr; option 53 comes
         # first); the frame's type and ports first, so that any other frame passes by comparisons
         LEARN.replace(" add @leased", " iifname @service_ports add @leased", 1),
-        limit,
+        *limit,
     ]
     # untagged ARP, IPv4 and IPv6 only: a frame with any tag (802.1Q, 802.1ad, stacked, VLAN 0) is
     # dropped before a check below could miss it (CVE-2021-27853). A tag shows in `ether type`
@@ -536,7 +537,7 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     chains = [(name, counted(rules)) for name, rules in by_kind.items()]
     # the checks of each protocol, each with the upload limit last (a frame over it is not a guard's drop)
     checks = [("guard_arp", guard_arp), *((f"guard_ip_{kind}", guard_ip + [guard_ip_kind[kind]]) for kind in kinds), ("guard_ip6", guard_ip6)]
-    chains += [(name, counted(rules) + [limit]) for name, rules in checks]
+    chains += [(name, counted(rules) + limit) for name, rules in checks]
     # a DHCPACK of vnet's dnsmasq on the host
     output = [LEARN]
     # an isolated port still reaches its network's DHCP/DNS service, which is a port too
