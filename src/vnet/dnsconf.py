@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from vnet import names, qemuargs, snoop
 from vnet.facts import guest_mac
 from vnet.names import GATEWAY_NAME, hostname, nic_hostname
-from vnet.spec.models import NetnsSpec, TapSpec
+from vnet.spec.models import NetnsSpec, TapSpec, iface4, iface6
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, dhcp_range
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def _nics(topo: Topology, net_name: str) -> list[tuple[str, str, str | None]]:
     for ep_name, ep in topo.endpoints.items():
         if getattr(ep, "network", None) == net_name and isinstance(ep, (NetnsSpec, TapSpec)):
             six = getattr(ep, "address6", None)
-            out.append((hostname(ep_name), guest_mac(topo, ep_name), str(ipaddress.IPv6Interface(six).ip) if six else None))
+            out.append((hostname(ep_name), guest_mac(topo, ep_name), str(iface6(six).ip) if six else None))
     for vm_name, vm in topo.vms.items():
         for i, nic in enumerate(vm.nics):
             if nic.network == net_name:
@@ -109,7 +109,7 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
                 lines.append(f"server={server}")
         for ep_name, ep in topo.endpoints.items():
             if isinstance(ep, NetnsSpec) and ep.network == net_name and ep.address:
-                ip = ipaddress.IPv4Interface(ep.address).ip
+                ip = iface4(ep.address).ip
                 lines.append(f"host-record={hostname(ep_name)}.{domain},{hostname(ep_name)},{ip}")
         if addr.gateway is not None:
             lines.append(f"host-record={GATEWAY_NAME}.{domain},{GATEWAY_NAME},{addr.gateway}")
@@ -149,7 +149,7 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
                 continue
             mac = guest_mac(topo, ep_name)
             if isinstance(ep, NetnsSpec) and ep.address:
-                lines.append(f"dhcp-host={mac},{ipaddress.IPv4Interface(ep.address).ip},{hostname(ep_name)}")
+                lines.append(f"dhcp-host={mac},{iface4(ep.address).ip},{hostname(ep_name)}")
             elif isinstance(ep, (NetnsSpec, TapSpec)):
                 lines.append(f"dhcp-host={mac},{hostname(ep_name)}")
         for vm_name, vm in topo.vms.items():

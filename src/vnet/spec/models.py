@@ -6,6 +6,7 @@ other live in `validate.py`, so that every problem of a file is reported in one 
 
 import ipaddress
 import re
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from vnet.spec.schema import After, Before, Field, Model, Tagged
@@ -70,6 +71,13 @@ def _usable(net: ipaddress.IPv4Network) -> None:
             raise ValueError(f"{net} is not usable: {what}; {_USABLE_HINT}")
 
 
+# An endpoint's address is read as an interface by validation, its relations, DNS and the
+# desired state alike: parsed once per text (ipaddress objects are immutable), which at 1,000
+# endpoints spares some 2,000 parses (~30 ms of every command that loads the file).
+iface4 = lru_cache(maxsize=None)(ipaddress.IPv4Interface)
+iface6 = lru_cache(maxsize=None)(ipaddress.IPv6Interface)
+
+
 def _subnet(value: str) -> str:
     _usable(ipaddress.IPv4Network(value))
     return value
@@ -77,7 +85,7 @@ def _subnet(value: str) -> str:
 
 def _interface(value: str) -> str:
     try:
-        iface = ipaddress.IPv4Interface(value)
+        iface = iface4(value)
     except ValueError:
         raise ValueError("is not an IPv4 address with prefix like 192.168.10.5/24") from None
     if "/" not in value:

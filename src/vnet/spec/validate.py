@@ -19,7 +19,7 @@ from vnet import names
 from vnet.errors import Problem, SpecError
 from vnet.spec import vmfiles
 from vnet.spec.schema import Model, ValidationError
-from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec, port_span
+from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec, iface4, iface6, port_span
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -678,13 +678,13 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
                 add(Problem(f"{path}.{field}", f"no {'user' if field == 'owner' else 'group'} {value!r} on this host", "create it, or use a number"))
         address = getattr(ep, "address", None)
         if address:
-            iface = ipaddress.IPv4Interface(address)
+            iface = iface4(address)
             if iface.ip in addresses:
                 add(Problem(f"{path}.address", f"{iface.ip} is also the address of {addresses[iface.ip]}", "give each endpoint its own address"))
             addresses[iface.ip] = path
         if address and network:
             net = topo.networks[network]
-            iface = ipaddress.IPv4Interface(address)
+            iface = iface4(address)
             addr = addressing(topo, network)
             if net.mode == "bridged":
                 pass  # the LAN's addressing is not declared; any address may be right
@@ -742,8 +742,8 @@ def _endpoint_conveniences(topo: Topology, add) -> None:
                 add(Problem(f"{path}.address", "a static address and a DHCP client on one interface", "keep `address: dhcp` or the address"))
             if ep.gateway and not ep.address:
                 add(Problem(f"{path}.gateway", "needs a static address to be reached through", "add address: with a prefix, or remove gateway:"))
-            elif ep.gateway and ipaddress.IPv4Address(ep.gateway) not in ipaddress.IPv4Interface(ep.address).network:
-                add(Problem(f"{path}.gateway", f"{ep.gateway} is not inside {ipaddress.IPv4Interface(ep.address).network}", "pick a gateway on the address's subnet"))
+            elif ep.gateway and ipaddress.IPv4Address(ep.gateway) not in iface4(ep.address).network:
+                add(Problem(f"{path}.gateway", f"{ep.gateway} is not inside {iface4(ep.address).network}", "pick a gateway on the address's subnet"))
             if ep.uplink in bridged:
                 add(Problem(f"{path}.uplink", f"{ep.uplink} is a port of networks.{bridged[ep.uplink]}'s bridge and takes no macvlan",
                             f"put the endpoint on networks.{bridged[ep.uplink]} as kind: netns instead"))
@@ -792,7 +792,7 @@ def _overlaps(topo: Topology, add) -> None:
             where.append((f"networks.{net_name}.subnet", f"networks.{net_name}.subnet", False))
     for ep_name, ep in topo.endpoints.items():
         if isinstance(ep, TunSpec) and ep.address:
-            ranges.append(ipaddress.IPv4Interface(ep.address).network)
+            ranges.append(iface4(ep.address).network)
             where.append((f"endpoints.{ep_name}.address", f"endpoints.{ep_name}.address", True))
     for i, earlier in sorted(overlapping(ranges).items()):
         others = [j for j in earlier if not (where[i][2] and where[j][2])]
@@ -856,7 +856,7 @@ def known_address(topo: Topology, name: str, network: str) -> ipaddress.IPv4Addr
     """The fixed address of endpoint or VM `name` on `network`: declared, or a DHCP reservation."""
     ep = topo.endpoints.get(name)
     if isinstance(ep, NetnsSpec) and ep.network == network and ep.address:
-        return ipaddress.IPv4Interface(ep.address).ip
+        return iface4(ep.address).ip
     if isinstance(ep, TunSpec) and ep.address:
         return None
     vm = topo.vms.get(name)
@@ -870,7 +870,7 @@ def known_address6(topo: Topology, name: str, network: str) -> ipaddress.IPv6Add
     """The fixed IPv6 address of endpoint `name` on `network` (declared address6), if any."""
     ep = topo.endpoints.get(name)
     if isinstance(ep, NetnsSpec) and ep.network == network and ep.address6:
-        return ipaddress.IPv6Interface(ep.address6).ip
+        return iface6(ep.address6).ip
     return None
 
 
