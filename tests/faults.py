@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from vnet.drivers import ns as nsmod
+from vnet.drivers import process
 from vnet.engine.journal import Journal
 from vnet.engine.run import Runner
 from vnet.errors import VnetError
@@ -181,6 +182,14 @@ def install(faults: Faults):
                     faults.called()
             return counted
 
+    def counted_function(orig):
+        def function(*a, **kw):
+            try:
+                return orig(*a, **kw)
+            finally:
+                faults.called()
+        return function
+
     def counted_property(orig):
         return property(lambda self: Counted(orig.fget(self)))
 
@@ -189,7 +198,9 @@ def install(faults: Faults):
     wrap(Runner, "execute", execute)
     ns_class = nsmod.Namespace
     wrap(ns_class, "run", counted_method)
-    wrap(ns_class, "spawn", counted_method)
+    # a daemon's start counts once it is up (its foreground exited, its pid file read), as a
+    # command run to its end does: not at the spawn, when a kill would race its start-up
+    wrap(process, "start_many", counted_function)
     wrap(ns_class, "call", counted_method)
     wrap(ns_class, "ipr", counted_property)
     wrap(ns_class, "nl", counted_property)
