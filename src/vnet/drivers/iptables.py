@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
 
 from vnet import names
 from vnet.drivers.ns import Namespace
@@ -51,13 +50,30 @@ def _on_path(name: str) -> bool:
     return any(os.access(c, os.X_OK) and not os.path.isdir(c) for c in candidates)
 
 
-@dataclass
 class Filter:
-    """What vnet needs to know of iptables' filter table in one namespace."""
+    """What vnet needs to know of iptables' filter table in one namespace. (A plain class, not a
+    dataclass: `vnet status` and `apply` do not import dataclasses.)"""
 
-    policies: dict[str, str] = field(default_factory=dict)  # built-in chain → policy
-    chains: set[str] = field(default_factory=set)
-    rules: list[list[str]] = field(default_factory=list)  # each rule as iptables-save prints it, split
+    __slots__ = ("policies", "chains", "rules")
+    policies: dict[str, str]  # built-in chain → policy
+    chains: set[str]
+    rules: list[list[str]]  # each rule as iptables-save prints it, split
+
+    def __init__(self, policies: dict[str, str] | None = None, chains: set[str] | None = None,
+                 rules: list[list[str]] | None = None) -> None:
+        self.policies = {} if policies is None else policies
+        self.chains = set() if chains is None else chains
+        self.rules = [] if rules is None else rules
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Filter:
+            return NotImplemented
+        return (self.policies, self.chains, self.rules) == (other.policies, other.chains, other.rules)  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Filter(policies={self.policies!r}, chains={self.chains!r}, rules={self.rules!r})"
 
     @property
     def forward_policy(self) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -73,16 +72,29 @@ def _warn(msg: str) -> None:
     print(f"vnet: {msg}", file=sys.stderr, flush=True)
 
 
-@dataclass
 class Planned:
-    """A plan: its actions, what was desired and observed, and what it says before it runs."""
+    """A plan: its actions, what was desired and observed, and what it says before it runs. (A
+    plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
 
+    __slots__ = ("topology", "actions", "desired", "observation", "recovered", "warnings")
     topology: str
     actions: list[Action]
     desired: list[Resource]
     observation: Observation
-    recovered: str | None = None  # what the command said about an interrupted run it undid
-    warnings: list[str] = field(default_factory=list)  # what the plan disrupts: said before it runs
+    recovered: str | None  # what the command said about an interrupted run it undid
+    warnings: list[str]  # what the plan disrupts: said before it runs
+
+    def __init__(self, topology: str, actions: list[Action], desired: list[Resource], observation: Observation,
+                 recovered: str | None = None, warnings: list[str] | None = None) -> None:
+        self.topology = topology
+        self.actions = actions
+        self.desired = desired
+        self.observation = observation
+        self.recovered = recovered
+        self.warnings = [] if warnings is None else warnings
+
+    def __repr__(self) -> str:
+        return f"Planned(topology={self.topology!r}, actions={self.actions!r}, recovered={self.recovered!r}, warnings={self.warnings!r})"
 
 
 def disruptions(actions: list[Action], state: Path | None = None) -> tuple[list[str], dict[str, list[int]]]:
