@@ -14,26 +14,27 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vnet import names
 from vnet import overlay
 from vnet.desired import desired
-from vnet.drivers import kvm, process, sysctl
+from vnet.drivers import process, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespaces
 from vnet.engine import statedir
 from vnet.engine.journal import Journal
 from vnet.engine.lock import Claim, Claims, LockTimeout, flock
-from vnet.engine.run import Runner
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed
 from vnet.facts import HostFacts
 from vnet.kinds import Ctx
 from vnet.observe import Observation, observe
 from vnet.plan import Action, diff
-from vnet.preflight import check
 from vnet.resources import Resource, make
 from vnet.spec.models import NetnsSpec, Topology
+
+if TYPE_CHECKING:  # imported where used: `vnet status` runs nothing and checks no clash
+    from vnet.engine.run import Runner
 
 __all__ = ["DEFAULT_STATE_DIR", "Engine", "LockTimeout", "Planned", "has_net_admin", "require_net_admin"]
 
@@ -162,6 +163,8 @@ class Engine:
 
     def facts(self, topo: Topology, obs: Observation) -> HostFacts:
         wants_kvm = any(vm.accel == "auto" for vm in topo.vms.values())
+        if wants_kvm:
+            from vnet.drivers import kvm
         return HostFacts(
             default_uplink=obs.default_uplink,
             resolvers=tuple(resolvers(self.netns)),
@@ -183,6 +186,8 @@ class Engine:
         obs = self.observe(nss, topo)
         facts = self.facts(topo, obs)
         want = desired(topo, facts)
+        from vnet.preflight import check
+
         problems = check(topo, obs, want, facts) + self.claims.problems(topo, obs) + self.claims.identity_problems(source, obs)
         if problems:
             raise ClashError(problems)
@@ -214,6 +219,8 @@ class Engine:
         return flock(self.state_root / ".target.lock", f"namespace {self.netns or '(current)'}")
 
     def _runner(self, nss: Namespaces) -> Runner:
+        from vnet.engine.run import Runner
+
         ctx = Ctx(nss=nss, topology=self.topology, state=self.state, state_root=self.state_root, record=self.record,
                   host_lock=self._host_locked, others=self.claims.others, log=self.log)
         return Runner(ctx, self.journal, lambda extra: self.observe(nss, extra_netns=extra))
