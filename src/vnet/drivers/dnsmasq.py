@@ -56,7 +56,7 @@ def update(nss: Namespaces, state: Path, old: Resource, new: Resource) -> None:
 
 def observe(state: Path) -> list[Resource]:
     out = []
-    for conf in sorted(state.glob("dnsmasq-*.conf")):
+    for conf in sorted(libdir.named(state, "dnsmasq-", ".conf")):
         network = conf.name[len("dnsmasq-") : -len(".conf")]
         f = dnsconf.files(state, network)
         if process.running(f["pid"], marker=conf) is None:
@@ -131,7 +131,7 @@ class Lease:
 
 def leases(state: Path) -> list[Lease]:
     out = []
-    for path in sorted({*state.glob("dnsmasq-*.leases"), *libdir.lib_of(state).glob("dnsmasq-*.leases")}):
+    for path in sorted({*libdir.named(state, "dnsmasq-", ".leases"), *libdir.named(libdir.lib_of(state), "dnsmasq-", ".leases")}):
         network = path.name[len("dnsmasq-") : -len(".leases")]
         try:
             text = path.read_bytes().decode(errors="replace")

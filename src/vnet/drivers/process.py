@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vnet import libdir
 from vnet.drivers.ns import Namespace
 from vnet.errors import VnetError
 
@@ -260,7 +261,7 @@ def recorded_pids(state: Path) -> set[int]:
     """The live processes vnet started for one topology (dnsmasq, DHCP clients, QEMU), by the
     identity files in its state directory: what a namespace may run without being someone else's."""
     out: set[int] = set()
-    for ident_path in state.glob("*.ident"):
+    for ident_path in libdir.named(state, "", ".ident"):
         ident = _read_ident(ident_path)
         marker = str(ident_path)[: -len(".ident")]
         if ident and isinstance(ident.get("pid"), int) and is_ours(ident["pid"], ident, marker):
