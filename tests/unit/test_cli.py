@@ -382,3 +382,23 @@ def test_list_json_shape(tmp_path):
     }
     proc = vnet("list", state=tmp_path)
     assert proc.returncode == 0 and "file missing" in proc.stdout and "vnet destroy --name one" in proc.stdout
+
+
+@pytest.mark.parametrize("args, code", [(["validate", str(EXAMPLES / "nat.yaml")], 0), (["validate", "/nonexistent.yaml"], 2),
+                                        (["--help"], 0), (["bogus"], 2)])
+def test_main_leaves_without_finalization_but_as_an_exit_would(tmp_path, args, code):
+    """cli.main ends the process by os._exit (no module teardown), after what an exit must still
+    do: a running thread is waited for, atexit functions run, buffered output is written."""
+    done = tmp_path / "thread-done"
+    script = (
+        "import atexit, sys, threading, time\nfrom vnet import cli\n"
+        f"def late():\n    time.sleep(0.3)\n    open({str(done)!r}, 'w').close()\n"
+        "threading.Thread(target=late).start()\n"
+        "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+        "sys.stdout.write('x' * 100000)\n"  # more than a pipe holds: buffered until the end
+        f"sys.argv = ['vnet', *{args!r}]\ncli.main()\nprint('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout.startswith("x" * 100000) and "not reached" not in proc.stdout
+    assert proc.stderr.rstrip().endswith("atexit ran") and done.exists()
