@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from bench import world
 from bench.env import in_ns, run
 from vnet.drivers import process
+from vnet.drivers.ns import Namespace
+from vnet.drivers.rtnl import NETLINK_NETFILTER, Netlink
 
 # accepts and closes connections, forever (the benchmark kills it)
 ACCEPTOR = """
@@ -76,6 +78,21 @@ class Servers:
             except subprocess.TimeoutExpired:
                 pass
         self.procs.clear()
+
+
+CTNETLINK_FLUSH = (1 << 8) | 2  # NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE
+
+
+def flush_conntrack(ns: str) -> None:
+    """Empty a namespace's connection-tracking table, as `conntrack -F` does (a delete request with
+    nothing to match, over ctnetlink). Each configuration then starts from an empty table, not from
+    the thousands of entries the one before left (a reset connection's entry lives on for 10 s)."""
+    sock = Namespace(ns).call(socket.socket, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    nl = Netlink(sock)
+    try:
+        nl.request(CTNETLINK_FLUSH, 0, struct.pack("=BBH", socket.AF_UNSPEC, 0, 0))
+    finally:
+        nl.close()
 
 
 def wait_listening(ns: str, ports: list[int], timeout: float = 10.0) -> None:

@@ -577,6 +577,7 @@ class Bench:
                         # servers are in place, or this configuration is skipped in this run with a note
                         # (the acceptor's port: a bare connection to iperf3's would cost it a test)
                         dataplane.wait_connects(wan, host_addr, p)
+                        dataplane.flush_conntrack(self.host)  # every configuration from an empty table
                         settle(3)
                         rows[(key, "tp")].add(dataplane.throughput(wan, host_addr, p - 1))
                         rate, _ = dataplane.connection_rate(wan, host_addr, p)

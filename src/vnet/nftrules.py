@@ -389,6 +389,8 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     port isolation and upload limits. Every check is a set lookup keyed by the port."""
     guarded = _Set("guarded", "ifname")
     port_mac = _Set("port_mac", "ifname . ether_addr")
+    # a guarded port and its own MAC → the checks of its kind of port (a fixed address, DHCP, free)
+    guard_ports = _Set("guard_ports", "", map_type="ifname . ether_addr : verdict")
     ip_guarded = _Set("ip_guarded", "ifname")  # ports with a fixed IPv4 address
     port_ip = _Set("port_ip", "ifname . ipv4_addr")
     dhcp_guarded = _Set("dhcp_guarded", "ifname")  # ports that lease their address from vnet's dnsmasq
@@ -439,10 +441,14 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
             if port.address:
                 ip_guarded.elements.append(name)
                 port_ip.elements.append(f"{name} . {port.address}")
+                kind = "fixed"
             elif _port_spec(topo, port.ifname)[1] in vnet_dhcp:
                 dhcp_guarded.elements.append(name)
+                kind = "dhcp"
             else:
                 free_guarded.elements.append(name)
+                kind = "free"
+            guard_ports.elements.append(f"{name} . {port.mac} : goto guard_{kind}")
         if port.isolated:
             isolated_ports.elements.append(name)
         if port.rate:
@@ -456,27 +462,34 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         reserved6.elements = [str(a) for a in taken]
         reserved_nd.elements = [f"0x{int(a):032x}" for a in taken]
 
-    # A frame from a guarded port jumps to `guard` (one set lookup, where each guard used to look the
-    # port up again), which holds what every frame must pass and sends the frame on, by its type,
-    # to the checks of that protocol alone: an IPv4 frame walks no ARP or IPv6 rule. A chain that a
-    # frame passes returns to the prerouting chain (goto), to the service ports' learning and the
-    # upload limit. Every guard only drops, so the order of the checks decides nothing but which
-    # one counts a drop.
+    # A frame from a guarded port, sent from the port's own MAC, goes by one map lookup to the
+    # checks of its kind of port (where it used to pass a lookup of the port, one of its MAC and one
+    # per kind of port), which send it on, by its type, to the checks of that protocol alone: an
+    # IPv4 frame walks no ARP or IPv6 rule, and one from a port with a fixed address no DHCP rule.
+    # Any other frame of a guarded port (from another MAC) is dropped by the rule after the lookup.
+    # A frame that passes its checks meets the upload limit at their end: it went there by goto and
+    # does not come back to the prerouting chain. Every guard only drops, so the order of the checks
+    # decides nothing but which one counts a drop. Without a port's upload rate there is no limit
+    # rule to pass (the limits' own lines change the structure anyway when a rate comes or goes).
+    limit = ["limit name iifname map @upload_limits drop"] if upload.elements else []
     prerouting = [
-        "iifname @guarded jump guard",
-        # a DHCPACK from an isolated network's service port (chaddr . yiaddr; option 53 comes first)
-        f"iifname @service_ports {LEARN}",
+        "iifname . ether saddr vmap @guard_ports",
+        f"iifname @guarded {COUNT_GUARD_DROP} drop",
+        # a DHCPACK from an isolated network's service port (chaddr . yiaddr; option 53 comes
+        # first); the frame's type and ports first, so that any other frame passes by comparisons
+        LEARN.replace(" add @leased", " iifname @service_ports add @leased", 1),
+        *limit,
     ]
-    guard = [
-        "iifname . ether saddr != @port_mac drop",
-        # untagged ARP, IPv4 and IPv6 only: a frame with any tag (802.1Q, 802.1ad, stacked, VLAN 0)
-        # is dropped before a check below could miss it (CVE-2021-27853). A tag shows in `ether
-        # type` (nftables puts an offloaded tag back); `meta protocol` is the kernel's idea of the
-        # frame, which the IPv4 and IPv6 checks depend on: the two must agree, or the frame is
-        # dropped (it would escape the checks of the one protocol it is sent on as)
-        "ether type . meta protocol vmap { arp . arp : goto guard_arp, ip . ip : goto guard_ip, ip6 . ip6 : goto guard_ip6 }",
-        "drop",
-    ]
+    # untagged ARP, IPv4 and IPv6 only: a frame with any tag (802.1Q, 802.1ad, stacked, VLAN 0) is
+    # dropped before a check below could miss it (CVE-2021-27853). A tag shows in `ether type`
+    # (nftables puts an offloaded tag back); `meta protocol` is the kernel's idea of the frame,
+    # which the IPv4 and IPv6 checks depend on: the two must agree, or the frame is dropped (it
+    # would escape the checks of the one protocol it is sent on as)
+    kinds = ("fixed", "dhcp", "free")
+    by_kind = {
+        f"guard_{kind}": [f"ether type . meta protocol vmap {{ arp . arp : goto guard_arp, ip . ip : goto guard_ip_{kind}, ip6 . ip6 : goto guard_ip6 }}", "drop"]
+        for kind in kinds
+    }
     guard_arp = [
         # ARP for Ethernet and IPv4 only, from the port's own MAC
         "arp htype != 1 drop",
@@ -493,12 +506,14 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         "udp sport { 67, 547 } drop",
         # from 0.0.0.0 only a DHCP client's request
         "ip saddr 0.0.0.0 meta l4proto . th dport != { udp . 67 } drop",
-        "iifname @ip_guarded ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip drop",
-        # DHCP snooping: only the address vnet's dnsmasq leased to this MAC (held to the port above)
-        "iifname @dhcp_guarded ip saddr != 0.0.0.0 @ll,48,48 . @nh,96,32 != @leased drop",  # ether saddr . ip saddr
-        # an address vnet does not know: anything but the gateway's, a service's or another port's
-        "iifname @free_guarded ip saddr @reserved_ip drop",
     ]
+    guard_ip_kind = {
+        "fixed": "ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip drop",
+        # DHCP snooping: only the address vnet's dnsmasq leased to this MAC (held to the port above)
+        "dhcp": "ip saddr != 0.0.0.0 @ll,48,48 . @nh,96,32 != @leased drop",  # ether saddr . ip saddr
+        # an address vnet does not know: anything but the gateway's, a service's or another port's
+        "free": "ip saddr @reserved_ip drop",
+    }
     guard_ip6 = [
         # DHCP and DHCPv6 servers, router advertisements and redirects are vnet's, never a port's
         "udp sport { 67, 547 } drop",
@@ -522,8 +537,10 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
     def counted(rules: list[str]) -> list[str]:
         return [f"{COUNT_GUARD_DROP} drop" if r == "drop" else r.removesuffix(" drop") + f" {COUNT_GUARD_DROP} drop" if r.endswith(" drop") else r for r in rules]
 
-    chains = [(name, counted(rules)) for name, rules in (("guard", guard), ("guard_arp", guard_arp), ("guard_ip", guard_ip), ("guard_ip6", guard_ip6))]
-    prerouting.append("limit name iifname map @upload_limits drop")
+    chains = [(name, counted(rules)) for name, rules in by_kind.items()]
+    # the checks of each protocol, each with the upload limit last (a frame over it is not a guard's drop)
+    checks = [("guard_arp", guard_arp), *((f"guard_ip_{kind}", guard_ip + [guard_ip_kind[kind]]) for kind in kinds), ("guard_ip6", guard_ip6)]
+    chains += [(name, counted(rules) + limit) for name, rules in checks]
     # a DHCPACK of vnet's dnsmasq on the host
     output = [LEARN]
     # an isolated port still reaches its network's DHCP/DNS service, which is a port too
@@ -531,7 +548,7 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
         "iifname @isolated_ports oifname != @service_ports drop",
         "oifname @isolated_ports iifname != @service_ports drop",
     ]
-    sets = [guarded, port_mac, ip_guarded, port_ip, dhcp_guarded, free_guarded, reserved, leased, ip6_guarded, port_ip6,
+    sets = [guarded, port_mac, guard_ports, ip_guarded, port_ip, dhcp_guarded, free_guarded, reserved, leased, ip6_guarded, port_ip6,
             nd_target, free6_guarded, reserved6, reserved_nd, nd_mac, isolated_ports, service_ports, upload, guard_drops]
     needed = bool(guarded.elements or isolated_ports.elements or upload.elements)
     return _Guards(limits, sets, prerouting, forward, output, needed, chains)

@@ -172,7 +172,9 @@ def test_rule_count_matches_rendered_rules():
         assert one(rs, "ruleset").get("rules") == count > 0
         # every chain of both tables is counted: the base chains and the bridge table's guard chains
         assert count == sum(len(chain(text, c)) for c in ("forward", "input", "prerouting", "output", "postrouting")) + sum(
-            len(chain(text, c, "bridge")) for c in ("prerouting", "forward", "output", "guard", "guard_arp", "guard_ip", "guard_ip6")
+            len(chain(text, c, "bridge"))
+            for c in ("prerouting", "forward", "output", "guard_fixed", "guard_dhcp", "guard_free", "guard_arp", "guard_ip_fixed", "guard_ip_dhcp",
+                      "guard_ip_free", "guard_ip6")
         )
 
 

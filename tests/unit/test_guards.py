@@ -91,22 +91,43 @@ def _bridge_chains(text: str) -> dict[str, list[str]]:
 
 
 def test_guard_order_tags_before_address_checks():
-    """A guarded port's frame jumps to `guard`, where only an untagged ARP, IPv4 or IPv6 frame, whose
-    type the kernel agrees with, goes on to the address checks of its protocol; anything else is
-    dropped (CVE-2021-27853). No address check is reached another way."""
+    """A guarded port's frame from its own MAC goes to the checks of its kind of port, where only an
+    untagged ARP, IPv4 or IPv6 frame, whose type the kernel agrees with, goes on to the address
+    checks of its protocol; anything else is dropped (CVE-2021-27853), and so is a frame of a guarded
+    port from another MAC. No address check is reached another way."""
     c = _bridge_chains(_render().text)
-    assert c["prerouting"][0] == "iifname @guarded jump guard"
-    assert c["guard"][1] == (
-        "ether type . meta protocol vmap { arp . arp : goto guard_arp, ip . ip : goto guard_ip, ip6 . ip6 : goto guard_ip6 }"
-    )
-    assert c["guard"][2] == f"{nftrules.COUNT_GUARD_DROP} drop"
+    assert c["prerouting"][:2] == ["iifname . ether saddr vmap @guard_ports", f"iifname @guarded {nftrules.COUNT_GUARD_DROP} drop"]
+    kinds = ("fixed", "dhcp", "free")
+    for kind in kinds:
+        assert c[f"guard_{kind}"] == [
+            f"ether type . meta protocol vmap {{ arp . arp : goto guard_arp, ip . ip : goto guard_ip_{kind}, ip6 . ip6 : goto guard_ip6 }}",
+            f"{nftrules.COUNT_GUARD_DROP} drop",
+        ]
     address_checks = [n for n, rules in c.items() if any("saddr ip" in r or "ip saddr" in r or "ip6 saddr" in r for r in rules)]
-    assert sorted(address_checks) == ["guard_arp", "guard_ip", "guard_ip6"]
-    jumps = [r for rules in c.values() for r in rules if "jump" in r or "goto" in r]
-    assert jumps == [c["prerouting"][0], c["guard"][1]]
-    # every guard drops, and counts the drop for its port
-    for name in ("guard", "guard_arp", "guard_ip", "guard_ip6"):
+    assert sorted(address_checks) == sorted(["guard_arp", "guard_ip6", *(f"guard_ip_{k}" for k in kinds)])
+    jumps = [r for rules in c.values() for r in rules if "jump" in r or "goto" in r or "vmap" in r]
+    assert jumps == [c["prerouting"][0], *(c[f"guard_{k}"][0] for k in kinds)]
+    # every guard drops, and counts the drop for its port (the example has no upload rate)
+    assert not any("limit name" in r for rules in c.values() for r in rules)
+    for name in (*(f"guard_{k}" for k in kinds), "guard_arp", "guard_ip6", *(f"guard_ip_{k}" for k in kinds)):
         assert all(r.endswith(f"{nftrules.COUNT_GUARD_DROP} drop") for r in c[name] if "vmap" not in r), name
+
+
+def test_guard_ports_map_each_port_to_its_kind():
+    """Each guarded port with its own MAC maps to the checks of its kind: a fixed address, a DHCP
+    lease from vnet's dnsmasq, or an address vnet does not know."""
+    text = _render().text
+    _, sets = nftrules.parse(text)
+    guarded = sets[("bridge", "guarded")]
+    targets = {e.split(" . ")[0]: e.rsplit(" : ", 1)[1] for e in sets[("bridge", "guard_ports")]}
+    assert sorted(targets) == sorted(guarded)
+    for port, target in targets.items():
+        kind = "fixed" if port in sets[("bridge", "ip_guarded")] else "dhcp" if port in sets[("bridge", "dhcp_guarded")] else "free"
+        assert port in sets[("bridge", f"{kind}_guarded" if kind != "fixed" else "ip_guarded")]
+        assert target == f"goto guard_{kind}"
+    for e in sets[("bridge", "guard_ports")]:
+        port_mac = e.rsplit(" : ", 1)[0]
+        assert port_mac in sets[("bridge", "port_mac")]
 
 
 def test_forwards_are_published_per_way_in():

@@ -683,13 +683,14 @@ def test_spoofing_walk():
     web = names.veth_host(T, "web")
     assert f'"{web}" . {names.mac(T, "web")}' in elements(text, "port_mac", "bridge")
     c = chains(text)
-    # a guarded port's frames go to the guards (one lookup), which hold the MAC and dispatch by type
-    assert c[("bridge", "prerouting")][0] == "iifname @guarded jump guard"
-    assert c[("bridge", "guard")][0] == "iifname . ether saddr != @port_mac update @guard_drops { iifname } drop"
-    assert c[("bridge", "guard")][-1] == "update @guard_drops { iifname } drop"  # any other type, or a tag
-    for family in ("ip", "ip6"):
-        assert "udp sport { 67, 547 } update @guard_drops { iifname } drop" in c[("bridge", f"guard_{family}")]
-    assert any("ip saddr" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in c[("bridge", "guard_ip")])
+    # a guarded port's frames from its own MAC go to the checks of its kind (one lookup), which
+    # dispatch by type; any other frame of a guarded port is dropped
+    assert f'"{web}" . {names.mac(T, "web")} : goto guard_fixed' in elements(text, "guard_ports", "bridge")
+    assert c[("bridge", "prerouting")][:2] == ["iifname . ether saddr vmap @guard_ports", "iifname @guarded update @guard_drops { iifname } drop"]
+    assert c[("bridge", "guard_fixed")][-1] == "update @guard_drops { iifname } drop"  # any other type, or a tag
+    for name in ("guard_ip_fixed", "guard_ip6"):
+        assert "udp sport { 67, 547 } update @guard_drops { iifname } drop" in c[("bridge", name)]
+    assert any("ip saddr" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in c[("bridge", "guard_ip_fixed")])
     assert any("arp saddr ip" in r and "@port_ip update @guard_drops { iifname } drop" in r for r in c[("bridge", "guard_arp")])
 
 
@@ -731,7 +732,13 @@ def test_rate_limit_each_way():
     assert port == f'"{web}"'
     name = limit.strip('"')
     assert limits(text)[name].startswith("rate over 2500000 bytes/second")  # from the guest
-    assert "limit name iifname map @upload_limits drop" in chains(text)[("bridge", "prerouting")]
+    # a guarded port's frame meets the limit at the end of its checks, another port's in prerouting
+    c = chains(text)
+    for name in ("prerouting", "guard_arp", "guard_ip_fixed", "guard_ip_dhcp", "guard_ip_free", "guard_ip6"):
+        assert c[("bridge", name)][-1] == "limit name iifname map @upload_limits drop", name
+    # without a rate there is no limit to pass
+    plain = text_of(doc(endpoints={"web": WEB}))
+    assert "limit name" not in plain
 
 
 def test_rate_limits_of_several_ports_are_distinct_objects():
