@@ -12,12 +12,14 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
-import subprocess
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from vnet.drivers.rtnl import NETLINK_NETFILTER, Nft, Rtnl
 from vnet.errors import VnetError
+
+if TYPE_CHECKING:
+    import subprocess
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -295,6 +297,8 @@ class Namespace:
         return ["nsenter", f"--net={NETNS_DIR / self.name}", "--", *argv] if self.name else list(argv)
 
     def run(self, argv: list[str], input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        import subprocess  # here: `vnet status` usually runs no command (~2 ms with signal)
+
         proc = subprocess.run(self.argv(argv), input=input, capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise VnetError(f"{argv[0]} failed in {self.label}: {(proc.stderr or proc.stdout).strip()}")
@@ -302,6 +306,8 @@ class Namespace:
 
     def spawn(self, argv: list[str]) -> subprocess.Popen:
         """Start a command here without waiting for it; its output in one pipe."""
+        import subprocess
+
         return subprocess.Popen(self.argv(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def close(self) -> None:
