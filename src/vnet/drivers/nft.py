@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -102,15 +103,25 @@ def forward_counters(ns: Namespace, name: str) -> list[dict]:
     return list(out.values())
 
 
-def _transaction(ns: Namespace, script: str) -> None:
+def _transaction(ns: Namespace, script: str, fail: bool = True) -> bool:
     proc = ns.run(["nft", "-f", "-"], input=script, check=False)
-    if proc.returncode != 0:
+    if proc.returncode != 0 and fail:
         raise VnetError(f"nft rejected the ruleset in {ns.label}: {proc.stderr.strip()}")
+    return proc.returncode == 0
 
 
 def _drop_all(name: str) -> str:
     # "table X" first makes "delete table X" valid whether or not the table exists
     return "".join(f"table {f} {name}\ndelete table {f} {name}\n" for f in FAMILIES)
+
+
+def _create_all(name: str, text: str) -> str:
+    """`create table` for each of the topology's tables in `text`, with its comment (the kernel
+    takes a table's comment only when it makes the table): the transaction fails, and changes
+    nothing, if one exists already. Where none was observed, this spares the kernel dropping a
+    table first, which waits out a grace period (~12 ms of a fresh apply)."""
+    head = re.compile(rf'^table ({"|".join(FAMILIES)}) {re.escape(name)} {{\n(?:\s*(comment "[^"\n]*")\n)?', re.M)
+    return "".join(f"create table {m[1]} {name} {{ {m[2] + '; ' if m[2] else ''}}}\n" for m in head.finditer(text))
 
 
 def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path, refill: str = "") -> None:
@@ -123,7 +134,12 @@ def replace(ns: Namespace, new: Resource, old: Resource | None, saved: Path, ref
     if old is not None and old.get("rendered") and old.get("text"):
         script = nftrules.delta(new.key, old.get("text"), new.get("text"))
     # `refill`: elements that live only on the host (DHCP snooping's leases), for tables made anew
-    _transaction(ns, script if script is not None else _drop_all(new.key) + new.get("text") + refill)
+    whole = new.get("text") + refill
+    if script is not None:
+        _transaction(ns, script)
+    # none was observed: made without dropping one first; should one have come meanwhile, as before
+    elif old is not None or not _transaction(ns, _create_all(new.key, whole) + whole, fail=False):
+        _transaction(ns, _drop_all(new.key) + whole)
     _save(saved, new.get("text") if new.get("rendered") else None)
 
 

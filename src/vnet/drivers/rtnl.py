@@ -59,7 +59,7 @@ RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
 IFA_F_NODAD, IFA_F_PERMANENT = 0x02, 0x80
 INFINITY_LIFE = 0xFFFFFFFF
-AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
+AF_UNSPEC, AF_INET, AF_INET6 = socket.AF_UNSPEC, socket.AF_INET, socket.AF_INET6
 
 _HDR = struct.Struct("=IHHII")
 _ATTR = struct.Struct("=HH")
@@ -162,8 +162,8 @@ def _mac(v: memoryview) -> str:
 
 def _ip(v: memoryview) -> str:
     if len(v) >= 16:
-        return socket.inet_ntop(AF_INET6, bytes(v[:16]))
-    return socket.inet_ntoa(bytes(v[:4]))
+        return socket.inet_ntop(AF_INET6, v[:16])
+    return socket.inet_ntoa(v[:4])
 
 
 @dataclass
@@ -215,17 +215,44 @@ def _decode(obj: Any, msg: memoryview, offset: int, fields: dict[int, Callable[[
     return obj
 
 
+def _find(v: memoryview, want: int) -> memoryview | None:
+    """The payload of the first attribute of type `want` in v (a loop, not a generator: a bridge
+    port's IFLA_INFO_SLAVE_DATA carries some forty attributes, and every port of a thousand-link
+    dump is scanned for one of them)."""
+    end = len(v)
+    unpack = _ATTR.unpack_from
+    offset = 0
+    while offset + 4 <= end:
+        n, kind = unpack(v, offset)
+        if n < 4:
+            break
+        if kind & 0x3FFF == want:
+            return v[offset + 4 : offset + n]
+        offset += (n + 3) & ~3
+    return None
+
+
 def _link_info(link: Link, v: memoryview) -> None:
-    data = None
-    for kind, iv in attrs(v, 0, len(v)):
+    data = slave = None
+    end = len(v)
+    unpack = _ATTR.unpack_from
+    offset = 0
+    while offset + 4 <= end:
+        n, kind = unpack(v, offset)
+        if n < 4:
+            break
+        kind &= 0x3FFF
         if kind == IFLA_INFO_KIND:
-            link.kind = _str(iv)
+            link.kind = _str(v[offset + 4 : offset + n])
         elif kind == IFLA_INFO_DATA:
-            data = iv
+            data = v[offset + 4 : offset + n]
         elif kind == IFLA_INFO_SLAVE_DATA:  # a bridge port's settings
-            for skind, sv in attrs(iv, 0, len(iv)):
-                if skind == IFLA_BRPORT_MODE and len(sv) >= 1:
-                    link.data["hairpin"] = bool(sv[0])
+            slave = v[offset + 4 : offset + n]
+        offset += (n + 3) & ~3
+    if slave is not None:
+        mode = _find(slave, IFLA_BRPORT_MODE)
+        if mode is not None and len(mode) >= 1:
+            link.data["hairpin"] = bool(mode[0])
     if data is not None and link.kind in ("macvlan", "macvtap"):
         for kind, mv in attrs(data, 0, len(data)):
             if kind == IFLA_MACVLAN_MODE and len(mv) >= 4:
@@ -549,25 +576,34 @@ class Netlink:
         raise RtnlError(errno.EAGAIN, "the kernel kept changing the table while it was read")
 
     def _dump_once(self, mtype: int, body: bytes) -> tuple[list[memoryview], bool]:
+        """(The loop of `_messages`, inlined, and one copy per datagram rather than per message:
+        observing makes some two thousand dumps, most of them a datagram of a few messages.)"""
         seq = self._send(mtype, F_DUMP, body)
         msgs: list[memoryview] = []
         interrupted = False
-        for t, flags, s, msg in self._messages():
-            if s != seq:
-                continue
-            interrupted |= bool(flags & NLM_F_DUMP_INTR)
-            if t == NLMSG_DONE:
-                code = -struct.unpack_from("=i", msg, 16)[0] if len(msg) >= 20 else 0
-                if code and code != errno.ENOENT:  # ENOENT: nothing to dump (e.g. no main table yet)
-                    raise RtnlError(code, "dump failed")
-                return msgs, interrupted
-            if t == NLMSG_ERROR:
-                err = self._error(msg)
-                if err is not None:
-                    raise err
-                return msgs, interrupted
-            msgs.append(memoryview(bytes(msg)))
-        return msgs, interrupted
+        recv_into, buf, unpack = self.sock.recv_into, _buffer(), _HDR.unpack_from
+        while True:
+            data = memoryview(bytes(memoryview(buf)[: recv_into(buf)]))  # the messages outlive the buffer
+            end, off = len(data), 0
+            while off + 16 <= end:
+                n, t, flags, s, _ = unpack(data, off)
+                if n < 16:
+                    break
+                if s == seq:
+                    interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                    msg = data[off : off + n]
+                    if t == NLMSG_DONE:
+                        code = -struct.unpack_from("=i", msg, 16)[0] if n >= 20 else 0
+                        if code and code != errno.ENOENT:  # ENOENT: nothing to dump (e.g. no main table yet)
+                            raise RtnlError(code, "dump failed")
+                        return msgs, interrupted
+                    if t == NLMSG_ERROR:
+                        err = self._error(msg)
+                        if err is not None:
+                            raise err
+                        return msgs, interrupted
+                    msgs.append(msg)
+                off += (n + 3) & ~3
 
 
 class Rtnl(Netlink):
@@ -600,14 +636,16 @@ class Rtnl(Netlink):
         return [a for a in (parse_addr(m) for m in self.dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, index))) if not index or a.index == index]
 
     def routes(self, table: int = 0, proto: int = 0, family: int = AF_INET) -> list[Route]:
-        """Routes of one family (IPv4 unless asked); the kernel filters by table and protocol when
-        asked (strict checking)."""
+        """Routes of one family (IPv4 unless asked), or of both IPv4 and IPv6 in one dump
+        (AF_UNSPEC: the kernel dumps each family in turn, multicast and MPLS ones left out here);
+        the kernel filters by table and protocol when asked (strict checking)."""
         body = _RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, proto, 0, 0, 0)
         if table >= 256:
             body += a_u32(RTA_TABLE, table)
+        families = (AF_INET, AF_INET6) if family == AF_UNSPEC else (family,)
         return [
             r for r in (parse_route(m) for m in self.dump(RTM_GETROUTE, body))
-            if (not table or r.table == table) and (not proto or r.proto == proto)
+            if r.family in families and (not table or r.table == table) and (not proto or r.proto == proto)
         ]
 
     def fdb(self, index: int) -> list[Fdb]:

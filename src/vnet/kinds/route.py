@@ -11,9 +11,13 @@ from vnet.resources import Resource, make, ns_key
 
 def observed_routes(ns: Namespace, nskey: str, owned_links: dict[int, str]) -> list[Resource]:
     out = []
-    for rt in ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO) + ns.nl.routes(
-        table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_INET6
-    ):
+    try:  # IPv4 and IPv6 in one dump
+        routes = ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_UNSPEC)
+    except rtnl.RtnlError:  # a kernel that refuses the filter for some family: one dump each
+        routes = ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO) + ns.nl.routes(
+            table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_INET6
+        )
+    for rt in routes:
         if rt.oif not in owned_links:
             continue
         if rt.family == rtnl.AF_INET6:
