@@ -963,7 +963,30 @@ def main() -> None:
         code = run()
     except KeyboardInterrupt:  # a second Ctrl-C, while the first was being reported
         code = 130
-    sys.exit(code)
+    except SystemExit as exc:  # argparse: --help, a usage error
+        if exc.code is not None and not isinstance(exc.code, int):
+            raise
+        code = exc.code or 0
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """Exit as the interpreter would, less its finalization: after a command, freeing every
+    module and object one by one is 7 ms of `vnet validate` and 11 ms of `vnet status` (a sixth
+    of it), and nothing a finished command needs. What a normal exit does first is done: threads
+    are waited for (threading's own shutdown), atexit functions run, stdout and stderr flushed;
+    where that fails (a closed pipe), the normal exit reports it."""
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()  # type: ignore[attr-defined]
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 — whatever it is, the interpreter's own exit handles it
+        sys.exit(code)
+    os._exit(code)
 
 
 if __name__ == "__main__":

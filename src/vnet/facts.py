@@ -7,7 +7,6 @@ each other. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,40 +15,133 @@ from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
 from vnet.spec.validate import forward_target, known_address
 
 
-@dataclass(frozen=True)
-class HostFacts:
-    """What desired state needs to know of the host."""
+_set = object.__setattr__
+_FACTS = ("default_uplink", "resolvers", "kvm", "vhost_net", "state", "target", "tiny_guest", "iptables", "host", "underlay",
+          "underlay_mtu", "whole")
+_FACTS_COMPARED = tuple(f for f in _FACTS if f not in ("iptables", "whole"))
 
-    default_uplink: str | None = None  # interface of the default route, for nat without `uplink:`
-    resolvers: tuple[str, ...] = ()  # the host's DNS servers: default upstream of vnet's DNS
-    kvm: bool = False  # KVM runs guests here (probed), for accel: auto
-    vhost_net: bool = False  # /dev/vhost-net exists
-    state: Path = Path("/run/vnet/_")  # the topology's state directory: where daemons keep their files
-    target: str = ""  # names.target_id of the target namespace: marked on the namespaces vnet makes
-    tiny_guest: tuple[str, str] | None = None  # (kernel, initrd) of the built-in test guest, when a VM uses it
+
+class HostFacts:
+    """What desired state needs to know of the host. A frozen value, compared and hashed without
+    `iptables` and `whole`; a plain class, not a dataclass, so that `vnet status` and `apply` need
+    not import dataclasses (and inspect with it). `replace(**changes)` makes a changed copy."""
+
+    __slots__ = _FACTS
+    default_uplink: str | None  # interface of the default route, for nat without `uplink:`
+    resolvers: tuple[str, ...]  # the host's DNS servers: default upstream of vnet's DNS
+    kvm: bool  # KVM runs guests here (probed), for accel: auto
+    vhost_net: bool  # /dev/vhost-net exists
+    state: Path  # the topology's state directory: where daemons keep their files
+    target: str  # names.target_id of the target namespace: marked on the namespaces vnet makes
+    tiny_guest: tuple[str, str] | None  # (kernel, initrd) of the built-in test guest, when a VM uses it
     # iptables' filter table as read (drivers.iptables.Filter), when another firewall may drop
-    # what vnet forwards; None where it was not read (then vnet adds no iptables rules)
-    iptables: Any = field(default=None, compare=False)
+    # what vnet forwards; None where it was not read (then vnet adds no iptables rules). Not compared.
+    iptables: Any
     # a topology with `hosts:` (overlay.py): which of them this is, its underlay address and that
     # address's link MTU, found in the target namespace (or named by --host)
-    host: str | None = None
-    underlay: str | None = None
-    underlay_mtu: int | None = None
-    # the whole topology, where desired state works on this host's part of it (DNS/DHCP serve all)
-    whole: Any = field(default=None, compare=False)
+    host: str | None
+    underlay: str | None
+    underlay_mtu: int | None
+    # the whole topology, where desired state works on this host's part of it (DNS/DHCP serve all). Not compared.
+    whole: Any
+
+    def __init__(self, default_uplink: str | None = None, resolvers: tuple[str, ...] = (), kvm: bool = False,
+                 vhost_net: bool = False, state: Path = Path("/run/vnet/_"), target: str = "",
+                 tiny_guest: tuple[str, str] | None = None, iptables: Any = None, host: str | None = None,
+                 underlay: str | None = None, underlay_mtu: int | None = None, whole: Any = None) -> None:
+        _set(self, "default_uplink", default_uplink)
+        _set(self, "resolvers", resolvers)
+        _set(self, "kvm", kvm)
+        _set(self, "vhost_net", vhost_net)
+        _set(self, "state", state)
+        _set(self, "target", target)
+        _set(self, "tiny_guest", tiny_guest)
+        _set(self, "iptables", iptables)
+        _set(self, "host", host)
+        _set(self, "underlay", underlay)
+        _set(self, "underlay_mtu", underlay_mtu)
+        _set(self, "whole", whole)
+
+    def replace(self, **changes: Any) -> HostFacts:
+        """A copy with `changes` (as dataclasses.replace did)."""
+        return HostFacts(**{**{f: getattr(self, f) for f in _FACTS}, **changes})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"HostFacts is frozen: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"HostFacts is frozen: cannot delete {name}")
+
+    def _compared(self) -> tuple:
+        return tuple(getattr(self, f) for f in _FACTS_COMPARED)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not HostFacts:
+            return NotImplemented
+        return self._compared() == other._compared()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def __repr__(self) -> str:
+        return f"HostFacts({', '.join(f'{f}={getattr(self, f)!r}' for f in _FACTS)})"
+
+    def __reduce__(self) -> tuple:
+        return (_host_facts, (tuple(getattr(self, f) for f in _FACTS),))
 
 
-@dataclass(frozen=True)
+def _host_facts(values: tuple) -> HostFacts:
+    return HostFacts(*values)
+
+
+_PORT = ("ifname", "mac", "address", "isolated", "spoofing", "rate", "network")
+
+
 class Port:
-    """A bridge port vnet makes for an endpoint or a VM NIC, with what it may do."""
+    """A bridge port vnet makes for an endpoint or a VM NIC, with what it may do. A frozen value
+    (compares and hashes by its fields); a plain class, not a dataclass (see HostFacts)."""
 
+    __slots__ = _PORT
     ifname: str  # host side: the tap, or the host end of the veth
     mac: str  # the MAC the guest/container sends from
     address: str | None  # its fixed IPv4 address, when known
     isolated: bool
     spoofing: str
     rate: str | None
-    network: str = ""  # the network whose bridge it joins
+    network: str  # the network whose bridge it joins
+
+    def __init__(self, ifname: str, mac: str, address: str | None, isolated: bool, spoofing: str, rate: str | None,
+                 network: str = "") -> None:
+        _set(self, "ifname", ifname)
+        _set(self, "mac", mac)
+        _set(self, "address", address)
+        _set(self, "isolated", isolated)
+        _set(self, "spoofing", spoofing)
+        _set(self, "rate", rate)
+        _set(self, "network", network)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Port is frozen: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Port is frozen: cannot delete {name}")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in _PORT)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Port:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"Port({', '.join(f'{f}={getattr(self, f)!r}' for f in _PORT)})"
+
+    def __reduce__(self) -> tuple:
+        return (Port, self._values())
 
 
 _ports_memo: tuple[Topology, tuple[Port, ...]] | None = None

@@ -71,3 +71,15 @@ def ensure(state: Path | str) -> Path:
         except FileExistsError:
             pass
     return lib
+
+
+def named(d: Path, prefix: str, suffix: str = "") -> list[Path]:
+    """The entries of directory `d` named PREFIX*SUFFIX, as `d.glob(f"{prefix}*{suffix}")` gives
+    them (nothing where `d` is missing), without compiling a pattern per glob: observing a
+    topology asks for seven kinds of state file, ~1.5 ms of `vnet status` as regexes."""
+    least = len(prefix) + len(suffix)
+    try:
+        with os.scandir(d) as entries:
+            return [d / e.name for e in entries if len(e.name) >= least and e.name.startswith(prefix) and e.name.endswith(suffix)]
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
@@ -32,17 +31,31 @@ def _q(name: str) -> str:
     return json.dumps(name)
 
 
-@dataclass
 class _Set:
-    """A set (or map) of the rendered tables, with its elements."""
+    """A set (or map) of the rendered tables, with its elements.
+    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
 
+    __slots__ = ("name", "type", "elements", "flags", "counter", "map_type", "typeof")
     name: str
     type: str
-    elements: list[str] = field(default_factory=list)
-    flags: str = ""
-    counter: bool = False
-    map_type: str = ""  # "a : b" makes it a map
-    typeof: str = ""  # keys described by expressions (raw payloads) instead of `type`
+    elements: list[str]
+    flags: str
+    counter: bool
+    map_type: str  # "a : b" makes it a map
+    typeof: str  # keys described by expressions (raw payloads) instead of `type`
+
+    def __init__(self, name: str, type: str, elements: list[str] | None = None, flags: str = "", counter: bool = False,
+                 map_type: str = "", typeof: str = "") -> None:
+        self.name = name
+        self.type = type
+        self.elements = [] if elements is None else elements
+        self.flags = flags
+        self.counter = counter
+        self.map_type = map_type
+        self.typeof = typeof
+
+    def __repr__(self) -> str:
+        return f"_Set(name={self.name!r}, type={self.type!r}, elements={self.elements!r}, flags={self.flags!r})"
 
     def render(self) -> list[str]:
         kind = "map" if self.map_type else "set"
@@ -65,17 +78,43 @@ def upload_burst(bits: int) -> int:
     return max(65536, bits // 8 // 20)
 
 
-@dataclass(frozen=True)
 class Rendered:
     """A topology's ruleset. `digest` covers its structure (tables, sets, rules) and is the inet
     table's comment; `elements` covers the set and map elements and is the one element of the set
     `generation`; `rules` counts the rules (a hand-made flush changes it). Observing compares all
     three without listing a single forward."""
 
+    __slots__ = ("text", "digest", "elements", "rules")
     text: str
     digest: str
     elements: str
     rules: int
+
+    def __init__(self, text: str, digest: str, elements: str, rules: int) -> None:
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "digest", digest)
+        object.__setattr__(self, "elements", elements)
+        object.__setattr__(self, "rules", rules)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Rendered is frozen: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Rendered is frozen: cannot delete {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Rendered:
+            return NotImplemented
+        return (self.text, self.digest, self.elements, self.rules) == (other.text, other.digest, other.elements, other.rules)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.digest, self.elements, self.rules))
+
+    def __repr__(self) -> str:
+        return f"Rendered(digest={self.digest!r}, elements={self.elements!r}, rules={self.rules!r}, text={self.text!r})"
+
+    def __reduce__(self) -> tuple:
+        return (Rendered, (self.text, self.digest, self.elements, self.rules))
 
 
 def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> Rendered | None:
@@ -297,17 +336,27 @@ ACK = "ether type ip udp sport 67 udp dport 68 @ih,1920,24 0x350105"  # a DHCPAC
 LEARN = f"{ACK} add @leased {{ @ih,224,48 . @ih,128,32 timeout {LEASE_GRACE}s }}"
 
 
-@dataclass
 class _Guards:
     """The bridge table's parts: limits, sets, the rules of its chains, and whether it is needed."""
 
+    __slots__ = ("limits", "sets", "prerouting", "forward", "output", "needed", "chains")
     limits: list[str]
     sets: list[_Set]
     prerouting: list[str]
     forward: list[str]
     output: list[str]
     needed: bool
-    chains: list[tuple[str, list[str]]] = field(default_factory=list)  # (name, rules) of regular chains
+    chains: list[tuple[str, list[str]]]  # (name, rules) of regular chains
+
+    def __init__(self, limits: list[str], sets: list[_Set], prerouting: list[str], forward: list[str], output: list[str],
+                 needed: bool, chains: list[tuple[str, list[str]]] | None = None) -> None:
+        self.limits = limits
+        self.sets = sets
+        self.prerouting = prerouting
+        self.forward = forward
+        self.output = output
+        self.needed = needed
+        self.chains = [] if chains is None else chains
 
 
 def eui64(mac: str) -> int:
@@ -557,16 +606,25 @@ def _guards(topo: Topology, port_list: list[Port]) -> _Guards:
 BGP_PORT = 179
 
 
-@dataclass
 class OverlayRules:
-    """What overlay networks (kinds/vxlan.py) add to the ruleset; empty without them."""
+    """What overlay networks (kinds/vxlan.py) add to the ruleset; empty without them.
+    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
 
-    inet_sets: list[_Set] = field(default_factory=list)
-    input: list[str] = field(default_factory=list)
-    bridge_sets: list[_Set] = field(default_factory=list)
-    bridge_pre: list[str] = field(default_factory=list)
-    bridge_out: list[str] = field(default_factory=list)
-    service_ports: list[str] = field(default_factory=list)
+    __slots__ = ("inet_sets", "input", "bridge_sets", "bridge_pre", "bridge_out", "service_ports")
+    inet_sets: list[_Set]
+    input: list[str]
+    bridge_sets: list[_Set]
+    bridge_pre: list[str]
+    bridge_out: list[str]
+    service_ports: list[str]
+
+    def __init__(self) -> None:
+        self.inet_sets = []
+        self.input = []
+        self.bridge_sets = []
+        self.bridge_pre = []
+        self.bridge_out = []
+        self.service_ports = []
 
 
 def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:

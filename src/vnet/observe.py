@@ -8,7 +8,6 @@ protocol number, vnet's table comment; sysctls from the record vnet keeps of wha
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from vnet import kinds, names
@@ -19,10 +18,14 @@ from vnet.kinds.route import observed_routes
 from vnet.resources import Resource, make
 
 
-@dataclass
-class LinkInfo:
-    """A link of the target namespace, with vnet's mark where it carries one."""
+_LINK_INFO = ("name", "index", "kind", "mark", "master", "mac", "mtu", "up", "data")
 
+
+class LinkInfo:
+    """A link of the target namespace, with vnet's mark where it carries one.
+    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+
+    __slots__ = _LINK_INFO
     name: str
     index: int
     kind: str | None
@@ -31,21 +34,57 @@ class LinkInfo:
     mac: str | None
     mtu: int
     up: bool
-    data: dict = field(default_factory=dict)  # IFLA_INFO_DATA (tun owner/group/type …)
+    data: dict  # IFLA_INFO_DATA (tun owner/group/type …)
+
+    def __init__(self, name: str, index: int, kind: str | None, mark: tuple[str, str, str, tuple[str, ...]] | None,
+                 master: str | None, mac: str | None, mtu: int, up: bool, data: dict | None = None) -> None:
+        self.name = name
+        self.index = index
+        self.kind = kind
+        self.mark = mark
+        self.master = master
+        self.mac = mac
+        self.mtu = mtu
+        self.up = up
+        self.data = {} if data is None else data
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not LinkInfo:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _LINK_INFO)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"LinkInfo({', '.join(f'{f}={getattr(self, f)!r}' for f in _LINK_INFO)})"
 
 
-@dataclass
 class Observation:
-    """What observing the target found: the topology's resources and the host around them."""
+    """What observing the target found: the topology's resources and the host around them.
+    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
 
+    __slots__ = ("topology", "owned", "links", "routes", "default_uplink", "tables", "namespaces", "filter")
     topology: str
-    owned: dict[str, Resource] = field(default_factory=dict)
-    links: dict[str, LinkInfo] = field(default_factory=dict)  # every link of the target namespace
-    routes: list[tuple[ipaddress.IPv4Network, str | None]] = field(default_factory=list)  # (dst, dev)
-    default_uplink: str | None = None
-    tables: list[dict] = field(default_factory=list)
-    namespaces: dict[str, str | None] = field(default_factory=dict)  # name → owning topology (None: foreign)
-    filter: iptables.Filter = field(default_factory=iptables.Filter)  # iptables' filter table (engine reads it)
+    owned: dict[str, Resource]
+    links: dict[str, LinkInfo]  # every link of the target namespace
+    routes: list[tuple[ipaddress.IPv4Network, str | None]]  # (dst, dev)
+    default_uplink: str | None
+    tables: list[dict]
+    namespaces: dict[str, str | None]  # name → owning topology (None: foreign)
+    filter: iptables.Filter  # iptables' filter table (engine reads it)
+
+    def __init__(self, topology: str) -> None:
+        self.topology = topology
+        self.owned = {}
+        self.links = {}
+        self.routes = []
+        self.default_uplink = None
+        self.tables = []
+        self.namespaces = {}
+        self.filter = iptables.Filter()
+
+    def __repr__(self) -> str:
+        return f"Observation(topology={self.topology!r}, owned={len(self.owned)} resources, links={sorted(self.links)!r})"
 
     def add(self, r: Resource) -> None:
         self.owned[r.id] = r

@@ -9,7 +9,6 @@ networks with `overlay:` reach the other hosts through one VXLAN device each (ki
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 
 from vnet.errors import Problem, SpecError
@@ -104,7 +103,7 @@ def localize(topo: Topology, facts: HostFacts) -> tuple[Topology, HostFacts]:
         "vms": {n: vm for n, vm in topo.vms.items() if vm.host == here},
     })
     whole = topo.model_copy(update={"networks": networks})
-    return local, dataclasses.replace(facts, whole=whole)
+    return local, facts.replace(whole=whole)
 
 
 def locate(netns: str | None, topo: Topology, given: str | None = None) -> dict:

@@ -20,7 +20,6 @@ import ipaddress
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -172,6 +171,8 @@ def main(argv: list[str], env: dict[str, str] | None = None) -> int:
     except Invalid as exc:
         print(f"vnet.snoop: ignored: {exc}", file=sys.stderr)
         return 1
+    import subprocess  # here: the ruleset kind imports this module, and `vnet status` runs no command
+
     proc = subprocess.run(["nsenter", f"--net={path}", "--", "nft", "-f", "-"], input=script, capture_output=True, text=True,
                           env={"PATH": SAFE_PATH})
     if proc.returncode != 0:

@@ -209,3 +209,34 @@ def test_no_iptables_rules_without_a_dropping_policy(world, tmp_path):
     world.destroy(topo.name)
     sh(world.host, "iptables", "-P", "FORWARD", "ACCEPT")
     assert snapshot.take(world.host) == before
+
+
+def test_iptables_is_read_without_iptables_save_only_where_its_answer_is_known(world):
+    """With iptables-nft and no `ip filter` table in the namespace, iptables-save would print the
+    built-in chains, empty and accepting: observing gives that Filter without running it. Once a
+    filter table exists (a policy set), iptables-save runs and its answer is read."""
+    from vnet.drivers import iptables, nft
+    from vnet.drivers.ns import Namespace
+
+    ns = Namespace(world.host)
+    runs: list[list[str]] = []
+    real_run = ns.run
+    ns.run = lambda argv, **kw: runs.append(argv) or real_run(argv, **kw)  # type: ignore[method-assign]
+    try:
+        assert not any(t["family"] == "ip" and t["name"] == "filter" for t in nft.dump(ns)[0])
+        full = iptables.read(ns)
+        assert [a[0] for a in runs] == ["iptables-save"]
+        skipped = iptables.read(ns, nft.dump(ns)[0])
+        assert skipped == full and (full.policies, full.chains, full.rules) == (dict.fromkeys(("INPUT", "FORWARD", "OUTPUT"), "ACCEPT"), {"INPUT", "FORWARD", "OUTPUT"}, [])
+        nft_backend = iptables._nft_backend(iptables._on_path("iptables-save"))
+        assert len(runs) == (1 if nft_backend else 2)
+
+        sh(world.host, "iptables", "-P", "FORWARD", "DROP")
+        sh(world.host, "iptables", "-A", "FORWARD", "-o", "lo", "-j", "ACCEPT")
+        read = iptables.read(ns, nft.dump(ns)[0])
+        assert read == iptables.read(ns) and read.drops_forward and read.rules == [["-A", "FORWARD", "-o", "lo", "-j", "ACCEPT"]]
+        assert len(runs) == (3 if nft_backend else 4)
+    finally:
+        sh(world.host, "iptables", "-P", "FORWARD", "ACCEPT")
+        sh(world.host, "iptables", "-F", "FORWARD")
+        ns.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -184,7 +185,7 @@ def test_lease_commands_refresh_the_timeout_and_delete():
 )
 def test_bad_arguments_from_dnsmasq_change_nothing(argv, env, monkeypatch):
     ran = []
-    monkeypatch.setattr(snoop.subprocess, "run", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
     assert snoop.main(argv, env) == 1
     assert ran == []
 
@@ -192,14 +193,14 @@ def test_bad_arguments_from_dnsmasq_change_nothing(argv, env, monkeypatch):
 @pytest.mark.parametrize("action", ["init", "tftp", "arp-add", "arp-del"])
 def test_other_events_are_ignored(action, monkeypatch):
     ran = []
-    monkeypatch.setattr(snoop.subprocess, "run", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
     assert snoop.main(["-", "vnet-grd", action, "52:54:00:aa:bb:cc", "192.168.80.100"], {}) == 0
     assert ran == []
 
 
 def test_dhcpv6_leases_are_not_snooped(monkeypatch):
     ran = []
-    monkeypatch.setattr(snoop.subprocess, "run", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
     assert snoop.main(["-", "vnet-grd", "add", "00:01:00:01:2a:2b", "2001:db8::5"], {"DNSMASQ_LEASE_EXPIRES": "9"}) == 0
     assert ran == []
 

@@ -182,11 +182,9 @@ def test_a_topology_without_hosts_is_not_localized():
 def test_netns_marks_carry_the_target_namespace():
     """Hosts sandboxed on one machine share /run/netns: a namespace is known as one host's by the
     id of the target it was made for (names.target_id)."""
-    import dataclasses
-
     from vnet import names
 
-    facts = dataclasses.replace(H1, target=names.target_id("lab-h1"))
+    facts = H1.replace(target=names.target_id("lab-h1"))
     assert by(desired(load_text(LAB), facts), "netns")["lab-a"].get("mark") == f"vnet:lab:netns:a:{names.target_id('lab-h1')}"
 
 

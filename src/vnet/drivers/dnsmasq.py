@@ -6,7 +6,6 @@ import ipaddress
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from vnet import dnsconf, libdir
@@ -57,7 +56,7 @@ def update(nss: Namespaces, state: Path, old: Resource, new: Resource) -> None:
 
 def observe(state: Path) -> list[Resource]:
     out = []
-    for conf in sorted(state.glob("dnsmasq-*.conf")):
+    for conf in sorted(libdir.named(state, "dnsmasq-", ".conf")):
         network = conf.name[len("dnsmasq-") : -len(".conf")]
         f = dnsconf.files(state, network)
         if process.running(f["pid"], marker=conf) is None:
@@ -75,18 +74,52 @@ def _ns_of(config: str) -> str:
     return ""
 
 
-@dataclass(frozen=True)
-class Lease:
-    """A DHCP lease, as a dnsmasq lease file holds it."""
+_LEASE = ("network", "mac", "address", "name", "expires")
 
+
+class Lease:
+    """A DHCP lease, as a dnsmasq lease file holds it. A frozen value (compares and hashes by its
+    fields); a plain class, not a dataclass, so that `vnet status` need not import dataclasses."""
+
+    __slots__ = _LEASE
     network: str
     mac: str
     address: str
     name: str
     expires: int  # epoch seconds, 0 for infinite
 
+    def __init__(self, network: str, mac: str, address: str, name: str, expires: int) -> None:
+        object.__setattr__(self, "network", network)
+        object.__setattr__(self, "mac", mac)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "expires", expires)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Lease is frozen: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Lease is frozen: cannot delete {name}")
+
+    def _values(self) -> tuple:
+        return (self.network, self.mac, self.address, self.name, self.expires)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Lease:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"Lease({', '.join(f'{k}={v!r}' for k, v in zip(_LEASE, self._values()))})"
+
+    def __reduce__(self) -> tuple:
+        return (Lease, self._values())
+
     def to_json(self) -> dict:
-        return {**self.__dict__, "remaining": self.remaining}
+        return {**dict(zip(_LEASE, self._values())), "remaining": self.remaining}
 
     @property
     def remaining(self) -> str:
@@ -98,7 +131,7 @@ class Lease:
 
 def leases(state: Path) -> list[Lease]:
     out = []
-    for path in sorted({*state.glob("dnsmasq-*.leases"), *libdir.lib_of(state).glob("dnsmasq-*.leases")}):
+    for path in sorted({*libdir.named(state, "dnsmasq-", ".leases"), *libdir.named(libdir.lib_of(state), "dnsmasq-", ".leases")}):
         network = path.name[len("dnsmasq-") : -len(".leases")]
         try:
             text = path.read_bytes().decode(errors="replace")

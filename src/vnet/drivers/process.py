@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from vnet import libdir
 from vnet.drivers.ns import Namespace
 from vnet.errors import VnetError
 
@@ -195,6 +195,8 @@ def stop_pids(pids: list[int], timeout: float = 5.0, group: bool = False) -> Non
     With `group`, each pid leads a process group, and the whole group is stopped."""
     pids = list(pids)
     send, gone = (os.killpg, _group_gone) if group else (os.kill, is_gone)
+    import signal  # here: `vnet status` stops nothing, and signal's enums cost its start-up ~0.6 ms
+
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -260,7 +262,7 @@ def recorded_pids(state: Path) -> set[int]:
     """The live processes vnet started for one topology (dnsmasq, DHCP clients, QEMU), by the
     identity files in its state directory: what a namespace may run without being someone else's."""
     out: set[int] = set()
-    for ident_path in state.glob("*.ident"):
+    for ident_path in libdir.named(state, "", ".ident"):
         ident = _read_ident(ident_path)
         marker = str(ident_path)[: -len(".ident")]
         if ident and isinstance(ident.get("pid"), int) and is_ours(ident["pid"], ident, marker):

@@ -24,7 +24,7 @@ import socket
 import time
 from pathlib import Path
 
-from vnet import qemuargs
+from vnet import libdir, qemuargs
 from vnet.drivers import process
 from vnet.drivers.ns import Namespaces
 from vnet.errors import VnetError
@@ -285,7 +285,7 @@ def _record(path: Path) -> tuple[list[str], dict[str, str]]:
 
 def observe(state: Path) -> list[Resource]:
     out = []
-    for argv_file in sorted(state.glob("vm-*.argv")):
+    for argv_file in sorted(libdir.named(state, "vm-", ".argv")):
         name = argv_file.name[len("vm-") : -len(".argv")]
         if process.running(qemuargs.files(state, name)["pid"]) is None:
             continue  # not running: apply starts it again

@@ -14,7 +14,6 @@ import os
 import socket
 import struct
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 NETLINK_ROUTE = 0
@@ -166,20 +165,51 @@ def _ip(v: memoryview) -> str:
     return socket.inet_ntoa(v[:4])
 
 
-@dataclass
-class Link:
+class _Record:
+    """A decoded netlink message: a plain mutable record that compares by its fields, as the
+    dataclasses it replaces did (made by hand: `vnet status` does not import dataclasses)."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self._fields)})"
+
+
+class Link(_Record):
     """A link as a netlink dump gives it: the attributes vnet reads."""
 
+    __slots__ = _fields = ("index", "ifname", "flags", "alias", "master", "mac", "mtu", "kind", "group", "data")
     index: int
     ifname: str
     flags: int
-    alias: str | None = None
-    master: int | None = None
-    mac: str | None = None
-    mtu: int = 0
-    kind: str | None = None
-    group: int = 0
-    data: dict = field(default_factory=dict)  # tun: IFLA_TUN_* by name
+    alias: str | None
+    master: int | None
+    mac: str | None
+    mtu: int
+    kind: str | None
+    group: int
+    data: dict  # tun: IFLA_TUN_* by name
+
+    def __init__(self, index: int, ifname: str, flags: int, alias: str | None = None, master: int | None = None,
+                 mac: str | None = None, mtu: int = 0, kind: str | None = None, group: int = 0, data: dict | None = None) -> None:
+        self.index = index
+        self.ifname = ifname
+        self.flags = flags
+        self.alias = alias
+        self.master = master
+        self.mac = mac
+        self.mtu = mtu
+        self.kind = kind
+        self.group = group
+        self.data = {} if data is None else data
 
     @property
     def up(self) -> bool:
@@ -281,21 +311,36 @@ def parse_link(msg: memoryview) -> Link:
     return _decode(Link(index, "", flags), msg, 16 + _IFINFO.size, _LINK_FIELDS)
 
 
-@dataclass
-class Addr:
+class Addr(_Record):
     """An address as a netlink dump gives it."""
 
+    __slots__ = _fields = ("index", "prefixlen", "address", "local", "broadcast", "proto", "family", "flags", "scope", "preferred", "valid")
     index: int
     prefixlen: int
-    address: str | None = None
-    local: str | None = None
-    broadcast: str | None = None
-    proto: int = 0
-    family: int = AF_INET
-    flags: int = 0  # IFA_F_*: permanent, nodad, mngtmpaddr, noprefixroute …
-    scope: int = 0
-    preferred: int = INFINITY_LIFE  # seconds left (IPv6 addresses from router advertisements)
-    valid: int = INFINITY_LIFE
+    address: str | None
+    local: str | None
+    broadcast: str | None
+    proto: int
+    family: int
+    flags: int  # IFA_F_*: permanent, nodad, mngtmpaddr, noprefixroute …
+    scope: int
+    preferred: int  # seconds left (IPv6 addresses from router advertisements)
+    valid: int
+
+    def __init__(self, index: int, prefixlen: int, address: str | None = None, local: str | None = None,
+                 broadcast: str | None = None, proto: int = 0, family: int = AF_INET, flags: int = 0, scope: int = 0,
+                 preferred: int = INFINITY_LIFE, valid: int = INFINITY_LIFE) -> None:
+        self.index = index
+        self.prefixlen = prefixlen
+        self.address = address
+        self.local = local
+        self.broadcast = broadcast
+        self.proto = proto
+        self.family = family
+        self.flags = flags
+        self.scope = scope
+        self.preferred = preferred
+        self.valid = valid
 
 
 def _cacheinfo(a: Addr, v: memoryview) -> None:
@@ -317,25 +362,46 @@ def parse_addr(msg: memoryview) -> Addr:
     return _decode(Addr(index, prefixlen, family=family, flags=flags, scope=scope), msg, 16 + _IFADDR.size, _ADDR_FIELDS)
 
 
-@dataclass
-class Route:
+class Route(_Record):
     """A route as a netlink dump gives it."""
 
+    __slots__ = _fields = ("dst_len", "table", "proto", "scope", "type", "dst", "gateway", "oif", "priority", "prefsrc",
+                           "flags", "family", "pref", "metrics", "expires")
     dst_len: int
     table: int
     proto: int
     scope: int
     type: int
-    dst: str | None = None
-    gateway: str | None = None
-    oif: int | None = None
-    priority: int | None = None
-    prefsrc: str | None = None
-    flags: int = 0  # RTNH_F_ONLINK and the like
-    family: int = AF_INET
-    pref: int | None = None  # IPv6 router preference
-    metrics: bytes | None = None  # RTA_METRICS as the kernel sent it (hop limit, MTU …)
-    expires: int | None = None  # seconds left, for an IPv6 route that expires (router advertisements)
+    dst: str | None
+    gateway: str | None
+    oif: int | None
+    priority: int | None
+    prefsrc: str | None
+    flags: int  # RTNH_F_ONLINK and the like
+    family: int
+    pref: int | None  # IPv6 router preference
+    metrics: bytes | None  # RTA_METRICS as the kernel sent it (hop limit, MTU …)
+    expires: int | None  # seconds left, for an IPv6 route that expires (router advertisements)
+
+    def __init__(self, dst_len: int, table: int, proto: int, scope: int, type: int, dst: str | None = None,
+                 gateway: str | None = None, oif: int | None = None, priority: int | None = None, prefsrc: str | None = None,
+                 flags: int = 0, family: int = AF_INET, pref: int | None = None, metrics: bytes | None = None,
+                 expires: int | None = None) -> None:
+        self.dst_len = dst_len
+        self.table = table
+        self.proto = proto
+        self.scope = scope
+        self.type = type
+        self.dst = dst
+        self.gateway = gateway
+        self.oif = oif
+        self.priority = priority
+        self.prefsrc = prefsrc
+        self.flags = flags
+        self.family = family
+        self.pref = pref
+        self.metrics = metrics
+        self.expires = expires
 
 
 def _route_cacheinfo(rt: Route, v: memoryview) -> None:
@@ -361,14 +427,20 @@ def parse_route(msg: memoryview) -> Route:
     return _decode(Route(dst_len, table, proto, scope, rtype, flags=flags, family=family), msg, 16 + _RTMSG.size, _ROUTE_FIELDS)
 
 
-@dataclass
-class Qdisc:
+class Qdisc(_Record):
     """A qdisc as a netlink dump gives it (with tbf's rate where it is one)."""
 
+    __slots__ = _fields = ("index", "parent", "kind", "tbf_rate")
     index: int
     parent: int
-    kind: str | None = None
-    tbf_rate: int | None = None  # bytes per second
+    kind: str | None
+    tbf_rate: int | None  # bytes per second
+
+    def __init__(self, index: int, parent: int, kind: str | None = None, tbf_rate: int | None = None) -> None:
+        self.index = index
+        self.parent = parent
+        self.kind = kind
+        self.tbf_rate = tbf_rate
 
 
 def parse_qdisc(msg: memoryview) -> Qdisc:
@@ -451,15 +523,22 @@ def fdb_del(index: int, dst: str, mac: str = ZERO_MAC) -> tuple[int, int, bytes]
     return RTM_DELNEIGH, 0, _fdb_body(index, mac, dst)
 
 
-@dataclass
-class Fdb:
+class Fdb(_Record):
     """A bridge forwarding-database entry as a netlink dump gives it."""
 
+    __slots__ = _fields = ("index", "mac", "dst", "state", "flags")
     index: int
-    mac: str | None = None
-    dst: str | None = None
-    state: int = 0
-    flags: int = 0
+    mac: str | None
+    dst: str | None
+    state: int
+    flags: int
+
+    def __init__(self, index: int, mac: str | None = None, dst: str | None = None, state: int = 0, flags: int = 0) -> None:
+        self.index = index
+        self.mac = mac
+        self.dst = dst
+        self.state = state
+        self.flags = flags
 
 
 def parse_fdb(msg: memoryview) -> Fdb:

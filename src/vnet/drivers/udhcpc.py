@@ -22,6 +22,7 @@ import shlex
 import time
 from pathlib import Path
 
+from vnet import libdir
 from vnet.drivers import process, rtnl
 from vnet.drivers.ns import Namespaces
 from vnet.errors import VnetError
@@ -208,7 +209,7 @@ def read_lease(path: Path) -> dict[str, str]:
 
 def observe(state: Path) -> list[Resource]:
     out = []
-    for script in sorted(state.glob("dhcpclient-*.sh")):
+    for script in sorted(libdir.named(state, "dhcpclient-", ".sh")):
         endpoint = script.name[len("dhcpclient-"):-len(".sh")]
         if process.running(files(state, endpoint)["pid"], marker=script) is None:
             continue  # stopped or crashed: apply starts it again
@@ -230,7 +231,7 @@ def sweep(state: Path, r: Resource) -> None:
 def leases(state: Path) -> list[dict]:
     """What each client of the topology holds, for `vnet status`."""
     out = []
-    for path in sorted(state.glob("dhcpclient-*.lease")):
+    for path in sorted(libdir.named(state, "dhcpclient-", ".lease")):
         lease = read_lease(path)
         if not lease:
             continue

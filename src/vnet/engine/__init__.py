@@ -13,28 +13,28 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vnet import names
 from vnet import overlay
 from vnet.desired import desired
-from vnet.drivers import kvm, process, sysctl
+from vnet.drivers import process, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespaces
 from vnet.engine import statedir
 from vnet.engine.journal import Journal
 from vnet.engine.lock import Claim, Claims, LockTimeout, flock
-from vnet.engine.run import Runner
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed
 from vnet.facts import HostFacts
 from vnet.kinds import Ctx
 from vnet.observe import Observation, observe
 from vnet.plan import Action, diff
-from vnet.preflight import check
 from vnet.resources import Resource, make
 from vnet.spec.models import NetnsSpec, Topology
+
+if TYPE_CHECKING:  # imported where used: `vnet status` runs nothing and checks no clash
+    from vnet.engine.run import Runner
 
 __all__ = ["DEFAULT_STATE_DIR", "Engine", "LockTimeout", "Planned", "has_net_admin", "require_net_admin"]
 
@@ -73,16 +73,29 @@ def _warn(msg: str) -> None:
     print(f"vnet: {msg}", file=sys.stderr, flush=True)
 
 
-@dataclass
 class Planned:
-    """A plan: its actions, what was desired and observed, and what it says before it runs."""
+    """A plan: its actions, what was desired and observed, and what it says before it runs. (A
+    plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
 
+    __slots__ = ("topology", "actions", "desired", "observation", "recovered", "warnings")
     topology: str
     actions: list[Action]
     desired: list[Resource]
     observation: Observation
-    recovered: str | None = None  # what the command said about an interrupted run it undid
-    warnings: list[str] = field(default_factory=list)  # what the plan disrupts: said before it runs
+    recovered: str | None  # what the command said about an interrupted run it undid
+    warnings: list[str]  # what the plan disrupts: said before it runs
+
+    def __init__(self, topology: str, actions: list[Action], desired: list[Resource], observation: Observation,
+                 recovered: str | None = None, warnings: list[str] | None = None) -> None:
+        self.topology = topology
+        self.actions = actions
+        self.desired = desired
+        self.observation = observation
+        self.recovered = recovered
+        self.warnings = [] if warnings is None else warnings
+
+    def __repr__(self) -> str:
+        return f"Planned(topology={self.topology!r}, actions={self.actions!r}, recovered={self.recovered!r}, warnings={self.warnings!r})"
 
 
 def disruptions(actions: list[Action], state: Path | None = None) -> tuple[list[str], dict[str, list[int]]]:
@@ -150,6 +163,8 @@ class Engine:
 
     def facts(self, topo: Topology, obs: Observation) -> HostFacts:
         wants_kvm = any(vm.accel == "auto" for vm in topo.vms.values())
+        if wants_kvm:
+            from vnet.drivers import kvm
         return HostFacts(
             default_uplink=obs.default_uplink,
             resolvers=tuple(resolvers(self.netns)),
@@ -171,6 +186,8 @@ class Engine:
         obs = self.observe(nss, topo)
         facts = self.facts(topo, obs)
         want = desired(topo, facts)
+        from vnet.preflight import check
+
         problems = check(topo, obs, want, facts) + self.claims.problems(topo, obs) + self.claims.identity_problems(source, obs)
         if problems:
             raise ClashError(problems)
@@ -202,6 +219,8 @@ class Engine:
         return flock(self.state_root / ".target.lock", f"namespace {self.netns or '(current)'}")
 
     def _runner(self, nss: Namespaces) -> Runner:
+        from vnet.engine.run import Runner
+
         ctx = Ctx(nss=nss, topology=self.topology, state=self.state, state_root=self.state_root, record=self.record,
                   host_lock=self._host_locked, others=self.claims.others, log=self.log)
         return Runner(ctx, self.journal, lambda extra: self.observe(nss, extra_netns=extra))

@@ -17,7 +17,6 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -86,15 +85,37 @@ def held(path: Path) -> bool:
         os.close(fd)
 
 
-@dataclass
 class Claim:
-    """What a topology holds in its target: subnets, bridges, uplinks, and the file it came from."""
+    """What a topology holds in its target: subnets, bridges, uplinks, and the file it came from.
+    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
 
+    __slots__ = ("netns", "subnets", "bridges", "uplinks", "source")
     netns: str
-    subnets: dict[str, str] = field(default_factory=dict)  # network → subnet; "<network>.subnet6" → subnet6
-    bridges: dict[str, str] = field(default_factory=dict)  # network → bridge
-    uplinks: dict[str, str] = field(default_factory=dict)  # network → NIC (bridged)
-    source: str | None = None  # the file it was applied from, when known
+    subnets: dict[str, str]  # network → subnet; "<network>.subnet6" → subnet6
+    bridges: dict[str, str]  # network → bridge
+    uplinks: dict[str, str]  # network → NIC (bridged)
+    source: str | None  # the file it was applied from, when known
+
+    def __init__(self, netns: str, subnets: dict[str, str] | None = None, bridges: dict[str, str] | None = None,
+                 uplinks: dict[str, str] | None = None, source: str | None = None) -> None:
+        self.netns = netns
+        self.subnets = {} if subnets is None else subnets
+        self.bridges = {} if bridges is None else bridges
+        self.uplinks = {} if uplinks is None else uplinks
+        self.source = source
+
+    def to_json(self) -> dict:
+        return {"netns": self.netns, "subnets": self.subnets, "bridges": self.bridges, "uplinks": self.uplinks, "source": self.source}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Claim:
+            return NotImplemented
+        return self.to_json() == other.to_json()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as before
+
+    def __repr__(self) -> str:
+        return f"Claim({', '.join(f'{k}={v!r}' for k, v in self.to_json().items())})"
 
     @classmethod
     def of(cls, topo: Topology, netns: str | None, source: str | None = None) -> Claim:
@@ -132,7 +153,7 @@ class Claims:
         path = self.file(self.topology)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(claim.__dict__, sort_keys=True))
+        tmp.write_text(json.dumps(claim.to_json(), sort_keys=True))
         tmp.replace(path)
 
     def alive(self, other: str, obs) -> bool:

@@ -8,7 +8,6 @@ The engine looks a kind up by name and calls its verb; it has no per-kind branch
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
@@ -22,11 +21,16 @@ if TYPE_CHECKING:
     from vnet.spec.models import Topology
 
 
-@dataclass
+def _quiet(msg: str) -> None:
+    pass
+
+
 class Ctx:
     """What a verb may use: the namespaces, the topology's state directory, the short lock that
-    guards state shared with other topologies in the target namespace, and those topologies."""
+    guards state shared with other topologies in the target namespace, and those topologies.
+    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
 
+    __slots__ = ("nss", "topology", "state", "state_root", "record", "host_lock", "others", "log", "undoing", "cache")
     nss: Namespaces
     topology: str
     state: Path  # the topology's own state directory
@@ -34,9 +38,26 @@ class Ctx:
     record: SysctlRecord
     host_lock: Callable[[], AbstractContextManager[None]]
     others: Callable[[], Iterator[tuple[str, Any]]]  # (topology, claim) of the others here
-    log: Callable[[str], None] = lambda msg: None
-    undoing: bool = False  # putting things back (undo, recovery): no checks that could refuse it
-    cache: dict = field(default_factory=dict)
+    log: Callable[[str], None]
+    undoing: bool  # putting things back (undo, recovery): no checks that could refuse it
+    cache: dict
+
+    def __init__(self, nss: Namespaces, topology: str, state: Path, state_root: Path, record: SysctlRecord,
+                 host_lock: Callable[[], AbstractContextManager[None]], others: Callable[[], Iterator[tuple[str, Any]]],
+                 log: Callable[[str], None] = _quiet, undoing: bool = False, cache: dict | None = None) -> None:
+        self.nss = nss
+        self.topology = topology
+        self.state = state
+        self.state_root = state_root
+        self.record = record
+        self.host_lock = host_lock
+        self.others = others
+        self.log = log
+        self.undoing = undoing
+        self.cache = {} if cache is None else cache
+
+    def __repr__(self) -> str:
+        return f"Ctx(topology={self.topology!r}, state={self.state!r}, undoing={self.undoing!r})"
 
 
 class Kind:

@@ -51,11 +51,11 @@ def vtysh(state: Path) -> list[str]:
 def sessions(state: Path) -> list[dict]:
     """The BGP sessions of vnet's FRR for the topology whose state is `state` (`vnet status`):
     peer, state, EVPN prefixes received and sent, uptime. Empty when it does not run."""
-    import json
-    import subprocess
-
     if _running(state) is None:
         return []
+    import json
+    import subprocess  # here, once FRR runs: `vnet status` of a topology without it runs no command
+
     try:
         proc = subprocess.run([*vtysh(state), "-c", "show bgp l2vpn evpn summary json"], capture_output=True, text=True, timeout=10)
         peers = json.loads(proc.stdout).get("peers", {}) if proc.returncode == 0 else {}

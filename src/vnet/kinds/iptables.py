@@ -20,7 +20,8 @@ class Iptables(Kind):
         return iptables.desired(topo.name, facts.iptables, forward_paths(topo, facts))
 
     def observe(self, view, obs) -> None:
-        obs.filter = iptables.read(view.nss.host)
+        # the ruleset kind, observed before this one (`after`), has read the namespace's nftables tables
+        obs.filter = iptables.read(view.nss.host, obs.tables)
         for r in iptables.observe(view.topology, obs.filter):
             obs.add(r)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vnet import names
+from vnet import libdir, names
 from vnet.drivers import ns as nsmod
 from vnet.drivers import rtnl
 from vnet.drivers.rtnl import RtnlError
@@ -54,7 +54,7 @@ class Macvlan(Kind):
 
     def observe(self, view, obs) -> None:
         recorded = {}
-        for rec in view.state.glob("macvlan-*.netns"):
+        for rec in libdir.named(view.state, "macvlan-", ".netns"):
             try:
                 recorded[rec.read_text().strip()] = True
             except OSError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from vnet import names, snoop
+from vnet import libdir, names, snoop
 from vnet.facts import HostFacts
 from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make
@@ -24,7 +24,7 @@ class DhcpScript(Kind):
 
     def observe(self, view, obs) -> None:
         table = names.nft_table(view.topology)
-        for path in sorted(view.state.glob("dhcp-event-*")):
+        for path in sorted(libdir.named(view.state, "dhcp-event-")):
             network = path.name[len("dhcp-event-"):]
             try:
                 st = path.stat()

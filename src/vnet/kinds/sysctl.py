@@ -4,8 +4,6 @@ same namespace still needs it."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from vnet.drivers import sysctl
 from vnet.errors import VnetError
 from vnet.facts import HostFacts, bridge_name, endpoint_netns, uplink_of
@@ -84,7 +82,7 @@ class EndpointSysctl(Sysctl):
 
     def observe(self, view, obs) -> None:
         for r in sysctl.observe(view.nss, sysctl.SysctlRecord(view.state), host=False):
-            obs.add(replace(r, kind=self.name))
+            obs.add(Resource(self.name, r.key, r.attrs, r.extra))
 
 
 def ipv6_paths(topo: Topology, facts: HostFacts) -> list[tuple[str, str]]:
