@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vnet.frozen import Frozen, _set
+
 
 class VnetError(Exception):
     """A failure the user can act on; the CLI prints it as one line, exit 1."""
@@ -9,10 +11,8 @@ class VnetError(Exception):
     exit_code = 1
 
 
-class Problem:
-    """One thing wrong with a topology: where it is, what is wrong, how to fix it. A frozen value
-    (compares and hashes by its three fields); a plain class, not a dataclass, so that `vnet
-    validate` need not import dataclasses (and inspect with it)."""
+class Problem(Frozen):
+    """One thing wrong with a topology: where it is, what is wrong, how to fix it."""
 
     __slots__ = ("path", "message", "fix")
     path: str
@@ -20,29 +20,9 @@ class Problem:
     fix: str
 
     def __init__(self, path: str, message: str, fix: str = "") -> None:
-        object.__setattr__(self, "path", path)
-        object.__setattr__(self, "message", message)
-        object.__setattr__(self, "fix", fix)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Problem is frozen: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Problem is frozen: cannot delete {name}")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Problem:
-            return NotImplemented
-        return (self.path, self.message, self.fix) == (other.path, other.message, other.fix)  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((self.path, self.message, self.fix))
-
-    def __repr__(self) -> str:
-        return f"Problem(path={self.path!r}, message={self.message!r}, fix={self.fix!r})"
-
-    def __reduce__(self) -> tuple:
-        return (Problem, (self.path, self.message, self.fix))
+        _set(self, "path", path)
+        _set(self, "message", message)
+        _set(self, "fix", fix)
 
     def __str__(self) -> str:
         text = f"{self.path}: {self.message}" if self.path else self.message

@@ -11,22 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from vnet import names, qemuargs
+from vnet.frozen import Frozen, _set
 from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
 from vnet.spec.validate import forward_target, known_address
 
 
-_set = object.__setattr__
 _FACTS = ("default_uplink", "resolvers", "kvm", "vhost_net", "state", "target", "tiny_guest", "iptables", "host", "underlay",
           "underlay_mtu", "whole")
 _FACTS_COMPARED = tuple(f for f in _FACTS if f not in ("iptables", "whole"))
 
 
-class HostFacts:
-    """What desired state needs to know of the host. A frozen value, compared and hashed without
-    `iptables` and `whole`; a plain class, not a dataclass, so that `vnet status` and `apply` need
-    not import dataclasses (and inspect with it). `replace(**changes)` makes a changed copy."""
+class HostFacts(Frozen):
+    """What desired state needs to know of the host; compared and hashed without `iptables` and
+    `whole`. `replace(**changes)` makes a changed copy."""
 
     __slots__ = _FACTS
+    _compared = _FACTS_COMPARED
     default_uplink: str | None  # interface of the default route, for nat without `uplink:`
     resolvers: tuple[str, ...]  # the host's DNS servers: default upstream of vnet's DNS
     kvm: bool  # KVM runs guests here (probed), for accel: auto
@@ -66,40 +66,13 @@ class HostFacts:
         """A copy with `changes` (as dataclasses.replace did)."""
         return HostFacts(**{**{f: getattr(self, f) for f in _FACTS}, **changes})
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"HostFacts is frozen: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"HostFacts is frozen: cannot delete {name}")
-
-    def _compared(self) -> tuple:
-        return tuple(getattr(self, f) for f in _FACTS_COMPARED)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not HostFacts:
-            return NotImplemented
-        return self._compared() == other._compared()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._compared())
-
-    def __repr__(self) -> str:
-        return f"HostFacts({', '.join(f'{f}={getattr(self, f)!r}' for f in _FACTS)})"
-
-    def __reduce__(self) -> tuple:
-        return (_host_facts, (tuple(getattr(self, f) for f in _FACTS),))
-
-
-def _host_facts(values: tuple) -> HostFacts:
-    return HostFacts(*values)
 
 
 _PORT = ("ifname", "mac", "address", "isolated", "spoofing", "rate", "network")
 
 
-class Port:
-    """A bridge port vnet makes for an endpoint or a VM NIC, with what it may do. A frozen value
-    (compares and hashes by its fields); a plain class, not a dataclass (see HostFacts)."""
+class Port(Frozen):
+    """A bridge port vnet makes for an endpoint or a VM NIC, with what it may do."""
 
     __slots__ = _PORT
     ifname: str  # host side: the tap, or the host end of the veth
@@ -119,29 +92,6 @@ class Port:
         _set(self, "spoofing", spoofing)
         _set(self, "rate", rate)
         _set(self, "network", network)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Port is frozen: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Port is frozen: cannot delete {name}")
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, f) for f in _PORT)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Port:
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return f"Port({', '.join(f'{f}={getattr(self, f)!r}' for f in _PORT)})"
-
-    def __reduce__(self) -> tuple:
-        return (Port, self._values())
 
 
 _ports_memo: tuple[Topology, tuple[Port, ...]] | None = None

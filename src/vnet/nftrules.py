@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
 from vnet.facts import HostFacts, Port, bridge_name, ports, uplink_of
+from vnet.frozen import Frozen, _set
 from vnet.spec.models import TapSpec, duration_seconds, port_span, rate_bits
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, forward_target, known_address6, wants_service
 
@@ -78,7 +79,7 @@ def upload_burst(bits: int) -> int:
     return max(65536, bits // 8 // 20)
 
 
-class Rendered:
+class Rendered(Frozen):
     """A topology's ruleset. `digest` covers its structure (tables, sets, rules) and is the inet
     table's comment; `elements` covers the set and map elements and is the one element of the set
     `generation`; `rules` counts the rules (a hand-made flush changes it). Observing compares all
@@ -91,30 +92,10 @@ class Rendered:
     rules: int
 
     def __init__(self, text: str, digest: str, elements: str, rules: int) -> None:
-        object.__setattr__(self, "text", text)
-        object.__setattr__(self, "digest", digest)
-        object.__setattr__(self, "elements", elements)
-        object.__setattr__(self, "rules", rules)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Rendered is frozen: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Rendered is frozen: cannot delete {name}")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Rendered:
-            return NotImplemented
-        return (self.text, self.digest, self.elements, self.rules) == (other.text, other.digest, other.elements, other.rules)  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((self.text, self.digest, self.elements, self.rules))
-
-    def __repr__(self) -> str:
-        return f"Rendered(digest={self.digest!r}, elements={self.elements!r}, rules={self.rules!r}, text={self.text!r})"
-
-    def __reduce__(self) -> tuple:
-        return (Rendered, (self.text, self.digest, self.elements, self.rules))
+        _set(self, "text", text)
+        _set(self, "digest", digest)
+        _set(self, "elements", elements)
+        _set(self, "rules", rules)
 
 
 def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> Rendered | None:

@@ -5,17 +5,15 @@ from __future__ import annotations
 from typing import Iterable
 
 from vnet import kinds
+from vnet.frozen import Frozen, _set
 from vnet.kinds import rank
 from vnet.resources import Resource
 
 
-_set = object.__setattr__
 
 
-class Action:
-    """One step of a plan: a resource created, updated or deleted. A frozen value (compares and
-    hashes by its fields); a plain class, not a dataclass, so that `vnet status` and `apply` need
-    not import dataclasses (and inspect with it)."""
+class Action(Frozen):
+    """One step of a plan: a resource created, updated or deleted."""
 
     __slots__ = ("op", "new", "old")
     op: str  # create | update | delete
@@ -26,26 +24,6 @@ class Action:
         _set(self, "op", op)
         _set(self, "new", new)
         _set(self, "old", old)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Action is frozen: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Action is frozen: cannot delete {name}")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Action:
-            return NotImplemented
-        return self.op == other.op and self.new == other.new and self.old == other.old  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((self.op, self.new, self.old))
-
-    def __repr__(self) -> str:
-        return f"Action(op={self.op!r}, new={self.new!r}, old={self.old!r})"
-
-    def __reduce__(self) -> tuple:
-        return (Action, (self.op, self.new, self.old))
 
     @property
     def resource(self) -> Resource:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from vnet.frozen import Frozen, _set
 
-_set = object.__setattr__
 
-
-class Resource:
-    """One object vnet manages (a link, an address, a table, a daemon …): kind, key, compared attributes.
-    A frozen value that compares and hashes by kind, key and attrs (not extra); a plain class, not a
-    dataclass: `vnet status` and `apply` do not import dataclasses (made faster than it was, too)."""
+class Resource(Frozen):
+    """One object vnet manages (a link, an address, a table, a daemon …): kind, key, compared
+    attributes. It compares and hashes by kind, key and attrs, not extra."""
 
     __slots__ = ("kind", "key", "attrs", "extra")
+    _compared = ("kind", "key", "attrs")
     kind: str
     key: str
     attrs: tuple[tuple[str, Any], ...]
@@ -30,25 +29,13 @@ class Resource:
         _set(self, "attrs", attrs)
         _set(self, "extra", extra)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Resource is frozen: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Resource is frozen: cannot delete {name}")
-
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not Resource:
             return NotImplemented
         return self.kind == other.kind and self.key == other.key and self.attrs == other.attrs  # type: ignore[attr-defined]
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # these two by hand: a plan compares thousands of resources
         return hash((self.kind, self.key, self.attrs))
-
-    def __repr__(self) -> str:
-        return f"Resource(kind={self.kind!r}, key={self.key!r}, attrs={self.attrs!r}, extra={self.extra!r})"
-
-    def __reduce__(self) -> tuple:
-        return (Resource, (self.kind, self.key, self.attrs, self.extra))
 
     @property
     def id(self) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from vnet import dnsconf, libdir
 from vnet.drivers import process
 from vnet.drivers.ns import Namespaces
+from vnet.frozen import Frozen, _set
 from vnet.names import sha256
 from vnet.resources import Resource, make
 
@@ -77,9 +78,8 @@ def _ns_of(config: str) -> str:
 _LEASE = ("network", "mac", "address", "name", "expires")
 
 
-class Lease:
-    """A DHCP lease, as a dnsmasq lease file holds it. A frozen value (compares and hashes by its
-    fields); a plain class, not a dataclass, so that `vnet status` need not import dataclasses."""
+class Lease(Frozen):
+    """A DHCP lease, as a dnsmasq lease file holds it."""
 
     __slots__ = _LEASE
     network: str
@@ -89,34 +89,11 @@ class Lease:
     expires: int  # epoch seconds, 0 for infinite
 
     def __init__(self, network: str, mac: str, address: str, name: str, expires: int) -> None:
-        object.__setattr__(self, "network", network)
-        object.__setattr__(self, "mac", mac)
-        object.__setattr__(self, "address", address)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "expires", expires)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Lease is frozen: cannot set {name}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Lease is frozen: cannot delete {name}")
-
-    def _values(self) -> tuple:
-        return (self.network, self.mac, self.address, self.name, self.expires)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Lease:
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return f"Lease({', '.join(f'{k}={v!r}' for k, v in zip(_LEASE, self._values()))})"
-
-    def __reduce__(self) -> tuple:
-        return (Lease, self._values())
+        _set(self, "network", network)
+        _set(self, "mac", mac)
+        _set(self, "address", address)
+        _set(self, "name", name)
+        _set(self, "expires", expires)
 
     def to_json(self) -> dict:
         return {**dict(zip(_LEASE, self._values())), "remaining": self.remaining}

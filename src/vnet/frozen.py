@@ -1,0 +1,50 @@
+"""Frozen values: the part of `dataclasses(frozen=True)` vnet uses, as one base class, so that no
+command imports dataclasses (and inspect with it, ~10 ms of every start-up) and builds its
+classes at import."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+_set = object.__setattr__  # how a subclass's __init__ sets its fields
+
+
+class Frozen:
+    """A value with __slots__ that cannot change once made. It compares and hashes by the fields
+    in `_compared` (all of them unless a subclass names fewer: some fields only describe), and
+    shows and pickles all of them, in slot order; a subclass's __init__ takes them in that order
+    and sets each with `_set(self, name, value)`."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _compared: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_fields" not in cls.__dict__:
+            cls._fields = tuple(cls.__dict__.get("__slots__", ()))
+        if "_compared" not in cls.__dict__:
+            cls._compared = cls._fields
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in self._compared)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self._fields)})"
+
+    def __reduce__(self) -> tuple:
+        return (type(self), tuple(getattr(self, f) for f in self._fields))
