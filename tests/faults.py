@@ -158,14 +158,6 @@ def install(faults: Faults):
                     faults.recovery_action()
         return execute
 
-    def counted_method(orig):
-        def method(self, *a, **kw):
-            try:
-                return orig(self, *a, **kw)
-            finally:
-                faults.called()
-        return method
-
     class Counted:
         def __init__(self, inner):
             self._inner = inner
@@ -182,7 +174,7 @@ def install(faults: Faults):
                     faults.called()
             return counted
 
-    def counted_function(orig):
+    def counted_call(orig):  # a function, or a method (its self is the first argument)
         def function(*a, **kw):
             try:
                 return orig(*a, **kw)
@@ -197,11 +189,11 @@ def install(faults: Faults):
     wrap(Journal, "done", done)
     wrap(Runner, "execute", execute)
     ns_class = nsmod.Namespace
-    wrap(ns_class, "run", counted_method)
+    wrap(ns_class, "run", counted_call)
     # a daemon's start counts once it is up (its foreground exited, its pid file read), as a
     # command run to its end does: not at the spawn, when a kill would race its start-up
-    wrap(process, "start_many", counted_function)
-    wrap(ns_class, "call", counted_method)
+    wrap(process, "start_many", counted_call)
+    wrap(ns_class, "call", counted_call)
     wrap(ns_class, "ipr", counted_property)
     wrap(ns_class, "nl", counted_property)
 
