@@ -166,13 +166,7 @@ def install(faults: Faults):
             attr = getattr(self._inner, name)
             if not callable(attr) or name.startswith("_") or name == "close":
                 return attr
-
-            def counted(*a, **kw):
-                try:
-                    return attr(*a, **kw)
-                finally:
-                    faults.called()
-            return counted
+            return counted_call(attr)
 
     def counted_call(orig):  # a function, or a method (its self is the first argument)
         def function(*a, **kw):
