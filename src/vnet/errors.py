@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vnet.frozen import Frozen, _set
+from vnet.values import Frozen, _set
 
 
 class VnetError(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vnet import names, qemuargs
-from vnet.frozen import Frozen, _set
+from vnet.values import Frozen, _set
 from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
 from vnet.spec.validate import forward_target, known_address
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
 from vnet.facts import HostFacts, Port, bridge_name, ports, uplink_of
-from vnet.frozen import Frozen, _set
+from vnet.values import Frozen, _set
 from vnet.spec.models import TapSpec, duration_seconds, port_span, rate_bits
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, forward_target, known_address6, wants_service
 
@@ -33,8 +33,7 @@ def _q(name: str) -> str:
 
 
 class _Set:
-    """A set (or map) of the rendered tables, with its elements.
-    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+    """A set (or map) of the rendered tables, with its elements."""
 
     __slots__ = ("name", "type", "elements", "flags", "counter", "map_type", "typeof")
     name: str
@@ -588,8 +587,7 @@ BGP_PORT = 179
 
 
 class OverlayRules:
-    """What overlay networks (kinds/vxlan.py) add to the ruleset; empty without them.
-    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+    """What overlay networks (kinds/vxlan.py) add to the ruleset; empty without them."""
 
     __slots__ = ("inet_sets", "input", "bridge_sets", "bridge_pre", "bridge_out", "service_ports")
     inet_sets: list[_Set]

@@ -16,14 +16,14 @@ from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespace, Namespaces
 from vnet.kinds.route import observed_routes
 from vnet.resources import Resource, make
+from vnet.values import Record
 
 
 _LINK_INFO = ("name", "index", "kind", "mark", "master", "mac", "mtu", "up", "data")
 
 
-class LinkInfo:
-    """A link of the target namespace, with vnet's mark where it carries one.
-    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+class LinkInfo(Record):
+    """A link of the target namespace, with vnet's mark where it carries one."""
 
     __slots__ = _LINK_INFO
     name: str
@@ -48,20 +48,10 @@ class LinkInfo:
         self.up = up
         self.data = {} if data is None else data
 
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not LinkInfo:
-            return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in _LINK_INFO)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
-        return f"LinkInfo({', '.join(f'{f}={getattr(self, f)!r}' for f in _LINK_INFO)})"
 
 
 class Observation:
-    """What observing the target found: the topology's resources and the host around them.
-    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+    """What observing the target found: the topology's resources and the host around them."""
 
     __slots__ = ("topology", "owned", "links", "routes", "default_uplink", "tables", "namespaces", "filter")
     topology: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from vnet import kinds
-from vnet.frozen import Frozen, _set
+from vnet.values import Frozen, _set
 from vnet.kinds import rank
 from vnet.resources import Resource
 

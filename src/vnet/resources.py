@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vnet.frozen import Frozen, _set
+from vnet.values import Frozen, _set
 
 
 class Resource(Frozen):

@@ -11,7 +11,7 @@ from pathlib import Path
 from vnet import dnsconf, libdir
 from vnet.drivers import process
 from vnet.drivers.ns import Namespaces
-from vnet.frozen import Frozen, _set
+from vnet.values import Frozen, _set
 from vnet.names import sha256
 from vnet.resources import Resource, make
 

@@ -32,6 +32,7 @@ from vnet import names
 from vnet.drivers.ns import Namespace
 from vnet.errors import VnetError
 from vnet.resources import Resource
+from vnet.values import Record
 
 KIND = "iptables"
 DOCKER_USER = "DOCKER-USER"
@@ -56,9 +57,8 @@ def _nft_backend(save: str) -> bool:
     return "nft" in os.path.basename(os.path.realpath(save))
 
 
-class Filter:
-    """What vnet needs to know of iptables' filter table in one namespace. (A plain class, not a
-    dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+class Filter(Record):
+    """What vnet needs to know of iptables' filter table in one namespace."""
 
     __slots__ = ("policies", "chains", "rules")
     policies: dict[str, str]  # built-in chain → policy
@@ -70,16 +70,6 @@ class Filter:
         self.policies = {} if policies is None else policies
         self.chains = set() if chains is None else chains
         self.rules = [] if rules is None else rules
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Filter:
-            return NotImplemented
-        return (self.policies, self.chains, self.rules) == (other.policies, other.chains, other.rules)  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
-        return f"Filter(policies={self.policies!r}, chains={self.chains!r}, rules={self.rules!r})"
 
     @property
     def forward_policy(self) -> str:

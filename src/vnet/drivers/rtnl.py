@@ -16,6 +16,8 @@ import struct
 import threading
 from typing import Any, Callable, Iterator
 
+from vnet.values import Record
+
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_EXT_ACK = 11
@@ -165,28 +167,10 @@ def _ip(v: memoryview) -> str:
     return socket.inet_ntoa(v[:4])
 
 
-class _Record:
-    """A decoded netlink message: a plain mutable record that compares by its fields, as the
-    dataclasses it replaces did (made by hand: `vnet status` does not import dataclasses)."""
-
-    __slots__ = ()
-    _fields: tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self._fields)})"
-
-
-class Link(_Record):
+class Link(Record):
     """A link as a netlink dump gives it: the attributes vnet reads."""
 
-    __slots__ = _fields = ("index", "ifname", "flags", "alias", "master", "mac", "mtu", "kind", "group", "data")
+    __slots__ = ("index", "ifname", "flags", "alias", "master", "mac", "mtu", "kind", "group", "data")
     index: int
     ifname: str
     flags: int
@@ -311,10 +295,10 @@ def parse_link(msg: memoryview) -> Link:
     return _decode(Link(index, "", flags), msg, 16 + _IFINFO.size, _LINK_FIELDS)
 
 
-class Addr(_Record):
+class Addr(Record):
     """An address as a netlink dump gives it."""
 
-    __slots__ = _fields = ("index", "prefixlen", "address", "local", "broadcast", "proto", "family", "flags", "scope", "preferred", "valid")
+    __slots__ = ("index", "prefixlen", "address", "local", "broadcast", "proto", "family", "flags", "scope", "preferred", "valid")
     index: int
     prefixlen: int
     address: str | None
@@ -362,10 +346,10 @@ def parse_addr(msg: memoryview) -> Addr:
     return _decode(Addr(index, prefixlen, family=family, flags=flags, scope=scope), msg, 16 + _IFADDR.size, _ADDR_FIELDS)
 
 
-class Route(_Record):
+class Route(Record):
     """A route as a netlink dump gives it."""
 
-    __slots__ = _fields = ("dst_len", "table", "proto", "scope", "type", "dst", "gateway", "oif", "priority", "prefsrc",
+    __slots__ = ("dst_len", "table", "proto", "scope", "type", "dst", "gateway", "oif", "priority", "prefsrc",
                            "flags", "family", "pref", "metrics", "expires")
     dst_len: int
     table: int
@@ -427,10 +411,10 @@ def parse_route(msg: memoryview) -> Route:
     return _decode(Route(dst_len, table, proto, scope, rtype, flags=flags, family=family), msg, 16 + _RTMSG.size, _ROUTE_FIELDS)
 
 
-class Qdisc(_Record):
+class Qdisc(Record):
     """A qdisc as a netlink dump gives it (with tbf's rate where it is one)."""
 
-    __slots__ = _fields = ("index", "parent", "kind", "tbf_rate")
+    __slots__ = ("index", "parent", "kind", "tbf_rate")
     index: int
     parent: int
     kind: str | None
@@ -523,10 +507,10 @@ def fdb_del(index: int, dst: str, mac: str = ZERO_MAC) -> tuple[int, int, bytes]
     return RTM_DELNEIGH, 0, _fdb_body(index, mac, dst)
 
 
-class Fdb(_Record):
+class Fdb(Record):
     """A bridge forwarding-database entry as a netlink dump gives it."""
 
-    __slots__ = _fields = ("index", "mac", "dst", "state", "flags")
+    __slots__ = ("index", "mac", "dst", "state", "flags")
     index: int
     mac: str | None
     dst: str | None

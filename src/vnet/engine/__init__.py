@@ -74,8 +74,7 @@ def _warn(msg: str) -> None:
 
 
 class Planned:
-    """A plan: its actions, what was desired and observed, and what it says before it runs. (A
-    plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+    """A plan: its actions, what was desired and observed, and what it says before it runs."""
 
     __slots__ = ("topology", "actions", "desired", "observation", "recovered", "warnings")
     topology: str

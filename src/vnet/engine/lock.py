@@ -24,6 +24,7 @@ from vnet.errors import Problem, VnetError
 from vnet.facts import bridge_name
 from vnet.spec.models import Topology
 from vnet.spec.validate import addressing
+from vnet.values import Record
 
 
 class LockTimeout(VnetError):
@@ -85,9 +86,8 @@ def held(path: Path) -> bool:
         os.close(fd)
 
 
-class Claim:
-    """What a topology holds in its target: subnets, bridges, uplinks, and the file it came from.
-    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+class Claim(Record):
+    """What a topology holds in its target: subnets, bridges, uplinks, and the file it came from."""
 
     __slots__ = ("netns", "subnets", "bridges", "uplinks", "source")
     netns: str
@@ -106,16 +106,6 @@ class Claim:
 
     def to_json(self) -> dict:
         return {"netns": self.netns, "subnets": self.subnets, "bridges": self.bridges, "uplinks": self.uplinks, "source": self.source}
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Claim:
-            return NotImplemented
-        return self.to_json() == other.to_json()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as before
-
-    def __repr__(self) -> str:
-        return f"Claim({', '.join(f'{k}={v!r}' for k, v in self.to_json().items())})"
 
     @classmethod
     def of(cls, topo: Topology, netns: str | None, source: str | None = None) -> Claim:

@@ -27,8 +27,7 @@ def _quiet(msg: str) -> None:
 
 class Ctx:
     """What a verb may use: the namespaces, the topology's state directory, the short lock that
-    guards state shared with other topologies in the target namespace, and those topologies.
-    (A plain class, not a dataclass: `vnet status` and `apply` do not import dataclasses.)"""
+    guards state shared with other topologies in the target namespace, and those topologies."""
 
     __slots__ = ("nss", "topology", "state", "state_root", "record", "host_lock", "others", "log", "undoing", "cache")
     nss: Namespaces

@@ -1,6 +1,6 @@
-"""Frozen values: the part of `dataclasses(frozen=True)` vnet uses, as one base class, so that no
-command imports dataclasses (and inspect with it, ~10 ms of every start-up) and builds its
-classes at import."""
+"""Frozen values and plain records: the parts of `dataclasses` vnet uses, as two base classes, so
+that no command imports dataclasses (and inspect with it, ~10 ms of every start-up) and builds its
+classes at import. A subclass declares its fields as __slots__ and sets them in its __init__."""
 
 from __future__ import annotations
 
@@ -48,3 +48,26 @@ class Frozen:
 
     def __reduce__(self) -> tuple:
         return (type(self), tuple(getattr(self, f) for f in self._fields))
+
+
+class Record:
+    """A mutable record with __slots__: it compares (and shows) by its fields, in slot order, and
+    is not hashable, as a plain dataclass."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_fields" not in cls.__dict__:
+            cls._fields = tuple(cls.__dict__.get("__slots__", ()))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self._fields)})"
