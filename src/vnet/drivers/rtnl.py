@@ -248,21 +248,13 @@ def _find(v: memoryview, want: int) -> memoryview | None:
 
 def _link_info(link: Link, v: memoryview) -> None:
     data = slave = None
-    end = len(v)
-    unpack = _ATTR.unpack_from
-    offset = 0
-    while offset + 4 <= end:
-        n, kind = unpack(v, offset)
-        if n < 4:
-            break
-        kind &= 0x3FFF
+    for kind, iv in attrs(v, 0, len(v)):  # a handful: kind, data, a port's settings
         if kind == IFLA_INFO_KIND:
-            link.kind = _str(v[offset + 4 : offset + n])
+            link.kind = _str(iv)
         elif kind == IFLA_INFO_DATA:
-            data = v[offset + 4 : offset + n]
+            data = iv
         elif kind == IFLA_INFO_SLAVE_DATA:  # a bridge port's settings
-            slave = v[offset + 4 : offset + n]
-        offset += (n + 3) & ~3
+            slave = iv
     if slave is not None:
         mode = _find(slave, IFLA_BRPORT_MODE)
         if mode is not None and len(mode) >= 1:
