@@ -125,10 +125,13 @@ def test_daemons_started_together_all_or_none(tmp_path):
     slow = tmp_path / "slow.py"  # detaches at once, writes its pid file only after a while
     slow.write_text(DAEMON.replace("open(sys.argv[1]", "time.sleep(3)\nopen(sys.argv[1]"))
     fail = [sys.executable, "-c", "import sys; sys.exit('refused: bad config')"]
-    with pytest.raises(VnetError, match="did not start: refused: bad config"):
-        process.start_many([(_Here(), [sys.executable, str(slow), str(files[0])], files[0], None), (_Here(), fail, files[1], None)], timeout=10)
-    assert not files[0].exists() and not process.ident_file(files[0]).exists()
-    assert not _named(str(slow)), "the daemon that did detach was left running"
+    try:
+        with pytest.raises(VnetError, match="did not start: refused: bad config"):
+            process.start_many([(_Here(), [sys.executable, str(slow), str(files[0])], files[0], None), (_Here(), fail, files[1], None)], timeout=10)
+        assert not files[0].exists() and not process.ident_file(files[0]).exists()
+        assert not _named(str(slow)), "the daemon that did detach was left running"
+    finally:  # whatever failed above, the daemon this test started does not outlive it
+        process.stop_pids(_named(str(slow)), timeout=5)
 
 
 def _named(text: str) -> list[int]:
