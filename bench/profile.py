@@ -72,13 +72,19 @@ class Probe:
         self.wrap(Runner, "complete", "phase complete (undo text)")
         self.wrap(Engine, "_recover", "phase recover (journal check)")
         self.wrap(Engine, "observe", "phase observe")
-        self.wrap(engine_mod, "check", "phase preflight")
+        import vnet.preflight as preflight_mod
+
+        self.wrap(preflight_mod, "check", "phase preflight")
         self.wrap(engine_mod, "diff", "phase diff")
         self.wrap(engine_mod, "desired", "phase desired")
         self.wrap(Engine, "facts", "phase facts")
+        from vnet import kinds
         from vnet.kinds.links import LinkKind
 
         self.wrap(LinkKind, "delete_many", "step  delete links (one batch)")
+        for kind in kinds.ordered():
+            if kind.create_batch:
+                self.wrap(kind, "create_many", f"step  create {kind.name} (one batch)")
         self.wrap(observe_mod, "read_links", "observe read_links")
         self.wrap(nsmod.Namespace, "call", "call inside a namespace")
         self.wrap(nsmod, "create", "netns create")

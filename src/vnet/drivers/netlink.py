@@ -62,6 +62,11 @@ def _port_without_ipv6(ifname: str) -> None:
         pass
 
 
+def _ports_without_ipv6(ifnames: list[str]) -> None:
+    for ifname in ifnames:
+        _port_without_ipv6(ifname)
+
+
 def _make_tuntap(name: str, mode: str, owner: int | None, group: int | None, multi_queue: bool, port: bool = False) -> None:
     # runs inside the target namespace (worker thread): the device is born there, no fork needed
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
@@ -133,12 +138,40 @@ def create_bridge(nss: Namespaces, r: Resource) -> None:
 
 
 def create_tap(nss: Namespaces, r: Resource) -> None:
+    create_taps(nss, [r])
+
+
+def _make_tuntaps(rs: list[Resource]) -> None:
+    for r in rs:
+        try:
+            _make_tuntap(r.key, r.get("mode"), r.get("owner"), r.get("group"), bool(r.get("multi_queue")), bool(r.get("master")))
+        except OSError as exc:
+            raise VnetError(f"cannot create {r.get('mode')} {r.key}: {exc.strerror}") from None
+
+
+def create_taps(nss: Namespaces, rs: list[Resource]) -> None:
+    """Every device in one trip into the target namespace (a trip each cost more than the device),
+    then every tap's mark, MAC, MTU, bridge and up as one netlink batch. Should any of it fail,
+    what this call made goes again: unmarked taps would otherwise be left to recovery's sweep."""
     ns = nss.host
+    made = [r.key for r in rs]
     try:
-        ns.call(_make_tuntap, r.key, r.get("mode"), r.get("owner"), r.get("group"), bool(r.get("multi_queue")), bool(r.get("master")))
-    except OSError as exc:
-        raise VnetError(f"cannot create {r.get('mode')} {r.key}: {exc.strerror}") from None
-    _all_or_nothing(ns, r.key, lambda: _set_link(ns, r.key, r))
+        ns.call(_make_tuntaps, rs)
+        requests = []
+        for r in rs:
+            requests.append(rtnl.set_link(ifname=r.key, alias=r.get("mark"), **_settings(ns, r)))
+            if r.get("master") and r.get("hairpin"):  # set only once the link is a port
+                requests.append(rtnl.set_bridge_port(r.key, True))
+        failed = next((e for e in ns.nl.batch(requests) if e is not None), None)
+        if failed is not None:
+            raise failed
+    except BaseException:
+        for name in made:
+            try:
+                _delete_link(ns, name)
+            except Exception:
+                pass
+        raise
 
 
 @contextmanager
@@ -165,10 +198,13 @@ def create_veths(nss: Namespaces, rs: list[Resource]) -> None:
         with _netns_fd(r.get("peer_ns")) as fd:
             peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"), r.get("mtu"))
             _create_marked(ns, rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)), r.key, r.get("mark"))
-        if r.get("master"):  # while the peer is down, so the host end has no carrier yet
-            _all_or_nothing(ns, r.key, lambda: ns.call(_port_without_ipv6, r.key))
         if r.get("hairpin"):
             _all_or_nothing(ns, r.key, lambda: ns.nl.request(*rtnl.set_bridge_port(r.key, True)))
+    # every port's IPv6 off in one trip into the target namespace, while the peers are down, so
+    # the host ends have no carrier yet (a link made here is marked: recovery removes it on failure)
+    ports = [r.key for r in rs if r.get("master")]
+    if ports:
+        ns.call(_ports_without_ipv6, ports)
     for r in rs:
         peer_ns = nss.get(r.get("peer_ns"))
         _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
@@ -239,21 +275,26 @@ def set_in_place(nss: Namespaces, new: Resource, old: Resource | None = None) ->
 # --- namespaces ------------------------------------------------------------------------------
 
 
-def create_netns(nss: Namespaces, r: Resource) -> None:
-    if nsmod.exists(r.key):
-        raise VnetError(f"network namespace {r.key} exists already and is not vnet's")
-    if nsmod.half_made(r.key):
-        raise VnetError(f"{nsmod.NETNS_DIR / r.key} is a file with no namespace mounted on it (a killed `ip netns add`?); "
-                        f"if nothing is creating it right now, remove it with `ip netns delete {r.key}`")
-    sock = nsmod.create(r.key)
+def create_netnses(nss: Namespaces, rs: list[Resource]) -> None:
+    """The namespaces, made in one trip of the thread that enters namespaces (nsmod.create_many),
+    then each one's mark on its `lo`. All or none: on failure every one made here goes again."""
+    for r in rs:
+        if nsmod.exists(r.key):
+            raise VnetError(f"network namespace {r.key} exists already and is not vnet's")
+        if nsmod.half_made(r.key):
+            raise VnetError(f"{nsmod.NETNS_DIR / r.key} is a file with no namespace mounted on it (a killed `ip netns add`?); "
+                            f"if nothing is creating it right now, remove it with `ip netns delete {r.key}`")
+    socks = nsmod.create_many([r.key for r in rs])
     try:
-        ns = nss.get(r.key)
-        ns.adopt(sock)
-        # the mark lives in the namespace itself, so ownership survives the loss of vnet's state
-        ns.nl.request(*rtnl.set_link(ifname="lo", alias=r.get("mark"), up=True))
+        for r, sock in zip(rs, socks):
+            nss.get(r.key).adopt(sock)
+        for r in rs:
+            # the mark lives in the namespace itself, so ownership survives the loss of vnet's state
+            nss.get(r.key).nl.request(*rtnl.set_link(ifname="lo", alias=r.get("mark"), up=True))
     except BaseException:
-        nss.forget(r.key)
-        nsmod.remove(r.key)
+        for r in rs:
+            nss.forget(r.key)
+            nsmod.remove(r.key)
         raise
 
 

@@ -197,13 +197,35 @@ def _unshare_and_bind(path: Path) -> socket.socket:
 def create(name: str) -> socket.socket:
     """A named network namespace, made in-process (a thread unshares, no child process), and an
     rtnetlink socket inside it."""
+    return create_many([name])[0]
+
+
+def _unshare_and_bind_each(paths: list[Path], socks: list[socket.socket]) -> None:
+    for path in paths:
+        socks.append(_unshare_and_bind(path))
+
+
+def create_many(names: list[str]) -> list[socket.socket]:
+    """Named network namespaces, all made in one trip of the thread that enters namespaces, each
+    with an rtnetlink socket inside it. All or none: on failure, those made are removed again."""
     _share_rundir()
-    path = NETNS_DIR / name
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    paths: list[Path] = []
+    socks: list[socket.socket] = []
     try:
-        return _hop(_unshare_and_bind, path)
+        for name in names:
+            path = NETNS_DIR / name
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            paths.append(path)
+        _hop(_unshare_and_bind_each, paths, socks)
+        return socks
     except BaseException:
-        path.unlink(missing_ok=True)
+        for sock in socks:
+            sock.close()
+        for path in paths:
+            try:
+                remove(path.name)  # mounted or not
+            except OSError:
+                pass
         raise
 
 

@@ -85,6 +85,7 @@ class Tap(LinkKind):
     name = "tap"
     after = ("bridge",)
     link_roles = ("tap", "tun")
+    create_batch = "taps"  # every device made in one trip into the target namespace (netlink.create_taps)
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out = []
@@ -120,6 +121,9 @@ class Tap(LinkKind):
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         netlink.create_tap(ctx.nss, r)
+
+    def create_many(self, ctx: Ctx, rs: list[Resource]) -> None:
+        netlink.create_taps(ctx.nss, rs)
 
 
 class Veth(LinkKind):

@@ -57,6 +57,7 @@ def _custom(topology: str, name: str) -> bool:
 
 class Netns(Kind):
     name = "netns"
+    create_batch = "namespaces"  # all made in one trip of the thread that enters namespaces
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         return [
@@ -83,9 +84,13 @@ class Netns(Kind):
         return (r.key,)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
-        if _custom(ctx.topology, r.key):
-            record(ctx.state, r.key)  # before it exists: a crash after still finds it
-        netlink.create_netns(ctx.nss, r)
+        self.create_many(ctx, [r])
+
+    def create_many(self, ctx: Ctx, rs: list[Resource]) -> None:
+        for r in rs:
+            if _custom(ctx.topology, r.key):
+                record(ctx.state, r.key)  # before it exists: a crash after still finds it
+        netlink.create_netnses(ctx.nss, rs)
 
     def delete(self, ctx: Ctx, r: Resource) -> None:
         netlink.delete_netns(ctx.nss, r)
