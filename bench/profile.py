@@ -86,6 +86,11 @@ class Probe:
             if kind.create_batch:
                 self.wrap(kind, "create_many", f"step  create {kind.name} (one batch)")
         self.wrap(observe_mod, "read_links", "observe read_links")
+        self.wrap(nsmod.Namespaces, "open", "observe open sockets")
+        import vnet.kinds.route as route_mod
+
+        self.wrap(observe_mod, "observed_routes", "observe routes (host)")
+        self.wrap(route_mod, "observed_routes", "observe routes")
         self.wrap(nsmod.Namespace, "call", "call inside a namespace")
         self.wrap(nsmod, "create", "netns create")
         self.wrap(subprocess, "run", lambda argv, *a, **kw: "process " + _prog(argv))

@@ -14,7 +14,7 @@ from vnet import kinds, names
 from vnet.drivers import iptables, rtnl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespace, Namespaces
-from vnet.kinds.route import observed_routes
+from vnet.kinds.route import marked_routes, observed_routes
 from vnet.resources import Resource, make
 from vnet.values import Record
 
@@ -81,6 +81,7 @@ class Observation:
 
 
 def read_links(ns: Namespace) -> dict[str, LinkInfo]:
+    """The namespace's links by name, marks parsed (and its name → index cache set)."""
     links = ns.nl.links()
     by_index = {li.index: li.ifname for li in links}
     ns.indexes = {name: idx for idx, name in by_index.items()}
@@ -111,6 +112,7 @@ class View:
         self.listed = set(nsmod.listed() if listed is None else listed)  # namespaces that can be entered, as of now
         self._links: dict[str, dict[str, LinkInfo]] = {}
         self._addrs: dict[str, dict[int, list[rtnl.Addr]]] = {}
+        self._routes: dict[str, list[rtnl.Route]] = {}
 
     def exists(self, ns: str) -> bool:
         """A namespace of that name can be entered (as listed when this observation began)."""
@@ -122,13 +124,19 @@ class View:
         return self._links[ns]
 
     def addresses(self, ns: str) -> dict[int, list[rtnl.Addr]]:
-        """Every IPv4 address of the namespace by ifindex: one dump, not one per link."""
+        """Every address of the namespace by ifindex: one dump, not one per link."""
         if ns not in self._addrs:
             out: dict[int, list[rtnl.Addr]] = {}
             for a in self.nss.get(ns).nl.addrs():
                 out.setdefault(a.index, []).append(a)
             self._addrs[ns] = out
         return self._addrs[ns]
+
+    def routes(self, ns: str) -> list[rtnl.Route]:
+        """The namespace's routes with vnet's protocol number."""
+        if ns not in self._routes:
+            self._routes[ns] = marked_routes(self.nss.get(ns))
+        return self._routes[ns]
 
     @staticmethod
     def alias(li: LinkInfo) -> str:
@@ -161,7 +169,7 @@ def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[
         owned_index[li.index] = li.name
         for r in kind.from_link(view, li):
             obs.add(r)
-    for rt in observed_routes(host, "", owned_index):
+    for rt in observed_routes(view.routes(""), "", owned_index):
         obs.add(rt)
 
     # namespaces: vnet's default names start with the topology's; ownership is the mark on lo

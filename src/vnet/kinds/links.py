@@ -184,7 +184,7 @@ class Veth(LinkKind):
                     attrs.update(peer_name=p.name, peer_mac=p.mac, peer_mark=view.alias(p))
                     inner_owned[p.index] = p.name
                     yield from observed_addresses(view.addresses(peer_ns), peer_ns, p.name, p.index)
-            yield from observed_routes(view.nss.get(peer_ns), peer_ns, inner_owned)
+            yield from observed_routes(view.routes(peer_ns), peer_ns, inner_owned)
         yield make("veth", li.name, **attrs)
 
     def namespaces(self, r: Resource) -> tuple[str, ...]:

@@ -70,7 +70,7 @@ class Macvlan(Kind):
                              mode=MODES.get(li.data.get("IFLA_MACVLAN_MODE"), "?")))
                 for r in observed_addresses(view.addresses(ns), ns, li.name, li.index):
                     obs.add(r)
-                for r in observed_routes(view.nss.get(ns), ns, {li.index: li.name}):
+                for r in observed_routes(view.routes(ns), ns, {li.index: li.name}):
                     obs.add(r)
 
     def namespaces(self, r: Resource) -> tuple[str, ...]:

@@ -9,14 +9,19 @@ from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make, ns_key
 
 
-def observed_routes(ns: Namespace, nskey: str, owned_links: dict[int, str]) -> list[Resource]:
-    out = []
+def marked_routes(ns: Namespace) -> list[rtnl.Route]:
+    """The routes of a namespace that carry vnet's protocol number (main table, both families)."""
     try:  # IPv4 and IPv6 in one dump
-        routes = ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_UNSPEC)
+        return ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_UNSPEC)
     except rtnl.RtnlError:  # a kernel that refuses the filter for some family: one dump each
-        routes = ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO) + ns.nl.routes(
+        return ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO) + ns.nl.routes(
             table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_INET6
         )
+
+
+def observed_routes(routes: list[rtnl.Route], nskey: str, owned_links: dict[int, str]) -> list[Resource]:
+    """The route resources among a namespace's marked routes: those through links vnet owns."""
+    out = []
     for rt in routes:
         if rt.oif not in owned_links:
             continue
