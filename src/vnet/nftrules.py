@@ -438,6 +438,7 @@ def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str
     leased = _Set("leased", "", typeof=LEASED_KEY, flags="dynamic,timeout")
     ip6_guarded = _Set("ip6_guarded", "ifname")  # ports whose IPv6 addresses vnet knows
     port_ip6 = _Set("port_ip6", "ifname . ipv6_addr")
+    fixed6_ok = _Set("fixed6_ok", "ifname . ether_addr . ipv6_addr")  # … and for IPv6, every address vnet knows of it
     nd_target = _Set("nd_target", "", typeof="iifname . @th,64,128")  # a Neighbour Advertisement's target
     free6_guarded = _Set("free6_guarded", "ifname")  # ports whose IPv6 addresses vnet does not know
     reserved6 = _Set("reserved_ip6", "ipv6_addr")
@@ -474,6 +475,8 @@ def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str
             for a6 in known6 or (link_local(port.mac),):  # a free port's own link-local is still its own
                 port_ip6.elements.append(f"{name} . {a6}")
                 nd_target.elements.append(f"{name} . 0x{int(a6):032x}")
+                if known6 is not None and not port.rate:
+                    fixed6_ok.elements.append(f"{name} . {port.mac} . {a6}")
             if port.address:
                 ip_guarded.elements.append(name)
                 port_ip.elements.append(f"{name} . {port.address}")
@@ -523,6 +526,9 @@ def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str
         # accepts it, where the checks cost three lookups and their comparisons. Any other frame,
         # a spoofed one among them, goes on to the checks.
         *(["meta l4proto tcp ether type ip meta protocol ip iifname . ether saddr . ip saddr @fixed_ok accept"] if fixed_ok.elements else []),
+        # the same for IPv6 from a port whose IPv6 addresses vnet knows: guard_ip6 lets TCP from
+        # them through (its drops are of DHCP servers, ICMPv6 roles, :: and other addresses)
+        *(["meta l4proto tcp ether type ip6 meta protocol ip6 iifname . ether saddr . ip6 saddr @fixed6_ok accept"] if fixed6_ok.elements else []),
         *(["iifname . ether saddr vmap @guard_ports", f"iifname @guarded {COUNT_GUARD_DROP} drop"] if guarded.elements else []),
         # a DHCPACK from an isolated network's service port (chaddr . yiaddr; option 53 comes
         # first); the frame's type and ports first, so that any other frame passes by comparisons
@@ -598,7 +604,7 @@ def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str
         "oifname @isolated_ports iifname != @service_ports drop",
     ] if isolated_ports.elements else []
     sets = [guarded, port_mac, guard_ports, ip_guarded, port_ip, fixed_ok, dhcp_guarded, free_guarded, reserved, leased, ip6_guarded, port_ip6,
-            nd_target, free6_guarded, reserved6, reserved_nd, nd_mac, isolated_ports, service_ports, upload, guard_drops]
+            fixed6_ok, nd_target, free6_guarded, reserved6, reserved_nd, nd_mac, isolated_ports, service_ports, upload, guard_drops]
     needed = bool(guarded.elements or isolated_ports.elements or upload.elements)
     return _Guards(limits, sets, prerouting, forward, output, needed, chains)
 

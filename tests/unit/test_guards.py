@@ -79,6 +79,7 @@ def test_every_guarded_port_has_its_link_local_address_and_mac_for_nd():
 
 
 FAST_PATH = "meta l4proto tcp ether type ip meta protocol ip iifname . ether saddr . ip saddr @fixed_ok accept"
+FAST_PATH6 = "meta l4proto tcp ether type ip6 meta protocol ip6 iifname . ether saddr . ip6 saddr @fixed6_ok accept"
 
 
 def _bridge_chains(text: str) -> dict[str, list[str]]:
@@ -100,7 +101,7 @@ def test_guard_order_tags_before_address_checks():
     checks of its protocol; anything else is dropped (CVE-2021-27853), and so is a frame of a guarded
     port from another MAC. No address check is reached another way."""
     c = _bridge_chains(_render().text)
-    assert c["prerouting"][:3] == [FAST_PATH, "iifname . ether saddr vmap @guard_ports", f"iifname @guarded {nftrules.COUNT_GUARD_DROP} drop"]
+    assert c["prerouting"][:4] == [FAST_PATH, FAST_PATH6, "iifname . ether saddr vmap @guard_ports", f"iifname @guarded {nftrules.COUNT_GUARD_DROP} drop"]
     kinds = ("fixed", "dhcp", "free")
     for kind in kinds:
         assert c[f"guard_{kind}"] == [
@@ -108,10 +109,10 @@ def test_guard_order_tags_before_address_checks():
             f"{nftrules.COUNT_GUARD_DROP} drop",
         ]
     # the fast path only accepts (what it accepts passes every check: test_fast_path_...)
-    address_checks = [n for n, rules in c.items() if any(("saddr ip" in r or "ip saddr" in r or "ip6 saddr" in r) and r != FAST_PATH for r in rules)]
+    address_checks = [n for n, rules in c.items() if any(("saddr ip" in r or "ip saddr" in r or "ip6 saddr" in r) and r not in (FAST_PATH, FAST_PATH6) for r in rules)]
     assert sorted(address_checks) == sorted(["guard_arp", "guard_ip6", *(f"guard_ip_{k}" for k in kinds)])
     jumps = [r for rules in c.values() for r in rules if "jump" in r or "goto" in r or "vmap" in r]
-    assert jumps == [c["prerouting"][1], *(c[f"guard_{k}"][0] for k in kinds)]
+    assert jumps == [c["prerouting"][2], *(c[f"guard_{k}"][0] for k in kinds)]
     # every guard drops, and counts the drop for its port (the example has no upload rate)
     assert not any("limit name" in r for rules in c.values() for r in rules)
     for name in (*(f"guard_{k}" for k in kinds), "guard_arp", "guard_ip6", *(f"guard_ip_{k}" for k in kinds)):
@@ -121,7 +122,7 @@ def test_guard_order_tags_before_address_checks():
 def test_fast_path_takes_only_what_the_checks_of_a_fixed_port_let_through():
     """The fast path accepts TCP from a port with a fixed IPv4 address and no upload rate, by its
     port, own MAC and own address, untagged: exactly the frames guard_fixed and guard_ip_fixed let
-    through untouched. A port with an upload rate is not in it (its frames must meet the limit at
+    through untouched (for IPv6 those guard_ip6 lets through). A port with an upload rate is not in it (its frames must meet the limit at
     the end of the checks), nor a DHCP or a free port (their addresses are not fixed)."""
     text = _render(FAST).text
     _, sets = nftrules.parse(text)
@@ -133,8 +134,16 @@ def test_fast_path_takes_only_what_the_checks_of_a_fixed_port_let_through():
         port, mac, addr = e.split(" . ")
         assert f"{port} . {mac}" in sets[("bridge", "port_mac")] and f"{port} . {addr}" in sets[("bridge", "port_ip")]
         assert f"{port} . {mac} : goto guard_fixed" in sets[("bridge", "guard_ports")]
+    # for IPv6, every port whose IPv6 addresses vnet knows (here its link-local), whatever its IPv4
+    # kind, and again none with an upload rate: guard_ip6 lets TCP from those addresses through
+    six = sets[("bridge", "fixed6_ok")]
+    assert sorted(e.split(" . ")[0] for e in six) == sorted([web, dyn])
+    for e in six:
+        port, mac, addr = e.split(" . ")
+        assert f"{port} . {addr}" in sets[("bridge", "port_ip6")] and port in sets[("bridge", "ip6_guarded")]
+        assert f"{port} . {mac}" in sets[("bridge", "port_mac")]
     c = _bridge_chains(text)
-    assert c["prerouting"][0] == FAST_PATH
+    assert c["prerouting"][:2] == [FAST_PATH, FAST_PATH6]
     # what guard_ip_fixed checks: a TCP frame from the port's own address meets none of its drops
     assert c["guard_ip_fixed"][:3] == [
         f"udp sport {{ 67, 547 }} {nftrules.COUNT_GUARD_DROP} drop",
@@ -163,7 +172,7 @@ def test_chains_a_topology_does_not_need_are_left_out():
     fixed = "name: fx\nnetworks:\n  lan: {mode: nat, subnet: 10.9.0.0/24, uplink: eth0}\nendpoints:\n  web: {kind: netns, network: lan, address: 10.9.0.10/24}\n"
     c = _bridge_chains(_render(fixed).text)
     assert "output" not in c and "forward" not in c
-    assert c["prerouting"] == [FAST_PATH, "iifname . ether saddr vmap @guard_ports", f"iifname @guarded {nftrules.COUNT_GUARD_DROP} drop"]
+    assert c["prerouting"] == [FAST_PATH, FAST_PATH6, "iifname . ether saddr vmap @guard_ports", f"iifname @guarded {nftrules.COUNT_GUARD_DROP} drop"]
     c = _render(fixed.replace("10.9.0.10/24}", "10.9.0.10/24, isolated: true}")).text
     assert _bridge_chains(c)["forward"] == ["iifname @isolated_ports oifname != @service_ports drop", "oifname @isolated_ports iifname != @service_ports drop"]
     c = _bridge_chains(_render(fixed.replace("uplink: eth0}", "uplink: eth0, dhcp: true}") + "  dyn: {kind: netns, network: lan}\n").text)

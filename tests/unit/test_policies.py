@@ -687,7 +687,7 @@ def test_spoofing_walk():
     # dispatch by type; any other frame of a guarded port is dropped
     assert f'"{web}" . {names.mac(T, "web")} : goto guard_fixed' in elements(text, "guard_ports", "bridge")
     # (after the fast path, which only accepts a fixed port's own TCP: tests/unit/test_guards.py)
-    assert c[("bridge", "prerouting")][1:3] == ["iifname . ether saddr vmap @guard_ports", "iifname @guarded update @guard_drops { iifname } drop"]
+    assert c[("bridge", "prerouting")][2:4] == ["iifname . ether saddr vmap @guard_ports", "iifname @guarded update @guard_drops { iifname } drop"]
     assert c[("bridge", "guard_fixed")][-1] == "update @guard_drops { iifname } drop"  # any other type, or a tag
     for name in ("guard_ip_fixed", "guard_ip6"):
         assert "udp sport { 67, 547 } update @guard_drops { iifname } drop" in c[("bridge", name)]
