@@ -62,11 +62,26 @@ def arp_reply(src_mac: str, claim_ip: str, dst_mac: str, dst_ip: str, marker: by
     return eth(dst_mac, src_mac, 0x0806, body + marker, tags)
 
 
+def _syn(data: bytes) -> bytes:
+    """A TCP SYN carrying `data`, its checksum left 0."""
+    return struct.pack("!HHIIBBHHH", 40001, 9, 1, 0, 5 << 4, 0x02, 64240, 0, 0) + data
+
+
+def tcp4(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, data: bytes, tags=()) -> bytes:
+    """A TCP SYN carrying `data`, with valid IPv4 and TCP checksums (br_netfilter checks the IP header)."""
+    s, d = ipaddress.IPv4Address(src_ip).packed, ipaddress.IPv4Address(dst_ip).packed
+    tcp = _syn(data)
+    tcp = tcp[:16] + struct.pack("!H", _csum(s + d + struct.pack("!xBH", 6, len(tcp)) + tcp)) + tcp[18:]
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, s, d)
+    head = head[:10] + struct.pack("!H", _csum(head)) + head[12:]
+    return eth(dst_mac, src_mac, 0x0800, head + tcp, tags)
+
+
 def ipv6(src: str, dst: str, nh: int, payload: bytes, hops: int = 255) -> bytes:
     s, d = ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed
-    if nh in (58, 17):  # checksum over the pseudo-header
+    if nh in (58, 17, 6):  # checksum over the pseudo-header
         pseudo = s + d + struct.pack("!I3xB", len(payload), nh)
-        off = 2 if nh == 58 else 6
+        off = {58: 2, 17: 6, 6: 16}[nh]
         payload = payload[:off] + struct.pack("!H", _csum(pseudo + payload)) + payload[off + 2 :]
     return struct.pack("!IHBB", 6 << 28, len(payload), nh, hops) + s + d + payload
 
@@ -95,6 +110,10 @@ def udp6(src_mac: str, dst_mac: str, dst_ip: str, sport: int, dport: int, data: 
     src_ip = src_ip or str(nftrules.link_local(src_mac))
     udp = struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
     return eth(dst_mac, src_mac, 0x86DD, ipv6(src_ip, dst_ip, 17, udp, hops=64))
+
+
+def tcp6(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, data: bytes) -> bytes:
+    return eth(dst_mac, src_mac, 0x86DD, ipv6(src_ip, dst_ip, 6, _syn(data), hops=64))
 
 
 def sentinel(src_mac: str, marker: bytes) -> bytes:
@@ -396,6 +415,39 @@ def test_vlan_tagged_frames_skip_no_guard(grd):
         send(loose_ns, *[arp_reply(loose, GW, vmac, VICTIM, b"loose-" + k, tags) for k, tags in variants.items()])
         assert all(sn.wait(b"loose-" + k) for k in variants)
         assert wait_for(lambda: neigh_mac(victim, GW) == loose), "a VLAN 0 ARP reply did not poison the unguarded way"
+
+
+def test_tcp_from_a_fixed_port_passes_only_from_its_own_mac_and_address(grd):
+    """The fast path (one lookup of port, MAC and address accepts a fixed port's TCP, over IPv4 and
+    IPv6) lets nothing else through: TCP from another address, from another MAC, as another fixed
+    port (`back`'s MAC and address), or inside a VLAN tag is dropped at `web`'s port; the very same
+    frames from `loose` arrive, and so does TCP from web's own MAC and addresses."""
+    web_ns, loose_ns, victim = ns_of("web"), ns_of("loose"), ns_of("victim")
+    web, loose, vmac, back = mac_of(web_ns), mac_of(loose_ns), mac_of(victim), mac_of(ns_of("back"))
+    web_ip = "192.168.80.10"
+    web_ll, vll, back_ll = (str(nftrules.link_local(m)) for m in (web, vmac, back))
+
+    def attacks(own: str, tag: bytes) -> dict[bytes, bytes]:
+        return {
+            b"addr": tcp4(own, vmac, "192.168.80.99", VICTIM, tag + b"addr"),
+            b"mac": tcp4("52:54:00:66:66:66", vmac, web_ip, VICTIM, tag + b"mac"),
+            b"as-back": tcp4(back, vmac, "192.168.81.10", VICTIM, tag + b"as-back"),
+            b"dot1q": tcp4(own, vmac, web_ip, VICTIM, tag + b"dot1q", ((0x8100, 5),)),
+            b"vlan0": tcp4(own, vmac, web_ip, VICTIM, tag + b"vlan0", ((0x8100, 0),)),
+            b"v6-addr": tcp6(own, vmac, "fe80::99", vll, tag + b"v6-addr"),
+            b"v6-mac": tcp6("52:54:00:66:66:66", vmac, web_ll, vll, tag + b"v6-mac"),
+            b"v6-as-back": tcp6(back, vmac, back_ll, vll, tag + b"v6-as-back"),
+        }
+
+    with Sniffer(victim) as sn:
+        # web's own TCP passes (the fast path's element), its attacks do not
+        _attempt(web_ns, [tcp4(web, vmac, web_ip, VICTIM, b"tcp-web-own"), tcp6(web, vmac, web_ll, vll, b"tcp6-web-own")], sn, "tcp-own")
+        assert sn.seen(b"tcp-web-own") and sn.seen(b"tcp6-web-own")
+        _attempt(web_ns, list(attacks(web, b"tcp-web-").values()), sn, "tcp-web")
+        assert [k for k in attacks(web, b"") if sn.seen(b"tcp-web-" + k)] == []
+        # the controls: the same frames from the unguarded port arrive
+        send(loose_ns, *attacks(loose, b"tcp-loose-").values())
+        assert all(sn.wait(b"tcp-loose-" + k) for k in attacks(loose, b""))
 
 
 # --- forwards, allow: and isolation -----------------------------------------------------------

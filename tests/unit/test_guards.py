@@ -78,6 +78,10 @@ def test_every_guarded_port_has_its_link_local_address_and_mac_for_nd():
     assert "192.168.80.1" in sets[("bridge", "reserved_ip")]
 
 
+FAST_PATH = "meta l4proto tcp ether type ip meta protocol ip iifname . ether saddr . ip saddr @fixed_ok accept"
+FAST_PATH6 = "meta l4proto tcp ether type ip6 meta protocol ip6 iifname . ether saddr . ip6 saddr @fixed6_ok accept"
+
+
 def _bridge_chains(text: str) -> dict[str, list[str]]:
     out, name = {}, None
     for line in text.split("table bridge ", 1)[1].splitlines():
@@ -97,21 +101,88 @@ def test_guard_order_tags_before_address_checks():
     checks of its protocol; anything else is dropped (CVE-2021-27853), and so is a frame of a guarded
     port from another MAC. No address check is reached another way."""
     c = _bridge_chains(_render().text)
-    assert c["prerouting"][:2] == ["iifname . ether saddr vmap @guard_ports", f"iifname @guarded {nftrules.COUNT_GUARD_DROP} drop"]
+    assert c["prerouting"][:4] == [FAST_PATH, FAST_PATH6, "iifname . ether saddr vmap @guard_ports", f"iifname @guarded {nftrules.COUNT_GUARD_DROP} drop"]
     kinds = ("fixed", "dhcp", "free")
     for kind in kinds:
         assert c[f"guard_{kind}"] == [
             f"ether type . meta protocol vmap {{ arp . arp : goto guard_arp, ip . ip : goto guard_ip_{kind}, ip6 . ip6 : goto guard_ip6 }}",
             f"{nftrules.COUNT_GUARD_DROP} drop",
         ]
-    address_checks = [n for n, rules in c.items() if any("saddr ip" in r or "ip saddr" in r or "ip6 saddr" in r for r in rules)]
+    # the fast path only accepts (what it accepts passes every check: test_fast_path_...)
+    address_checks = [n for n, rules in c.items() if any(("saddr ip" in r or "ip saddr" in r or "ip6 saddr" in r) and r not in (FAST_PATH, FAST_PATH6) for r in rules)]
     assert sorted(address_checks) == sorted(["guard_arp", "guard_ip6", *(f"guard_ip_{k}" for k in kinds)])
     jumps = [r for rules in c.values() for r in rules if "jump" in r or "goto" in r or "vmap" in r]
-    assert jumps == [c["prerouting"][0], *(c[f"guard_{k}"][0] for k in kinds)]
+    assert jumps == [c["prerouting"][2], *(c[f"guard_{k}"][0] for k in kinds)]
     # every guard drops, and counts the drop for its port (the example has no upload rate)
     assert not any("limit name" in r for rules in c.values() for r in rules)
     for name in (*(f"guard_{k}" for k in kinds), "guard_arp", "guard_ip6", *(f"guard_ip_{k}" for k in kinds)):
         assert all(r.endswith(f"{nftrules.COUNT_GUARD_DROP} drop") for r in c[name] if "vmap" not in r), name
+
+
+def test_fast_path_takes_only_what_the_checks_of_a_fixed_port_let_through():
+    """The fast path accepts TCP from a port with a fixed IPv4 address and no upload rate, by its
+    port, own MAC and own address, untagged: exactly the frames guard_fixed and guard_ip_fixed let
+    through untouched (for IPv6 those guard_ip6 lets through). A port with an upload rate is not in it (its frames must meet the limit at
+    the end of the checks), nor a DHCP or a free port (their addresses are not fixed)."""
+    text = _render(FAST).text
+    _, sets = nftrules.parse(text)
+    web, slow, dyn = (f'"{names.veth_host("fp", n)}"' for n in ("web", "slow", "dyn"))
+    assert [e.split(" . ")[0] for e in sets[("bridge", "fixed_ok")]] == [web]
+    assert web in sets[("bridge", "ip_guarded")] and slow in sets[("bridge", "ip_guarded")]
+    assert dyn in sets[("bridge", "dhcp_guarded")]
+    for e in sets[("bridge", "fixed_ok")]:
+        port, mac, addr = e.split(" . ")
+        assert f"{port} . {mac}" in sets[("bridge", "port_mac")] and f"{port} . {addr}" in sets[("bridge", "port_ip")]
+        assert f"{port} . {mac} : goto guard_fixed" in sets[("bridge", "guard_ports")]
+    # for IPv6, every port whose IPv6 addresses vnet knows (here its link-local), whatever its IPv4
+    # kind, and again none with an upload rate: guard_ip6 lets TCP from those addresses through
+    six = sets[("bridge", "fixed6_ok")]
+    assert sorted(e.split(" . ")[0] for e in six) == sorted([web, dyn])
+    for e in six:
+        port, mac, addr = e.split(" . ")
+        assert f"{port} . {addr}" in sets[("bridge", "port_ip6")] and port in sets[("bridge", "ip6_guarded")]
+        assert f"{port} . {mac}" in sets[("bridge", "port_mac")]
+    c = _bridge_chains(text)
+    assert c["prerouting"][:2] == [FAST_PATH, FAST_PATH6]
+    # what guard_ip_fixed checks: a TCP frame from the port's own address meets none of its drops
+    assert c["guard_ip_fixed"][:3] == [
+        f"udp sport {{ 67, 547 }} {nftrules.COUNT_GUARD_DROP} drop",
+        f"ip saddr 0.0.0.0 meta l4proto . th dport != {{ udp . 67 }} {nftrules.COUNT_GUARD_DROP} drop",
+        f"ip saddr != 0.0.0.0 iifname . ip saddr != @port_ip {nftrules.COUNT_GUARD_DROP} drop",
+    ]
+    assert c["guard_ip_fixed"][3:] == ["limit name iifname map @upload_limits drop"]
+
+
+FAST = """
+name: fp
+networks:
+  lan: {mode: nat, subnet: 10.9.0.0/24, uplink: eth0, dhcp: true}
+endpoints:
+  web: {kind: netns, network: lan, address: 10.9.0.10/24}
+  slow: {kind: netns, network: lan, address: 10.9.0.11/24, rate: 10mbit}
+  dyn: {kind: netns, network: lan}
+  loose: {kind: netns, network: lan, address: 10.9.0.12/24, spoofing: allow}
+"""
+
+
+def test_chains_a_topology_does_not_need_are_left_out():
+    """A frame pays for every base chain on its way, rules or none: the output chain (DHCP
+    snooping of the host's dnsmasq) is there only with a DHCP-guarded port, the forward chain
+    (port isolation) only with an isolated port, the fast path only with a port it serves."""
+    fixed = "name: fx\nnetworks:\n  lan: {mode: nat, subnet: 10.9.0.0/24, uplink: eth0}\nendpoints:\n  web: {kind: netns, network: lan, address: 10.9.0.10/24}\n"
+    c = _bridge_chains(_render(fixed).text)
+    assert "output" not in c and "forward" not in c
+    assert c["prerouting"] == [FAST_PATH, FAST_PATH6, "iifname . ether saddr vmap @guard_ports", f"iifname @guarded {nftrules.COUNT_GUARD_DROP} drop"]
+    c = _render(fixed.replace("10.9.0.10/24}", "10.9.0.10/24, isolated: true}")).text
+    assert _bridge_chains(c)["forward"] == ["iifname @isolated_ports oifname != @service_ports drop", "oifname @isolated_ports iifname != @service_ports drop"]
+    c = _bridge_chains(_render(fixed.replace("uplink: eth0}", "uplink: eth0, dhcp: true}") + "  dyn: {kind: netns, network: lan}\n").text)
+    assert c["output"] == [nftrules.LEARN]
+    # a DHCP network whose ports all have fixed addresses: nothing reads the leases, none is learned
+    c = _bridge_chains(_render(fixed.replace("uplink: eth0}", "uplink: eth0, dhcp: true}")).text)
+    assert "output" not in c
+    # no guarded port at all (spoofing: allow): no guard rules, no fast path, no base chain
+    c = _bridge_chains(_render(fixed.replace("10.9.0.10/24}", "10.9.0.10/24, spoofing: allow}")).text)
+    assert c == {name: rules for name, rules in c.items() if name not in ("prerouting", "forward", "output")}
 
 
 def test_guard_ports_map_each_port_to_its_kind():
