@@ -505,6 +505,42 @@ def test_unsafe_or_unknown_tags(text):
     assert problems(text)
 
 
+SAME_AS_FULL_LOADER = [
+    "",
+    "# only a comment\n",
+    "---\n",
+    "name: lab\n",
+    "a: yes\nb: no\nc: on\nd: ~\ne:\nf: null\n",
+    "a: 0x1f\nb: 0o17\nc: 1_000\nd: -3\ne: 1:30\nf: 3.5\ng: .inf\nh: 1e3\n",
+    "a: '10'\nb: \"yes\"\nc: 2001-12-14\nd: 2001-13-45\ne: |\n  two\n  lines\n",
+    "yes: 1\n10: 2\nnull: 3\n'q': 4\n",
+    "a: [1, {b: [2, 3]}, [], {}]\nb:\n  - x: 1\n    y: [a, b]\n  -\n  - - 1\n",
+    "- 1\n- two\n",
+    "plain scalar at the top\n",
+]
+
+
+@pytest.mark.parametrize("text", SAME_AS_FULL_LOADER)
+def test_loading_from_events_gives_what_the_full_loader_gives(text):
+    from vnet.spec import validate
+
+    got = validate._from_events(text, validate._Loader)
+    assert got is not validate._FULL
+    assert repr(got) == repr(yaml.load(text, Loader=validate._Loader))  # repr: True is not 1, nor 1.0 1
+
+
+@pytest.mark.parametrize("text", ["a: !!str 1\n", "a: !!set {x: null}\n", "a: {<<: {b: 1}, c: 2}\n", "a: 1\n---\nb: 2\n"],
+                         ids=["explicit-tag", "set", "merge-key", "two-documents"])
+def test_what_only_the_full_loader_reads_goes_to_it(text):
+    from vnet.spec import validate
+
+    assert validate._from_events(text, validate._Loader) is validate._FULL
+
+
+def test_a_key_that_is_a_mapping_is_refused():
+    assert "plain names" in problems("name: lab\n? {a: 1}\n: x\n")[0].message
+
+
 # --- every problem names its path ---------------------------------------------------------------
 
 INVALID = [
