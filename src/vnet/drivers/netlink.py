@@ -141,12 +141,13 @@ def create_tap(nss: Namespaces, r: Resource) -> None:
     create_taps(nss, [r])
 
 
-def _make_tuntaps(rs: list[Resource]) -> None:
+def _make_tuntaps(rs: list[Resource], made: list[str]) -> None:
     for r in rs:
         try:
             _make_tuntap(r.key, r.get("mode"), r.get("owner"), r.get("group"), bool(r.get("multi_queue")), bool(r.get("master")))
         except OSError as exc:
             raise VnetError(f"cannot create {r.get('mode')} {r.key}: {exc.strerror}") from None
+        made.append(r.key)
 
 
 def create_taps(nss: Namespaces, rs: list[Resource]) -> None:
@@ -154,9 +155,9 @@ def create_taps(nss: Namespaces, rs: list[Resource]) -> None:
     then every tap's mark, MAC, MTU, bridge and up as one netlink batch. Should any of it fail,
     what this call made goes again: unmarked taps would otherwise be left to recovery's sweep."""
     ns = nss.host
-    made = [r.key for r in rs]
+    made: list[str] = []  # only these go again on failure: never a link of that name made by someone else
     try:
-        ns.call(_make_tuntaps, rs)
+        ns.call(_make_tuntaps, rs, made)
         requests = []
         for r in rs:
             requests.append(rtnl.set_link(ifname=r.key, alias=r.get("mark"), **_settings(ns, r)))
