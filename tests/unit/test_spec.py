@@ -537,6 +537,10 @@ def test_what_only_the_full_loader_reads_goes_to_it(text):
     assert validate._from_events(text, validate._Loader) is validate._FULL
 
 
+def test_an_alias_after_what_only_the_full_loader_reads_is_refused_before_it_loads():
+    assert "aliases" in problems("name: !!str lab\nnetworks:\n  a: &n {mode: isolated}\n  b: *n\n")[0].message
+
+
 def test_a_key_that_is_a_mapping_is_refused():
     assert "plain names" in problems("name: lab\n? {a: 1}\n: x\n")[0].message
 

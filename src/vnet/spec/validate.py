@@ -114,23 +114,6 @@ if _Loader is not _PyStrictLoader:
     _Loader.add_constructor("tag:yaml.org,2002:timestamp", _as_written)
 
 
-def _screen(text: str, loader: type) -> None:
-    """Read the event stream (no document is composed yet) and refuse aliases and deep nesting:
-    the composer would resolve aliases itself (billion laughs), and recurses once per level."""
-    depth = 0
-    for event in yaml.parse(text, Loader=loader):
-        if isinstance(event, yaml.AliasEvent):
-            raise yaml.constructor.ConstructorError(
-                None, None, "YAML aliases (*name) are not allowed in topology files", event.start_mark
-            )
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_NESTING:
-                raise RecursionError
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-
-
 _FULL = object()  # what _from_events returns for a file only the full loader reads
 _DEFAULT_TAGS = (None, "!")
 
@@ -138,24 +121,40 @@ _DEFAULT_TAGS = (None, "!")
 def _from_events(text: str, loader: type) -> Any:
     """The document built straight from the parser's events, with the loader's own resolver and
     constructors for each value: composing a tree of nodes first was two thirds of loading a
-    1,000-endpoint file. Refused here, as `_screen` and the strict loader refuse them: aliases,
-    deep nesting, duplicate keys, keys that are lists or mappings. A file with what only the full
-    loader reads (explicit tags, merge keys, several documents) returns _FULL."""
+    1,000-endpoint file. Refused on the way, before anything is composed (the composer would
+    resolve aliases itself, billion laughs, and recurses once per level): aliases and deep nesting;
+    and, as the strict loader refuses them, duplicate keys and keys that are lists or mappings.
+    A file with what only the full loader reads (explicit tags, merge keys, several documents)
+    is still screened to its end, then _FULL is returned."""
     helper = loader("")
     try:
         resolve, constructors, scalar = helper.resolve, helper.yaml_constructors, yaml.ScalarNode
         root: list = []
         stack: list[list] = []  # [container, key awaited (a mapping's next scalar is a key), key, keys seen]
-        documents = 0
+        depth = documents = 0
+        full = False  # from here on only screened: the full loader builds it
         for ev in yaml.parse(text, Loader=loader):
             cls = ev.__class__
+            if cls is yaml.AliasEvent:
+                raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in topology files", ev.start_mark)
+            if cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise RecursionError
+            elif cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
+                depth -= 1
+            elif cls is yaml.DocumentStartEvent:
+                documents += 1
+                full = full or documents > 1
+                continue
+            if full:
+                continue
             if cls is yaml.ScalarEvent:
-                if ev.tag not in _DEFAULT_TAGS:
-                    return _FULL
                 top = stack[-1] if stack else None
+                if ev.tag not in _DEFAULT_TAGS or (top is not None and top[1] and ev.value == "<<" and ev.implicit[0]):
+                    full = True
+                    continue
                 if top is not None and top[1]:  # a key: a name as written (`yes:` is "yes")
-                    if ev.value == "<<" and ev.implicit[0]:
-                        return _FULL
                     if ev.value in top[3]:
                         raise yaml.constructor.ConstructorError(None, None, f"duplicate key {ev.value!r}", ev.start_mark)
                     top[3].add(ev.value)
@@ -165,33 +164,27 @@ def _from_events(text: str, loader: type) -> Any:
                 value = constructors[tag](helper, scalar(tag, ev.value, ev.start_mark, ev.end_mark, style=ev.style))
             elif cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
                 if ev.tag not in _DEFAULT_TAGS:
-                    return _FULL
+                    full = True
+                    continue
                 if stack and stack[-1][1]:
                     raise yaml.constructor.ConstructorError(None, None, "keys must be plain names, not lists or mappings", ev.start_mark)
-                if len(stack) >= MAX_NESTING:
-                    raise RecursionError
                 is_map = cls is yaml.MappingStartEvent
                 stack.append([{} if is_map else [], is_map, None, set()])
                 continue
             elif cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
                 value = stack.pop()[0]
-            elif cls is yaml.AliasEvent:
-                raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in topology files", ev.start_mark)
-            elif cls is yaml.DocumentStartEvent:
-                documents += 1
-                if documents > 1:
-                    return _FULL
-                continue
             else:  # the stream's start and end, a document's end
                 continue
             if not stack:
                 root.append(value)
-            elif isinstance(stack[-1][0], dict):
+            elif isinstance(stack[-1][0], dict):  # the value of the key a mapping holds
                 top = stack[-1]
                 top[0][top[2]] = value
                 top[1] = True
             else:
                 stack[-1][0].append(value)
+        if full:
+            return _FULL
         return root[0] if root else None
     finally:
         helper.dispose()
@@ -204,8 +197,7 @@ def parse_yaml(text: str) -> Any:
         data = _from_events(text, _Loader)
         if data is not _FULL:
             return data
-        _screen(text, _Loader)
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 — strict safe loader above
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 — strict safe loader above, screened by _from_events
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
