@@ -19,13 +19,10 @@ from vnet.resources import Resource, make
 from vnet.values import Record
 
 
-_LINK_INFO = ("name", "index", "kind", "mark", "master", "mac", "mtu", "up", "data")
-
-
 class LinkInfo(Record):
     """A link of the target namespace, with vnet's mark where it carries one."""
 
-    __slots__ = _LINK_INFO
+    __slots__ = ("name", "index", "kind", "mark", "master", "mac", "mtu", "up", "data")
     name: str
     index: int
     kind: str | None
@@ -47,7 +44,6 @@ class LinkInfo(Record):
         self.mtu = mtu
         self.up = up
         self.data = {} if data is None else data
-
 
 
 class Observation:

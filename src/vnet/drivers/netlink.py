@@ -295,7 +295,7 @@ def create_netnses(nss: Namespaces, rs: list[Resource]) -> None:
     except BaseException:
         for r in rs:
             nss.forget(r.key)
-            nsmod.remove(r.key)
+        nsmod.remove_all([r.key for r in rs])
         raise
 
 

@@ -221,12 +221,18 @@ def create_many(names: list[str]) -> list[socket.socket]:
     except BaseException:
         for sock in socks:
             sock.close()
-        for path in paths:
-            try:
-                remove(path.name)  # mounted or not
-            except OSError:
-                pass
+        remove_all([path.name for path in paths])
         raise
+
+
+def remove_all(names: list[str]) -> None:
+    """Remove each of these namespaces (or half-made files) as far as it goes: cleaning up after a
+    failure, which is what the caller reports."""
+    for name in names:
+        try:
+            remove(name)
+        except OSError:
+            pass
 
 
 def remove(name: str) -> None:

@@ -342,7 +342,7 @@ class Route(Record):
     """A route as a netlink dump gives it."""
 
     __slots__ = ("dst_len", "table", "proto", "scope", "type", "dst", "gateway", "oif", "priority", "prefsrc",
-                           "flags", "family", "pref", "metrics", "expires")
+                 "flags", "family", "pref", "metrics", "expires")
     dst_len: int
     table: int
     proto: int
