@@ -261,8 +261,10 @@ def _enter(path: str) -> None:
 class Namespace:
     """A network namespace by name; None is the namespace vnet itself runs in."""
 
-    def __init__(self, name: str | None):
-        if name is not None and not exists(name):
+    def __init__(self, name: str | None, listed: bool = False):
+        # listed: the caller has just read it in /run/netns (observing lists every namespace once
+        # and opens hundreds: two stats each to check again were a twentieth of a no-op apply)
+        if name is not None and not listed and not exists(name):
             raise VnetError(f"network namespace {name!r} does not exist — create it, or check --netns")
         self.name = name
         self.path = str(NETNS_DIR / name) if name else None
@@ -365,15 +367,14 @@ class Namespaces:
         return self._others[ns]
 
     def open(self, names: list[str]) -> None:
-        """Open the rtnetlink sockets of many namespaces in one trip of the thread that enters
-        them (observing reads hundreds; a trip each was a third of a no-op apply). A namespace
-        that cannot be entered is left to fail when it is used, as it would have."""
+        """Open the rtnetlink sockets of many namespaces, just listed, in one trip of the thread
+        that enters them (observing reads hundreds; a trip each was a third of a no-op apply). A
+        namespace that cannot be entered is left to fail when it is used, as it would have."""
         todo = []
         for name in names:
-            try:
-                ns = self.get(name)
-            except VnetError:
-                continue  # gone since it was listed
+            ns = self._others.get(name)
+            if ns is None:
+                ns = self._others[name] = Namespace(name, listed=True)
             if ns._nl is None and ns.path is not None:
                 todo.append(ns)
 
@@ -391,6 +392,8 @@ class Namespaces:
             for ns, sock in zip(todo, _hop(inside)):
                 if sock is not None:
                     ns.adopt(sock)
+                else:
+                    self._others.pop(ns.name, None)  # gone since it was listed: `get` says so when used
 
     def forget(self, ns: str) -> None:
         if ns in self._others:

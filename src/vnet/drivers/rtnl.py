@@ -217,14 +217,13 @@ def _decode(obj: Any, msg: memoryview, offset: int, fields: dict[int, Callable[[
     dump fifty thousand, and a generator step for each was most of a dump's cost.)"""
     end = len(msg)
     unpack = _ATTR.unpack_from
-    get = fields.get
     while offset + 4 <= end:
         n, kind = unpack(msg, offset)
         if n < 4:
             break
-        f = get(kind & 0x3FFF)
-        if f is not None:
-            f(obj, msg[offset + 4 : offset + n])
+        # `in`, not a call of fields.get: most attributes are skipped, and the test is per attribute
+        if kind in fields or (kind > 0x3FFF and kind & 0x3FFF in fields):
+            fields[kind & 0x3FFF](obj, msg[offset + 4 : offset + n])
         offset += (n + 3) & ~3
     return obj
 
@@ -419,19 +418,22 @@ class Qdisc(Record):
         self.tbf_rate = tbf_rate
 
 
+def _qdisc_options(q: Qdisc, v: memoryview) -> None:
+    if q.kind != "tbf":  # TCA_KIND comes first
+        return
+    for ok, ov in attrs(v, 0, len(v)):
+        if ok == TCA_TBF_RATE64:
+            q.tbf_rate = struct.unpack_from("=Q", ov)[0]
+        elif ok == TCA_TBF_PARMS and q.tbf_rate is None:
+            q.tbf_rate = _U32.unpack_from(ov, 8)[0]  # tc_ratespec.rate
+
+
+_QDISC_FIELDS = {TCA_KIND: _set("kind", _str), TCA_OPTIONS: _qdisc_options}
+
+
 def parse_qdisc(msg: memoryview) -> Qdisc:
     _, index, _, parent, _ = _TCMSG.unpack_from(msg, 16)
-    q = Qdisc(index, parent)
-    for kind, v in attrs(msg, 16 + _TCMSG.size, len(msg)):
-        if kind == TCA_KIND:
-            q.kind = _str(v)
-        elif kind == TCA_OPTIONS and q.kind == "tbf":
-            for ok, ov in attrs(v, 0, len(v)):
-                if ok == TCA_TBF_RATE64:
-                    q.tbf_rate = struct.unpack_from("=Q", ov)[0]
-                elif ok == TCA_TBF_PARMS and q.tbf_rate is None:
-                    q.tbf_rate = _U32.unpack_from(ov, 8)[0]  # tc_ratespec.rate
-    return q
+    return _decode(Qdisc(index, parent), msg, 16 + _TCMSG.size, _QDISC_FIELDS)
 
 
 # --- VXLAN devices and their forwarding database ------------------------------------------------

@@ -60,7 +60,7 @@ class Macvlan(Kind):
             except OSError:
                 pass
         for ns in sorted(set(obs.namespaces) | set(recorded)):
-            if not nsmod.exists(ns):
+            if not view.exists(ns):
                 continue
             for li in view.links(ns).values():
                 if not li.mark or li.mark[:2] != (view.topology, "macvlan") or li.kind != "macvlan":

@@ -72,7 +72,7 @@ class Netns(Kind):
         target = view.nss.target
         want_target = (names.target_id(target),) if target else ()
         for name in recorded(view.state):
-            if name in obs.namespaces or not nsmod.exists(name):
+            if name in obs.namespaces or not view.exists(name):
                 continue
             lo = view.links(name).get("lo")
             mark = lo.mark if lo else None
