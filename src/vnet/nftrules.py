@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
@@ -348,6 +349,14 @@ def eui64(mac: str) -> int:
     return int.from_bytes(bytes([b[0] ^ 2]) + b[1:3] + b"\xff\xfe" + b[3:6], "big")
 
 
+def v6text(a: ipaddress.IPv6Address) -> str:
+    """str(a), by the C library where it writes the same (every address but those of ::/80, which
+    it may write with a dotted IPv4 tail): ipaddress's own is a tenth of rendering a thousand ports."""
+    if int(a) >> 48:
+        return socket.inet_ntop(socket.AF_INET6, a.packed)
+    return str(a)
+
+
 def link_local(mac: str) -> ipaddress.IPv6Address:
     return ipaddress.IPv6Address((0xFE80 << 112) | eui64(mac))
 
@@ -473,10 +482,10 @@ def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str
             known6 = port_addresses6(topo, port)
             (ip6_guarded if known6 is not None else free6_guarded).elements.append(name)
             for a6 in known6 or (link_local(port.mac),):  # a free port's own link-local is still its own
-                port_ip6.elements.append(f"{name} . {a6}")
+                port_ip6.elements.append(f"{name} . {v6text(a6)}")
                 nd_target.elements.append(f"{name} . 0x{int(a6):032x}")
                 if known6 is not None and not port.rate:
-                    fixed6_ok.elements.append(f"{name} . {port.mac} . {a6}")
+                    fixed6_ok.elements.append(f"{name} . {port.mac} . {v6text(a6)}")
             if port.address:
                 ip_guarded.elements.append(name)
                 port_ip.elements.append(f"{name} . {port.address}")
@@ -500,7 +509,7 @@ def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str
     reserved.elements = sorted(reserved_ips, key=ipaddress.IPv4Address)
     if free6_guarded.elements:
         taken = _reserved6(topo, port_list)
-        reserved6.elements = [str(a) for a in taken]
+        reserved6.elements = [v6text(a) for a in taken]
         reserved_nd.elements = [f"0x{int(a):032x}" for a in taken]
 
     # A frame from a guarded port, sent from the port's own MAC, goes by one map lookup to the

@@ -258,3 +258,21 @@ def test_rtnl_ipv6_address_and_route_round_trip():
     _, _, body = rtnl.add_route("10.0.0.0", 8, gateway="192.0.2.1")
     r = rtnl.parse_route(memoryview(b"\0" * 16 + body))
     assert (r.family, r.dst, r.gateway) == (rtnl.AF_INET, "10.0.0.0", "192.0.2.1")
+
+
+def test_v6text_writes_every_address_as_ipaddress_does():
+    """The ruleset writes IPv6 addresses through the C library where it agrees with ipaddress;
+    the cases where it would not (::/80, e.g. IPv4-mapped or -compatible) go to ipaddress."""
+    import random
+
+    from vnet.nftrules import v6text
+
+    rng = random.Random(6)
+    cases = ["::", "::1", "::ffff:1.2.3.4", "::1.2.3.4", "::ffff:0:0", "fe80::", "fe80::1", "fe80::200:ff:fe00:1",
+             "2001:db8::", "2001:db8:0:1::", "2001:0:0:1::1", "1:0:0:2:0:0:0:3", "0:0:1::", "0:0:0:0:0:1:0:0"]
+    for _ in range(2000):
+        groups = [rng.choice((0, 0, 0, rng.randrange(1 << 16))) for _ in range(8)]
+        cases.append(":".join(f"{g:x}" for g in groups))
+    for text in cases:
+        a = ipaddress.IPv6Address(text)
+        assert v6text(a) == str(a), text
