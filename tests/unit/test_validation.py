@@ -261,6 +261,20 @@ def test_a_vm_and_an_endpoint_of_one_name_are_one_problem():
     assert [p.path for p in ps] == ["vms.web"]
 
 
+def test_dns_names_clash_only_on_the_network_they_share():
+    # web_1 and web-1 both answer to web-1 on a; the VM's second NIC (web-1) too; db_1 and db-1 are on different networks
+    ps = said(
+        "name: t\nnetworks:\n  a: {mode: host, subnet: 10.0.0.0/24}\n  b: {mode: host, subnet: 10.1.0.0/24}\n"
+        "endpoints:\n  web_1: {kind: netns, network: a}\n  web-1: {kind: netns, network: a}\n"
+        "  db_1: {kind: netns, network: a}\n  db-1: {kind: tap, network: b}\n"
+        "vms:\n  web: {image: tiny, nics: [{network: b}, {network: a}]}\n"
+    )
+    assert ps == [
+        "endpoints.web-1: its DNS name 'web-1' on networks.a is also endpoints.web_1's — rename one of them",
+        "vms.web.nics.1: its DNS name 'web-1' on networks.a is also endpoints.web_1's — rename one of them",
+    ]
+
+
 def test_a_clash_seen_by_host_checks_and_claims_is_reported_once():
     e = ClashError(
         [
