@@ -129,55 +129,66 @@ def _from_events(text: str, loader: type) -> Any:
     helper = loader("")
     try:
         resolve, constructors, scalar = helper.resolve, helper.yaml_constructors, yaml.ScalarNode
+        # a value as written → as constructed: a topology repeats its values (kinds, network names,
+        # modes), and what the implicit resolvers make of text is immutable (text, numbers, booleans, null)
+        made: dict[tuple[str, tuple[bool, bool]], Any] = {}
         root: list = []
-        stack: list[list] = []  # [container, key awaited (a mapping's next scalar is a key), key, keys seen]
+        stack: list[list] = []  # [container, key awaited (a mapping's next scalar is a key), key, is a mapping]
         depth = documents = 0
         full = False  # from here on only screened: the full loader builds it
+        Scalar, MappingStart, SequenceStart = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
+        MappingEnd, SequenceEnd = yaml.MappingEndEvent, yaml.SequenceEndEvent
         for ev in yaml.parse(text, Loader=loader):
             cls = ev.__class__
-            if cls is yaml.AliasEvent:
-                raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in topology files", ev.start_mark)
-            if cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
-                depth += 1
-                if depth > MAX_NESTING:
-                    raise RecursionError
-            elif cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
-                depth -= 1
-            elif cls is yaml.DocumentStartEvent:
-                documents += 1
-                full = full or documents > 1
-                continue
-            if full:
-                continue
-            if cls is yaml.ScalarEvent:
+            # tested in the order they come most: scalars are two thirds of a topology's events
+            if cls is Scalar:
+                if full:
+                    continue
                 top = stack[-1] if stack else None
                 if ev.tag not in _DEFAULT_TAGS or (top is not None and top[1] and ev.value == "<<" and ev.implicit[0]):
                     full = True
                     continue
                 if top is not None and top[1]:  # a key: a name as written (`yes:` is "yes")
-                    if ev.value in top[3]:
+                    if ev.value in top[0]:  # every earlier key of the mapping holds its value by now
                         raise yaml.constructor.ConstructorError(None, None, f"duplicate key {ev.value!r}", ev.start_mark)
-                    top[3].add(ev.value)
                     top[1], top[2] = False, ev.value
                     continue
-                tag = resolve(scalar, ev.value, ev.implicit)
-                value = constructors[tag](helper, scalar(tag, ev.value, ev.start_mark, ev.end_mark, style=ev.style))
-            elif cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
+                written = (ev.value, ev.implicit)
+                if written in made:
+                    value = made[written]
+                else:
+                    tag = resolve(scalar, ev.value, ev.implicit)
+                    value = made[written] = constructors[tag](helper, scalar(tag, ev.value, ev.start_mark, ev.end_mark, style=ev.style))
+            elif cls is MappingStart or cls is SequenceStart:
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise RecursionError
+                if full:
+                    continue
                 if ev.tag not in _DEFAULT_TAGS:
                     full = True
                     continue
                 if stack and stack[-1][1]:
                     raise yaml.constructor.ConstructorError(None, None, "keys must be plain names, not lists or mappings", ev.start_mark)
-                is_map = cls is yaml.MappingStartEvent
-                stack.append([{} if is_map else [], is_map, None, set()])
+                is_map = cls is MappingStart
+                stack.append([{} if is_map else [], is_map, None, is_map])
                 continue
-            elif cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
+            elif cls is MappingEnd or cls is SequenceEnd:
+                depth -= 1
+                if full:
+                    continue
                 value = stack.pop()[0]
+            elif cls is yaml.AliasEvent:
+                raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in topology files", ev.start_mark)
+            elif cls is yaml.DocumentStartEvent:
+                documents += 1
+                full = full or documents > 1
+                continue
             else:  # the stream's start and end, a document's end
                 continue
             if not stack:
                 root.append(value)
-            elif isinstance(stack[-1][0], dict):  # the value of the key a mapping holds
+            elif stack[-1][3]:  # the value of the key a mapping holds
                 top = stack[-1]
                 top[0][top[2]] = value
                 top[1] = True
