@@ -98,6 +98,31 @@ def test_reserved_ranges_are_refused_exactly_where_ipaddress_sees_an_overlap(add
     assert refused == (None if overlapping_one is None else f"{net} is not usable: {overlapping_one}; use a private range such as 10.x, 172.16-31.x or 192.168.x")
 
 
+def _as_ipaddress_reads(text: str) -> tuple:
+    try:
+        iface = ipaddress.IPv4Interface(text)
+    except ValueError as exc:
+        return ("refused", str(exc))
+    return (str(iface), iface.ip, iface.network, iface.network.netmask)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.text("0123456789./ ", max_size=20),
+    st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 40),
+              st.sampled_from(["", "0", "00"])).map(lambda t: f"{t[5]}{t[0]}.{t[1]}.{t[2]}.{t[3]}/{t[5]}{t[4]}"),
+))
+def test_an_interface_read_quickly_is_the_one_ipaddress_reads(text):
+    from vnet.spec.models import _ipv4_interface
+
+    try:
+        iface = _ipv4_interface(text)
+        ours = (str(iface), iface.ip, iface.network, iface.network.netmask)
+    except ValueError as exc:
+        ours = ("refused", str(exc))
+    assert ours == _as_ipaddress_reads(text)
+
+
 def test_a_tun_address_in_loopback_is_refused():
     assert [p.path for p in problems("name: t\nendpoints:\n  t1: {kind: tun, address: 127.0.0.2/24}\n")] == ["endpoints.t1.address"]
 
