@@ -315,6 +315,15 @@ def test_dns_names_clash_only_on_the_network_they_share():
     ]
 
 
+def test_a_nic_mac_may_not_be_an_endpoints_derived_mac():
+    from vnet import names
+
+    derived = names.mac("t", "web")  # what the tap endpoint web gets, having no mac:
+    text = "name: t\nnetworks: {n: {mode: isolated}}\nendpoints:\n  web: {kind: tap, network: n}\nvms:\n  vm: {image: tiny, nics: [{network: n, mac: 'MAC'}]}\n"
+    assert said(text.replace("MAC", derived)) == [f"vms.vm.nics.0.mac: {derived} is also the MAC of web — MACs must be unique; omit it to get a stable unique one"]
+    load_text(text.replace("MAC", "52:54:00:00:00:01"))  # control: another MAC loads
+
+
 def test_a_clash_seen_by_host_checks_and_claims_is_reported_once():
     e = ClashError(
         [

@@ -71,7 +71,8 @@ _RESERVED_SPANS = tuple((int(net.network_address), int(net.broadcast_address), w
 
 
 def _usable(net: ipaddress.IPv4Network) -> None:
-    first, last = int(net.network_address), int(net.broadcast_address)
+    first = int(net.network_address)
+    last = first | (0xFFFFFFFF >> net.prefixlen)  # the broadcast address, without making its object
     for reserved_first, reserved_last, what in _RESERVED_SPANS:
         if first <= reserved_last and reserved_first <= last:  # CIDR blocks overlap where their spans do
             raise ValueError(f"{net} is not usable: {what}; {_USABLE_HINT}")

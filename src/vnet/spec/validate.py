@@ -765,12 +765,12 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
         address = getattr(ep, "address", None)
         if address:
             iface = iface4(address)
-            if iface.ip in addresses:
-                add(Problem(f"{path}.address", f"{iface.ip} is also the address of {addresses[iface.ip]}", "give each endpoint its own address"))
-            addresses[iface.ip] = path
+            ip = iface.ip  # read once: the property makes a new address object at each reading
+            if ip in addresses:
+                add(Problem(f"{path}.address", f"{ip} is also the address of {addresses[ip]}", "give each endpoint its own address"))
+            addresses[ip] = path
         if address and network:
             net = topo.networks[network]
-            iface = iface4(address)
             addr = addressing_of(network)
             if net.mode == "bridged":
                 pass  # the LAN's addressing is not declared; any address may be right
@@ -778,12 +778,12 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
                 add(Problem(f"{path}.address", f"networks.{network} has no subnet", f"add subnet: {iface.network} to networks.{network}"))
             elif iface.network != addr.subnet:
                 add(Problem(f"{path}.address", f"{iface} is not inside networks.{network}.subnet {addr.subnet}", f"use an address in {addr.subnet} with /{addr.subnet.prefixlen}"))
-            elif iface.ip in (addr.subnet.network_address, addr.subnet.broadcast_address):
-                add(Problem(f"{path}.address", f"{iface.ip} is the network or broadcast address", "pick a host address"))
-            elif addr.gateway is not None and iface.ip == addr.gateway:
-                add(Problem(f"{path}.address", f"{iface.ip} is the gateway (bridge) address", "pick another host address"))
-            elif addr.service is not None and iface.ip == addr.service:
-                add(Problem(f"{path}.address", f"{iface.ip} is the address of the network's DHCP/DNS service", "pick another host address"))
+            elif ip in (addr.subnet.network_address, addr.subnet.broadcast_address):
+                add(Problem(f"{path}.address", f"{ip} is the network or broadcast address", "pick a host address"))
+            elif addr.gateway is not None and ip == addr.gateway:
+                add(Problem(f"{path}.address", f"{ip} is the gateway (bridge) address", "pick another host address"))
+            elif addr.service is not None and ip == addr.service:
+                add(Problem(f"{path}.address", f"{ip} is the address of the network's DHCP/DNS service", "pick another host address"))
     for net_name, net in topo.networks.items():
         if net.address:
             gw = ipaddress.IPv4Address(net.address)
@@ -1132,10 +1132,13 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
     for problem in vmfiles.relative(topo):
         add(problem)
 
-    for ep_name, ep in topo.endpoints.items():
-        mac = getattr(ep, "mac", None)
-        if mac is None and isinstance(ep, (TapSpec, NetnsSpec)):
-            macs.setdefault(names.mac(topo.name, ep_name), ep_name)  # derived MACs may not collide either
+    # derived MACs may not collide either; only the VM NICs below are checked against them, so
+    # without a NIC there is nothing to derive (a hash per endpoint, a fifth of these checks)
+    if any(vm.nics for vm in topo.vms.values()):
+        for ep_name, ep in topo.endpoints.items():
+            mac = getattr(ep, "mac", None)
+            if mac is None and isinstance(ep, (TapSpec, NetnsSpec)):
+                macs.setdefault(names.mac(topo.name, ep_name), ep_name)
     displays: dict[str, str] = {}
     for vm_name, vm in topo.vms.items():
         if vm.display.startswith("vnc:"):
