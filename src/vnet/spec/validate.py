@@ -134,6 +134,7 @@ def _from_events(text: str, loader: type) -> Any:
         made: dict[tuple[str, tuple[bool, bool]], Any] = {}
         root: list = []
         stack: list[list] = []  # [container, key awaited (a mapping's next scalar is a key), key, is a mapping]
+        top: list | None = None  # stack[-1], the container being built
         depth = documents = 0
         full = False  # from here on only screened: the full loader builds it
         Scalar, MappingStart, SequenceStart = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
@@ -144,14 +145,17 @@ def _from_events(text: str, loader: type) -> Any:
             if cls is Scalar:
                 if full:
                     continue
-                top = stack[-1] if stack else None
-                if ev.tag not in _DEFAULT_TAGS or (top is not None and top[1] and ev.value == "<<" and ev.implicit[0]):
+                if ev.tag not in _DEFAULT_TAGS:
                     full = True
                     continue
                 if top is not None and top[1]:  # a key: a name as written (`yes:` is "yes")
-                    if ev.value in top[0]:  # every earlier key of the mapping holds its value by now
-                        raise yaml.constructor.ConstructorError(None, None, f"duplicate key {ev.value!r}", ev.start_mark)
-                    top[1], top[2] = False, ev.value
+                    key = ev.value
+                    if key == "<<" and ev.implicit[0]:  # a merge key
+                        full = True
+                        continue
+                    if key in top[0]:  # every earlier key of the mapping holds its value by now
+                        raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", ev.start_mark)
+                    top[1], top[2] = False, key
                     continue
                 written = (ev.value, ev.implicit)
                 if written in made:
@@ -168,16 +172,18 @@ def _from_events(text: str, loader: type) -> Any:
                 if ev.tag not in _DEFAULT_TAGS:
                     full = True
                     continue
-                if stack and stack[-1][1]:
+                if top is not None and top[1]:
                     raise yaml.constructor.ConstructorError(None, None, "keys must be plain names, not lists or mappings", ev.start_mark)
                 is_map = cls is MappingStart
-                stack.append([{} if is_map else [], is_map, None, is_map])
+                top = [{} if is_map else [], is_map, None, is_map]
+                stack.append(top)
                 continue
             elif cls is MappingEnd or cls is SequenceEnd:
                 depth -= 1
                 if full:
                     continue
                 value = stack.pop()[0]
+                top = stack[-1] if stack else None
             elif cls is yaml.AliasEvent:
                 raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in topology files", ev.start_mark)
             elif cls is yaml.DocumentStartEvent:
@@ -186,14 +192,13 @@ def _from_events(text: str, loader: type) -> Any:
                 continue
             else:  # the stream's start and end, a document's end
                 continue
-            if not stack:
+            if top is None:
                 root.append(value)
-            elif stack[-1][3]:  # the value of the key a mapping holds
-                top = stack[-1]
+            elif top[3]:  # the value of the key a mapping holds
                 top[0][top[2]] = value
                 top[1] = True
             else:
-                stack[-1][0].append(value)
+                top[0].append(value)
         if full:
             return _FULL
         return root[0] if root else None
