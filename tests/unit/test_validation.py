@@ -108,9 +108,9 @@ def _as_ipaddress_reads(text: str) -> tuple:
 
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(
-    st.text("0123456789./ ", max_size=20),
+    st.text("0123456789./ +-_", max_size=20),
     st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 40),
-              st.sampled_from(["", "0", "00"])).map(lambda t: f"{t[5]}{t[0]}.{t[1]}.{t[2]}.{t[3]}/{t[5]}{t[4]}"),
+              st.sampled_from(["", "0", "00", "+", "-", " "])).map(lambda t: f"{t[5]}{t[0]}.{t[1]}.{t[2]}.{t[3]}/{t[5]}{t[4]}"),
 ))
 def test_an_interface_read_quickly_is_the_one_ipaddress_reads(text):
     from vnet.spec.models import _ipv4_interface

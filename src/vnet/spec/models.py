@@ -78,32 +78,22 @@ def _usable(net: ipaddress.IPv4Network) -> None:
             raise ValueError(f"{net} is not usable: {what}; {_USABLE_HINT}")
 
 
-def _plain_number(text: str, most: int) -> int | None:
-    """The number in `text` if it is written as ipaddress writes numbers (ASCII digits, no
-    leading zero, at most three) and is at most `most`; None otherwise."""
-    if text.isascii() and text.isdigit() and len(text) <= 3 and (text[0] != "0" or text == "0"):
-        number = int(text)
-        if number <= most:
-            return number
-    return None
-
-
 def _ipv4_interface(text: str) -> ipaddress.IPv4Interface:
     """IPv4Interface(text). Where the text is written the one way ipaddress writes it (as files
-    do), it is read here and handed over as (integer, prefix length): ipaddress's own reading of
-    the text is two thirds of the interface's making. Any other text takes its way."""
+    do: it reads back as written), it is read here and handed over as (integer, prefix length):
+    ipaddress's own reading of the text is two thirds of the interface's making. Any other text,
+    leading zeros, signs, spaces or numbers out of range, takes ipaddress's way."""
     address, slash, prefix_text = text.partition("/")
     octets = address.split(".")
-    prefix = _plain_number(prefix_text, 32) if slash and len(octets) == 4 else None
-    if prefix is not None:
-        packed = 0
-        for octet_text in octets:
-            octet = _plain_number(octet_text, 255)
-            if octet is None:
-                break
-            packed = packed << 8 | octet
-        else:
-            return ipaddress.IPv4Interface((packed, prefix))
+    if slash and len(octets) == 4:
+        try:
+            a, b, c, d = map(int, octets)
+            prefix = int(prefix_text)
+        except ValueError:
+            return ipaddress.IPv4Interface(text)
+        if 0 <= prefix <= 32 and 0 <= a <= 255 and 0 <= b <= 255 and 0 <= c <= 255 and 0 <= d <= 255 \
+                and f"{a}.{b}.{c}.{d}/{prefix}" == text:
+            return ipaddress.IPv4Interface(((a << 24) | (b << 16) | (c << 8) | d, prefix))
     return ipaddress.IPv4Interface(text)
 
 
