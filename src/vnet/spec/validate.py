@@ -162,7 +162,10 @@ def _from_events(text: str, loader: type) -> Any:
                     value = made[written]
                 else:
                     tag = resolve(scalar, ev.value, ev.implicit)
-                    value = made[written] = constructors[tag](helper, scalar(tag, ev.value, ev.start_mark, ev.end_mark, style=ev.style))
+                    # a tag without a constructor (`=` resolves to YAML 1.1's "value") is refused
+                    # as the full loader refuses it, by the loader's constructor for unknown tags
+                    construct = constructors[tag] if tag in constructors else constructors[None]
+                    value = made[written] = construct(helper, scalar(tag, ev.value, ev.start_mark, ev.end_mark, style=ev.style))
             elif cls is MappingStart or cls is SequenceStart:
                 depth += 1
                 if depth > MAX_NESTING:
