@@ -83,6 +83,46 @@ def test_reserved_subnets_are_refused(subnet, what):
     assert what in ps[0].message and "private range" in ps[0].message
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 32))
+def test_reserved_ranges_are_refused_exactly_where_ipaddress_sees_an_overlap(address, prefixlen):
+    from vnet.spec.models import _RESERVED, _usable
+
+    net = ipaddress.IPv4Network((address, prefixlen), strict=False)
+    overlapping_one = next((what for reserved, what in _RESERVED if net.overlaps(reserved)), None)
+    try:
+        _usable(net)
+        refused = None
+    except ValueError as exc:
+        refused = str(exc)
+    assert refused == (None if overlapping_one is None else f"{net} is not usable: {overlapping_one}; use a private range such as 10.x, 172.16-31.x or 192.168.x")
+
+
+def _as_ipaddress_reads(text: str) -> tuple:
+    try:
+        iface = ipaddress.IPv4Interface(text)
+    except ValueError as exc:
+        return ("refused", str(exc))
+    return (str(iface), iface.ip, iface.network, iface.network.netmask)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.text("0123456789./ +-_", max_size=20),
+    st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 40),
+              st.sampled_from(["", "0", "00", "+", "-", " "])).map(lambda t: f"{t[5]}{t[0]}.{t[1]}.{t[2]}.{t[3]}/{t[5]}{t[4]}"),
+))
+def test_an_interface_read_quickly_is_the_one_ipaddress_reads(text):
+    from vnet.spec.models import _ipv4_interface
+
+    try:
+        iface = _ipv4_interface(text)
+        ours = (str(iface), iface.ip, iface.network, iface.network.netmask)
+    except ValueError as exc:
+        ours = ("refused", str(exc))
+    assert ours == _as_ipaddress_reads(text)
+
+
 def test_a_tun_address_in_loopback_is_refused():
     assert [p.path for p in problems("name: t\nendpoints:\n  t1: {kind: tun, address: 127.0.0.2/24}\n")] == ["endpoints.t1.address"]
 
@@ -259,6 +299,29 @@ def test_no_message_speaks_pydantic(text):
 def test_a_vm_and_an_endpoint_of_one_name_are_one_problem():
     ps = problems("name: t\nnetworks: {n: {mode: isolated}}\nendpoints:\n  web: {kind: tap, network: n}\nvms:\n  web: {image: tiny, nics: [{network: n}]}\n")
     assert [p.path for p in ps] == ["vms.web"]
+
+
+def test_dns_names_clash_only_on_the_network_they_share():
+    # web_1 and web-1 both answer to web-1 on a; the VM's second NIC (web-1) too; db_1 and db-1 are on different networks
+    ps = said(
+        "name: t\nnetworks:\n  a: {mode: host, subnet: 10.0.0.0/24}\n  b: {mode: host, subnet: 10.1.0.0/24}\n"
+        "endpoints:\n  web_1: {kind: netns, network: a}\n  web-1: {kind: netns, network: a}\n"
+        "  db_1: {kind: netns, network: a}\n  db-1: {kind: tap, network: b}\n"
+        "vms:\n  web: {image: tiny, nics: [{network: b}, {network: a}]}\n"
+    )
+    assert ps == [
+        "endpoints.web-1: its DNS name 'web-1' on networks.a is also endpoints.web_1's — rename one of them",
+        "vms.web.nics.1: its DNS name 'web-1' on networks.a is also endpoints.web_1's — rename one of them",
+    ]
+
+
+def test_a_nic_mac_may_not_be_an_endpoints_derived_mac():
+    from vnet import names
+
+    derived = names.mac("t", "web")  # what the tap endpoint web gets, having no mac:
+    text = "name: t\nnetworks: {n: {mode: isolated}}\nendpoints:\n  web: {kind: tap, network: n}\nvms:\n  vm: {image: tiny, nics: [{network: n, mac: 'MAC'}]}\n"
+    assert said(text.replace("MAC", derived)) == [f"vms.vm.nics.0.mac: {derived} is also the MAC of web — MACs must be unique; omit it to get a stable unique one"]
+    load_text(text.replace("MAC", "52:54:00:00:00:01"))  # control: another MAC loads
 
 
 def test_a_clash_seen_by_host_checks_and_claims_is_reported_once():
