@@ -481,6 +481,14 @@ def test_yaml_syntax_error_has_position():
     assert len(ps) == 1 and "line" in ps[0].message and ps[0].fix
 
 
+def test_a_bare_equals_sign_is_refused_with_the_quoting_fix():
+    ps = problems("name: lab\nnetworks:\n  lan:\n    mode: =\n")
+    assert len(ps) == 1 and ps[0].message.startswith("line 4, column 11: a bare '='") and "'='" in ps[0].fix
+    from vnet.spec.validate import parse_yaml
+
+    assert parse_yaml("x: '='\n") == {"x": "="}  # the fix it gives works
+
+
 @pytest.mark.parametrize(
     "text",
     [

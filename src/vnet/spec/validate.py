@@ -221,6 +221,8 @@ def parse_yaml(text: str) -> Any:
         where = getattr(exc, "problem_mark", None)
         at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "yaml.org,2002:value" in problem:  # a bare `=`: YAML 1.1 gives it a tag nothing builds
+            raise SpecError([Problem("", f"{at}a bare '=' is YAML 1.1's value indicator, not text", "quote it: '='")]) from None
         raise SpecError([Problem("", f"{at}{problem}", "fix the YAML syntax")]) from None
     except RecursionError:
         raise SpecError([Problem("", "nesting is too deep", "a topology is a few levels deep")]) from None
