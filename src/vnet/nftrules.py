@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
 from vnet.facts import HostFacts, Port, bridge_name, ports, uplink_of
-from vnet.values import Frozen, _set
+from vnet.values import Frozen, _set, per_topology
 from vnet.spec.models import TapSpec, duration_seconds, port_span, rate_bits
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, forward_target, known_address6, wants_service
 
@@ -400,12 +400,10 @@ def _reserved6(topo: Topology, port_list: list[Port]) -> list[ipaddress.IPv6Addr
     return sorted(out)
 
 
-def _port_specs(topo: Topology) -> dict[str, tuple[object, str | None]]:
+@per_topology
+def _port_specs(topo: Topology, _: None = None) -> dict[str, tuple[object, str | None]]:
     """Every port's host-side interface → (the endpoint or VM NIC spec, its network), worked out
     once per topology (asked for each port: a search per port made the guards O(ports²))."""
-    global _specs_of
-    if _specs_of is not None and _specs_of[0] is topo:
-        return _specs_of[1]
     out: dict[str, tuple[object, str | None]] = {}
     for ep_name, ep in topo.endpoints.items():
         if isinstance(ep, TapSpec):
@@ -416,16 +414,12 @@ def _port_specs(topo: Topology) -> dict[str, tuple[object, str | None]]:
     for vm_name, vm in topo.vms.items():
         for i, nic in enumerate(vm.nics):
             out.setdefault(qemuargs.nic_tap(topo, vm_name, i), (nic, nic.network))
-    _specs_of = (topo, out)  # the last topology's (a model is immutable; checked by identity)
     return out
-
-
-_specs_of: tuple[Topology, dict[str, tuple[object, str | None]]] | None = None
 
 
 def _port_spec(topo: Topology, ifname: str):
     """(the endpoint or VM NIC spec, its network) behind a port's host-side interface."""
-    return _port_specs(topo).get(ifname, (None, None))
+    return _port_specs(topo, None).get(ifname, (None, None))
 
 
 def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str, ...] | list[str] = ()) -> _Guards:
@@ -485,10 +479,11 @@ def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str
             known6 = port_addresses6(topo, port)
             (ip6_guarded if known6 is not None else free6_guarded).elements.append(name)
             for a6 in known6 or (link_local(port.mac),):  # a free port's own link-local is still its own
-                port_ip6.elements.append(f"{name} . {v6text(a6)}")
+                text6 = v6text(a6)
+                port_ip6.elements.append(f"{name} . {text6}")
                 nd_target.elements.append(f"{name} . 0x{int(a6):032x}")
                 if known6 is not None and not port.rate:
-                    fixed6_ok.elements.append(f"{name} . {port.mac} . {v6text(a6)}")
+                    fixed6_ok.elements.append(f"{name} . {port.mac} . {text6}")
             if port.address:
                 ip_guarded.elements.append(name)
                 port_ip.elements.append(f"{name} . {port.address}")
@@ -716,8 +711,11 @@ def overlay_rules(topo: Topology, facts: HostFacts) -> OverlayRules:
     return out
 
 
+_ELEMENTS = "elements = {"
+
+
 def _is_elements(line: str) -> bool:
-    return line.lstrip().startswith("elements = {")
+    return line.lstrip().startswith(_ELEMENTS)
 
 
 def element_digest(lines: list[str]) -> str:
@@ -738,8 +736,8 @@ def parse(text: str) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
             current = line.split()[1]
             sets[(family, current)] = []
         stripped = line.lstrip()
-        if stripped.startswith("elements = {"):
-            inner = stripped[len("elements = {") :].rstrip()[:-1].strip()
+        if stripped.startswith(_ELEMENTS):
+            inner = stripped[len(_ELEMENTS) :].rstrip()[:-1].strip()
             sets[(family, current)] = [x for x in (e.strip() for e in inner.split(", ")) if x]
         elif not stripped.startswith("comment "):
             skeleton.append(line)

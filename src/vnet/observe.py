@@ -85,7 +85,7 @@ def read_links(ns: Namespace) -> dict[str, LinkInfo]:
     # positional: a no-op apply at a thousand endpoints makes two thousand of these
     return {
         li.ifname: LinkInfo(li.ifname, li.index, li.kind, parse_mark(li.alias), master_of(li.master) if li.master else None,
-                            li.mac, li.mtu, bool(li.flags & rtnl.IFF_UP), li.data)
+                            li.mac, li.mtu, li.up, li.data)
         for li in links
     }
 

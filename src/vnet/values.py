@@ -4,7 +4,7 @@ classes at import. A subclass declares its fields as __slots__ and sets them in 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 _set = object.__setattr__  # how a subclass's __init__ sets its fields
 
@@ -71,3 +71,28 @@ class Record:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self._fields)})"
+
+
+T = TypeVar("T")
+
+
+def per_topology(derive: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    """derive(topo, key), remembered per key for the last topology it was asked of. Validation,
+    the desired state and the renderers ask the same things of one topology per endpoint (a
+    network's addressing: a thousand times at a thousand endpoints). A topology is frozen, and
+    the cache holds the one it serves, so identity tells it from another; what it returns must
+    be immutable too."""
+    last: list[tuple[Any, dict]] = []  # [(the topology, its results)], swapped whole
+
+    def of(topo: Any, key: Any) -> T:
+        entry = last[0] if last else None
+        if entry is None or entry[0] is not topo:
+            entry = (topo, {})
+            last[:] = [entry]
+        made = entry[1]
+        if key not in made:
+            made[key] = derive(topo, key)
+        return made[key]
+
+    of.__name__, of.__doc__, of.__wrapped__ = derive.__name__, derive.__doc__, derive  # type: ignore[attr-defined]
+    return of

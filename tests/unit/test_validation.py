@@ -348,3 +348,22 @@ def test_an_unknown_key_leaves_the_rest_of_its_entry_checked():
         "endpoints:\n  y: {kind: tun, network: b, address: 10.0.0.200/30}\n  gateway: {kind: netns, network: a}\n"
     )
     assert [p.path for p in ps] == ["networks.a.lease", "endpoints.y.network", "networks.b.subnet", "endpoints.y.address", "endpoints.gateway"]
+
+
+def test_a_networks_addressing_is_worked_out_once_per_topology_and_never_mixed_up():
+    from vnet.spec.validate import addressing
+    from vnet.values import per_topology
+
+    calls: list[tuple[int, str]] = []
+
+    @per_topology
+    def derive(topo, key):
+        calls.append((id(topo), key))
+        return (topo.name, key)
+
+    a = load_text("name: a\nnetworks: {n: {mode: host, subnet: 10.0.0.0/24}}\n")
+    b = load_text("name: b\nnetworks: {n: {mode: host, subnet: 10.9.0.0/24}}\n")
+    assert [derive(a, "n"), derive(a, "n"), derive(a, "m"), derive(b, "n"), derive(a, "n")] == [("a", "n"), ("a", "n"), ("a", "m"), ("b", "n"), ("a", "n")]
+    assert calls == [(id(a), "n"), (id(a), "m"), (id(b), "n"), (id(a), "n")]  # once per key, again after another topology
+    # the same network name in two topologies, asked in turn: each its own subnet
+    assert [str(addressing(t, "n").gateway) for t in (a, b, a)] == ["10.0.0.1", "10.9.0.1", "10.0.0.1"]

@@ -358,12 +358,13 @@ class Namespaces:
         self.host = Namespace(target)
         self._others: dict[str, Namespace] = {}
 
-    def get(self, ns: str) -> Namespace:
-        """'' is the target namespace; anything else a named namespace."""
+    def get(self, ns: str, listed: bool = False) -> Namespace:
+        """'' is the target namespace; anything else a named namespace (`listed`: just read in
+        /run/netns, not checked again)."""
         if not ns:
             return self.host
         if ns not in self._others:
-            self._others[ns] = Namespace(ns)
+            self._others[ns] = Namespace(ns, listed)
         return self._others[ns]
 
     def open(self, names: list[str]) -> None:
@@ -372,9 +373,7 @@ class Namespaces:
         namespace that cannot be entered is left to fail when it is used, as it would have."""
         todo = []
         for name in names:
-            ns = self._others.get(name)
-            if ns is None:
-                ns = self._others[name] = Namespace(name, listed=True)
+            ns = self.get(name, listed=True)
             if ns._nl is None and ns.path is not None:
                 todo.append(ns)
 

@@ -222,7 +222,7 @@ def _decode(obj: Any, msg: memoryview, offset: int, fields: dict[int, Callable[[
         if n < 4:
             break
         # `in`, not a call of fields.get: most attributes are skipped, and the test is per attribute
-        if kind in fields or (kind > 0x3FFF and kind & 0x3FFF in fields):
+        if kind in fields or (kind > 0x3FFF and (kind & 0x3FFF) in fields):
             fields[kind & 0x3FFF](obj, msg[offset + 4 : offset + n])
         offset += (n + 3) & ~3
     return obj

@@ -137,7 +137,6 @@ class Veth(LinkKind):
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out = []
         t = topo.name
-        nets: dict[str, object] = {}  # addressing of each network, worked out once
         hairpins = hairpin_ports(topo)
         for ep_name, ep in topo.endpoints.items():
             if not isinstance(ep, NetnsSpec):
@@ -160,9 +159,7 @@ class Veth(LinkKind):
             )
             if ep.address:
                 out.append(address(ns, ep.ifname, ep.address))
-                if ep.network not in nets:
-                    nets[ep.network] = addressing(topo, ep.network)
-                addr = nets[ep.network]
+                addr = addressing(topo, ep.network)
                 if addr.gateway is not None:
                     out.append(make("route", ns_key(ns, "default"), ns=ns, dst="default", gateway=str(addr.gateway), ifname=ep.ifname))
             if ep.address6:

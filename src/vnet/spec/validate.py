@@ -13,13 +13,14 @@ import pwd
 import os
 import re
 from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, NamedTuple, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 from vnet import names
 from vnet.errors import Problem, SpecError
 from vnet.spec import vmfiles
 from vnet.spec.schema import Model, ValidationError
 from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec, iface4, iface6, port_span
+from vnet.values import per_topology
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -600,6 +601,7 @@ class NetworkAddressing(NamedTuple):
     service: ipaddress.IPv4Address | None  # where DHCP/DNS answer: the gateway, or an isolated network's service namespace
 
 
+@per_topology
 def addressing(topo: Topology, net_name: str) -> NetworkAddressing:
     net = topo.networks[net_name]
     subnet = ipaddress.IPv4Network(net.subnet) if net.subnet else None
@@ -620,6 +622,7 @@ class NetworkAddressing6(NamedTuple):
     service: ipaddress.IPv6Address | None  # where router advertisements, DHCPv6 and DNS come from
 
 
+@per_topology
 def addressing6(topo: Topology, net_name: str) -> NetworkAddressing6:
     """A network's IPv6 side: the gateway takes ::1 of subnet6 (or address6); an isolated
     network's service namespace takes ::1 and advertises no default route."""
@@ -633,6 +636,7 @@ def addressing6(topo: Topology, net_name: str) -> NetworkAddressing6:
     return NetworkAddressing6(subnet, None, subnet[1])
 
 
+@per_topology
 def dhcp6_range(topo: Topology, net_name: str) -> tuple[ipaddress.IPv6Address, ipaddress.IPv6Address] | None:
     """The DHCPv6 range of a network that hands out addresses by DHCPv6 (None: SLAAC)."""
     net = topo.networks[net_name]
@@ -696,26 +700,12 @@ def _principal_exists(value: str, kind: str) -> bool:
         return False
 
 
-def _per_network(derive: Callable[[Topology, str], Any], topo: Topology) -> Callable[[str], Any]:
-    """`derive(topo, net_name)` made once per network for one check: the endpoints and NICs on a
-    network all ask for its addressing (at 1,000 endpoints, ~1,000 parses of the same subnets)."""
-    made: dict[str, Any] = {}
-
-    def of(net_name: str) -> Any:
-        if net_name not in made:
-            made[net_name] = derive(topo, net_name)
-        return made[net_name]
-
-    return of
-
-
 def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Problem]:
     """Problems between fields. `broken` names entries left out for their own (schema) problems:
     a reference to one of them is not reported as a reference to nothing."""
     problems: list[Problem] = []
     add = problems.append
     seen_ifnames: dict[str, str] = {}
-    addressing_of = _per_network(addressing, topo)
 
     def claim_ifname(name: str, path: str) -> None:
         if name in seen_ifnames:
@@ -781,7 +771,7 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
             addresses[ip] = path
         if address and network:
             net = topo.networks[network]
-            addr = addressing_of(network)
+            addr = addressing(topo, network)
             if net.mode == "bridged":
                 pass  # the LAN's addressing is not declared; any address may be right
             elif addr.subnet is None:
@@ -810,8 +800,8 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
             netns_names[ns] = ep_name
     _overlaps(topo, add)
     _services(topo, add)
-    _vms(topo, add, claim_ifname, macs, addresses, addressing_of, broken)
-    _forwards(topo, add, addressing_of, broken)
+    _vms(topo, add, claim_ifname, macs, addresses, broken)
+    _forwards(topo, add, broken)
     _allows(topo, add, broken)
     _names(topo, add)
     _endpoint_conveniences(topo, add)
@@ -977,7 +967,7 @@ def forward_target(topo: Topology, network: str, to: str) -> tuple[ipaddress.IPv
     return address, int(port) if port else None
 
 
-def _forwards(topo: Topology, add, addressing_of: Callable[[str], NetworkAddressing], broken: frozenset[str] = frozenset()) -> None:
+def _forwards(topo: Topology, add, broken: frozenset[str] = frozenset()) -> None:
     seen: dict[tuple[str, int], str] = {}
     for net_name, net in topo.networks.items():
         for i, fwd in enumerate(net.forwards):
@@ -993,7 +983,7 @@ def _forwards(topo: Topology, add, addressing_of: Callable[[str], NetworkAddress
                 seen[(fwd.proto, port)] = path
             address, to_port = forward_target(topo, net_name, fwd.to)
             name = fwd.to.partition(":")[0]
-            addr = addressing_of(net_name)
+            addr = addressing(topo, net_name)
             if address is None:
                 if name in broken:
                     pass  # reported for itself
@@ -1135,8 +1125,7 @@ def _services(topo: Topology, add) -> None:
                 add(Problem(f"{path}.dhcp.routes.{i}.via", f"{r.via} is not inside {subnet}", "clients can only use a gateway on their subnet"))
 
 
-def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dict, addressing_of: Callable[[str], NetworkAddressing],
-         broken: frozenset[str] = frozenset()) -> None:
+def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dict, broken: frozenset[str] = frozenset()) -> None:
     from vnet.qemuargs import nic_mac, nic_tap, user_problem  # here: qemuargs imports the spec
 
     for problem in vmfiles.relative(topo):
@@ -1180,7 +1169,7 @@ def _vms(topo: Topology, add, claim_ifname, macs: dict[str, str], addresses: dic
             if nic.address:
                 ip = ipaddress.IPv4Address(nic.address)
                 net = topo.networks[nic.network]
-                addr = addressing_of(nic.network)
+                addr = addressing(topo, nic.network)
                 if net.dhcp is None:
                     add(Problem(f"{npath}.address", f"networks.{nic.network} serves no DHCP to reserve it in", "add dhcp: to the network, or configure the guest yourself"))
                 elif addr.subnet is None or not _free_host(ip, addr.subnet, addr.service):
@@ -1233,7 +1222,6 @@ def _ipv6(topo: Topology, add) -> None:
             elif addr.service is not None and first <= addr.service <= last:
                 add(Problem(f"{path}.dhcp6", f"includes {addr.service}, the network's own address", "start the range above it"))
     seen: dict[ipaddress.IPv6Address, str] = {}
-    addressing6_of, dhcp6_range_of = _per_network(addressing6, topo), _per_network(dhcp6_range, topo)
     for ep_name, ep in topo.endpoints.items():
         value = getattr(ep, "address6", None)
         if not value:
@@ -1249,8 +1237,8 @@ def _ipv6(topo: Topology, add) -> None:
         net = topo.networks[network]
         if net.mode == "bridged":
             continue  # the LAN's addressing is not declared
-        addr = addressing6_of(network)
-        rng = dhcp6_range_of(network)
+        addr = addressing6(topo, network)
+        rng = dhcp6_range(topo, network)
         if addr.subnet is None:
             add(Problem(path, f"networks.{network} has no subnet6", f"add subnet6: {iface.network} to networks.{network}"))
         elif iface.network != addr.subnet:
