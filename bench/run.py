@@ -584,7 +584,9 @@ class Bench:
                         dataplane.wait_connects(wan, host_addr, p)
                         dataplane.flush_conntrack(self.host)  # every configuration from an empty table
                         settle(3)
-                        rows[(key, "tp")].add(dataplane.throughput(wan, host_addr, p - 1))
+                        tp = dataplane.throughput(wan, host_addr, p - 1)
+                        rows[(key, "tp")].add(tp)
+                        self.extra.setdefault("tp_by_run", {}).setdefault(key, {})[rep] = tp
                         # three 1 s loops, not one of 2 s: one loop's rate strays by ±10% on this
                         # machine, and the 5% a target decides needs more samples than runs
                         rates = [dataplane.connection_rate(wan, host_addr, p, seconds=1.0)[0] for _ in range(CR_LOOPS)]
@@ -617,10 +619,11 @@ class Bench:
         r = self.rows.get(id)
         return r.median if r else None
 
-    def paired_cr(self, key: str, base: str) -> float | None:
-        """Connection rates of two configurations compared run by run (each run measures every
-        configuration within a minute), so that a slow drift of the machine between runs cancels."""
-        by_run = self.extra.get("cr_by_run", {})
+    def paired(self, what: str, key: str, base: str) -> float | None:
+        """Rates of two configurations compared run by run (each run measures every configuration
+        within a minute), so that a slow drift of the machine between runs cancels; `what` is
+        "cr" (connections/s) or "tp" (throughput)."""
+        by_run = self.extra.get(f"{what}_by_run", {})
         a, b = by_run.get(key, {}), by_run.get(base, {})
         pairs = [a[r] / b[r] for r in a if r in b and b[r]]
         return statistics.median(pairs) if pairs else None
@@ -677,8 +680,9 @@ class Bench:
         out.append(Ratio("apply 10,000 forwards: vnet / iptables-restore", div(self.med("fwd.vnet.apply.10000"), self.med("fwd.ipt.restore.10000"))))
         for key, label in (("vnet10", "vnet 10 forwards"), ("vnet10k", "vnet 10,000 forwards")):
             out.append(target(f"throughput: {label} / cheapest NAT (1 DNAT + masquerade)", div(self.med(f"dp.tp.{key}"), self.med("dp.tp.nat1")), "≥ 95%", lambda x: x >= 0.95))
+            out.append(Ratio("  the same, paired: median over runs of (this run's throughput / cheapest NAT's in the same run)", self.paired("tp", key, "nat1"), percent=True))
             out.append(target(f"connections/s: {label} / cheapest NAT", div(self.med(f"dp.cr.{key}"), self.med("dp.cr.nat1")), "≥ 95%", lambda x: x >= 0.95))
-            out.append(Ratio("  the same, paired: median over runs of (this run's rate / cheapest NAT's in the same run)", self.paired_cr(key, "nat1"), percent=True))
+            out.append(Ratio("  the same, paired: median over runs of (this run's rate / cheapest NAT's in the same run)", self.paired("cr", key, "nat1"), percent=True))
         for key, label in (("vnet10-nobr", "without vnet's bridge table"), ("vnet10-brnf0", "bridge-nf-call-iptables 0"), ("vnet10-again", "measured again (spread)")):
             out.append(Ratio(f"  where it goes: vnet 10 fwd, {label} / vnet 10 fwd (throughput)", div(self.med(f"dp.tp.{key}"), self.med("dp.tp.vnet10")), percent=True))
             out.append(Ratio(f"  where it goes: vnet 10 fwd, {label} / vnet 10 fwd (conn/s)", div(self.med(f"dp.cr.{key}"), self.med("dp.cr.vnet10")), percent=True))
