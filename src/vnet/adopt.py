@@ -363,7 +363,7 @@ def adopt(path: Path | str, netns: str | None = None, state_dir: Path | str = DE
         obs = eng.observe(nss, topo)
         if obs.owned:
             raise VnetError(f"topology {topo.name} already has objects here: adopt is for what vnet did not make (use `vnet apply`)")
-        facts = eng.facts(topo, obs)
+        facts = eng.facts(topo, obs, nss)
         want = desired(topo, facts)
         current = read_host(netns)
         found = importer.analyse(current, topo.name)

@@ -17,7 +17,7 @@ from vnet.spec.validate import forward_target, known_address
 
 
 _FACTS = ("default_uplink", "resolvers", "kvm", "vhost_net", "state", "target", "tiny_guest", "iptables", "host", "underlay",
-          "underlay_mtu", "whole")
+          "underlay_mtu", "whole", "flowtables")
 _FACTS_COMPARED = tuple(f for f in _FACTS if f not in ("iptables", "whole"))
 
 
@@ -44,11 +44,12 @@ class HostFacts(Frozen):
     underlay_mtu: int | None
     # the whole topology, where desired state works on this host's part of it (DNS/DHCP serve all). Not compared.
     whole: Any
+    flowtables: bool  # the kernel offloads flows to an nftables flowtable (probed where a nat network would use one)
 
     def __init__(self, default_uplink: str | None = None, resolvers: tuple[str, ...] = (), kvm: bool = False,
                  vhost_net: bool = False, state: Path = Path("/run/vnet/_"), target: str = "",
                  tiny_guest: tuple[str, str] | None = None, iptables: Any = None, host: str | None = None,
-                 underlay: str | None = None, underlay_mtu: int | None = None, whole: Any = None) -> None:
+                 underlay: str | None = None, underlay_mtu: int | None = None, whole: Any = None, flowtables: bool = False) -> None:
         _set(self, "default_uplink", default_uplink)
         _set(self, "resolvers", resolvers)
         _set(self, "kvm", kvm)
@@ -61,6 +62,7 @@ class HostFacts(Frozen):
         _set(self, "underlay", underlay)
         _set(self, "underlay_mtu", underlay_mtu)
         _set(self, "whole", whole)
+        _set(self, "flowtables", flowtables)
 
     def replace(self, **changes: Any) -> HostFacts:
         """A copy with `changes` (as dataclasses.replace did)."""

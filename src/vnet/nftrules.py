@@ -103,6 +103,8 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     where the caller has it already."""
     port_list = ports(topo) if port_list is None else port_list
     inet_sets, forward, input_, prerouting, output, postrouting = _routing(topo, facts, port_list)
+    offload_sets, flowtable, offload_forward = _offload(topo, facts)
+    inet_sets, forward = inet_sets + offload_sets, offload_forward + forward
     ov = overlay_rules(topo, facts)  # nothing without overlay networks
     # an overlay network's DHCP/DNS namespace serves isolated ports too
     guards = _guards(topo, port_list, ov.service_ports)
@@ -115,6 +117,7 @@ def render(topo: Topology, facts: HostFacts, port_list: list | None = None) -> R
     inet_body: list[str] = []
     for s in inet_sets:
         inet_body += s.render()
+    inet_body += flowtable
 
     def chain(body: list[str], name: str, hook: str | None, prio: str, rules: list[str], kind: str = "filter") -> None:
         body.append(f"  chain {name} {{")
@@ -221,6 +224,26 @@ def _routing(topo: Topology, facts: HostFacts, port_list: list[Port]):
         "ct status dnat ip6 saddr . oifname @hairpin6 masquerade",
     ]
     return sets, forward, input_, prerouting, output, postrouting
+
+
+def _offload(topo: Topology, facts: HostFacts) -> tuple[list[_Set], list[str], list[str]]:
+    """Where the kernel has flowtables: the flowtable that takes established TCP and UDP flows of
+    nat networks (`offload:` not false) off the forward path, its devices (those networks' bridges
+    and uplinks), and the rule that hands it a flow. A flow is offloaded only when both its ends
+    are such devices, so a network with `offload: false` keeps every packet on the forward chain
+    even where it shares the uplink. Only flows the forward chain accepted become established:
+    isolation and `allow:` rules decide as before. Nothing where the kernel has no flowtables."""
+    devices: list[str] = []
+    for net_name, net in topo.networks.items():
+        if net.mode != "nat" or net.offload is False:
+            continue
+        for dev in (bridge_name(topo, net_name), uplink_of(topo, net_name, facts)):
+            if dev and _q(dev) not in devices:
+                devices.append(_q(dev))
+    if not facts.flowtables or not devices:
+        return [], [], []
+    flowtable = ["  flowtable fastpath {", "    hook ingress priority 0", "    devices = { " + ", ".join(devices) + " }", "  }"]
+    return [_Set("flow_devices", "ifname", devices)], flowtable, ["meta l4proto { tcp, udp } iifname @flow_devices oifname @flow_devices flow add @fastpath"]
 
 
 def _forwards(topo: Topology, facts: HostFacts):

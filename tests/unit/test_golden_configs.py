@@ -40,3 +40,13 @@ def test_rendered_configs_match_their_golden_files(example):
             path.write_text(text)
         assert path.exists(), f"no golden file {path}: VNET_UPDATE_GOLDEN=1 writes it"
         assert text == path.read_text(), f"{name} changed; VNET_UPDATE_GOLDEN=1 rewrites tests/unit/golden/{name}"
+
+
+def test_the_offloading_ruleset_matches_its_golden_file():
+    """forwards.yaml where the kernel has flowtables: the flowtable and the rule that fills it."""
+    topo = spec.load(EXAMPLES / "forwards.yaml")
+    (r,) = [r for r in desired(topo, FACTS.replace(flowtables=True)) if r.kind == "ruleset"]
+    path = GOLDEN / f"{topo.name}-offload.nft"
+    if os.environ.get("VNET_UPDATE_GOLDEN"):
+        path.write_text(r.get("text"))
+    assert r.get("text") == path.read_text(), f"{path.name} changed; VNET_UPDATE_GOLDEN=1 rewrites it"

@@ -87,6 +87,10 @@ def _pad(n: int) -> int:
     return (n + 3) & ~3
 
 
+def _pad_bytes(b: bytes) -> bytes:
+    return b + b"\0" * (_pad(len(b)) - len(b))
+
+
 def attr(kind: int, payload: bytes) -> bytes:
     n = _ATTR.size + len(payload)
     return _ATTR.pack(n, kind) + payload + b"\0" * (_pad(n) - n)
@@ -728,7 +732,12 @@ class Rtnl(Netlink):
 
 NETLINK_NETFILTER = 12
 NFT_SUBSYS = 10 << 8
-NFT_MSG_GETTABLE, NFT_MSG_GETRULE, NFT_MSG_GETSETELEM = 1, 7, 13
+NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_GETRULE, NFT_MSG_GETSETELEM, NFT_MSG_NEWFLOWTABLE = 0, 1, 7, 13, 22
+NFNL_MSG_BATCH_BEGIN = 0x10
+NFTA_FLOWTABLE_TABLE, NFTA_FLOWTABLE_NAME, NFTA_FLOWTABLE_HOOK = 1, 2, 3
+NFTA_FLOWTABLE_HOOK_NUM, NFTA_FLOWTABLE_HOOK_PRIORITY = 1, 2
+NF_NETDEV_INGRESS = 0
+NFPROTO_INET = 1
 NFTA_TABLE_NAME, NFTA_TABLE_USERDATA = 1, 6
 NFTA_RULE_TABLE = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
@@ -762,6 +771,40 @@ class Nft(Netlink):
                     counts[key] = counts.get(key, 0) + 1
                     break
         return counts
+
+    def validates(self, requests: list[tuple[int, int, bytes]]) -> list[RtnlError | None]:
+        """Each nf_tables request's result in one transaction that the kernel checks and then
+        throws away, as `nft --check` does: a batch without its end is validated and aborted, so
+        nothing changes (a module the requests need may be loaded)."""
+        begin = _HDR.pack(_HDR.size + _NFGEN.size, NFNL_MSG_BATCH_BEGIN, F_REQUEST, 0, 0) + _NFGEN.pack(0, 0, socket.htons(NFT_SUBSYS >> 8))
+        seqs: dict[int, int] = {}
+        parts = [begin]
+        for i, (mtype, flags, body) in enumerate(requests):
+            self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+            seqs[self._seq] = i
+            parts.append(_HDR.pack(_HDR.size + len(body), mtype, flags | F_REQUEST | F_ACK, self._seq, 0) + body)
+        self.sock.send(b"".join(_pad_bytes(p) for p in parts))
+        results: list[RtnlError | None] = [None] * len(requests)
+        for mtype, _, seq, msg in self._messages():
+            if mtype == NLMSG_ERROR and seq in seqs:
+                results[seqs.pop(seq)] = self._error(msg)
+                if not seqs:
+                    break
+        return results
+
+    def flowtables(self) -> bool:
+        """Whether this kernel offloads flows to an nftables flowtable (inet family), asked by a
+        checked-and-discarded transaction that makes one in a throwaway table."""
+        table = f"vnet-probe-{os.getpid()}"
+        new_table = (NFT_SUBSYS | NFT_MSG_NEWTABLE, F_CREATE, _NFGEN.pack(NFPROTO_INET, 0, 0) + a_str(NFTA_TABLE_NAME, table))
+        hook = attr(NFTA_FLOWTABLE_HOOK, attr(NFTA_FLOWTABLE_HOOK_NUM, struct.pack("!I", NF_NETDEV_INGRESS))
+                    + attr(NFTA_FLOWTABLE_HOOK_PRIORITY, struct.pack("!i", 0)))
+        new_flowtable = (NFT_SUBSYS | NFT_MSG_NEWFLOWTABLE, F_CREATE, _NFGEN.pack(NFPROTO_INET, 0, 0) + a_str(NFTA_FLOWTABLE_TABLE, table)
+                         + a_str(NFTA_FLOWTABLE_NAME, "probe") + hook)
+        try:
+            return all(e is None for e in self.validates([new_table, new_flowtable]))
+        except OSError:  # not allowed to ask (no CAP_NET_ADMIN), or no nf_tables at all
+            return False
 
     def set_keys(self, family: int, table: str, name: str) -> list[bytes] | None:
         """The keys of a set's elements (None when the set does not exist)."""

@@ -160,8 +160,12 @@ class Engine:
         borrowed = tuple(ep.netns for ep in (topo.endpoints.values() if topo else ()) if isinstance(ep, NetnsSpec) and ep.netns)
         return observe(nss, self.topology, self.state, borrowed + extra_netns, names.target_id(self.netns))
 
-    def facts(self, topo: Topology, obs: Observation) -> HostFacts:
+    def facts(self, topo: Topology, obs: Observation, nss: Namespaces | None = None) -> HostFacts:
+        """What desired state needs of the host. Without `nss` the kernel is not asked about
+        flowtables (then no flow is offloaded: for what needs no ruleset, a VM's command line)."""
         wants_kvm = any(vm.accel == "auto" for vm in topo.vms.values())
+        # asked only where a nat network would offload: the question may load the kernel's module
+        wants_offload = nss is not None and any(net.mode == "nat" and net.offload is not False for net in topo.networks.values())
         if wants_kvm:
             from vnet.drivers import kvm
         return HostFacts(
@@ -173,6 +177,7 @@ class Engine:
             tiny_guest=self._tiny_guest() if any(vm.image == "tiny" for vm in topo.vms.values()) else None,
             iptables=obs.filter,
             target=names.target_id(self.netns),
+            flowtables=wants_offload and nss.host.nft.flowtables(),  # type: ignore[union-attr]
             **overlay.locate(self.netns, topo, self.host),
         )
 
@@ -183,7 +188,7 @@ class Engine:
 
     def _plan(self, nss: Namespaces, topo: Topology, source: str | None = None) -> Planned:
         obs = self.observe(nss, topo)
-        facts = self.facts(topo, obs)
+        facts = self.facts(topo, obs, nss)
         want = desired(topo, facts)
         from vnet.preflight import check
 
@@ -205,7 +210,7 @@ class Engine:
         note = self._recover_if_needed()
         with Namespaces(self.netns) as nss:
             obs = self.observe(nss, topo)
-            want = desired(topo, self.facts(topo, obs))
+            want = desired(topo, self.facts(topo, obs, nss))
             return Planned(topo.name, diff(want, obs.owned), want, obs, recovered=note)
 
     # --- locks --------------------------------------------------------------------------------

@@ -456,6 +456,10 @@ class NetworkSpec(Strict):
     nat6: bool | None = Field(
         None, description="nat: masquerade IPv6 out of the uplink (default true); false routes subnet6 (the upstream must route it to the host)"
     )
+    offload: bool | None = Field(
+        None, description="nat: established TCP and UDP flows to and from the uplink take the kernel's nftables flowtable "
+        "fast path where the kernel has one (default true); false keeps every packet on the forward chain"
+    )
     overlay: OverlaySpec | None = Field(None, description="span every host of `hosts:` with a VXLAN tunnel")
 
 

@@ -724,6 +724,8 @@ def relations(topo: Topology, broken: frozenset[str] = frozenset()) -> list[Prob
             add(Problem(f"{path}.uplink", "is required in bridged mode", "name the NIC that joins the bridge, e.g. uplink: eth0"))
         if net.mode in ("isolated", "host") and net.uplink:
             add(Problem(f"{path}.uplink", f"has no meaning in {net.mode} mode", "remove it, or use mode: nat or bridged"))
+        if net.mode != "nat" and net.offload is not None:
+            add(Problem(f"{path}.offload", f"has no meaning in {net.mode} mode (nothing is routed out of it)", "remove it, or use mode: nat"))
         if net.subnet:
             subnet = ipaddress.IPv4Network(net.subnet)
             if net.address:
