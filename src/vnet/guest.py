@@ -17,7 +17,7 @@ import shutil
 import socket
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vnet.errors import VnetError
@@ -43,7 +43,15 @@ for dev in $(ls /sys/class/net); do
 done
 echo "VNET-NET-UP $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
 stty -F /dev/ttyS1 raw -echo
-exec /agent.sh
+# The agent is not PID 1. Every orphan (a command's background job, udhcpc, acpid) becomes a child
+# of PID 1, and its exit is a SIGCHLD there; a signal stops busybox's `read` and drops the part of
+# the line it had read, so an agent as PID 1 lost requests (or took the rest of one as a request).
+# PID 1 reaps orphans while it waits for the agent, and starts it again should it end.
+while :; do
+  /agent.sh & agent=$!
+  while kill -0 $agent 2>/dev/null; do wait $agent; done
+  sleep 1
+done
 """
 
 UDHCPC = """#!/bin/sh
@@ -61,13 +69,34 @@ case "$1" in
 esac
 """
 
-# one request per line: "<id> <base64 script>"; the reply is the output, then "VNET-END <id> <rc>"
+# One request per line: "<id> <base64 script>", <id> 8 hex digits. The agent answers
+# "VNET-ACK <id>" when it takes a request, before running it, then the output between
+# "VNET-BEGIN <id>" and "VNET-END <id> <rc>". A line that is not a whole request is refused
+# ("VNET-BAD", and kept in the guest's /tmp/refused) and not run: a cut line must not run the tail
+# of a script. The host sends a request
+# again until it is acknowledged; a request already taken is answered again from the cache, never
+# run a second time.
 AGENT = """#!/bin/sh
 exec 3<>/dev/ttyS1
+last=
 while read -r id b64 <&3; do
-  echo "$b64" | base64 -d > /tmp/cmd 2>/dev/null
+  case "$id" in
+    [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) ;;
+    *) printf 'VNET-BAD\\n' >&3; echo "$id $b64" >> /tmp/refused; continue ;;
+  esac
+  if [ "$id" = "$last" ]; then
+    { printf 'VNET-ACK %s\\n' "$id"; cat /tmp/reply; } >&3
+    continue
+  fi
+  if [ -z "$b64" ] || ! echo "$b64" | base64 -d > /tmp/cmd 2>/dev/null; then
+    printf 'VNET-BAD %s\\n' "$id" >&3; echo "$id $b64" >> /tmp/refused
+    continue
+  fi
+  last=$id
+  printf 'VNET-ACK %s\\n' "$id" >&3
   out=$(sh /tmp/cmd 2>&1); rc=$?
-  printf 'VNET-BEGIN %s\\n%s\\nVNET-END %s %s\\n' "$id" "$out" "$id" "$rc" >&3
+  printf 'VNET-BEGIN %s\\n%s\\nVNET-END %s %s\\n' "$id" "$out" "$id" "$rc" > /tmp/reply
+  cat /tmp/reply >&3
 done
 """
 
@@ -179,32 +208,62 @@ def build_initrd(dest_dir: Path) -> Path:
     return target
 
 
+def reply_of(data: bytes, ident: str) -> tuple[int, str] | None:
+    """(rc, output) of request `ident` once its reply is whole in `data`, else None. What comes
+    before it (another request's reply, an acknowledgement, a reply sent again) is not read."""
+    head, found, tail = data.partition(f"VNET-END {ident} ".encode())
+    if not found or b"\n" not in tail:
+        return None
+    out = head.rpartition(f"VNET-BEGIN {ident}\n".encode())[2]
+    return int(tail.split()[0]), out.decode(errors="replace").replace("\r", "").rstrip("\n")
+
+
+def taken(data: bytes, ident: str) -> bool:
+    """Whether the agent acknowledged request `ident` (it runs it, once)."""
+    return f"VNET-ACK {ident}\n".encode() in data or f"VNET-BEGIN {ident}\n".encode() in data
+
+
+RESEND_AFTER = 1.0  # an unacknowledged request is sent again after this, then after twice as long, ...
+
+
 @dataclass
 class Agent:
     """Runs shell commands in a guest through its second serial port (a QEMU unix socket)."""
 
     socket_path: Path
+    resent: int = field(default=0, compare=False)  # requests sent again, unacknowledged: lines the guest lost
 
     def run(self, script: str, timeout: float = 30.0) -> tuple[int, str]:
         ident = os.urandom(4).hex()
         request = f"{ident} {base64.b64encode(script.encode()).decode()}\n".encode()
-        end = f"VNET-END {ident} ".encode()
         deadline = time.monotonic() + timeout
+        resend_at, wait = time.monotonic() + RESEND_AFTER, RESEND_AFTER
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(timeout)
             s.connect(str(self.socket_path))
             s.sendall(request)
             data = b""
-            while end not in data or not data.split(end, 1)[1].endswith(b"\n"):
-                if time.monotonic() > deadline:
+            while (reply := reply_of(data, ident)) is None:
+                now = time.monotonic()
+                if now >= deadline:
                     raise TimeoutError(f"guest agent did not answer within {timeout}s")
-                chunk = s.recv(65536)
+                acked = taken(data, ident)
+                if not acked and now >= resend_at:
+                    # The line may not have arrived whole (the agent refuses a cut one): the same
+                    # id again is safe, the agent runs an id once and repeats its reply.
+                    s.sendall(request)
+                    self.resent += 1
+                    wait *= 2
+                    resend_at = now + wait
+                s.settimeout(max(0.001, (deadline if acked else min(deadline, resend_at)) - now))
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    continue
                 if not chunk:
                     raise ConnectionError("guest agent closed the connection")
                 data += chunk
-        out, _, tail = data.partition(end)
-        out = out.partition(f"VNET-BEGIN {ident}\n".encode())[2]  # drop anything stale before it
-        return int(tail.split()[0]), out.decode(errors="replace").replace("\r", "").rstrip("\n")
+        return reply
 
     def wait_ready(self, timeout: float = 120.0) -> float:
         """Wait until the guest's agent answers; returns seconds waited."""

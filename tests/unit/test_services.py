@@ -15,6 +15,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ from vnet.facts import HostFacts
 from vnet.drivers.dnsmasq import digest as config_digest
 from vnet.drivers.qemu import digest as argv_digest
 from vnet.errors import Problem, SpecError
-from vnet.guest import Agent, _cpio
+from vnet import guest
+from vnet.guest import Agent, _cpio, reply_of, taken
 from vnet.resources import Resource, ns_key
 from vnet.spec import load, load_text
 from vnet.spec.models import Topology
@@ -1060,6 +1062,68 @@ def test_agent_connection_closed():
         Agent(Path(path)).run("true", timeout=5)
     th.join(5)
     shutil.rmtree(d)
+
+
+def test_agent_reply_framing():
+    ident = "0123abcd"
+    whole = f"VNET-ACK {ident}\nVNET-BEGIN {ident}\nout\nVNET-END {ident} 2\n".encode()
+    assert taken(whole, ident) and reply_of(whole, ident) == (2, "out")
+    assert reply_of(whole[:-1], ident) is None  # rc not ended yet: more may come
+    assert not taken(whole, "ffffffff") and reply_of(whole, "ffffffff") is None  # another request's
+    # a stale reply first, then this one sent twice (a request sent again is answered again)
+    stale = b"VNET-BEGIN 99999999\nold\nVNET-END 99999999 0\n"
+    assert reply_of(stale + whole + whole, ident) == (2, "out")
+    assert reply_of(f"VNET-BEGIN {ident}\n\nVNET-END {ident} 0\n".encode(), ident) == (0, "")
+    assert not taken(f"VNET-BAD {ident}\n".encode(), ident)
+
+
+def test_agent_sends_a_lost_request_again_with_the_same_id(monkeypatch):
+    """The first line is lost (as a guest whose read was interrupted lost it); the client sends it
+    again until acknowledged, the same line, so the agent can tell it ran it already."""
+    monkeypatch.setattr(guest, "RESEND_AFTER", 0.05)
+    d = tempfile.mkdtemp(prefix="vnt", dir="/tmp")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(f"{d}/a.sock")
+    srv.listen(1)
+    lines: list[bytes] = []
+
+    def serve() -> None:
+        with srv, srv.accept()[0] as conn:
+            buf = b""
+            while len(lines) < 3:  # two lost, the third answered
+                buf += conn.recv(4096)
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    lines.append(line)
+            ident = lines[-1].split()[0].decode()
+            conn.sendall(f"VNET-ACK {ident}\nVNET-BEGIN {ident}\nran\nVNET-END {ident} 0\n".encode())
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    agent = Agent(Path(f"{d}/a.sock"))
+    assert agent.run("echo ran", timeout=5) == (0, "ran")
+    th.join(5)
+    shutil.rmtree(d)
+    assert len(set(lines)) == 1 and agent.resent == 2
+
+
+def test_agent_does_not_send_again_once_acknowledged(monkeypatch):
+    """A request the agent took may run long: it is not sent again while it runs (control of the above)."""
+    monkeypatch.setattr(guest, "RESEND_AFTER", 0.05)
+    d = tempfile.mkdtemp(prefix="vnt", dir="/tmp")
+    path = f"{d}/a.sock"
+
+    def reply(ident, script):
+        yield f"VNET-ACK {ident}\n".encode()
+        time.sleep(0.5)  # ten resend intervals
+        yield f"VNET-BEGIN {ident}\ndone\nVNET-END {ident} 0\n".encode()
+
+    th = fake_agent(path, reply)
+    agent = Agent(Path(path))
+    assert agent.run("sleep 1", timeout=5) == (0, "done")
+    th.join(5)
+    shutil.rmtree(d)
+    assert agent.resent == 0
 
 
 def test_agent_wait_ready_times_out_without_a_socket(tmp_path):
