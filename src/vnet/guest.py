@@ -78,7 +78,7 @@ esac
 # run a second time.
 AGENT = """#!/bin/sh
 exec 3<>/dev/ttyS1
-last=
+last=$(cat /tmp/last-id 2>/dev/null)  # kept across a restart: a request sent again is not run again
 while read -r id b64 <&3; do
   case "$id" in
     [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) ;;
@@ -92,7 +92,7 @@ while read -r id b64 <&3; do
     printf 'VNET-BAD %s\\n' "$id" >&3; echo "$id $b64" >> /tmp/refused
     continue
   fi
-  last=$id
+  last=$id; echo "$id" > /tmp/last-id
   printf 'VNET-ACK %s\\n' "$id" >&3
   out=$(sh /tmp/cmd 2>&1); rc=$?
   printf 'VNET-BEGIN %s\\n%s\\nVNET-END %s %s\\n' "$id" "$out" "$id" "$rc" > /tmp/reply

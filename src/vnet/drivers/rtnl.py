@@ -569,10 +569,25 @@ class Netlink:
     def close(self) -> None:
         self.sock.close()
 
-    def _send(self, mtype: int, flags: int, body: bytes) -> int:
+    def _message(self, mtype: int, flags: int, body: bytes) -> tuple[int, bytes]:
+        """(sequence number, the request) with the next sequence number."""
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
-        self.sock.send(_HDR.pack(_HDR.size + len(body), mtype, flags | F_REQUEST, self._seq, 0) + body)
-        return self._seq
+        return self._seq, _HDR.pack(_HDR.size + len(body), mtype, flags | F_REQUEST, self._seq, 0) + body
+
+    def _send(self, mtype: int, flags: int, body: bytes) -> int:
+        seq, msg = self._message(mtype, flags, body)
+        self.sock.send(msg)
+        return seq
+
+    def _results(self, seqs: dict[int, int]) -> list[RtnlError | None]:
+        """The acknowledgement of each request sent, by sequence number → its place in the list."""
+        results: list[RtnlError | None] = [None] * len(seqs)
+        for mtype, _, seq, msg in self._messages():
+            if mtype == NLMSG_ERROR and seq in seqs:
+                results[seqs.pop(seq)] = self._error(msg)
+                if not seqs:
+                    break
+        return results
 
     def _messages(self) -> Iterator[tuple[int, int, int, memoryview]]:
         """(type, flags, seq, whole message) of each message received, one datagram at a time."""
@@ -617,14 +632,7 @@ class Netlink:
         out: list[RtnlError | None] = []
         for start in range(0, len(requests), IN_FLIGHT):
             chunk = requests[start : start + IN_FLIGHT]
-            seqs = {self._send(t, f | F_ACK, b): i for i, (t, f, b) in enumerate(chunk)}
-            results: list[RtnlError | None] = [None] * len(chunk)
-            for mtype, _, seq, msg in self._messages():
-                if mtype == NLMSG_ERROR and seq in seqs:
-                    results[seqs.pop(seq)] = self._error(msg)
-                    if not seqs:
-                        break
-            out += results
+            out += self._results({self._send(t, f | F_ACK, b): i for i, (t, f, b) in enumerate(chunk)})
         return out
 
     def dump(self, mtype: int, body: bytes) -> list[memoryview]:
@@ -777,20 +785,9 @@ class Nft(Netlink):
         throws away, as `nft --check` does: a batch without its end is validated and aborted, so
         nothing changes (a module the requests need may be loaded)."""
         begin = _HDR.pack(_HDR.size + _NFGEN.size, NFNL_MSG_BATCH_BEGIN, F_REQUEST, 0, 0) + _NFGEN.pack(0, 0, socket.htons(NFT_SUBSYS >> 8))
-        seqs: dict[int, int] = {}
-        parts = [begin]
-        for i, (mtype, flags, body) in enumerate(requests):
-            self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
-            seqs[self._seq] = i
-            parts.append(_HDR.pack(_HDR.size + len(body), mtype, flags | F_REQUEST | F_ACK, self._seq, 0) + body)
-        self.sock.send(b"".join(_pad_bytes(p) for p in parts))
-        results: list[RtnlError | None] = [None] * len(requests)
-        for mtype, _, seq, msg in self._messages():
-            if mtype == NLMSG_ERROR and seq in seqs:
-                results[seqs.pop(seq)] = self._error(msg)
-                if not seqs:
-                    break
-        return results
+        messages = [self._message(mtype, flags | F_ACK, body) for mtype, flags, body in requests]
+        self.sock.send(b"".join(_pad_bytes(m) for m in [begin, *(msg for _, msg in messages)]))
+        return self._results({seq: i for i, (seq, _) in enumerate(messages)})
 
     def flowtables(self) -> bool:
         """Whether this kernel offloads flows to an nftables flowtable (inet family), asked by a
