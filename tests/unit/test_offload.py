@@ -74,3 +74,38 @@ def test_the_rule_count_includes_the_offload_rule():
 
 def test_host_network_bridge_is_never_a_flowtable_device():
     assert f'"{BR1}"' not in flowtable_devices(text(doc()))
+
+
+class _Kernel:
+    """A namespace whose kernel answers the flowtable question `answer`, counting the questions."""
+
+    def __init__(self, answer: bool):
+        self.asked = 0
+        self.nft = self
+        self.answer = answer
+
+    def flowtables(self) -> bool:
+        self.asked += 1
+        return self.answer
+
+
+def test_the_answer_is_asked_once_per_boot_and_a_no_again_while_a_module_could_change_it(tmp_path, monkeypatch):
+    from vnet.drivers import nft
+
+    boot = tmp_path / "boot_id"
+    boot.write_text("b1\n")
+    monkeypatch.setattr(nft, "BOOT_ID", boot)
+    monkeypatch.setattr(nft, "_flowtable_module_on_disk", lambda: False)
+    kept = tmp_path / ".flowtables"
+    kernel = _Kernel(False)
+    assert nft.flowtables(kernel, kept) is False and nft.flowtables(kernel, kept) is False
+    assert kernel.asked == 1 and kept.read_text() == "b1 no\n"
+    boot.write_text("b2\n")  # rebooted: asked again
+    kernel.answer = True
+    assert nft.flowtables(kernel, kept) is True and kernel.asked == 2
+    kept.write_text("b2 no\n")  # a no, with a module on disk that asking would load: asked again
+    monkeypatch.setattr(nft, "_flowtable_module_on_disk", lambda: True)
+    assert nft.flowtables(kernel, kept) is True and kernel.asked == 3 and kept.read_text() == "b2 yes\n"
+    assert nft.flowtables(kernel, kept) is True and kernel.asked == 3  # a yes stays
+    kept.write_text("b2 maybe; rm -rf /\n")  # anything else in the file is not an answer
+    assert nft.flowtables(kernel, kept) is True and kernel.asked == 4

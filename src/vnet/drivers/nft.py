@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,41 @@ from vnet.resources import Resource, make
 
 FAMILY_NAMES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
 FAMILIES = ("inet", "bridge")  # a topology's tables: routing/NAT, and its bridge ports
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _flowtable_module_on_disk() -> bool:
+    """A module that could give this kernel flowtables later (installed, not yet loaded)."""
+    d = Path("/lib/modules") / os.uname().release / "kernel/net/netfilter"
+    return any((d / f"nf_flow_table_inet.ko{ext}").exists() for ext in ("", ".xz", ".zst", ".gz"))
+
+
+def flowtables(ns: Namespace, remembered: Path) -> bool:
+    """Whether the kernel offloads flows to nftables flowtables, asked once per boot and kept in
+    the file `remembered` (asking costs a transaction the kernel aborts, ~8 ms: every plan, status
+    and no-op apply of a nat network would pay it). A "no" is asked again while a module that
+    could change it lies on disk (loading it is what asking does); a "yes" stays (the module then is
+    loaded). The file holds the boot's id and yes or no, nothing that is run."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+    except OSError:
+        return ns.nft.flowtables()
+    try:
+        said_boot, said = remembered.read_text().split()
+        if said_boot == boot and said in ("yes", "no") and (said == "yes" or not _flowtable_module_on_disk()):
+            return said == "yes"
+    except (OSError, ValueError):
+        pass
+    answer = ns.nft.flowtables()
+    try:
+        tmp = remembered.with_name(f".{remembered.name}.{os.getpid()}")
+        tmp.write_text(f"{boot} {'yes' if answer else 'no'}\n")
+        tmp.replace(remembered)
+    except OSError:
+        pass  # not kept: asked again next time
+    return answer
 
 
 def dump(ns: Namespace) -> tuple[list[dict], dict[tuple[str, str], int]]:

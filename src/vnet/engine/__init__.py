@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 from vnet import names
 from vnet import overlay
 from vnet.desired import desired
-from vnet.drivers import process, sysctl
+from vnet.drivers import nft, process, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespaces
 from vnet.engine import statedir
@@ -177,7 +177,7 @@ class Engine:
             tiny_guest=self._tiny_guest() if any(vm.image == "tiny" for vm in topo.vms.values()) else None,
             iptables=obs.filter,
             target=names.target_id(self.netns),
-            flowtables=wants_offload and nss.host.nft.flowtables(),  # type: ignore[union-attr]
+            flowtables=wants_offload and nft.flowtables(nss.host, self.state_base / ".flowtables"),  # type: ignore[union-attr]
             **overlay.locate(self.netns, topo, self.host),
         )
 
