@@ -14,7 +14,7 @@ import pytest
 from vnet import spec
 
 from . import snapshot
-from .test_recovery import VNET, renamed
+from .test_recovery import FAULTY, FAULTY_ENV, VNET, renamed
 
 STEP_KINDS = {"netns", "bridge", "tap", "veth", "address", "route", "ruleset", "sysctl"}
 
@@ -61,8 +61,11 @@ def test_plan_exit_code_and_json(world, tmp_path):
 def test_apply_prints_steps_as_they_run_and_ctrl_c_exits_130(world, tmp_path):
     path = renamed(world, "nat.yaml", tmp_path, "i")
     before = snapshot.take(world.host)
-    argv = [VNET, "--netns", world.host, "--state-dir", str(world.state), "apply", str(path)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "VNET_STEP_DELAY": "0.3"})
+    # slowed from outside (tests/faults.py): the vnet command itself reads no VNET_STEP_DELAY, and
+    # without the delay a run could end before the Ctrl-C (17 steps in 0.03 s in one full run)
+    argv = [*FAULTY, "--netns", world.host, "--state-dir", str(world.state), "apply", str(path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **FAULTY_ENV, "VNET_STEP_DELAY": "0.3"})
     world.procs.append(proc)
     seen = [proc.stdout.readline(), proc.stdout.readline()]
     assert all(line.startswith("+ ") for line in seen), seen
