@@ -590,13 +590,13 @@ class Bench:
                         settle(3)
                         tp = dataplane.throughput(wan, host_addr, p - 1)
                         rows[(key, "tp")].add(tp)
-                        self.extra.setdefault("tp_by_run", {}).setdefault(key, {})[rep] = tp
+                        self.by_run("tp", key, rep, tp)
                         # three 1 s loops, not one of 2 s: one loop's rate strays by ±10% on this
                         # machine, and the 5% a target decides needs more samples than runs
                         rates = [dataplane.connection_rate(wan, host_addr, p, seconds=1.0)[0] for _ in range(CR_LOOPS)]
                         for rate in rates:
                             rows[(key, "cr")].add(rate)
-                        self.extra.setdefault("cr_by_run", {}).setdefault(key, {})[rep] = statistics.median(rates)
+                        self.by_run("cr", key, rep, statistics.median(rates))
                     except RuntimeError as exc:
                         self.note(f"data plane, run {rep}, {key}: skipped: {exc}")
                     finally:
@@ -622,6 +622,10 @@ class Bench:
     def med(self, id: str) -> float | None:
         r = self.rows.get(id)
         return r.median if r else None
+
+    def by_run(self, what: str, key: str, rep: int, value: float) -> None:
+        """A configuration's figure in one run, kept for `paired`."""
+        self.extra.setdefault(f"{what}_by_run", {}).setdefault(key, {})[rep] = value
 
     def paired(self, what: str, key: str, base: str) -> float | None:
         """Rates of two configurations compared run by run (each run measures every configuration

@@ -154,6 +154,12 @@ def uplink_of(topo: Topology, net_name: str, facts: HostFacts) -> str | None:
     return up
 
 
+def offloading(topo: Topology) -> list[str]:
+    """The networks whose established flows go to the kernel's flowtable where it has one: nat
+    networks, unless `offload: false`."""
+    return [name for name, net in topo.networks.items() if net.mode == "nat" and net.offload is not False]
+
+
 def guest_mac(topo: Topology, ep_name: str) -> str:
     ep = topo.endpoints[ep_name]
     return getattr(ep, "mac", None) or names.mac(topo.name, ep_name)

@@ -73,24 +73,23 @@ esac
 # "VNET-ACK <id>" when it takes a request, before running it, then the output between
 # "VNET-BEGIN <id>" and "VNET-END <id> <rc>". A line that is not a whole request is refused
 # ("VNET-BAD", and kept in the guest's /tmp/refused) and not run: a cut line must not run the tail
-# of a script. The host sends a request
-# again until it is acknowledged; a request already taken is answered again from the cache, never
-# run a second time.
+# of a script. The host sends a request again until it is acknowledged; a request already taken is
+# answered again from the cache, never run a second time.
 AGENT = """#!/bin/sh
 exec 3<>/dev/ttyS1
 last=$(cat /tmp/last-id 2>/dev/null)  # kept across a restart: a request sent again is not run again
+refuse() { printf 'VNET-BAD %s\\n' "$1" >&3; echo "$2" >> /tmp/refused; }
 while read -r id b64 <&3; do
   case "$id" in
     [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) ;;
-    *) printf 'VNET-BAD\\n' >&3; echo "$id $b64" >> /tmp/refused; continue ;;
+    *) refuse "" "$id $b64"; continue ;;
   esac
   if [ "$id" = "$last" ]; then
     { printf 'VNET-ACK %s\\n' "$id"; cat /tmp/reply; } >&3
     continue
   fi
   if [ -z "$b64" ] || ! echo "$b64" | base64 -d > /tmp/cmd 2>/dev/null; then
-    printf 'VNET-BAD %s\\n' "$id" >&3; echo "$id $b64" >> /tmp/refused
-    continue
+    refuse "$id" "$id $b64"; continue
   fi
   last=$id; echo "$id" > /tmp/last-id
   printf 'VNET-ACK %s\\n' "$id" >&3

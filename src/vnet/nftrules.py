@@ -19,7 +19,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
-from vnet.facts import HostFacts, Port, bridge_name, ports, uplink_of
+from vnet.facts import HostFacts, Port, bridge_name, offloading, ports, uplink_of
 from vnet.values import Frozen, _set, per_topology
 from vnet.spec.models import TapSpec, duration_seconds, port_span, rate_bits
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, forward_target, known_address6, wants_service
@@ -233,14 +233,14 @@ def _offload(topo: Topology, facts: HostFacts) -> tuple[list[_Set], list[str], l
     are such devices, so a network with `offload: false` keeps every packet on the forward chain
     even where it shares the uplink. Only flows the forward chain accepted become established:
     isolation and `allow:` rules decide as before. Nothing where the kernel has no flowtables."""
+    if not facts.flowtables:
+        return [], [], []
     devices: list[str] = []
-    for net_name, net in topo.networks.items():
-        if net.mode != "nat" or net.offload is False:
-            continue
+    for net_name in offloading(topo):
         for dev in (bridge_name(topo, net_name), uplink_of(topo, net_name, facts)):
             if dev and _q(dev) not in devices:
                 devices.append(_q(dev))
-    if not facts.flowtables or not devices:
+    if not devices:
         return [], [], []
     flowtable = ["  flowtable fastpath {", "    hook ingress priority 0", "    devices = { " + ", ".join(devices) + " }", "  }"]
     return [_Set("flow_devices", "ifname", devices)], flowtable, ["meta l4proto { tcp, udp } iifname @flow_devices oifname @flow_devices flow add @fastpath"]

@@ -19,10 +19,10 @@ FACTS = HostFacts(default_uplink="eth0", resolvers=("192.0.2.1",), state=Path("/
                   tiny_guest=("/boot/vmlinuz", "/run/vnet/guest/initrd"))
 
 
-def _rendered(example: str) -> dict[str, str]:
+def _rendered(example: str, facts: HostFacts = FACTS) -> dict[str, str]:
     topo = spec.load(EXAMPLES / example)
     out = {}
-    for r in desired(topo, FACTS):
+    for r in desired(topo, facts):
         if r.kind == "service":
             out[f"{topo.name}.{r.key}.conf"] = r.get("config")
         elif r.kind == "ruleset":
@@ -35,18 +35,17 @@ def test_rendered_configs_match_their_golden_files(example):
     rendered = _rendered(example)
     assert rendered, f"{example} renders no config"
     for name, text in rendered.items():
-        path = GOLDEN / name
-        if os.environ.get("VNET_UPDATE_GOLDEN"):
-            path.write_text(text)
-        assert path.exists(), f"no golden file {path}: VNET_UPDATE_GOLDEN=1 writes it"
-        assert text == path.read_text(), f"{name} changed; VNET_UPDATE_GOLDEN=1 rewrites tests/unit/golden/{name}"
+        _matches_golden(name, text)
+
+
+def _matches_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("VNET_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: VNET_UPDATE_GOLDEN=1 writes it"
+    assert text == path.read_text(), f"{name} changed; VNET_UPDATE_GOLDEN=1 rewrites tests/unit/golden/{name}"
 
 
 def test_the_offloading_ruleset_matches_its_golden_file():
     """forwards.yaml where the kernel has flowtables: the flowtable and the rule that fills it."""
-    topo = spec.load(EXAMPLES / "forwards.yaml")
-    (r,) = [r for r in desired(topo, FACTS.replace(flowtables=True)) if r.kind == "ruleset"]
-    path = GOLDEN / f"{topo.name}-offload.nft"
-    if os.environ.get("VNET_UPDATE_GOLDEN"):
-        path.write_text(r.get("text"))
-    assert r.get("text") == path.read_text(), f"{path.name} changed; VNET_UPDATE_GOLDEN=1 rewrites it"
+    _matches_golden("fwd-offload.nft", _rendered("forwards.yaml", FACTS.replace(flowtables=True))["fwd.nft"])

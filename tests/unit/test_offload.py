@@ -10,7 +10,7 @@ from vnet.facts import bridge_name
 from vnet.desired import desired
 from vnet.facts import HostFacts
 
-from tests.unit.test_policies import BR0, BR1, chains, doc, elements, load, paths, ruleset
+from tests.unit.test_policies import BR0, chains, doc, elements, load, paths, ruleset
 
 FLOWTABLES = HostFacts(default_uplink="eth0", flowtables=True)
 NONE = HostFacts(default_uplink="eth0", flowtables=False)
@@ -70,10 +70,6 @@ def test_offload_outside_nat_is_refused_with_the_field_named(mode):
 
 def test_the_rule_count_includes_the_offload_rule():
     assert ruleset(desired(load(doc()), FLOWTABLES)).get("rules") == ruleset(desired(load(doc()), NONE)).get("rules") + 1
-
-
-def test_host_network_bridge_is_never_a_flowtable_device():
-    assert f'"{BR1}"' not in flowtable_devices(text(doc()))
 
 
 class _Kernel:

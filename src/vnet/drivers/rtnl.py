@@ -92,8 +92,7 @@ def _pad_bytes(b: bytes) -> bytes:
 
 
 def attr(kind: int, payload: bytes) -> bytes:
-    n = _ATTR.size + len(payload)
-    return _ATTR.pack(n, kind) + payload + b"\0" * (_pad(n) - n)
+    return _pad_bytes(_ATTR.pack(_ATTR.size + len(payload), kind) + payload)
 
 
 def a_u32(kind: int, value: int) -> bytes:

@@ -26,7 +26,7 @@ from vnet.engine import statedir
 from vnet.engine.journal import Journal
 from vnet.engine.lock import Claim, Claims, LockTimeout, flock
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed
-from vnet.facts import HostFacts
+from vnet.facts import HostFacts, offloading
 from vnet.kinds import Ctx
 from vnet.observe import Observation, observe
 from vnet.plan import Action, diff
@@ -165,7 +165,7 @@ class Engine:
         flowtables (then no flow is offloaded: for what needs no ruleset, a VM's command line)."""
         wants_kvm = any(vm.accel == "auto" for vm in topo.vms.values())
         # asked only where a nat network would offload: the question may load the kernel's module
-        wants_offload = nss is not None and any(net.mode == "nat" and net.offload is not False for net in topo.networks.values())
+        wants_offload = nss is not None and bool(offloading(topo))
         if wants_kvm:
             from vnet.drivers import kvm
         return HostFacts(
