@@ -8,10 +8,11 @@ protocol number, vnet's table comment; sysctls from the record vnet keeps of wha
 from __future__ import annotations
 
 import ipaddress
+import operator
 from pathlib import Path
 
 from vnet import kinds, names
-from vnet.drivers import iptables, rtnl
+from vnet.drivers import iptables, readahead, rtnl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespace, Namespaces
 from vnet.kinds.route import marked_routes, observed_routes
@@ -78,7 +79,11 @@ class Observation:
 
 def read_links(ns: Namespace) -> dict[str, LinkInfo]:
     """The namespace's links by name, marks parsed (and its name → index cache set)."""
-    links = ns.nl.links()
+    return link_infos(ns, ns.nl.links())
+
+
+def link_infos(ns: Namespace, links: list[rtnl.Link]) -> dict[str, LinkInfo]:
+    """Links read in the namespace by name, marks parsed (and its name → index cache set)."""
     by_index = {li.index: li.ifname for li in links}
     ns.indexes = {li.ifname: li.index for li in links}
     parse_mark, master_of = names.parse_mark, by_index.get
@@ -88,6 +93,16 @@ def read_links(ns: Namespace) -> dict[str, LinkInfo]:
                             li.mac, li.mtu, li.up, li.data)
         for li in links
     }
+
+
+_LINK_FIELDS = operator.attrgetter(*rtnl.Link._fields)
+_ADDR_FIELDS = operator.attrgetter(*rtnl.Addr._fields)
+_ROUTE_FIELDS = operator.attrgetter(*rtnl.Route._fields)
+
+
+def _read_namespace(nl: rtnl.Rtnl) -> tuple[list, list, list]:
+    """What observing asks of an endpoint's namespace, as plain values (read in the child)."""
+    return [_LINK_FIELDS(li) for li in nl.links()], [_ADDR_FIELDS(a) for a in nl.addrs()], [_ROUTE_FIELDS(r) for r in marked_routes(nl)]
 
 
 class View:
@@ -102,29 +117,62 @@ class View:
         self._links: dict[str, dict[str, LinkInfo]] = {}
         self._addrs: dict[str, dict[int, list[rtnl.Addr]]] = {}
         self._routes: dict[str, list[rtnl.Route]] = {}
+        self._ahead: readahead.ReadAhead | None = None
+        self._ahead_of: frozenset[str] = frozenset()
 
     def exists(self, ns: str) -> bool:
         """A namespace of that name can be entered (as listed when this observation began)."""
         return ns in self.listed
 
+    def read_ahead(self, names: list[str]) -> None:
+        """Have these namespaces read on the other core now (drivers/readahead.py), for links(),
+        addresses() and routes() to take when first asked of one of them."""
+        self._ahead = readahead.ReadAhead(names, _read_namespace)
+        self._ahead_of = frozenset(names)
+
+    def _take_ahead(self, ns: str) -> None:
+        if self._ahead is None or ns not in self._ahead_of:
+            return
+        Link, Addr, Route = rtnl.Link, rtnl.Addr, rtnl.Route
+        self._ahead_of = frozenset()
+        for name, (links, addrs, routes) in self._ahead.take().items():
+            self._links[name] = link_infos(self.nss.get(name, listed=True), [Link(*f) for f in links])
+            by_index: dict[int, list[rtnl.Addr]] = {}
+            for f in addrs:
+                by_index.setdefault(f[0], []).append(Addr(*f))
+            self._addrs[name] = by_index
+            self._routes[name] = [Route(*f) for f in routes]
+
+    def close(self) -> None:
+        """Stop a read-ahead whose answers were not taken, and reap its child."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+
     def links(self, ns: str) -> dict[str, LinkInfo]:
         if ns not in self._links:
-            self._links[ns] = read_links(self.nss.get(ns))
+            self._take_ahead(ns)
+            if ns not in self._links:
+                self._links[ns] = read_links(self.nss.get(ns))
         return self._links[ns]
 
     def addresses(self, ns: str) -> dict[int, list[rtnl.Addr]]:
         """Every address of the namespace by ifindex: one dump, not one per link."""
         if ns not in self._addrs:
-            out: dict[int, list[rtnl.Addr]] = {}
-            for a in self.nss.get(ns).nl.addrs():
-                out.setdefault(a.index, []).append(a)
-            self._addrs[ns] = out
+            self._take_ahead(ns)
+            if ns not in self._addrs:
+                out: dict[int, list[rtnl.Addr]] = {}
+                for a in self.nss.get(ns).nl.addrs():
+                    out.setdefault(a.index, []).append(a)
+                self._addrs[ns] = out
         return self._addrs[ns]
 
     def routes(self, ns: str) -> list[rtnl.Route]:
         """The namespace's routes with vnet's protocol number."""
         if ns not in self._routes:
-            self._routes[ns] = marked_routes(self.nss.get(ns))
+            self._take_ahead(ns)
+            if ns not in self._routes:
+                self._routes[ns] = marked_routes(self.nss.get(ns).nl)
         return self._routes[ns]
 
     @staticmethod
@@ -134,53 +182,89 @@ class View:
         return ":".join((names.MARK, *li.mark[:3], *li.mark[3]))
 
 
+class Observing:
+    """An observation under way. Made, it has read the host (its links and routes, and the kinds
+    that observe early: what desired state needs of the host is in `obs` by then) and set a child
+    reading the topology's namespaces on the other core; `finish()` reads the rest and returns
+    the whole Observation. Between the two the caller works out the desired state, so that the
+    namespaces are read meanwhile, not before it."""
+
+    def __init__(self, nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = (), target: str = "") -> None:
+        self.obs = obs = Observation(topology)
+        self.target = target  # names.target_id of the target namespace
+        listed = nsmod.listed()
+        self.view = view = View(nss, topology, state_dir, listed)
+        obs.links = view.links("")
+        # every namespace this observation reads, read ahead: the topology's namespaces, those it
+        # borrows, its veths' peers
+        self.mine = sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & view.listed))
+        peers = {li.mark[3][0] for li in obs.links.values() if li.mark and li.mark[0] == topology and li.mark[1] == "veth" and li.mark[3]}
+        view.read_ahead(sorted(set(self.mine) | (peers & view.listed)))
+        try:
+            self.by_index = {li.index: li for li in obs.links.values()}
+            for rt in nss.host.nl.routes(table=rtnl.RT_TABLE_MAIN):
+                dev = self.by_index.get(rt.oif)
+                if rt.dst_len == 0:
+                    if obs.default_uplink is None and dev is not None:
+                        obs.default_uplink = dev.name
+                    continue
+                obs.routes.append((ipaddress.IPv4Network(f"{rt.dst}/{rt.dst_len}", strict=False), dev.name if dev else None))
+            for kind in kinds.ordered():
+                if kind.observe_early:
+                    kind.observe(view, obs)
+        except BaseException:
+            view.close()
+            raise
+
+    def finish(self) -> Observation:
+        try:
+            self._owned()
+        finally:
+            self.view.close()
+        return self.obs
+
+    def close(self) -> None:
+        self.view.close()
+
+    def __enter__(self) -> Observing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _owned(self) -> None:
+        view, obs, topology, target = self.view, self.obs, self.obs.topology, self.target
+        owned_index: dict[int, str] = {}
+        for li in obs.links.values():
+            if not li.mark or li.mark[0] != topology:
+                continue
+            kind = kinds.by_role(li.mark[1])
+            if kind is None:
+                continue  # a role of a newer vnet: left alone
+            owned_index[li.index] = li.name
+            for r in kind.from_link(view, li):
+                obs.add(r)
+        for rt in observed_routes(view.routes(""), "", owned_index):
+            obs.add(rt)
+
+        # namespaces: vnet's default names start with the topology's; ownership is the mark on lo
+        for name in self.mine:
+            lo = view.links(name).get("lo")
+            mark = lo.mark if lo else None
+            owner = mark[0] if mark else None
+            if owner == topology and mark[1] == "netns" and mark[3][:1] != ((target,) if target else ()):
+                owner = f"{topology} (applied to another target namespace)"  # same name, not ours
+            obs.namespaces[name] = owner
+            if owner == topology:
+                obs.add(make("netns", name, mark=view.alias(lo)))
+
+        # what is not a link: sysctls by vnet's record, daemons by pid file, tables by their comment
+        for kind in kinds.ordered():
+            if not kind.observe_early:
+                kind.observe(view, obs)
+
+
 def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = (), target: str = "") -> Observation:
     """What `topology` owns in the target namespace (and in the namespaces it made for that
     target: `target` is names.target_id of it)."""
-    obs = Observation(topology)
-    listed = nsmod.listed()
-    view = View(nss, topology, state_dir, listed)
-    host = nss.host
-    obs.links = view.links("")
-    # every namespace this observation reads: its sockets opened in one trip of the thread that
-    # enters namespaces (the topology's namespaces, those it borrows, its veths' peers)
-    mine = sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & view.listed))
-    peers = {li.mark[3][0] for li in obs.links.values() if li.mark and li.mark[0] == topology and li.mark[1] == "veth" and li.mark[3]}
-    nss.open(sorted(set(mine) | (peers & view.listed)))
-    by_index = {li.index: li for li in obs.links.values()}
-    owned_index: dict[int, str] = {}
-    for li in obs.links.values():
-        if not li.mark or li.mark[0] != topology:
-            continue
-        kind = kinds.by_role(li.mark[1])
-        if kind is None:
-            continue  # a role of a newer vnet: left alone
-        owned_index[li.index] = li.name
-        for r in kind.from_link(view, li):
-            obs.add(r)
-    for rt in observed_routes(view.routes(""), "", owned_index):
-        obs.add(rt)
-
-    # namespaces: vnet's default names start with the topology's; ownership is the mark on lo
-    for name in mine:
-        lo = view.links(name).get("lo")
-        mark = lo.mark if lo else None
-        owner = mark[0] if mark else None
-        if owner == topology and mark[1] == "netns" and mark[3][:1] != ((target,) if target else ()):
-            owner = f"{topology} (applied to another target namespace)"  # same name, not ours
-        obs.namespaces[name] = owner
-        if owner == topology:
-            obs.add(make("netns", name, mark=view.alias(lo)))
-
-    # what is not a link: sysctls by vnet's record, daemons by pid file, tables by their comment
-    for kind in kinds.ordered():
-        kind.observe(view, obs)
-
-    for rt in host.nl.routes(table=rtnl.RT_TABLE_MAIN):
-        dev = by_index.get(rt.oif)
-        if rt.dst_len == 0:
-            if obs.default_uplink is None and dev is not None:
-                obs.default_uplink = dev.name
-            continue
-        obs.routes.append((ipaddress.IPv4Network(f"{rt.dst}/{rt.dst_len}", strict=False), dev.name if dev else None))
-    return obs
+    return Observing(nss, topology, state_dir, extra_netns, target).finish()

@@ -28,7 +28,7 @@ from vnet.engine.lock import Claim, Claims, LockTimeout, flock
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed
 from vnet.facts import HostFacts, offloading
 from vnet.kinds import Ctx
-from vnet.observe import Observation, observe
+from vnet.observe import Observation, Observing
 from vnet.plan import Action, diff
 from vnet.resources import Resource, make
 from vnet.spec.models import NetnsSpec, Topology
@@ -157,8 +157,19 @@ class Engine:
     # --- reading ----------------------------------------------------------------------------
 
     def observe(self, nss: Namespaces, topo: Topology | None = None, extra_netns: tuple[str, ...] = ()) -> Observation:
+        return self.observing(nss, topo, extra_netns).finish()
+
+    def observing(self, nss: Namespaces, topo: Topology | None = None, extra_netns: tuple[str, ...] = ()) -> Observing:
         borrowed = tuple(ep.netns for ep in (topo.endpoints.values() if topo else ()) if isinstance(ep, NetnsSpec) and ep.netns)
-        return observe(nss, self.topology, self.state, borrowed + extra_netns, names.target_id(self.netns))
+        return Observing(nss, self.topology, self.state, borrowed + extra_netns, names.target_id(self.netns))
+
+    def _observe_and_want(self, nss: Namespaces, topo: Topology) -> tuple[Observation, HostFacts, list[Resource]]:
+        """What the host holds and what the topology wants of it. The desired state is worked out
+        while the namespaces are read on the other core (observe.Observing)."""
+        with self.observing(nss, topo) as seen:
+            facts = self.facts(topo, seen.obs, nss)  # reads only what Observing has read by now
+            want = desired(topo, facts)
+            return seen.finish(), facts, want
 
     def facts(self, topo: Topology, obs: Observation, nss: Namespaces | None = None) -> HostFacts:
         """What desired state needs of the host. Without `nss` the kernel is not asked about
@@ -187,9 +198,7 @@ class Engine:
         return str(guest.kernel_path()), str(guest.build_initrd(self.state_base / "guest"))
 
     def _plan(self, nss: Namespaces, topo: Topology, source: str | None = None) -> Planned:
-        obs = self.observe(nss, topo)
-        facts = self.facts(topo, obs, nss)
-        want = desired(topo, facts)
+        obs, facts, want = self._observe_and_want(nss, topo)
         from vnet.preflight import check
 
         problems = check(topo, obs, want, facts) + self.claims.problems(topo, obs) + self.claims.identity_problems(source, obs)
@@ -209,8 +218,7 @@ class Engine:
         """Like plan, but a clash is reported as part of the result rather than raised."""
         note = self._recover_if_needed()
         with Namespaces(self.netns) as nss:
-            obs = self.observe(nss, topo)
-            want = desired(topo, self.facts(topo, obs, nss))
+            obs, _, want = self._observe_and_want(nss, topo)
             return Planned(topo.name, diff(want, obs.owned), want, obs, recovered=note)
 
     # --- locks --------------------------------------------------------------------------------

@@ -69,6 +69,10 @@ class Kind:
     batch: ClassVar[str | None] = None
     # creations likewise (create_many): for kinds whose creations can overlap in time
     create_batch: ClassVar[str | None] = None
+    # observe() reads only the host and needs nothing else observed first: it runs while the
+    # namespaces are read on the other core, before the desired state is worked out (which may
+    # need what it read)
+    observe_early: ClassVar[bool] = False
 
     # --- pure ---
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:

@@ -13,6 +13,7 @@ from vnet.spec.models import Topology
 class Iptables(Kind):
     name = iptables.KIND
     after = ("ruleset",)  # open the path only once vnet's own ruleset guards it
+    observe_early = True
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         if facts.iptables is None:

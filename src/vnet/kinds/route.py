@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from vnet import names
 from vnet.drivers import netlink, rtnl
-from vnet.drivers.ns import Namespace
 from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make, ns_key
 
 
-def marked_routes(ns: Namespace) -> list[rtnl.Route]:
+def marked_routes(nl: rtnl.Rtnl) -> list[rtnl.Route]:
     """The routes of a namespace that carry vnet's protocol number (main table, both families)."""
     try:  # IPv4 and IPv6 in one dump
-        return ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_UNSPEC)
+        return nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_UNSPEC)
     except rtnl.RtnlError:  # a kernel that refuses the filter for some family: one dump each
-        return ns.nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO) + ns.nl.routes(
+        return nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO) + nl.routes(
             table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_INET6
         )
 

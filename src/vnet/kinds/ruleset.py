@@ -18,6 +18,7 @@ def _saved(ctx: Ctx):
 class Ruleset(Kind):
     name = "ruleset"
     after = ("route",)  # names links that exist by then
+    observe_early = True
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         rules = nftrules.render(topo, facts)

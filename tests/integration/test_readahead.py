@@ -1,0 +1,135 @@
+"""Reading the topology's namespaces ahead, in a forked child (drivers/readahead.py, observe.View):
+what it hands back is what vnet reads itself; a namespace it cannot read, or a child that dies, is
+read by vnet as before; a child whose answers are not wanted is stopped and reaped."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from vnet import api, observe
+from vnet.errors import VnetError
+from vnet.drivers import ns as nsmod
+from vnet.drivers import readahead
+from vnet.drivers.ns import Namespaces
+
+
+def _gone(pid: int) -> bool:
+    """The child has exited and was reaped (not a zombie of this process)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def _same_addresses(ahead: dict, own: dict) -> bool:
+    """The same addresses; lifetimes, which count down between two readings (c3's SLAAC one),
+    to within a second."""
+    def timeless(a):
+        return [getattr(a, f) for f in a._fields if f not in ("preferred", "valid")]
+
+    return ahead.keys() == own.keys() and all(
+        len(ahead[i]) == len(own[i])
+        and all(timeless(x) == timeless(y) and abs(x.valid - y.valid) <= 1 and abs(x.preferred - y.preferred) <= 1 for x, y in zip(ahead[i], own[i]))
+        for i in ahead
+    )
+
+
+def _observe(world, topo, ahead: bool = True):
+    engine = api.engine(topo.name, world.host, world.state, None)
+    with Namespaces(world.host) as nss:
+        seen = engine.observing(nss, topo)
+        if not ahead:  # what vnet reads for itself: the child's answers thrown away unread
+            seen.view.close()
+        return seen.finish()
+
+
+def _namespaces(topo_name: str) -> list[str]:
+    return [n for n in nsmod.listed() if n.startswith(f"{topo_name}-")]
+
+
+def test_what_is_read_ahead_is_what_vnet_reads_itself(world):
+    topo = world.load("dualstack.yaml")  # addresses and marked routes of both families in each namespace
+    world.apply(topo)
+    mine = _namespaces(topo.name)
+    assert len(mine) >= 2
+    with Namespaces(world.host) as nss:
+        own = observe.View(nss, topo.name, world.state_of(topo.name))
+        ahead = observe.View(nss, topo.name, world.state_of(topo.name))
+        ahead.read_ahead(mine)
+        pid = ahead._ahead._pid
+        assert pid and not _gone(pid)
+        try:
+            for ns in mine:
+                assert ahead.links(ns) == own.links(ns)
+                assert _same_addresses(ahead.addresses(ns), own.addresses(ns))
+                assert ahead.routes(ns) == own.routes(ns)
+            assert any(r.family == socket.AF_INET6 for r in ahead.routes(f"{topo.name}-c1")), "c1's IPv6 default route"
+        finally:
+            ahead.close()
+        assert _gone(pid)
+    # and the whole observation, with and without it
+    assert _observe(world, topo).owned == _observe(world, topo, ahead=False).owned
+    assert world.plan(topo).actions == []
+
+
+def test_a_namespace_the_child_cannot_read_is_left_to_vnet(world):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    mine = _namespaces(topo.name)
+    child = readahead.ReadAhead([*mine, "vnet-test-no-such-namespace"], observe._read_namespace)
+    try:
+        answers = child.take()
+    finally:
+        child.close()
+    assert sorted(answers) == mine
+    # vnet reading that name itself says what it says without reading ahead
+    said = []
+    for ahead in (True, False):
+        with Namespaces(world.host) as nss:
+            view = observe.View(nss, topo.name, world.state_of(topo.name))
+            if ahead:
+                view.read_ahead(["vnet-test-no-such-namespace"])
+            try:
+                with pytest.raises(VnetError, match="vnet-test-no-such-namespace") as exc:
+                    view.links("vnet-test-no-such-namespace")
+                said.append(str(exc.value))
+            finally:
+                view.close()
+    assert said[0] == said[1]
+
+
+def test_a_child_that_dies_leaves_the_reading_to_vnet(world, monkeypatch):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    truth = _observe(world, topo, ahead=False)
+    calls = []
+    reader = observe._read_namespace
+
+    def dies_at_the_second(nl):
+        calls.append(1)  # in the child's copy of this list
+        if len(calls) == 2:
+            os._exit(3)  # only ever called in the child
+        return reader(nl)
+
+    monkeypatch.setattr(observe, "_read_namespace", dies_at_the_second)
+    assert len(_namespaces(topo.name)) >= 2
+    assert _observe(world, topo).owned == truth.owned
+    assert calls == []  # the parent never ran the reader
+
+
+def test_a_child_whose_answers_are_not_wanted_is_stopped_and_reaped(world):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    engine = api.engine(topo.name, world.host, world.state, None)
+    with Namespaces(world.host) as nss:
+        with pytest.raises(RuntimeError, match="the desired state failed"):
+            with engine.observing(nss, topo) as seen:
+                pid = seen.view._ahead._pid
+                assert pid and not _gone(pid)
+                raise RuntimeError("the desired state failed")
+        assert _gone(pid)
+        assert not os.path.exists(f"/proc/{pid}")
