@@ -84,8 +84,12 @@ def read_links(ns: Namespace) -> dict[str, LinkInfo]:
 
 def link_infos(ns: Namespace, links: list[rtnl.Link]) -> dict[str, LinkInfo]:
     """Links read in the namespace by name, marks parsed (and its name → index cache set)."""
-    by_index = {li.index: li.ifname for li in links}
     ns.indexes = {li.ifname: li.index for li in links}
+    return _link_infos(links)
+
+
+def _link_infos(links: list[rtnl.Link]) -> dict[str, LinkInfo]:
+    by_index = {li.index: li.ifname for li in links}
     parse_mark, master_of = names.parse_mark, by_index.get
     # positional: a no-op apply at a thousand endpoints makes two thousand of these
     return {
@@ -95,14 +99,16 @@ def link_infos(ns: Namespace, links: list[rtnl.Link]) -> dict[str, LinkInfo]:
     }
 
 
-_LINK_FIELDS = operator.attrgetter(*rtnl.Link._fields)
+_INFO_FIELDS = operator.attrgetter(*LinkInfo._fields)
 _ADDR_FIELDS = operator.attrgetter(*rtnl.Addr._fields)
 _ROUTE_FIELDS = operator.attrgetter(*rtnl.Route._fields)
 
 
 def _read_namespace(nl: rtnl.Rtnl) -> tuple[list, list, list]:
-    """What observing asks of an endpoint's namespace, as plain values (read in the child)."""
-    return [_LINK_FIELDS(li) for li in nl.links()], [_ADDR_FIELDS(a) for a in nl.addrs()], [_ROUTE_FIELDS(r) for r in marked_routes(nl)]
+    """What observing asks of an endpoint's namespace, as plain values (read in the child, marks
+    parsed there too)."""
+    links = [_INFO_FIELDS(li) for li in _link_infos(nl.links()).values()]
+    return links, [_ADDR_FIELDS(a) for a in nl.addrs()], [_ROUTE_FIELDS(r) for r in marked_routes(nl)]
 
 
 class View:
@@ -133,10 +139,12 @@ class View:
     def _take_ahead(self, ns: str) -> None:
         if self._ahead is None or ns not in self._ahead_of:
             return
-        Link, Addr, Route = rtnl.Link, rtnl.Addr, rtnl.Route
+        Addr, Route = rtnl.Addr, rtnl.Route
         self._ahead_of = frozenset()
+        # (the namespaces' name → index caches stay empty: a no-op never uses them, and a change
+        # looks an index up when it needs one)
         for name, (links, addrs, routes) in self._ahead.take().items():
-            self._links[name] = link_infos(self.nss.get(name, listed=True), [Link(*f) for f in links])
+            self._links[name] = {f[0]: LinkInfo(*f) for f in links}
             by_index: dict[int, list[rtnl.Addr]] = {}
             for f in addrs:
                 by_index.setdefault(f[0], []).append(Addr(*f))
@@ -194,13 +202,12 @@ class Observing:
         self.target = target  # names.target_id of the target namespace
         listed = nsmod.listed()
         self.view = view = View(nss, topology, state_dir, listed)
-        obs.links = view.links("")
-        # every namespace this observation reads, read ahead: the topology's namespaces, those it
-        # borrows, its veths' peers
+        # the namespaces this observation reads, read ahead from the start: the topology's
+        # namespaces and those it borrows (a veth's peer anywhere else is read when it is met)
         self.mine = sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & view.listed))
-        peers = {li.mark[3][0] for li in obs.links.values() if li.mark and li.mark[0] == topology and li.mark[1] == "veth" and li.mark[3]}
-        view.read_ahead(sorted(set(self.mine) | (peers & view.listed)))
+        view.read_ahead(self.mine)
         try:
+            obs.links = view.links("")
             self.by_index = {li.index: li for li in obs.links.values()}
             for rt in nss.host.nl.routes(table=rtnl.RT_TABLE_MAIN):
                 dev = self.by_index.get(rt.oif)

@@ -1,0 +1,107 @@
+"""Work done on the machine's other core, by a forked child, for vnet to take later.
+
+A no-op apply at a thousand endpoints reads five hundred namespaces, and works out the desired
+state and reads the host, which need nothing from those namespaces. One process does all of it
+one piece after another on one core. A thread cannot overlap them: the GIL runs one thread's
+Python at a time, and a thread that waits in syscalls (thousands, to read namespaces) waits for
+the GIL again after each. A forked child can: it is a copy of vnet at the moment of the fork, it
+computes, writes its result back through a pipe as plain values (marshal: data only, never code,
+and from a copy of vnet, never from a file), closes the pipe and exits without running anything
+of vnet's at exit. (Working out the desired state in a second child as well was slower on two
+cores: the children and vnet then share two cores three ways, and the copy-on-write faults of a
+fork after the host is read cost more than it saved.)
+
+Whoever forks must be able to do without the result: `take()` raises Unavailable when the child
+failed, died, or returned what marshal cannot write, and the caller then does the work itself,
+errors and all. So a child's work is an accelerator, never a second way to get an answer.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+from typing import Any, Callable
+
+
+class Unavailable(Exception):
+    """The child gave no result: do the work in this process."""
+
+
+class Forked:
+    """fn(*args), computed in a child forked now; `take()` waits for it and returns it."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.pid = 0
+        self._fd = -1
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            return  # take() says Unavailable
+        if pid == 0:  # the child: never returns
+            os.close(r)
+            _child(fn, args, w)
+        os.close(w)
+        self.pid, self._fd = pid, r
+
+    def take(self) -> Any:
+        if self._fd < 0:
+            raise Unavailable("no child")
+        chunks = []
+        try:
+            while chunk := os.read(self._fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            ok, value = marshal.loads(b"".join(chunks))
+        except (EOFError, ValueError, TypeError):
+            raise Unavailable("the child died before it wrote its result") from None
+        if not ok:
+            raise Unavailable(value)
+        return value
+
+    def close(self) -> None:
+        """Stop the child if its result was not taken, and reap it. Apart from take(): the child
+        closes its pipe before it exits, and its exit (the kernel tearing down a copy of vnet's
+        memory) need not be waited for until then."""
+        pid, self.pid = self.pid, 0
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)  # by the pid vnet forked
+                except ProcessLookupError:
+                    pass
+        if pid:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass  # reaped already (by whoever waits for any child)
+
+    def __enter__(self) -> Forked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _child(fn: Callable[..., Any], args: tuple, w: int) -> None:
+    code = 1
+    try:
+        try:
+            data = marshal.dumps((True, fn(*args)))
+        except Exception as exc:  # the parent does the work again and meets it itself
+            data = marshal.dumps((False, f"{type(exc).__name__}: {exc}"))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view):]
+        os.close(w)  # the parent's read ends here, not when this process's exit is done
+        code = 0
+    finally:
+        os._exit(code)  # no atexit, no flushing of vnet's buffers: the parent owns them
