@@ -512,9 +512,9 @@ def delete_qdisc(nss: Namespaces, r: Resource) -> None:
 
 
 def qdisc_dump(ns: Namespace) -> dict[int, list[rtnl.Qdisc]]:
-    """Every qdisc of the namespace by ifindex, in one dump."""
+    """The namespace's tbf qdiscs (vnet's rate limits) by ifindex, in one dump."""
     out: dict[int, list[rtnl.Qdisc]] = {}
-    for q in ns.nl.qdiscs():
+    for q in ns.nl.qdiscs("tbf"):
         out.setdefault(q.index, []).append(q)
     return out
 

@@ -731,8 +731,15 @@ class Rtnl(Netlink):
                     break
         return out
 
-    def qdiscs(self) -> list[Qdisc]:
-        return [parse_qdisc(m) for m in self.dump(RTM_GETQDISC, _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))]
+    def qdiscs(self, kind: str | None = None) -> list[Qdisc]:
+        """Every qdisc of the namespace, or those of one kind: a message without that kind's
+        TCA_KIND attribute anywhere in its bytes is not decoded (a host with a thousand ports
+        has a thousand default qdiscs, and vnet looks for its few tbf ones)."""
+        msgs = self.dump(RTM_GETQDISC, _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        if kind is None:
+            return [parse_qdisc(m) for m in msgs]
+        mark = a_str(TCA_KIND, kind)
+        return [q for q in (parse_qdisc(m) for m in msgs if mark in bytes(m)) if q.kind == kind]
 
 
 # --- nftables (nfnetlink): what observing needs, without the `nft` command -----------------------

@@ -43,6 +43,18 @@ class Runner:
         else:
             kind.update(self.ctx, action.old, action.new)
 
+    def _open_namespaces(self, actions: list[Action]) -> None:
+        """The sockets of the namespaces the run works in that exist already, opened in one trip
+        of the thread that enters namespaces, not one trip each as they are met (observing read
+        them in a child, which opens no socket here)."""
+        inside = set()
+        for a in actions:
+            for r in (a.old, a.new):
+                if r is not None:
+                    inside.update(n for n in (r.get("ns"), *kinds.get(r.kind).namespaces(r)) if n)
+        if inside:
+            self.ctx.nss.open(sorted(inside & set(nsmod.listed())))
+
     def complete(self, action: Action) -> Action:
         """The action with what undoing it needs but observing did not read (kind.complete)."""
         if action.old is None:
@@ -53,6 +65,7 @@ class Runner:
     def run(self, actions: list[Action]) -> None:
         """Run every action; `actions` is completed in place (it is what the caller reports)."""
         done: list[Action] = []
+        self._open_namespaces(actions)
         try:
             actions[:] = [self.complete(a) for a in actions]
             if actions:
