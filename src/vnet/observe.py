@@ -79,11 +79,7 @@ class Observation:
 
 def read_links(ns: Namespace) -> dict[str, LinkInfo]:
     """The namespace's links by name, marks parsed (and its name → index cache set)."""
-    return link_infos(ns, ns.nl.links())
-
-
-def link_infos(ns: Namespace, links: list[rtnl.Link]) -> dict[str, LinkInfo]:
-    """Links read in the namespace by name, marks parsed (and its name → index cache set)."""
+    links = ns.nl.links()
     ns.indexes = {li.ifname: li.index for li in links}
     return _link_infos(links)
 
@@ -109,6 +105,13 @@ def _read_namespace(nl: rtnl.Rtnl) -> tuple[list, list, list]:
     parsed there too)."""
     links = [_INFO_FIELDS(li) for li in _link_infos(nl.links()).values()]
     return links, [_ADDR_FIELDS(a) for a in nl.addrs()], [_ROUTE_FIELDS(r) for r in marked_routes(nl)]
+
+
+def _by_index(addrs) -> dict[int, list[rtnl.Addr]]:
+    out: dict[int, list[rtnl.Addr]] = {}
+    for a in addrs:
+        out.setdefault(a.index, []).append(a)
+    return out
 
 
 class View:
@@ -145,10 +148,7 @@ class View:
         # looks an index up when it needs one)
         for name, (links, addrs, routes) in self._ahead.take().items():
             self._links[name] = {f[0]: LinkInfo(*f) for f in links}
-            by_index: dict[int, list[rtnl.Addr]] = {}
-            for f in addrs:
-                by_index.setdefault(f[0], []).append(Addr(*f))
-            self._addrs[name] = by_index
+            self._addrs[name] = _by_index(Addr(*f) for f in addrs)
             self._routes[name] = [Route(*f) for f in routes]
 
     def close(self) -> None:
@@ -169,10 +169,7 @@ class View:
         if ns not in self._addrs:
             self._take_ahead(ns)
             if ns not in self._addrs:
-                out: dict[int, list[rtnl.Addr]] = {}
-                for a in self.nss.get(ns).nl.addrs():
-                    out.setdefault(a.index, []).append(a)
-                self._addrs[ns] = out
+                self._addrs[ns] = _by_index(self.nss.get(ns).nl.addrs())
         return self._addrs[ns]
 
     def routes(self, ns: str) -> list[rtnl.Route]:
@@ -208,9 +205,9 @@ class Observing:
         view.read_ahead(self.mine)
         try:
             obs.links = view.links("")
-            self.by_index = {li.index: li for li in obs.links.values()}
+            by_index = {li.index: li for li in obs.links.values()}
             for rt in nss.host.nl.routes(table=rtnl.RT_TABLE_MAIN):
-                dev = self.by_index.get(rt.oif)
+                dev = by_index.get(rt.oif)
                 if rt.dst_len == 0:
                     if obs.default_uplink is None and dev is not None:
                         obs.default_uplink = dev.name
@@ -270,8 +267,3 @@ class Observing:
             if not kind.observe_early:
                 kind.observe(view, obs)
 
-
-def observe(nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = (), target: str = "") -> Observation:
-    """What `topology` owns in the target namespace (and in the namespaces it made for that
-    target: `target` is names.target_id of it)."""
-    return Observing(nss, topology, state_dir, extra_netns, target).finish()
