@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vnet import qemuargs, spec
+from vnet import qemuargs, spec, statedir
 from vnet.desired import desired
 from vnet.drivers import dnsmasq
-from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned, statedir
+from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned
 from vnet.errors import Problem, SpecError, VnetError
 from vnet.observe import Observation
 from vnet.plan import Action, matches

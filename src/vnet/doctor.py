@@ -181,7 +181,7 @@ def _journals(state_dir: Path) -> list[Finding]:
 
 
 def examine(netns: str | None, state_dir: Path) -> list[Finding]:
-    from vnet.engine import statedir
+    from vnet import statedir
 
     ns = Namespace(netns)
     try:

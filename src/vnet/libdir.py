@@ -60,7 +60,7 @@ def lib_of(state: Path | str) -> Path:
 def ensure(state: Path | str) -> Path:
     """The topology's lib directory, made (0700, every missing parent too) and checked as the
     state directory is: root replays nothing from it, but dnsmasq writes there as root."""
-    from vnet.engine import statedir
+    from vnet import statedir
 
     lib = lib_of(state)
     base, _, _ = split(state)

@@ -6,8 +6,6 @@ same kernel objects, and ownership can be recognised on the objects themselves.
 
 from __future__ import annotations
 
-from vnet.spec.models import IFNAMSIZ
-
 # SHA-256 from CPython's own module where it has one: the digests hashlib's gives, without hashlib
 # loading OpenSSL (~3 ms of every start-up). vnet's modules take their digests from here.
 try:
@@ -17,6 +15,8 @@ except ImportError:
         from _sha2 import sha256  # Python 3.12 and later
     except ImportError:
         from hashlib import sha256
+
+IFNAMSIZ = 15  # kernel limit for interface names, in bytes, without the trailing NUL
 
 MARK = "vnet"  # first field of every ownership mark (ifalias of links, comment of nft tables)
 ROUTE_PROTO = 86  # protocol number vnet puts on the routes and addresses it adds (outside iproute2's list)

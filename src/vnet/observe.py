@@ -8,43 +8,15 @@ protocol number, vnet's table comment; sysctls from the record vnet keeps of wha
 from __future__ import annotations
 
 import ipaddress
-import operator
 from pathlib import Path
 
-from vnet import kinds, names
+from vnet import kinds, names, readings
 from vnet.drivers import iptables, readahead, rtnl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespace, Namespaces
-from vnet.kinds.route import marked_routes, observed_routes
+from vnet.kinds.route import observed_routes
+from vnet.readings import LinkInfo, link_infos, marked_routes
 from vnet.resources import Resource, make
-from vnet.values import Record
-
-
-class LinkInfo(Record):
-    """A link of the target namespace, with vnet's mark where it carries one."""
-
-    __slots__ = ("name", "index", "kind", "mark", "master", "mac", "mtu", "up", "data")
-    name: str
-    index: int
-    kind: str | None
-    mark: tuple[str, str, str, tuple[str, ...]] | None
-    master: str | None
-    mac: str | None
-    mtu: int
-    up: bool
-    data: dict  # IFLA_INFO_DATA (tun owner/group/type …)
-
-    def __init__(self, name: str, index: int, kind: str | None, mark: tuple[str, str, str, tuple[str, ...]] | None,
-                 master: str | None, mac: str | None, mtu: int, up: bool, data: dict | None = None) -> None:
-        self.name = name
-        self.index = index
-        self.kind = kind
-        self.mark = mark
-        self.master = master
-        self.mac = mac
-        self.mtu = mtu
-        self.up = up
-        self.data = {} if data is None else data
 
 
 class Observation:
@@ -81,30 +53,7 @@ def read_links(ns: Namespace) -> dict[str, LinkInfo]:
     """The namespace's links by name, marks parsed (and its name → index cache set)."""
     links = ns.nl.links()
     ns.indexes = {li.ifname: li.index for li in links}
-    return _link_infos(links)
-
-
-def _link_infos(links: list[rtnl.Link]) -> dict[str, LinkInfo]:
-    by_index = {li.index: li.ifname for li in links}
-    parse_mark, master_of = names.parse_mark, by_index.get
-    # positional: a no-op apply at a thousand endpoints makes two thousand of these
-    return {
-        li.ifname: LinkInfo(li.ifname, li.index, li.kind, parse_mark(li.alias), master_of(li.master) if li.master else None,
-                            li.mac, li.mtu, li.up, li.data)
-        for li in links
-    }
-
-
-_INFO_FIELDS = operator.attrgetter(*LinkInfo._fields)
-_ADDR_FIELDS = operator.attrgetter(*rtnl.Addr._fields)
-_ROUTE_FIELDS = operator.attrgetter(*rtnl.Route._fields)
-
-
-def _read_namespace(nl: rtnl.Rtnl) -> tuple[list, list, list]:
-    """What observing asks of an endpoint's namespace, as plain values (read in the child, marks
-    parsed there too)."""
-    links = [_INFO_FIELDS(li) for li in _link_infos(nl.links()).values()]
-    return links, [_ADDR_FIELDS(a) for a in nl.addrs()], [_ROUTE_FIELDS(r) for r in marked_routes(nl)]
+    return link_infos(links)
 
 
 def _by_index(addrs) -> dict[int, list[rtnl.Addr]]:
@@ -136,7 +85,7 @@ class View:
     def read_ahead(self, names: list[str]) -> None:
         """Have these namespaces read on the other core now (drivers/readahead.py), for links(),
         addresses() and routes() to take when first asked of one of them."""
-        self._ahead = readahead.ReadAhead(names, _read_namespace)
+        self._ahead = readahead.ReadAhead(names, readings.read_namespace)
         self._ahead_of = frozenset(names)
 
     def _take_ahead(self, ns: str) -> None:

@@ -353,7 +353,8 @@ def _stop(pidfile: Path) -> None:
 def destroy_topologies(host: str, state_dir: Path | str) -> list[str]:
     """Destroy every topology applied to the sandbox host (found by its claim in vnet's state):
     their daemons and the namespaces they made would otherwise outlive the sandbox."""
-    from vnet.engine import Engine, statedir
+    from vnet import statedir
+    from vnet.engine import Engine
 
     done = []
     if not nsmod.exists(host):

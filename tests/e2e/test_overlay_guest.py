@@ -14,7 +14,7 @@ import time
 
 from vnet import guest, qemuargs
 from vnet.drivers import dnsmasq
-from vnet.engine.statedir import target_root as state_root
+from vnet.statedir import target_root as state_root
 from vnet.kinds import frr as frrkind
 
 from tests.integration.test_evpn import bgp_peers

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from vnet import api, observe
+from vnet import api, observe, readings
 from vnet.errors import VnetError
 from vnet.drivers import ns as nsmod
 from vnet.drivers import readahead
@@ -76,7 +76,7 @@ def test_a_namespace_the_child_cannot_read_is_left_to_vnet(world):
     topo = world.load("nat.yaml")
     world.apply(topo)
     mine = _namespaces(topo.name)
-    child = readahead.ReadAhead([*mine, "vnet-test-no-such-namespace"], observe._read_namespace)
+    child = readahead.ReadAhead([*mine, "vnet-test-no-such-namespace"], readings.read_namespace)
     try:
         answers = child.take()
     finally:
@@ -103,7 +103,7 @@ def test_a_child_that_dies_leaves_the_reading_to_vnet(world, monkeypatch):
     world.apply(topo)
     truth = _observe(world, topo, ahead=False)
     calls = []
-    reader = observe._read_namespace
+    reader = readings.read_namespace
 
     def dies_at_the_second(nl):
         calls.append(1)  # in the child's copy of this list
@@ -111,7 +111,7 @@ def test_a_child_that_dies_leaves_the_reading_to_vnet(world, monkeypatch):
             os._exit(3)  # only ever called in the child
         return reader(nl)
 
-    monkeypatch.setattr(observe, "_read_namespace", dies_at_the_second)
+    monkeypatch.setattr(readings, "read_namespace", dies_at_the_second)
     assert len(_namespaces(topo.name)) >= 2
     assert _observe(world, topo).owned == truth.owned
     assert calls == []  # the parent never ran the reader

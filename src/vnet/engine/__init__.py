@@ -16,17 +16,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from vnet import names
-from vnet import overlay
+from vnet import names, overlay, statedir
 from vnet.desired import desired
 from vnet.drivers import nft, process, sysctl
 from vnet.drivers import ns as nsmod
 from vnet.drivers.ns import Namespaces
-from vnet.engine import statedir
 from vnet.engine.journal import Journal
-from vnet.engine.lock import Claim, Claims, LockTimeout, flock
+from vnet.engine.lock import Claim, Claims
 from vnet.errors import ClashError, NotPermitted, Problem, StepFailed
 from vnet.facts import HostFacts, offloading
+from vnet.flock import LockTimeout, flock
 from vnet.kinds import Ctx
 from vnet.observe import Observation, Observing
 from vnet.plan import Action, diff

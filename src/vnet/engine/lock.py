@@ -1,6 +1,6 @@
 """Locks and claims.
 
-Locks: one per topology (a second run waits, saying for whom, or gives up after
+Locks (taken with vnet/flock.py): one per topology (a second run waits, saying for whom, or gives up after
 VNET_LOCK_TIMEOUT seconds), and a short one per target namespace, held while a topology claims
 its subnets, bridges and uplinks (so two topologies applied at once cannot both take the same
 range) and while state shared between topologies (forwarding sysctls, iptables) changes.
@@ -11,79 +11,17 @@ another topology cannot take it too while the first one still has objects there.
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
-import os
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from vnet.errors import Problem, VnetError
+from vnet.errors import Problem
 from vnet.facts import bridge_name
+from vnet.flock import held
 from vnet.spec.models import Topology
 from vnet.spec.validate import addressing
 from vnet.values import Record
-
-
-class LockTimeout(VnetError):
-    """Another vnet run holds the topology and did not finish in time."""
-
-
-def _try_lock(fd: int, patience: float) -> bool:
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-
-
-@contextmanager
-def flock(path: Path, what: str, warn: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on `path`, writing our pid into it for whoever waits."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        if not _try_lock(fd, patience=0.3):
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            limit = os.environ.get("VNET_LOCK_TIMEOUT")
-            if warn is not None:
-                warn(f"waiting for another vnet run on {what} (pid {holder}) to finish")
-            if limit is None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            elif not _try_lock(fd, patience=float(limit)):
-                raise LockTimeout(
-                    f"another vnet run (pid {holder}) holds {what}; gave up after {float(limit):g}s — "
-                    "let it finish, then try again"
-                )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def held(path: Path) -> bool:
-    """True while some process holds the lock on `path`."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 class Claim(Record):

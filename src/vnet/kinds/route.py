@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from vnet import names
 from vnet.drivers import netlink, rtnl
 from vnet.kinds.base import Ctx, Kind
+from vnet.readings import marked_routes
 from vnet.resources import Resource, make, ns_key
-
-
-def marked_routes(nl: rtnl.Rtnl) -> list[rtnl.Route]:
-    """The routes of a namespace that carry vnet's protocol number (main table, both families)."""
-    try:  # IPv4 and IPv6 in one dump
-        return nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_UNSPEC)
-    except rtnl.RtnlError:  # a kernel that refuses the filter for some family: one dump each
-        return nl.routes(table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO) + nl.routes(
-            table=rtnl.RT_TABLE_MAIN, proto=names.ROUTE_PROTO, family=rtnl.AF_INET6
-        )
 
 
 def observed_routes(routes: list[rtnl.Route], nskey: str, owned_links: dict[int, str]) -> list[Resource]:

@@ -9,9 +9,8 @@ import re
 from functools import lru_cache
 from typing import Annotated, Literal
 
+from vnet.names import IFNAMSIZ
 from vnet.spec.schema import After, Before, Field, Model, Tagged
-
-IFNAMSIZ = 15  # kernel limit for interface names, in bytes, without the trailing NUL
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
