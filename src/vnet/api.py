@@ -20,6 +20,7 @@ from vnet.desired import desired
 from vnet.drivers import dnsmasq
 from vnet.engine import DEFAULT_STATE_DIR, Engine, Planned
 from vnet.errors import Problem, SpecError, VnetError
+from vnet.headstart import HeadStart
 from vnet.observe import Observation
 from vnet.plan import Action, matches
 from vnet.resources import Resource
@@ -46,14 +47,16 @@ def apply(
     force: bool = False,
     log: Callable[[str], None] | None = None,
     host: str | None = None,
+    head: HeadStart | None = None,
 ) -> list[Action]:
     """Make the host match `topo`. `source` is the file it came from: its identity in the target
     (another file under the same name is refused unless `force`), recorded for `vnet list`; `log`
-    hears each step as it is done."""
+    hears each step as it is done; `head`, a head start begun with the file (headstart.begin),
+    is taken over where it was made for this topology and target."""
     eng = engine(topo.name, netns, state_dir, host)
     if log is not None:
         eng.log = log
-    actions = eng.apply(topo, _source(source), force)
+    actions = eng.apply(topo, _source(source), force, head)
     record_source(topo, netns, state_dir, source)
     return actions
 

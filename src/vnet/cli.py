@@ -125,12 +125,16 @@ def cmd_plan(a: argparse.Namespace) -> int:
 def cmd_apply(a: argparse.Namespace) -> int:
     import time
 
-    from vnet import api, spec
+    from vnet import headstart
 
-    topo = spec.load(a.topology)
-    t0 = time.monotonic()
-    actions = api.apply(topo, **_where(a), source=a.topology, force=a.force, log=_say, host=a.host)
-    dt = time.monotonic() - t0
+    # begun before the rest of vnet is imported and the file loaded: headstart.py says why
+    with headstart.begin(a.topology, a.state_dir, a.netns) as head:
+        from vnet import api, spec
+
+        topo = spec.load(a.topology)
+        t0 = time.monotonic()
+        actions = api.apply(topo, **_where(a), source=a.topology, force=a.force, log=_say, host=a.host, head=head)
+        dt = time.monotonic() - t0
     _say(f"applied {topo.name}: {len(actions)} changes in {dt:.2f}s" if actions else "no changes: the host matches the topology")
     return 0
 

@@ -82,11 +82,12 @@ class View:
         """A namespace of that name can be entered (as listed when this observation began)."""
         return ns in self.listed
 
-    def read_ahead(self, names: list[str]) -> None:
-        """Have these namespaces read on the other core now (drivers/readahead.py), for links(),
-        addresses() and routes() to take when first asked of one of them."""
-        self._ahead = readahead.ReadAhead(names, readings.read_namespace)
-        self._ahead_of = frozenset(names)
+    def read_ahead(self, names: list[str], ahead: readahead.ReadAhead | None = None) -> None:
+        """Have these namespaces read on the other core now (drivers/readahead.py), or take over
+        `ahead`, reading them already, for links(), addresses() and routes() to take when first
+        asked of one of them."""
+        self._ahead = ahead or readahead.ReadAhead(names, readings.read_namespace)
+        self._ahead_of = frozenset(self._ahead.names)
 
     def _take_ahead(self, ns: str) -> None:
         if self._ahead is None or ns not in self._ahead_of:
@@ -141,17 +142,20 @@ class Observing:
     that observe early: what desired state needs of the host is in `obs` by then) and set a child
     reading the topology's namespaces on the other core; `finish()` reads the rest and returns
     the whole Observation. Between the two the caller works out the desired state, so that the
-    namespaces are read meanwhile, not before it."""
+    namespaces are read meanwhile, not before it. A child reading them since the namespaces were
+    `listed` (a head start: headstart.py) is taken over as `ahead`."""
 
-    def __init__(self, nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = (), target: str = "") -> None:
+    def __init__(self, nss: Namespaces, topology: str, state_dir: Path, extra_netns: tuple[str, ...] = (), target: str = "",
+                 ahead: readahead.ReadAhead | None = None, listed: list[str] | None = None) -> None:
         self.obs = obs = Observation(topology)
         self.target = target  # names.target_id of the target namespace
-        listed = nsmod.listed()
+        if listed is None:
+            listed = nsmod.listed()
         self.view = view = View(nss, topology, state_dir, listed)
         # the namespaces this observation reads, read ahead from the start: the topology's
         # namespaces and those it borrows (a veth's peer anywhere else is read when it is met)
         self.mine = sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & view.listed))
-        view.read_ahead(self.mine)
+        view.read_ahead(self.mine, ahead)
         try:
             obs.links = view.links("")
             by_index = {li.index: li for li in obs.links.values()}

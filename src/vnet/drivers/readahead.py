@@ -49,6 +49,10 @@ class ReadAhead:
             self._child.close()
 
     @property
+    def names(self) -> list[str]:
+        return self._names
+
+    @property
     def pid(self) -> int:
         return self._child.pid if self._child is not None else 0
 

@@ -33,7 +33,11 @@ from vnet.resources import Resource, make
 from vnet.spec.models import NetnsSpec, Topology
 
 if TYPE_CHECKING:  # imported where used: `vnet status` runs nothing and checks no clash
+    from vnet.drivers.readahead import ReadAhead
     from vnet.engine.run import Runner
+    from vnet.headstart import HeadStart
+
+    Early = tuple[ReadAhead, list[str]]  # a head start's child reading the namespaces, and those listed
 
 __all__ = ["DEFAULT_STATE_DIR", "Engine", "LockTimeout", "Planned", "has_net_admin", "require_net_admin"]
 
@@ -158,14 +162,16 @@ class Engine:
     def observe(self, nss: Namespaces, topo: Topology | None = None, extra_netns: tuple[str, ...] = ()) -> Observation:
         return self.observing(nss, topo, extra_netns).finish()
 
-    def observing(self, nss: Namespaces, topo: Topology | None = None, extra_netns: tuple[str, ...] = ()) -> Observing:
+    def observing(self, nss: Namespaces, topo: Topology | None = None, extra_netns: tuple[str, ...] = (),
+                  early: Early | None = None) -> Observing:
         borrowed = tuple(ep.netns for ep in (topo.endpoints.values() if topo else ()) if isinstance(ep, NetnsSpec) and ep.netns)
-        return Observing(nss, self.topology, self.state, borrowed + extra_netns, names.target_id(self.netns))
+        ahead, listed = early or (None, None)
+        return Observing(nss, self.topology, self.state, borrowed + extra_netns, names.target_id(self.netns), ahead, listed)
 
-    def _observe_and_want(self, nss: Namespaces, topo: Topology) -> tuple[Observation, HostFacts, list[Resource]]:
+    def _observe_and_want(self, nss: Namespaces, topo: Topology, early: Early | None = None) -> tuple[Observation, HostFacts, list[Resource]]:
         """What the host holds and what the topology wants of it. The desired state is worked out
         while the namespaces are read on the other core (observe.Observing)."""
-        with self.observing(nss, topo) as seen:
+        with self.observing(nss, topo, early=early) as seen:
             facts = self.facts(topo, seen.obs, nss)  # reads only what Observing has read by now
             want = desired(topo, facts)
             return seen.finish(), facts, want
@@ -196,8 +202,8 @@ class Engine:
 
         return str(guest.kernel_path()), str(guest.build_initrd(self.state_base / "guest"))
 
-    def _plan(self, nss: Namespaces, topo: Topology, source: str | None = None) -> Planned:
-        obs, facts, want = self._observe_and_want(nss, topo)
+    def _plan(self, nss: Namespaces, topo: Topology, source: str | None = None, early: Early | None = None) -> Planned:
+        obs, facts, want = self._observe_and_want(nss, topo, early)
         from vnet.preflight import check
 
         problems = check(topo, obs, want, facts) + self.claims.problems(topo, obs) + self.claims.identity_problems(source, obs)
@@ -238,14 +244,17 @@ class Engine:
 
     # --- changing ---------------------------------------------------------------------------
 
-    def apply(self, topo: Topology, source: str | None = None, force: bool = False) -> list[Action]:
+    def apply(self, topo: Topology, source: str | None = None, force: bool = False, head: HeadStart | None = None) -> list[Action]:
         """Make the target hold `topo`. `source`, the file it came from, is its identity here:
-        another file under the same name is refused unless `force`."""
+        another file under the same name is refused unless `force`. `head`, a head start made
+        for this topology here (headstart.py), holds its lock and reads its namespaces already."""
         require_net_admin("apply")
-        with self._locked(), Namespaces(self.netns) as nss:
-            self._recover(nss)
+        taken = head.take(self.state_root / f"{self.topology}.lock") if head is not None else None
+        lock, early = (taken[0], taken[1:]) if taken else (self._locked(), None)
+        with lock, Namespaces(self.netns) as nss:
+            self._recover(nss)  # nothing to undo where a head start was taken: it saw no journal
             with self._host_locked():
-                planned = self._plan(nss, topo, None if force else source)
+                planned = self._plan(nss, topo, None if force else source, early)
                 had_claim = self.claims.file(self.topology).exists()
                 self.claims.write(Claim.of(topo, self.netns, source))
             planned.actions = self._born_with_uplink_mac(planned.actions, planned.observation)

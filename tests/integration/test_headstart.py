@@ -1,0 +1,125 @@
+"""The head start of `vnet apply` (vnet/headstart.py): the topology's lock taken and its namespaces
+read before the file is loaded; taken over by the engine only for the topology it was made for;
+never begun where it would wait, create a file or read what recovery is about to change; and
+nothing of it outlives the command."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+
+from tests.integration.conftest import EXAMPLES
+from tests.integration.test_readahead import _gone
+from vnet import api, headstart, statedir
+from vnet.flock import flock, held
+
+
+def _lock(world, topology: str):
+    return statedir.target_root(statedir.secure(world.state, create=False), world.host) / f"{topology}.lock"
+
+
+def _files(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_reapply_takes_over_the_head_start(world):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    lock = _lock(world, topo.name)
+    with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
+        assert head.started and held(lock)
+        pid = head._ahead.pid
+        assert pid and not _gone(pid)
+        assert sorted(head._ahead.names) == sorted(n for n in head.listed if n.startswith(f"{topo.name}-"))
+        assert api.apply(topo, netns=world.host, state_dir=world.state, head=head) == []
+        assert head._ahead is None  # the engine took the child
+        assert not held(lock)  # and released the lock it took over, at the end of the run
+        assert _gone(pid)  # its child reaped
+    # what the engine saw through the head start is what it sees without one
+    assert world.plan(topo).actions == []
+
+
+def test_a_head_start_sees_a_change_made_before_it(world):
+    """What the child reads is the host as the run begins: a route taken away by hand is put back."""
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    subprocess.run(["ip", "-n", f"{topo.name}-c1", "route", "del", "default"], check=True)
+    planned = [a.describe() for a in world.plan(topo).actions]
+    assert planned and all("route" in line for line in planned), planned
+    with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
+        assert head.started
+        applied = api.apply(topo, netns=world.host, state_dir=world.state, head=head)
+    assert [a.describe() for a in applied] == planned
+    assert world.plan(topo).actions == []
+
+
+def test_no_head_start_for_a_first_apply_and_nothing_made(world):
+    world.state.mkdir(parents=True, exist_ok=True)
+    before = _files(world.state)
+    with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
+        assert not head.started
+    assert _files(world.state) == before
+
+
+def test_no_head_start_while_another_run_holds_the_topology(world):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    lock = _lock(world, topo.name)
+    with flock(lock, "the other run"):  # a second open file: this process's own head start cannot take it
+        with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
+            assert not head.started and head._ahead is None
+    assert not held(lock)
+
+
+def test_no_head_start_where_a_journal_waits_to_be_undone(world):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    journal = world.state_of(topo.name) / "journal.jsonl"
+    journal.write_text("")  # what a killed run leaves (empty: nothing begun)
+    try:
+        with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
+            assert not head.started and head._ahead is None
+            assert not held(_lock(world, topo.name))  # given back at once
+    finally:
+        journal.unlink()
+
+
+def test_a_head_start_for_another_topology_is_dropped(world, tmp_path):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    other = world.load("isolated.yaml")
+    assert other.name != topo.name
+    lock = _lock(world, topo.name)
+    with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
+        pid = head._ahead.pid
+        world.applied.add(other.name)
+        api.apply(other, netns=world.host, state_dir=world.state, head=head)
+        assert head._ahead is not None and held(lock)  # not taken: made for another topology
+    assert not held(lock) and _gone(pid)
+
+
+def test_an_invalid_file_leaves_no_child_and_no_lock(world, tmp_path):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent(f"""\
+        name: {topo.name}
+        networks:
+          lan: {{mode: nat, subnet: 10.0.0.0/33}}
+        """))
+    out = world.vnet("apply", str(bad))
+    assert out.returncode != 0 and "subnet" in out.stderr, out.stderr
+    # the head start's child shares the lock's open file: a child left running would hold it
+    assert not held(_lock(world, topo.name))
+    assert world.plan(topo).actions == []
+
+
+def test_guess_name():
+    guess = headstart.guess_name
+    assert guess("name: lab\nnetworks: {}\n") == "lab"
+    assert guess("# c\nnetworks:\n  a: {name: x}\nname: 'q-1'  # the lab\n") == "q-1"
+    assert guess('name: "lab"\n') == "lab"
+    assert guess("networks:\n  name: lab\n") is None  # not top-level
+    assert guess("{name: lab}\n") is None  # flow style: left to the loader
+    assert guess("name: Lab\n") is None  # not a topology name
+    assert guess("name: lab extra\n") is None
