@@ -1,7 +1,8 @@
 """Plan, apply, destroy: the engine that runs a topology's plan on a host.
 
 In parts a reader finds by name:
-- lock.py      per-topology and per-namespace locks; claims of subnets, bridges and uplinks
+- lock.py      per-topology and per-namespace locks (taken with vnet/flock.py); claims of
+               subnets, bridges and uplinks
 - journal.py   the write-ahead journal of a run
 - run.py       running a plan through the kinds' verbs; bringing the host back to what it was
                before a run that failed or was killed (convergent, from the journal)
