@@ -63,7 +63,7 @@ class HeadStart:
             self._lock.enter_context(flock(lock_path, f"topology {topology}", wait=False))
         except (LockBusy, OSError):
             return  # another run has it (the engine waits for it, saying so), or no rights to it
-        if (lock_path.parent / topology / "journal.jsonl").exists():  # = the engine's journal
+        if statedir.journal(lock_path.parent, topology).exists():
             self._lock.close()
             return
         self.lock_path = lock_path
@@ -71,13 +71,13 @@ class HeadStart:
         mine = sorted(n for n in self.listed if n.startswith(f"{topology}-"))
         self._ahead = ReadAhead(mine, readings.read_namespace)
 
-    def take(self, lock_path: Path) -> tuple[ExitStack, ReadAhead, list[str]] | None:
+    def take(self, lock_path: Path) -> tuple[ExitStack, tuple[ReadAhead, list[str]]] | None:
         """For the engine, if this head start was made for `lock_path`: the held lock (a context
-        manager that releases it), the child reading the namespaces, and the namespaces listed."""
+        manager that releases it), and the child reading the namespaces with the namespaces listed."""
         if lock_path != self.lock_path or self._ahead is None:
             return None
         ahead, self._ahead = self._ahead, None
-        return self._lock, ahead, self.listed
+        return self._lock, (ahead, self.listed)
 
     def close(self) -> None:
         """Stop a child the engine did not take, and release a lock it did not."""
@@ -107,5 +107,5 @@ def begin(path: str, state_dir: str, netns: str | None) -> HeadStart:
         root = statedir.target_root(statedir.secure(state_dir, create=False), netns)
     except (OSError, UnicodeDecodeError, VnetError):
         return early  # the loader or the engine says what is wrong, as usual
-    early._start(root / f"{name}.lock", name)
+    early._start(statedir.topology_lock(root, name), name)
     return early

@@ -27,6 +27,16 @@ def target_root(state_dir: Path | str, netns: str | None) -> Path:
     return Path(state_dir) / f"@{netns}" if netns else Path(state_dir)
 
 
+def topology_lock(root: Path, topology: str) -> Path:
+    """The topology's lock file in a target's root."""
+    return root / f"{topology}.lock"
+
+
+def journal(root: Path, topology: str) -> Path:
+    """The journal of the topology's run in progress (or of one that was killed)."""
+    return root / topology / "journal.jsonl"
+
+
 def _trusted_owner(st: os.stat_result) -> bool:
     return st.st_uid in (0, os.geteuid())
 

@@ -15,7 +15,7 @@ from vnet.flock import flock, held
 
 
 def _lock(world, topology: str):
-    return statedir.target_root(statedir.secure(world.state, create=False), world.host) / f"{topology}.lock"
+    return statedir.topology_lock(statedir.target_root(statedir.secure(world.state, create=False), world.host), topology)
 
 
 def _files(root) -> list[str]:

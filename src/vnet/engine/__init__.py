@@ -153,7 +153,7 @@ class Engine:
         self.host = host  # this host's name among a topology's `hosts:`, when not found by address
         self.state = self.state_root / topology
         self.record = sysctl.SysctlRecord(self.state)
-        self.journal = Journal(self.state / "journal.jsonl")
+        self.journal = Journal(statedir.journal(self.state_root, topology))
         self.claims = Claims(self.state_root, topology, netns)
         self.log: Callable[[str], None] = lambda msg: None
         self.warn: Callable[[str], None] = _warn  # things the user must hear of even from plan/status
@@ -230,7 +230,7 @@ class Engine:
     # --- locks --------------------------------------------------------------------------------
 
     def _locked(self):
-        return flock(self.state_root / f"{self.topology}.lock", f"topology {self.topology}", self.warn)
+        return flock(statedir.topology_lock(self.state_root, self.topology), f"topology {self.topology}", self.warn)
 
     def _host_locked(self):
         """Short lock per target namespace: claims and shared host state change under it."""
@@ -250,8 +250,8 @@ class Engine:
         another file under the same name is refused unless `force`. `head`, a head start made
         for this topology here (headstart.py), holds its lock and reads its namespaces already."""
         require_net_admin("apply")
-        taken = head.take(self.state_root / f"{self.topology}.lock") if head is not None else None
-        lock, early = (taken[0], taken[1:]) if taken else (self._locked(), None)
+        taken = head.take(statedir.topology_lock(self.state_root, self.topology)) if head is not None else None
+        lock, early = taken or (self._locked(), None)
         with lock, Namespaces(self.netns) as nss:
             self._recover(nss)  # nothing to undo where a head start was taken: it saw no journal
             with self._host_locked():

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from vnet import statedir
 from vnet.errors import Problem
 from vnet.facts import bridge_name
 from vnet.flock import held
@@ -87,9 +88,9 @@ class Claims:
     def alive(self, other: str, obs) -> bool:
         """A claim counts while its topology has objects here, a journal, or a run in progress."""
         return (
-            (self.root / other / "journal.jsonl").exists()
+            statedir.journal(self.root, other).exists()
             or any(li.mark and li.mark[0] == other for li in obs.links.values())
-            or held(self.root / f"{other}.lock")
+            or held(statedir.topology_lock(self.root, other))
         )
 
     def others(self, obs=None) -> Iterator[tuple[str, Claim]]:
