@@ -188,6 +188,8 @@ def install(faults: Faults):
     # command run to its end does: not at the spawn, when a kill would race its start-up
     wrap(process, "start_many", counted_call)
     wrap(ns_class, "call", counted_call)
+    # each namespace made (by either thread that makes them), before its lo is marked
+    wrap(nsmod, "_unshare_and_bind", counted_call)
     wrap(ns_class, "ipr", counted_property)
     wrap(ns_class, "nl", counted_property)
 

@@ -278,20 +278,23 @@ def set_in_place(nss: Namespaces, new: Resource, old: Resource | None = None) ->
 
 def create_netnses(nss: Namespaces, rs: list[Resource]) -> None:
     """The namespaces, made in one trip of the thread that enters namespaces (nsmod.create_many),
-    then each one's mark on its `lo`. All or none: on failure every one made here goes again."""
+    each one's `lo` marked and up as soon as it is made. All or none: on failure every one made
+    here goes again."""
     for r in rs:
         if nsmod.exists(r.key):
             raise VnetError(f"network namespace {r.key} exists already and is not vnet's")
         if nsmod.half_made(r.key):
             raise VnetError(f"{nsmod.NETNS_DIR / r.key} is a file with no namespace mounted on it (a killed `ip netns add`?); "
                             f"if nothing is creating it right now, remove it with `ip netns delete {r.key}`")
-    socks = nsmod.create_many([r.key for r in rs])
+
+    def lo_up(i: int, nl: rtnl.Rtnl) -> None:
+        # the mark lives in the namespace itself, so ownership survives the loss of vnet's state
+        nl.request(*rtnl.set_link(ifname="lo", alias=rs[i].get("mark"), up=True))
+
+    made = nsmod.create_many([r.key for r in rs], then=lo_up)
     try:
-        for r, sock in zip(rs, socks):
-            nss.get(r.key).adopt(sock)
-        for r in rs:
-            # the mark lives in the namespace itself, so ownership survives the loss of vnet's state
-            nss.get(r.key).nl.request(*rtnl.set_link(ifname="lo", alias=r.get("mark"), up=True))
+        for r, nl in zip(rs, made):
+            nss.get(r.key).adopt(nl)
     except BaseException:
         for r in rs:
             nss.forget(r.key)

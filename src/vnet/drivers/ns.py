@@ -183,7 +183,7 @@ def _go_home() -> None:
         raise OSError(err, f"setns(home): {os.strerror(err)}")
 
 
-def _unshare_and_bind(path: Path) -> socket.socket:
+def _unshare_and_bind(path: Path) -> Rtnl:
     # runs in the hopper thread: unshare(CLONE_NEWNET) moves only this thread, never vnet itself
     if _libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
@@ -191,36 +191,65 @@ def _unshare_and_bind(path: Path) -> socket.socket:
     if _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none", MS_BIND, None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"bind {path}: {os.strerror(err)}")
-    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # while we are here: its rtnetlink socket
+    return Rtnl(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))  # while we are here: its rtnetlink socket
 
 
-def create(name: str) -> socket.socket:
+def create(name: str) -> Rtnl:
     """A named network namespace, made in-process (a thread unshares, no child process), and an
-    rtnetlink socket inside it."""
+    rtnetlink client inside it."""
     return create_many([name])[0]
 
 
-def _unshare_and_bind_each(paths: list[Path], socks: list[socket.socket]) -> None:
-    for path in paths:
-        socks.append(_unshare_and_bind(path))
+def _make_each(paths: list[Path], made: list[Rtnl], then: Callable[[int, Rtnl], None] | None, first: int) -> None:
+    for i, path in enumerate(paths, first):
+        made.append(_unshare_and_bind(path))
+        if then is not None:
+            then(i, made[-1])
 
 
-def create_many(names: list[str]) -> list[socket.socket]:
-    """Named network namespaces, all made in one trip of the thread that enters namespaces, each
-    with an rtnetlink socket inside it. All or none: on failure, those made are removed again."""
+TWO_THREADS_FROM = 16  # namespaces made at once from which a second thread makes half of them
+
+
+def create_many(names: list[str], then: Callable[[int, Rtnl], None] | None = None) -> list[Rtnl]:
+    """Named network namespaces, each with an rtnetlink client inside it; `then(i, client)` runs
+    in the thread that made the i-th one, as soon as it is made. Many are made by two threads,
+    half each: the hopper and one that lives for this call only. The kernel makes namespaces on
+    both cores at once (500 with `lo` up: 0.24 s by one thread, 0.16 s by two). All or none: on
+    failure, those made are removed again."""
+    import threading
+
     _share_rundir()
     paths: list[Path] = []
-    socks: list[socket.socket] = []
+    mine: list[Rtnl] = []
+    theirs: list[Rtnl] = []
     try:
         for name in names:
             path = NETNS_DIR / name
             os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
             paths.append(path)
-        _hop(_unshare_and_bind_each, paths, socks)
-        return socks
+        split = len(paths) - len(paths) // 2 if len(paths) >= TWO_THREADS_FROM else len(paths)
+        failed: list[BaseException] = []
+
+        def helper() -> None:
+            try:
+                _make_each(paths[split:], theirs, then, split)
+            except BaseException as exc:  # handed to the caller below
+                failed.append(exc)
+
+        second = threading.Thread(target=helper, name="vnet-netns_1") if split < len(paths) else None
+        if second is not None:
+            second.start()
+        try:
+            _hop(_make_each, paths[:split], mine, then, 0)
+        finally:
+            if second is not None:
+                second.join()
+        if failed:
+            raise failed[0]
+        return mine + theirs
     except BaseException:
-        for sock in socks:
-            sock.close()
+        for nl in mine + theirs:
+            nl.close()
         remove_all([path.name for path in paths])
         raise
 
@@ -282,11 +311,11 @@ class Namespace:
         # opened by a thread inside the namespace, so the socket belongs there
         return self.call(socket.socket, socket.AF_NETLINK, kind, proto)
 
-    def adopt(self, sock: socket.socket) -> None:
-        """Use this rtnetlink socket, opened inside the namespace already."""
+    def adopt(self, nl: Rtnl) -> None:
+        """Use this rtnetlink client, opened inside the namespace already."""
         if self._nl is not None:
             self._nl.close()
-        self._nl = Rtnl(sock)
+        self._nl = nl
 
     @property
     def nl(self) -> Rtnl:
@@ -390,7 +419,7 @@ class Namespaces:
         if todo:
             for ns, sock in zip(todo, _hop(inside)):
                 if sock is not None:
-                    ns.adopt(sock)
+                    ns.adopt(Rtnl(sock))
                 else:
                     self._others.pop(ns.name, None)  # gone since it was listed: `get` says so when used
 
