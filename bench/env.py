@@ -124,9 +124,16 @@ def cpu_idle_fraction(interval: float) -> float:
 
 
 def settle(max_wait: float = 8.0, idle: float = 0.85) -> float:
-    """Wait until the CPUs are mostly idle again (namespace teardown runs in kernel workers after
-    the command that asked for it has returned), at most `max_wait` seconds. Returns the wait."""
+    """Flush the filesystems, then wait until the CPUs are mostly idle again (namespace teardown
+    runs in kernel workers after the command that asked for it has returned), at most `max_wait`
+    seconds. Returns the wait.
+
+    The flush: every namespace is a file in /run/netns, on this machine the root ext4 (not a
+    tmpfs), and creating 500 of them went from 0.39 to 0.92 s over ten cycles of making and
+    deleting them 5 s apart — and stayed at 0.34–0.47 s when each cycle began with a sync (2–4
+    ms). Without it a build pays for the journal its predecessors left, by its place in the run."""
     t0 = time.monotonic()
+    os.sync()
     calm = 0
     while time.monotonic() - t0 < max_wait:
         if cpu_idle_fraction(0.1) >= idle:
