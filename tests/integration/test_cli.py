@@ -64,8 +64,11 @@ def test_apply_prints_steps_as_they_run_and_ctrl_c_exits_130(world, tmp_path):
     # slowed from outside (tests/faults.py): the vnet command itself reads no VNET_STEP_DELAY, and
     # without the delay a run could end before the Ctrl-C (17 steps in 0.03 s in one full run)
     argv = [*FAULTY, "--netns", world.host, "--state-dir", str(world.state), "apply", str(path)]
+    # Ctrl-C as a terminal delivers it, whatever this test runs under: a suite started in the
+    # background by a shell without job control ignores SIGINT, and its children inherit that
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **FAULTY_ENV, "VNET_STEP_DELAY": "0.3"})
+                            env={**os.environ, **FAULTY_ENV, "VNET_STEP_DELAY": "0.3"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     world.procs.append(proc)
     seen = [proc.stdout.readline(), proc.stdout.readline()]
     assert all(line.startswith("+ ") for line in seen), seen
