@@ -130,8 +130,9 @@ def settle(max_wait: float = 8.0, idle: float = 0.85) -> float:
 
     The flush: every namespace is a file in /run/netns, on this machine the root ext4 (not a
     tmpfs), and creating 500 of them went from 0.39 to 0.92 s over ten cycles of making and
-    deleting them 5 s apart — and stayed at 0.34–0.47 s when each cycle began with a sync (2–4
-    ms). Without it a build pays for the journal its predecessors left, by its place in the run."""
+    deleting them 5 s apart, with no such climb when each cycle began with a sync of 2–4 ms
+    (0.49–0.61 and 0.34–0.47 s in two series; docs/benchmarks.md, Method). Without it a build
+    pays for the journal its predecessors left, by its place in the run."""
     t0 = time.monotonic()
     os.sync()
     calm = 0

@@ -184,7 +184,8 @@ def _go_home() -> None:
 
 
 def _unshare_and_bind(path: Path) -> Rtnl:
-    # runs in the hopper thread: unshare(CLONE_NEWNET) moves only this thread, never vnet itself
+    # runs in a thread of create_many's, never vnet's main thread: unshare(CLONE_NEWNET) moves only
+    # the calling thread, so vnet itself stays where it started
     if _libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare: {os.strerror(err)}")
