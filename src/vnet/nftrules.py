@@ -75,7 +75,9 @@ COUNT_GUARD_DROP = f"update @{GUARD_DROPS} {{ iifname }}"
 
 
 def upload_burst(bits: int) -> int:
-    """Policer burst in bytes: 50 ms of traffic, at least 64 KiB, so TCP is not starved."""
+    """Policer burst in bytes: 50 ms of traffic, at least 64 KiB, so TCP is not starved. The kernel
+    sizes a byte limit's bucket as one second of the rate plus this burst (nft_limit's tokens_max),
+    so after an idle second a port may send that much at once; the average holds."""
     return max(65536, bits // 8 // 20)
 
 
