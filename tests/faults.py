@@ -7,7 +7,8 @@ A fault is a failure or a SIGKILL at a chosen point of a run:
                        done; "k:call<n>" right after the n-th driver call inside step k;
                        "recover:<n>" after the n-th action of a recovery
   (steps that run as one batch — link deletions, veth or daemon creations — share their driver
-  calls: "k:call<n>" is the n-th call of the batch that holds step k)
+  calls: "k:call<n>" is the n-th call of the batch that holds step k; a step started early, on a
+  thread of its own, counts its own calls)
   delay=seconds        sleep before each step (to make runs overlap)
 
 In-process: `with injected(fail_at=3): api.apply(...)`. For a vnet process of its own, run
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,8 +66,10 @@ class Faults:
         self.fail = Point.parse(str(fail_at)) if fail_at is not None else None
         self.kill = Point.parse(kill_at) if kill_at else None
         self.delay = delay
-        self.steps: list[int] = []  # the steps running now: one, or a batch that runs as one call
-        self.calls = 0  # driver calls made inside them
+        # per runner thread (the main one, and the one that runs steps started early), the steps
+        # it runs now (one, or a batch that runs as one call) and the driver calls made inside
+        # them; a thread that runs no steps (the one that enters namespaces) counts for the main one
+        self._slots: dict[int, list] = {}
         self.recovered = 0
         self.fired: list[str] = []  # what fired, for tests that count
 
@@ -77,6 +81,13 @@ class Faults:
     @staticmethod
     def die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+    def _slot(self, own: bool = False) -> list:
+        """[steps, calls] of this thread's steps."""
+        me = threading.get_ident()
+        if own or me in self._slots:
+            return self._slots.setdefault(me, [[], 0])
+        return self._slots.setdefault(threading.main_thread().ident, [[], 0])
 
     def _hits(self, p: Point | None, when: str, step: int) -> bool:
         return p is not None and p.phase == "step" and p.at == step and p.when == when
@@ -91,23 +102,26 @@ class Faults:
             if self._hits(self.fail, "before", k):
                 self.fired.append(f"fail {k}")
                 raise InjectedFault(f"fault injected before step {k}")
-        self.steps, self.calls = list(steps), 0
+        self._slot(own=True)[:] = [list(steps), 0]
 
     def finishing(self, step: int) -> None:
         if self._hits(self.kill, "after", step):
             self.die()
-        self.steps = []
+        self._slot()[0] = []
 
     def called(self) -> None:
-        if not self.steps:
+        slot = self._slot()
+        steps = slot[0]
+        if not steps:
             return
-        self.calls += 1
+        slot[1] += 1
+        calls = slot[1]
         # "k:call<n>" in a batch: the n-th driver call of the batch that holds step k
-        if self.kill is not None and self.kill.when == "call" and self.kill.at in self.steps and self.kill.call == self.calls:
+        if self.kill is not None and self.kill.when == "call" and self.kill.at in steps and self.kill.call == calls:
             self.die()
-        if self.fail is not None and self.fail.when == "call" and self.fail.at in self.steps and self.fail.call == self.calls:
-            self.fired.append(f"fail {self.fail.at}:call{self.calls}")
-            raise InjectedFault(f"fault injected inside step {self.fail.at}, after driver call {self.calls}")
+        if self.fail is not None and self.fail.when == "call" and self.fail.at in steps and self.fail.call == calls:
+            self.fired.append(f"fail {self.fail.at}:call{calls}")
+            raise InjectedFault(f"fault injected inside step {self.fail.at}, after driver call {calls}")
 
     def recovery_action(self) -> None:
         self.recovered += 1

@@ -287,3 +287,36 @@ def test_consecutive_daemon_creations_run_as_one_batch():
     # a deletion never joins a run of creations
     mixed = diff(services[:2], {services[2].id: services[2]})
     assert [[mixed[i].op for i in run] for run in batches(mixed)] == [["delete"], ["create", "create"]]
+
+
+def _early(actions):
+    from vnet.engine.run import early_starts
+
+    runs = batches(actions)
+    starts = early_starts(actions, runs)
+    kind = lambda pos: runs[pos] and actions[runs[pos][0]].resource.kind  # noqa: E731
+    return {(kind(p) if p >= 0 else None): [kind(q) for q in later] for p, later in starts.after.items()}, \
+        {kind(p) for p in starts.hoisted}
+
+
+def test_the_ruleset_starts_once_the_bridges_exist_and_runs_alongside_the_ports():
+    owned = [make("netns", "x-c1", mark="m"), make("bridge", "br0", mark="m"), make("tap", "t0", mark="m"),
+             make("veth", "v0", mark="m"), make("address", "br0/10.0.0.1/24", ifname="br0"),
+             make("ruleset", "vnet-x", {"text": "t"}, digest="d"), make("sysctl", "net.ipv4.ip_forward", value="1")]
+    after, hoisted = _early(diff(owned, {}))
+    assert after == {"bridge": ["ruleset"]} and hoisted == {"ruleset"}
+    # no bridge or namespace (bridges are after namespaces) made in this run: it starts before the
+    # first step; after every deletion, though, so a port on its way out keeps its guard until gone
+    rest = [o for o in owned if o.kind not in ("bridge", "netns")]
+    assert _early(diff(rest, {}))[0] == {None: ["ruleset"]}
+    gone = make("tap", "t9", mark="m")
+    actions = diff(rest, {gone.id: gone})
+    assert actions[0].op == "delete" and _early(actions)[0] == {"tap": ["ruleset"]}
+
+
+def test_a_step_already_at_its_earliest_place_is_not_moved():
+    rules = make("ruleset", "vnet-x", {"text": "t2"}, digest="d2")
+    old = make("ruleset", "vnet-x", {"text": "t"}, digest="d")
+    assert _early(diff([rules], {old.id: old})) == ({}, set())
+    owned = [make("bridge", "br0", mark="m"), rules]
+    assert _early(diff(owned, {})) == ({}, set())  # right after the bridge is where it stands

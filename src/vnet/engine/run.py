@@ -13,7 +13,8 @@ file) are swept first, by their kind.
 
 from __future__ import annotations
 
-from typing import Callable
+import threading
+from typing import Callable, NamedTuple
 
 from vnet import kinds
 from vnet.drivers import ns as nsmod
@@ -27,12 +28,83 @@ from vnet.resources import Resource
 Observe = Callable[[tuple[str, ...]], Observation]
 
 
+class EarlyStarts(NamedTuple):
+    after: dict[int, list[int]]  # position of a run → the early runs that start once it is done
+    hoisted: set[int]  # positions of the runs that start early
+
+
+def early_starts(actions: list[Action], runs: list[range]) -> EarlyStarts:
+    """Which runs start before their place in the plan, and after which run. A creation or update
+    of a kind with `starts_after` starts once every deletion and every step of those kinds (and of
+    what they are after) before it is done; -1: before the first run."""
+    after: dict[int, list[int]] = {}
+    hoisted: set[int] = set()
+    for pos, run in enumerate(runs):
+        a = actions[run[0]]
+        needs = kinds.get(a.resource.kind).starts_after
+        if len(run) != 1 or a.op == "delete" or needs is None:
+            continue
+        needed = kinds.closure(needs)
+        point = max((p for p in range(pos) if p not in hoisted and any(
+            actions[i].op == "delete" or actions[i].resource.kind in needed for i in runs[p])), default=-1)
+        if point < pos - 1:  # else it starts where it stands
+            after.setdefault(point, []).append(pos)
+            hoisted.add(pos)
+    return EarlyStarts(after, hoisted)
+
+
+class _EarlyFailed(Exception):
+    """A step started early failed (the error is the _Early's)."""
+
+
+class _Early:
+    """The thread that runs steps started early, one run at a time, while the plan goes on."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.failed = 0  # the step that failed, and how
+        self.error: BaseException | None = None
+
+    def start(self, fn: Callable[[list[Action], range, list[Action]], None], actions: list[Action],
+              run: range, done: list[Action]) -> None:
+        self.wait()  # one at a time, in plan order
+
+        def body() -> None:
+            try:
+                fn(actions, run, done)
+            except BaseException as exc:  # noqa: BLE001 — handed to the main thread
+                self.failed, self.error = run[0] + 1, exc
+
+        self.thread = threading.Thread(target=body, name="vnet-early")
+        self.thread.start()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise _EarlyFailed()
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        self.check()
+
+    def finish(self) -> None:
+        """Wait for a step still running, whatever the main thread is going through."""
+        while self.thread is not None:
+            try:
+                self.thread.join()
+                self.thread = None
+            except KeyboardInterrupt:  # a second Ctrl-C: the step still has to end first
+                continue
+
+
 class Runner:
     def __init__(self, ctx: Ctx, journal: Journal, observe: Observe):
         self.ctx = ctx
         self.journal = journal
         self.observe = observe  # the host as it is now, with these namespaces read too
         self.phase = "run"  # run | undo | recover: what the current verbs are for
+        self._lock = threading.Lock()  # the journal and the list of done steps, for an early step
 
     def execute(self, action: Action) -> None:
         kind = kinds.get(action.resource.kind)
@@ -65,32 +137,52 @@ class Runner:
     def run(self, actions: list[Action]) -> None:
         """Run every action; `actions` is completed in place (it is what the caller reports)."""
         done: list[Action] = []
+        step = 1  # the step the main thread is at: a failure's number, unless an early one failed
+        early = _Early()
         self._open_namespaces(actions)
         try:
             actions[:] = [self.complete(a) for a in actions]
             if actions:
                 self.journal.begin(actions)
-            for run in batches(actions):
-                steps = [i + 1 for i in run]
-                self.journal.start(steps)
-                if len(steps) > 1:
-                    first = actions[run[0]]
-                    kind = kinds.get(first.resource.kind)
-                    if first.op == "delete":
-                        kind.delete_many(self.ctx, [actions[i].old for i in run])  # type: ignore[misc]
-                    else:
-                        kind.create_many(self.ctx, [actions[i].new for i in run])  # type: ignore[misc]
-                else:
-                    self.execute(actions[run[0]])
-                for step in steps:
-                    done.append(actions[step - 1])
-                    self.journal.done(step)
-                    self.ctx.log(actions[step - 1].describe())
+            runs = batches(actions)
+            starts = early_starts(actions, runs)
+            for pos in range(-1, len(runs)):  # -1: before the first run, for what starts there
+                if pos in starts.hoisted:
+                    early.wait()  # its place in the plan: what follows may need it
+                    continue
+                if pos >= 0:
+                    early.check()
+                    step = runs[pos][0] + 1
+                    self._run(actions, runs[pos], done)
+                for later in starts.after.get(pos, ()):
+                    early.start(self._run, actions, runs[later], done)
+            early.wait()
         except BaseException as exc:
-            failed = len(done) + 1
+            early.finish()  # not while its step still runs: undoing would race it
+            failed, cause = (early.failed, early.error) if isinstance(exc, _EarlyFailed) else (step, exc)
             ok = self.roll_back(done)
-            raise StepFailed(failed, actions[failed - 1].describe(), exc, rolled_back=ok) from exc
+            raise StepFailed(failed, actions[failed - 1].describe(), cause, rolled_back=ok) from cause
         self.journal.close(remove=True)
+
+    def _run(self, actions: list[Action], run: range, done: list[Action]) -> None:
+        """One run of steps through its kind's verb, marked started and done in the journal."""
+        steps = [i + 1 for i in run]
+        with self._lock:
+            self.journal.start(steps)
+        if len(steps) > 1:
+            first = actions[run[0]]
+            kind = kinds.get(first.resource.kind)
+            if first.op == "delete":
+                kind.delete_many(self.ctx, [actions[i].old for i in run])  # type: ignore[misc]
+            else:
+                kind.create_many(self.ctx, [actions[i].new for i in run])  # type: ignore[misc]
+        else:
+            self.execute(actions[run[0]])
+        with self._lock:
+            for step in steps:
+                done.append(actions[step - 1])
+                self.journal.done(step)
+                self.ctx.log(actions[step - 1].describe())
 
     def roll_back(self, done: list[Action]) -> bool:
         """Everything the run touched back as before it (the journal keeps it when that fails)."""

@@ -62,6 +62,18 @@ def rank(name: str) -> int:
     return _order[name]
 
 
+def closure(names: tuple[str, ...]) -> set[str]:
+    """These kinds and every kind they are after, directly or not."""
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n not in out and n in REGISTRY:
+            out.add(n)
+            todo.extend(REGISTRY[n].after)
+    return out
+
+
 def ordered() -> list[Kind]:
     return sorted(REGISTRY.values(), key=lambda k: rank(k.name))
 
@@ -73,4 +85,4 @@ for _module in (netns, links, vxlan, macvlan, qdisc, address, uplink, route, rul
     for _kind in _module.KINDS:
         register(_kind)
 
-__all__ = ["Ctx", "Kind", "REGISTRY", "by_role", "get", "ordered", "rank", "register"]
+__all__ = ["Ctx", "Kind", "REGISTRY", "by_role", "closure", "get", "ordered", "rank", "register"]

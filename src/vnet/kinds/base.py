@@ -69,6 +69,11 @@ class Kind:
     batch: ClassVar[str | None] = None
     # creations likewise (create_many): for kinds whose creations can overlap in time
     create_batch: ClassVar[str | None] = None
+    # creations and updates that may start early: once every deletion and every step of these
+    # kinds is done, on a thread of their own, alongside the steps between; the run waits for them
+    # at their own place in the plan, so nothing after that place sees them unfinished. None: at
+    # their place only
+    starts_after: ClassVar[tuple[str, ...] | None] = None
     # observe() reads only the host and needs nothing else observed first: it runs while the
     # namespaces are read on the other core, before the desired state is worked out (which may
     # need what it read)

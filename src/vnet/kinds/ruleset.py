@@ -18,6 +18,11 @@ def _saved(ctx: Ctx):
 class Ruleset(Kind):
     name = "ruleset"
     after = ("route",)  # names links that exist by then
+    # the rules name links as strings, so they load while the ports are being made: off the
+    # critical path, and a new port goes unguarded at most until they are loaded, not until the
+    # addresses and routes are done too. A flowtable's devices must exist: the bridges (the other
+    # devices, nat networks' uplinks, are the host's own)
+    starts_after = ("bridge",)
     observe_early = True
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
