@@ -152,7 +152,15 @@ class _Hopper:
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         done, box = self._event(), []
         self._jobs.put((fn, args, done, box))
-        done.wait()
+        try:
+            done.wait()
+        except BaseException:  # a Ctrl-C: the call runs on, and what the caller does next (undo
+            while not done.is_set():  # what it made) must not race it
+                try:
+                    done.wait()
+                except KeyboardInterrupt:
+                    continue
+            raise
         ok, value = box[0]
         if ok:
             return value
