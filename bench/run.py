@@ -260,17 +260,17 @@ class Bench:
 
         def baseline_round(rep: int) -> None:
             try:
-                # (c) the stricter floor (its deletion is not a sample: it has less to delete)
+                # (c) the stricter floor, cleared away at once (not a sample: it has less to delete)
                 rows["c"].add(baselines.build_strict(w, self.host, self.scratch))
                 settle()
-                baselines.delete_floor(w, self.host, state, self.scratch, before)
+                baselines.delete_fast(w, self.host, state, self.scratch, before)
                 settle()
-                # (d) the work floor (its deletion is (b)'s, not a sample either)
+                # (d) the work floor, cleared away at once
                 rows["d"].add(baselines.build_work_floor(w, self.host, state, self.scratch))
                 if rep == 1 and n <= 100:
                     self.equivalence(eng, t, n, "(d)")
                 settle()
-                baselines.delete_floor(w, self.host, state, self.scratch, before)
+                baselines.delete_fast(w, self.host, state, self.scratch, before)
                 settle()
                 # (b) the floor, and its deletion
                 rows["b"].add(baselines.build_floor(w, self.host, state, self.scratch))
@@ -279,16 +279,16 @@ class Bench:
                 settle()
                 rows["bdel"].add(baselines.delete_floor(w, self.host, state, self.scratch, before))
                 settle()
-                # (a) the seeds' way; the floor cleans up after it (same work: another deletion sample)
+                # (a) the seeds' way, cleared away at once
                 rows["a"].add(baselines.build_seeds(w, self.host, state, self.scratch, timeout=VNET_TIMEOUT))
                 if rep == 1 and n <= 10:
                     self.equivalence(eng, t, n, "(a)")
                 settle()
-                rows["bdel"].add(baselines.delete_floor(w, self.host, state, self.scratch, before))
+                baselines.delete_fast(w, self.host, state, self.scratch, before)
                 settle()
             except Exception as exc:
                 self.note(f"baseline at N={n} failed: {exc}")
-                baselines.delete_floor(w, self.host, state, self.scratch, before)
+                baselines.delete_fast(w, self.host, state, self.scratch, before)
                 settle()
 
         def vnet_round() -> None:
