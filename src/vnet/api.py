@@ -25,7 +25,6 @@ from vnet.observe import Observation
 from vnet.plan import Action, matches
 from vnet.resources import Resource
 from vnet.spec.models import Topology
-from vnet.spec.validate import parse_yaml
 
 
 def engine(topology: str, netns: str | None = None, state_dir: Path | str = DEFAULT_STATE_DIR, host: str | None = None) -> Engine:
@@ -88,6 +87,8 @@ def topology_name(path: Path | str) -> str:
             text = Path(path).read_text()
         except (OSError, UnicodeDecodeError):
             raise invalid from None  # it says the file cannot be read
+        from vnet.spec.validate import parse_yaml
+
         data = parse_yaml(text)
         name = data.get("name") if isinstance(data, dict) else None
         if isinstance(name, str):

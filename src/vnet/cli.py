@@ -42,6 +42,14 @@ def _where(a: argparse.Namespace) -> dict:
     return {"netns": a.netns, "state_dir": a.state_dir}
 
 
+def _load(a: argparse.Namespace):
+    """The topology file, its parsed data kept in the target's state root while it is unchanged
+    (spec/parsed.py): for the commands a user repeats on one file."""
+    from vnet import spec, statedir
+
+    return spec.load(a.topology, keep=statedir.target_root(a.state_dir, a.netns))
+
+
 def _rich_print(*things, width: int | None = None) -> None:
     from rich.console import Console
 
@@ -107,9 +115,9 @@ def plan_json(planned, netns: str | None) -> dict:
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
-    from vnet import api, spec
+    from vnet import api
 
-    planned = api.plan(spec.load(a.topology), **_where(a), source=a.topology, host=a.host)
+    planned = api.plan(_load(a), **_where(a), source=a.topology, host=a.host)
     if a.output == "json":
         _print_json(plan_json(planned, a.netns))
     else:
@@ -129,9 +137,9 @@ def cmd_apply(a: argparse.Namespace) -> int:
 
     # begun before the rest of vnet is imported and the file loaded: headstart.py says why
     with headstart.begin(a.topology, a.state_dir, a.netns) as head:
-        from vnet import api, spec
+        from vnet import api
 
-        topo = spec.load(a.topology)
+        topo = _load(a)
         t0 = time.monotonic()
         actions = api.apply(topo, **_where(a), source=a.topology, force=a.force, log=_say, host=a.host, head=head)
         dt = time.monotonic() - t0
@@ -221,9 +229,9 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def _status_once(a: argparse.Namespace) -> int:
-    from vnet import api, spec
+    from vnet import api
 
-    topo = spec.load(a.topology)
+    topo = _load(a)
     report = api.status(topo, **_where(a), host=a.host)
     if a.tables:
         from vnet import live

@@ -330,13 +330,27 @@ def found(name: str) -> Sandbox:
 
 
 def settle(ns: str, timeout: float = 5.0) -> None:
-    """Wait for IPv6 duplicate address detection to finish, so the sandbox stops changing by itself."""
+    """Wait until the namespace stops changing by itself: IPv6 duplicate address detection done,
+    and the kernel's link watcher through with new links (a tap nobody has open loses its carrier
+    at once, but its operational state, and the IPv6 routes that follow it, only when the watcher
+    runs, up to a second later: until then it is up, without carrier, and not yet NO-CARRIER)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run(["ip", "-n", ns, "-6", "addr", "show", "tentative"], capture_output=True, text=True).stdout
-        if not out.strip():
+        if not out.strip() and not _links_in_transit(ns):
             return
         time.sleep(0.1)
+
+
+def _links_in_transit(ns: str) -> bool:
+    import json
+
+    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show"], capture_output=True, text=True).stdout
+    for link in json.loads(out or "[]"):
+        flags = link.get("flags", [])
+        if "UP" in flags and "LOWER_UP" not in flags and "NO-CARRIER" not in flags:
+            return True
+    return False
 
 
 def _stop(pidfile: Path) -> None:

@@ -138,6 +138,7 @@ def test_another_file_with_the_same_name_is_refused_unless_forced(world, tmp_pat
     topo = spec.load(first)
     proc = run(world, "apply", str(first))
     assert proc.returncode == 0, proc.stderr
+    sandbox.settle(world.host)  # its new taps' carrier state comes later: compare only after
     inner = _netns_of(topo)
     sleeper = subprocess.Popen(["ip", "netns", "exec", inner, "sleep", "300"])
     try:

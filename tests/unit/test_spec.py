@@ -530,19 +530,19 @@ SAME_AS_FULL_LOADER = [
 
 @pytest.mark.parametrize("text", SAME_AS_FULL_LOADER)
 def test_loading_from_events_gives_what_the_full_loader_gives(text):
-    from vnet.spec import validate
+    from vnet.spec import yamlfile
 
-    got = validate._from_events(text, validate._Loader)
-    assert got is not validate._FULL
-    assert repr(got) == repr(yaml.load(text, Loader=validate._Loader))  # repr: True is not 1, nor 1.0 1
+    got = yamlfile._from_events(text, yamlfile._Loader)
+    assert got is not yamlfile._FULL
+    assert repr(got) == repr(yaml.load(text, Loader=yamlfile._Loader))  # repr: True is not 1, nor 1.0 1
 
 
 @pytest.mark.parametrize("text", ["a: !!str 1\n", "a: !!set {x: null}\n", "a: {<<: {b: 1}, c: 2}\n", "a: 1\n---\nb: 2\n"],
                          ids=["explicit-tag", "set", "merge-key", "two-documents"])
 def test_what_only_the_full_loader_reads_goes_to_it(text):
-    from vnet.spec import validate
+    from vnet.spec import yamlfile
 
-    assert validate._from_events(text, validate._Loader) is validate._FULL
+    assert yamlfile._from_events(text, yamlfile._Loader) is yamlfile._FULL
 
 
 def test_an_alias_after_what_only_the_full_loader_reads_is_refused_before_it_loads():
@@ -784,13 +784,13 @@ def test_topology_shaped_data_only_raises_spec_error_and_valid_ones_expand(data)
 @pytest.fixture(params=["libyaml", "python"])
 def yaml_parser(request, monkeypatch):
     """Run a test with the C parser vnet uses where libyaml exists, and with the pure-Python one."""
-    from vnet.spec import validate
+    from vnet.spec import yamlfile
 
     if request.param == "libyaml":
-        if validate._Loader is validate._PyStrictLoader:
+        if yamlfile._Loader is yamlfile._PyStrictLoader:
             pytest.skip("PyYAML without libyaml here")
     else:
-        monkeypatch.setattr(validate, "_Loader", validate._PyStrictLoader)
+        monkeypatch.setattr(yamlfile, "_Loader", yamlfile._PyStrictLoader)
     return request.param
 
 
