@@ -51,15 +51,19 @@ def keep(root: Path, path: str, text: str, data: Any) -> None:
     """Keep `data`, parsed from `text`, for the next command on `path` (best effort)."""
     from vnet import statedir
 
+    entry = _entry(root, path)
+    tmp = entry.with_name(f".{os.getpid()}.tmp")
     try:
         blob = json.dumps({"path": path, "text": text, "data": data})
         if json.loads(blob)["data"] != data:
             return  # JSON would give back something else (a number as a key): parse every time
-        parent = statedir.secure(_entry(root, path).parent, create=True)
-        tmp = parent / f".{os.getpid()}.tmp"
+        statedir.secure(entry.parent, create=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(blob)
-        os.replace(tmp, _entry(root, path))
+        os.replace(tmp, entry)
     except (OSError, ValueError, TypeError, VnetError):
-        pass
+        try:
+            tmp.unlink(missing_ok=True)  # a write cut short leaves nothing behind
+        except OSError:
+            pass

@@ -388,16 +388,18 @@ def load(path: str | Path, keep: Path | None = None) -> Topology:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Problem(p, f"cannot read the file ({exc.__class__.__name__}: {exc})", "check the path")]) from None
     where = os.path.abspath(p)
-    if keep is not None:
+    if keep is None:
+        topo = _topology(parse_yaml(text), base=os.path.dirname(where))
+    else:
         from vnet.spec import parsed
 
         data = parsed.read(keep, where, text)
-    fresh = keep is None or data is parsed.MISSING
-    if fresh:
-        data = parse_yaml(text)
-    topo = _topology(data, base=os.path.dirname(where))
-    if fresh and keep is not None:
-        parsed.keep(keep, where, text, data)  # only what passed the checks
+        fresh = data is parsed.MISSING
+        if fresh:
+            data = parse_yaml(text)
+        topo = _topology(data, base=os.path.dirname(where))
+        if fresh:
+            parsed.keep(keep, where, text, data)  # only what passed the checks
     problems = vmfiles.check(topo)  # the files VMs boot from, as QEMU's user will open them
     if problems:
         raise SpecError(problems)
