@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from vnet import spec
+from vnet.spec import parsed
 
 from . import snapshot
 from .test_recovery import FAULTY, FAULTY_ENV, VNET, renamed
@@ -120,8 +121,12 @@ def test_list_then_destroy_by_name_when_the_file_is_lost(world, tmp_path):
     proc = ok(world.vnet("destroy", str(path)), 2)
     assert "vnet destroy --name NAME" in proc.stderr
 
+    kept = world.state / f"@{world.host}" / parsed.DIR
+    names = lambda: [json.loads(e.read_text())["data"]["name"] for e in kept.iterdir()]  # noqa: E731
+    assert name in names()  # the CLI kept the file's parsed data
     out = ok(world.vnet("destroy", "--name", name)).stdout
     assert out.splitlines()[-1].startswith(f"destroyed {name}: ") and " 0 objects" not in out
+    assert name not in names()  # and destroy drops it, though it was given no file
     world.destroy(other.name)
     assert listed(world) == []
     assert snapshot.take(world.host) == before

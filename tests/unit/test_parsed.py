@@ -98,3 +98,20 @@ def test_data_json_would_not_give_back_is_not_kept(tmp_path):
     assert parsed.read(root, "/z.yaml", "x: 1\n") == {"x": 1}
     assert parsed.read(root, "/z.yaml", "x: 2\n") is parsed.MISSING
     assert parsed.read(root, "/w.yaml", "x: 1\n") is parsed.MISSING
+
+
+def test_forget_drops_the_entries_of_one_topology_only(setup, tmp_path):
+    root, path, calls = setup
+    other = tmp_path / "other.yaml"
+    other.write_text(TEXT.replace("name: lab", "name: other"))
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(TEXT)  # a second file that declares the same topology
+    for p in (path, other, copy):
+        spec.load(p, keep=root)
+    assert len(_entries(root)) == 3
+    parsed.forget(root, "lab")
+    assert len(_entries(root)) == 1
+    assert spec.load(other, keep=root).name == "other" and len(calls) == 3  # still kept
+    parsed.forget(root, "gone")  # nothing of that name: nothing changes
+    assert len(_entries(root)) == 1
+    parsed.forget(tmp_path / "nowhere", "lab")  # no folder at all: no error

@@ -297,6 +297,9 @@ class Engine:
                 import shutil  # here: it brings bz2 and lzma, ~2 ms of every start-up
 
                 shutil.rmtree(self.state, ignore_errors=True)
+                from vnet.spec import parsed
+
+                parsed.forget(self.state_root, self.topology)
             return actions
 
     # --- recovery of a killed run -------------------------------------------------------------

@@ -67,3 +67,24 @@ def keep(root: Path, path: str, text: str, data: Any) -> None:
             tmp.unlink(missing_ok=True)  # a write cut short leaves nothing behind
         except OSError:
             pass
+
+
+def forget(root: Path, name: str) -> None:
+    """Drop the entries of files that declare the topology `name`: `vnet destroy` leaves none of
+    its topology's state behind, whichever file (or none, with --name) it was given."""
+    from vnet import statedir
+
+    folder = root / DIR
+    try:
+        statedir.secure(folder, create=False)  # not a link to somewhere else, nor others' to write
+        entries = list(folder.iterdir())
+    except (OSError, VnetError):
+        return
+    for entry in entries:
+        try:
+            with open(entry) as f:
+                data = json.load(f).get("data")
+            if isinstance(data, dict) and data.get("name") == name:
+                entry.unlink()
+        except (OSError, ValueError, AttributeError):
+            continue  # not one of ours, or already gone
