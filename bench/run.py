@@ -232,7 +232,10 @@ class Bench:
             ("startup.status", "vnet status, a small file", [VNET, "--netns", self.host, "--state-dir", str(self.state), "status", small, "-o", "json"]),
         ]
         rows = {id: self.row(id, "0. vnet itself", label, None) for id, label, _ in commands}
-        for _ in range(5):
+        # twice the runs of a figure elsewhere, and one more so that the median is a run: each takes
+        # a tenth of a second, and single runs stray widely on this machine (status 75–119 ms in the
+        # five of one whole run)
+        for _ in range(2 * self.reps + 1):
             for id, _, argv in commands:  # interleaved: load on the machine spreads over all three
                 rows[id].add(timed(argv, 30).seconds)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import signal
 from typing import Any, Callable
 
 
@@ -74,6 +73,8 @@ class Forked:
             os.close(self._fd)
             self._fd = -1
             if pid:
+                import signal  # here: 1.3 ms of every start-up, for a child seldom killed
+
                 try:
                     os.kill(pid, signal.SIGKILL)  # by the pid vnet forked
                 except ProcessLookupError:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -50,8 +49,10 @@ def interpreter() -> str:
 
 
 def script_text(netns: str | None, table: str, python: str | None = None) -> str:
-    python = python or interpreter()
     """The script dnsmasq runs: vnet's interpreter, this module, fixed arguments, then dnsmasq's."""
+    import shlex  # here: every command imports this module, few write the script
+
+    python = python or interpreter()
     ns = netns or "-"
     check_netns(ns, must_exist=False)
     check_table(table)
