@@ -3,6 +3,7 @@ dnsmasq would read as keywords. Real processes and files; no root needed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -255,3 +256,37 @@ def test_a_sandbox_pid_file_naming_another_process_gets_it_no_signal(tmp_path):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_daemon_that_stopped_by_itself_is_collected_not_left_a_zombie(tmp_path):
+    pidfile, marker = tmp_path / "vm-g.pid", tmp_path / "vm-g.pid"
+    exe = os.path.realpath(sys.executable)
+    pid = os.posix_spawn(exe, [exe, "-c", "pass", str(marker)], dict(os.environ))  # a child of this process, as QEMU is
+    process.expect(pidfile, exe)
+    process.record(pidfile, pid)
+    deadline = time.monotonic() + 30
+    while not process.is_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.is_gone(pid) and Path(f"/proc/{pid}").exists()  # exited by itself: a zombie
+    process.stop(pidfile, timeout=1)
+    assert not Path(f"/proc/{pid}").exists()  # collected by stop, the records gone with it
+    assert not pidfile.exists() and not process.ident_file(pidfile).exists()
+
+
+def test_a_zombie_the_record_does_not_name_is_not_collected(tmp_path):
+    pidfile = tmp_path / "vm-g.pid"
+    exe = os.path.realpath(sys.executable)
+    pid = os.posix_spawn(exe, [exe, "-c", "pass"], dict(os.environ))
+    try:
+        process.expect(pidfile, exe)
+        process.record(pidfile, pid)
+        ident = process.ident_file(pidfile)
+        recorded = json.loads(ident.read_text())
+        ident.write_text(json.dumps({**recorded, "start": recorded["start"] - 1}))  # another process that had the pid
+        deadline = time.monotonic() + 30
+        while not process.is_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.reap(pidfile)
+        assert Path(f"/proc/{pid}").exists()  # not the recorded one: left to whoever waits for it
+    finally:
+        os.waitpid(pid, 0)

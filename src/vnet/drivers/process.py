@@ -101,6 +101,25 @@ def running(pidfile: Path, marker: Path | None = None) -> int | None:
     return pid if is_ours(pid, _read_ident(ident_file(pidfile, marker)), str(marker or pidfile)) else None
 
 
+def reap(pidfile: Path, marker: Path | None = None) -> None:
+    """Collect the exit of the process recorded for `pidfile` if it has exited and is a child of
+    this process. A guest that stops by itself (a kernel that panics, a poweroff from inside)
+    stays a zombie of the process that started it until that process waits for it: init does so
+    for the command line's guests once vnet exits, but a program that uses vnet as a library
+    would keep one zombie per such guest. Only the recorded process is collected (its pid, start
+    time and boot match the record), never another child that took the pid over."""
+    ident = _read_ident(ident_file(pidfile, marker))
+    pid = ident.get("pid") if ident else None
+    if not isinstance(pid, int) or pid <= 0 or not is_gone(pid):
+        return
+    if ident.get("start") != start_time(pid) or ident.get("boot") != _boot_id():  # type: ignore[union-attr]
+        return
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # another process's child: its parent (or init) collects it
+
+
 def expect(pidfile: Path, program: str, marker: Path | None = None) -> None:
     """Before spawning a daemon whose pid file vnet writes itself: record the program, so a step
     cut short before the pid is known still finds (kill_named) what it started."""
@@ -170,6 +189,7 @@ def stop(pidfile: Path, marker: Path | None = None, timeout: float = 5.0) -> Non
     pid = running(pidfile, marker)
     if pid is not None:
         stop_pids([pid], timeout)
+    reap(pidfile, marker)  # one that had stopped by itself
     pidfile.unlink(missing_ok=True)
     ident_file(pidfile, marker).unlink(missing_ok=True)
 

@@ -154,6 +154,7 @@ def _reply(received: bytes, ident: str) -> tuple[dict | None, bytes]:
 
 def create(nss: Namespaces, state: Path, r: Resource) -> None:
     f = qemuargs.files(state, r.key)
+    process.reap(f["pid"])  # the guest this one replaces, if it stopped by itself: before its record goes
     argv = list(r.get("argv"))
     inputs = {int(k): v for k, v in dict(r.get("inputs") or {}).items()}
     uid, gid = _ids(argv)
