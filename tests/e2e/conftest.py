@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -28,3 +29,28 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if item.path.is_relative_to(HERE):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _zombie_children() -> list[str]:
+    """Children of this process that have exited and that nobody has waited for."""
+    me, out = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm_end = (text := stat.read_text()).rindex(")")
+        except (OSError, ValueError):
+            continue
+        state, ppid = text[comm_end + 2 :].split()[:2]
+        if state == "Z" and int(ppid) == me:
+            out.append(f"{stat.parent.name} {text[text.index('(') : comm_end + 1]}")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_zombie_left():
+    """A guest that vnet started in this process (world.apply) and then stopped is collected: a
+    program that uses vnet as a library is left no zombie (process.reap). Zombies from before
+    the test are not its own."""
+    before = set(_zombie_children())
+    yield
+    left = [z for z in _zombie_children() if z not in before]
+    assert not left, f"exited children of this process nobody waited for: {left}"

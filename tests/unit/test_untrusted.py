@@ -290,3 +290,33 @@ def test_a_zombie_the_record_does_not_name_is_not_collected(tmp_path):
         assert Path(f"/proc/{pid}").exists()  # not the recorded one: left to whoever waits for it
     finally:
         os.waitpid(pid, 0)
+
+
+# the main thread ends (pthread_exit) while another thread runs on for a second: the process
+# shows as a zombie all that time, as QEMU does while its threads exit
+LEADER_ENDS_FIRST = """
+import ctypes, os, sys, threading, time
+threading.Thread(target=lambda: (time.sleep(1.0), os._exit(0))).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_daemon_still_exiting_when_it_shows_as_a_zombie_is_waited_for(tmp_path):
+    pidfile = tmp_path / "vm-g.pid"
+    exe = os.path.realpath(sys.executable)
+    pid = os.posix_spawn(exe, [exe, "-c", LEADER_ENDS_FIRST], dict(os.environ))
+    try:
+        process.expect(pidfile, exe)
+        process.record(pidfile, pid)
+        deadline = time.monotonic() + 30
+        while not process.is_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.is_gone(pid)  # the leader is a zombie, its other thread not done yet
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # so a single wait does not collect it
+        process.stop(pidfile, timeout=1)
+        assert not Path(f"/proc/{pid}").exists()  # stop waited until the whole process had exited
+    finally:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass

@@ -101,23 +101,30 @@ def running(pidfile: Path, marker: Path | None = None) -> int | None:
     return pid if is_ours(pid, _read_ident(ident_file(pidfile, marker)), str(marker or pidfile)) else None
 
 
-def reap(pidfile: Path, marker: Path | None = None) -> None:
-    """Collect the exit of the process recorded for `pidfile` if it has exited and is a child of
-    this process. A guest that stops by itself (a kernel that panics, a poweroff from inside)
-    stays a zombie of the process that started it until that process waits for it: init does so
-    for the command line's guests once vnet exits, but a program that uses vnet as a library
-    would keep one zombie per such guest. Only the recorded process is collected (its pid, start
-    time and boot match the record), never another child that took the pid over."""
+def reap(pidfile: Path, marker: Path | None = None, timeout: float = 5.0) -> None:
+    """Collect the exit of the process recorded for `pidfile` if it has exited, or is exiting, and
+    is a child of this process. QEMU is a child of the vnet that started it, and one whose guest
+    stops by itself (a poweroff from inside, a panic) stays a zombie until that process waits for
+    it: init does so for the command line's guests once vnet exits, but a program that uses vnet
+    as a library kept one zombie per such guest. A process whose main thread has ended shows as a
+    zombie while its other threads still exit (QEMU's do, for a while): its exit is waited for,
+    at most `timeout`. Only the recorded process is collected (pid, start time and boot match the
+    record), never another child that took the pid over."""
     ident = _read_ident(ident_file(pidfile, marker))
     pid = ident.get("pid") if ident else None
     if not isinstance(pid, int) or pid <= 0 or not is_gone(pid):
         return
     if ident.get("start") != start_time(pid) or ident.get("boot") != _boot_id():  # type: ignore[union-attr]
         return
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # another process's child: its parent (or init) collects it
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # another process's child (its parent or init collects it), or collected already
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def expect(pidfile: Path, program: str, marker: Path | None = None) -> None:
