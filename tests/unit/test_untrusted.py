@@ -258,19 +258,30 @@ def test_a_sandbox_pid_file_naming_another_process_gets_it_no_signal(tmp_path):
         bystander.wait()
 
 
+def _collect(pid: int) -> None:
+    """What a test that failed half-way leaves: its child waited for."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def test_a_daemon_that_stopped_by_itself_is_collected_not_left_a_zombie(tmp_path):
-    pidfile, marker = tmp_path / "vm-g.pid", tmp_path / "vm-g.pid"
+    pidfile = tmp_path / "vm-g.pid"
     exe = os.path.realpath(sys.executable)
-    pid = os.posix_spawn(exe, [exe, "-c", "pass", str(marker)], dict(os.environ))  # a child of this process, as QEMU is
-    process.expect(pidfile, exe)
-    process.record(pidfile, pid)
-    deadline = time.monotonic() + 30
-    while not process.is_gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert process.is_gone(pid) and Path(f"/proc/{pid}").exists()  # exited by itself: a zombie
-    process.stop(pidfile, timeout=1)
-    assert not Path(f"/proc/{pid}").exists()  # collected by stop, the records gone with it
-    assert not pidfile.exists() and not process.ident_file(pidfile).exists()
+    pid = os.posix_spawn(exe, [exe, "-c", "pass"], dict(os.environ))  # a child of this process, as QEMU is
+    try:
+        process.expect(pidfile, exe)
+        process.record(pidfile, pid)
+        deadline = time.monotonic() + 30
+        while not process.is_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.is_gone(pid) and Path(f"/proc/{pid}").exists()  # exited by itself: a zombie
+        process.stop(pidfile, timeout=1)
+        assert not Path(f"/proc/{pid}").exists()  # collected by stop, the records gone with it
+        assert not pidfile.exists() and not process.ident_file(pidfile).exists()
+    finally:
+        _collect(pid)
 
 
 def test_a_zombie_the_record_does_not_name_is_not_collected(tmp_path):
@@ -289,7 +300,7 @@ def test_a_zombie_the_record_does_not_name_is_not_collected(tmp_path):
         process.reap(pidfile)
         assert Path(f"/proc/{pid}").exists()  # not the recorded one: left to whoever waits for it
     finally:
-        os.waitpid(pid, 0)
+        _collect(pid)
 
 
 # the main thread ends (pthread_exit) while another thread runs on for a second: the process
@@ -316,7 +327,18 @@ def test_a_daemon_still_exiting_when_it_shows_as_a_zombie_is_waited_for(tmp_path
         process.stop(pidfile, timeout=1)
         assert not Path(f"/proc/{pid}").exists()  # stop waited until the whole process had exited
     finally:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        _collect(pid)
+
+
+def test_stopping_a_running_child_collects_it_though_it_shows_as_a_zombie_first(tmp_path):
+    # stop_pids once took a zombie leader for gone and returned with the process still exiting
+    exe = os.path.realpath(sys.executable)
+    pid = os.posix_spawn(exe, [exe, "-c", LEADER_ENDS_FIRST], dict(os.environ))
+    try:
+        deadline = time.monotonic() + 30
+        while not process.is_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.stop_pids([pid], timeout=5)  # SIGTERM reaches the thread still running
+        assert not Path(f"/proc/{pid}").exists()
+    finally:
+        _collect(pid)

@@ -102,14 +102,12 @@ def running(pidfile: Path, marker: Path | None = None) -> int | None:
 
 
 def reap(pidfile: Path, marker: Path | None = None, timeout: float = 5.0) -> None:
-    """Collect the exit of the process recorded for `pidfile` if it has exited, or is exiting, and
-    is a child of this process. QEMU is a child of the vnet that started it, and one whose guest
-    stops by itself (a poweroff from inside, a panic) stays a zombie until that process waits for
-    it: init does so for the command line's guests once vnet exits, but a program that uses vnet
-    as a library kept one zombie per such guest. A process whose main thread has ended shows as a
-    zombie while its other threads still exit (QEMU's do, for a while): its exit is waited for,
-    at most `timeout`. Only the recorded process is collected (pid, start time and boot match the
-    record), never another child that took the pid over."""
+    """Collect the process recorded for `pidfile` if it has exited, or is exiting, and is a child
+    of this process: QEMU is a child of the vnet that started it, and a guest that stopped by
+    itself (a poweroff from inside, a panic) stays a zombie until that process waits for it. Init
+    does so for the command line's guests once vnet exits; a program that uses vnet as a library
+    would keep one zombie per such guest. Only the recorded process (pid, start time and boot
+    match the record), never another child that took the pid over; waited for at most `timeout`."""
     ident = _read_ident(ident_file(pidfile, marker))
     pid = ident.get("pid") if ident else None
     if not isinstance(pid, int) or pid <= 0 or not is_gone(pid):
@@ -117,13 +115,7 @@ def reap(pidfile: Path, marker: Path | None = None, timeout: float = 5.0) -> Non
     if ident.get("start") != start_time(pid) or ident.get("boot") != _boot_id():  # type: ignore[union-attr]
         return
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return  # another process's child (its parent or init collects it), or collected already
-        if done or time.monotonic() >= deadline:
-            return
+    while not collected(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
@@ -209,6 +201,18 @@ def is_gone(pid: int) -> bool:
         return True
 
 
+def collected(pid: int) -> bool:
+    """True once `pid` has exited and, if it is a child of this process, has been waited for. A
+    process whose main thread has ended shows as a zombie while its other threads still exit
+    (QEMU's do, for a while), and a wait does not collect it yet: `is_gone` alone would take it
+    for done and leave it a zombie of this process."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return is_gone(pid)  # another's child (or collected already): its parent or init waits
+    return done != 0
+
+
 def _group_gone(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -221,7 +225,7 @@ def stop_pids(pids: list[int], timeout: float = 5.0, group: bool = False) -> Non
     """SIGTERM, then SIGKILL what is left after `timeout`; reaps those that are our children.
     With `group`, each pid leads a process group, and the whole group is stopped."""
     pids = list(pids)
-    send, gone = (os.killpg, _group_gone) if group else (os.kill, is_gone)
+    send, gone = (os.killpg, _group_gone) if group else (os.kill, collected)
     import signal  # here: `vnet status` stops nothing, and signal's enums cost its start-up ~0.6 ms
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -233,10 +237,11 @@ def stop_pids(pids: list[int], timeout: float = 5.0, group: bool = False) -> Non
         deadline = time.monotonic() + timeout
         while pids and time.monotonic() < deadline:
             for pid in list(pids):
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+                if group:  # collected() waits for a single process; a group's leader, when ours, here
+                    try:
+                        os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
                 if gone(pid):
                     pids.remove(pid)
             time.sleep(0.02)

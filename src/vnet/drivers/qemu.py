@@ -248,8 +248,7 @@ def shutdown(state: Path, name: str, timeout: float | None = None) -> str:
             deadline = time.monotonic() + timeout
             again = time.monotonic() + REPRESS_S
             while time.monotonic() < deadline:
-                _reap(pid)  # our child while the vnet that started it runs
-                if process.is_gone(pid):
+                if process.collected(pid):  # our child while the vnet that started it runs
                     how = "powered off"
                     break
                 if time.monotonic() >= again:
