@@ -258,6 +258,12 @@ def test_a_sandbox_pid_file_naming_another_process_gets_it_no_signal(tmp_path):
         bystander.wait()
 
 
+def _until_gone(pid: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not process.is_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _collect(pid: int) -> None:
     """What a test that failed half-way leaves: its child waited for."""
     try:
@@ -273,9 +279,7 @@ def test_a_daemon_that_stopped_by_itself_is_collected_not_left_a_zombie(tmp_path
     try:
         process.expect(pidfile, exe)
         process.record(pidfile, pid)
-        deadline = time.monotonic() + 30
-        while not process.is_gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _until_gone(pid)
         assert process.is_gone(pid) and Path(f"/proc/{pid}").exists()  # exited by itself: a zombie
         process.stop(pidfile, timeout=1)
         assert not Path(f"/proc/{pid}").exists()  # collected by stop, the records gone with it
@@ -294,9 +298,7 @@ def test_a_zombie_the_record_does_not_name_is_not_collected(tmp_path):
         ident = process.ident_file(pidfile)
         recorded = json.loads(ident.read_text())
         ident.write_text(json.dumps({**recorded, "start": recorded["start"] - 1}))  # another process that had the pid
-        deadline = time.monotonic() + 30
-        while not process.is_gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _until_gone(pid)
         process.reap(pidfile)
         assert Path(f"/proc/{pid}").exists()  # not the recorded one: left to whoever waits for it
     finally:
@@ -319,9 +321,7 @@ def test_a_daemon_still_exiting_when_it_shows_as_a_zombie_is_waited_for(tmp_path
     try:
         process.expect(pidfile, exe)
         process.record(pidfile, pid)
-        deadline = time.monotonic() + 30
-        while not process.is_gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _until_gone(pid)
         assert process.is_gone(pid)  # the leader is a zombie, its other thread not done yet
         assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # so a single wait does not collect it
         process.stop(pidfile, timeout=1)
@@ -335,9 +335,7 @@ def test_stopping_a_running_child_collects_it_though_it_shows_as_a_zombie_first(
     exe = os.path.realpath(sys.executable)
     pid = os.posix_spawn(exe, [exe, "-c", LEADER_ENDS_FIRST], dict(os.environ))
     try:
-        deadline = time.monotonic() + 30
-        while not process.is_gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _until_gone(pid)
         process.stop_pids([pid], timeout=5)  # SIGTERM reaches the thread still running
         assert not Path(f"/proc/{pid}").exists()
     finally:
