@@ -194,21 +194,31 @@ def _routing(topo: Topology, facts: HostFacts, port_list: list[Port]):
                 if net.nat6 is not False:  # NAT66, unless nat6: false routes the prefix
                     masq6.elements.append(f"{subnet6} . {up}")
                 hairpin6.elements.append(f"{subnet6} . {br}")
-    fwd_sets, fwd_forward, prerouting, output = _forwards(topo, facts)
+    fwd_sets, from_uplink, fwd_forward, prerouting, output = _forwards(topo, facts)
     iso_sets, iso_forward = _isolation(topo, port_list)
     sets += fwd_sets + iso_sets
+    uplinks, isolated_macs = fwd_sets[0], iso_sets[0]
+    # A forward's new connection comes in on an uplink and goes out to a nat network's bridge. Where
+    # no port is isolated and no uplink is an isolated network's bridge, none of the rules up to
+    # the forwards' can drop it, so it is tested right after the established flows: the first
+    # packet of every forwarded connection skips six rules (connections/s through a forward +1.5–2%
+    # in one bench sitting, interleaved). Otherwise an isolated port, which may sit on a bridged
+    # network whose bridge is the uplink, is dropped first, as it always was.
+    early = not isolated_macs.elements and not set(uplinks.elements) & set(isolated_bridges.elements)
     forward = [
         # the packets of flows a rule below let through, first: one conntrack test instead of a
         # walk through the set lookups (measured: +14% throughput, +50% connections/s through a
         # forwarded port in one bench run, +9% in another); a flow open when a network becomes
         # isolated lives on until it closes (vnet does not flush conntrack)
         "ct state established,related accept",
+        *(from_uplink if early else []),
         *iso_forward,
         "iifname . oifname @intra accept",
         # an isolated network reaches nothing, not even forward targets through the host's address
         "iifname @isolated_bridges drop",
         "oifname @isolated_bridges drop",
         "iifname . oifname @egress accept",
+        *([] if early else from_uplink),
         *fwd_forward,
         # everything else in or out of a vnet bridge is not forwarded: networks are isolated
         "iifname @bridges drop",
@@ -310,12 +320,12 @@ def _forwards(topo: Topology, facts: HostFacts):
         "ip daddr != 127.0.0.0/8 fib daddr type local " + dnat.format(dev="oifname"),
         "ip6 daddr != ::1 fib daddr type local " + dnat6.format(dev="oifname"),
     ]
-    forward = [
-        "iifname . oifname @published ct status dnat accept",  # forwards, from the uplink
+    from_uplink = ["iifname . oifname @published ct status dnat accept"]
+    between = [  # networks an `allow:` rule lets in: after the isolation rules, which may drop it
         "meta l4proto . iifname . oifname . th dport @allowed accept",
         "iifname . oifname @allowed_any accept",
     ]
-    return [uplinks, published, forwards, forwards6, allowed_any, allowed], forward, prerouting, output
+    return [uplinks, published, forwards, forwards6, allowed_any, allowed], from_uplink, between, prerouting, output
 
 
 def _isolation(topo: Topology, port_list: list[Port]):

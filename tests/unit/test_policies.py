@@ -577,6 +577,40 @@ def test_an_isolated_network_does_not_reach_forward_targets():
     assert forwarded == "drop", f"{iso} → {target} is {forwarded}ed"
 
 
+def test_a_forward_is_let_through_before_the_isolation_rules_only_where_none_can_drop_it():
+    """The forwards' rule comes right after the established flows (fewer rules for every forwarded
+    connection) only where no port is isolated and no uplink is an isolated network's bridge; the
+    walks below hold whichever place it takes."""
+    published = "iifname . oifname @published ct status dnat accept"
+    plain = chains(text_of(fwd({"port": 8080, "to": "web:80"})))[("inet", "forward")]
+    assert plain[:2] == ["ct state established,related accept", published]
+    data = doc(nat(forwards=[{"port": 8080, "to": "web:80"}]), endpoints={"web": WEB, "lone": {**WEB, "address": "192.168.70.12/24", "isolated": True}})
+    guarded = chains(text_of(data))[("inet", "forward")]
+    assert guarded.index(published) > guarded.index("iifname . oifname @egress accept")
+
+
+def test_an_isolated_port_on_the_uplinks_bridge_does_not_reach_a_forward():
+    """A bridged network's bridge is the nat network's uplink, and an isolated port sits on it: its
+    connection to a forward is dropped, as the isolation rules say, though it comes in on the uplink."""
+    br = names.bridge(T, "wan")
+    data = doc(
+        {"wan": {"mode": "bridged", "uplink": "eth1"}, **nat(uplink=br, forwards=[{"port": 8080, "to": "web:80"}])},
+        endpoints={"web": WEB, "lone": {"kind": "netns", "network": "wan", "isolated": True}},
+    )
+    text = text_of(data)
+    lone_mac = next(r.get("peer_mac") for r in of_kind(resources(data), "veth") if r.get("peer_ns") == names.netns(T, "lone"))
+    forward = lambda **k: evaluate(text, "inet", "forward", pkt(br, BR0, dport=80, status=("dnat",), **k))[0]  # noqa: E731
+    assert forward(ether_saddr=lone_mac) == "drop"
+    assert forward(ether_saddr="52:54:00:00:00:01") == "accept"  # any other host on that LAN: the forward works
+
+
+def test_a_nat_network_uplinked_to_an_isolated_bridge_forwards_nothing():
+    iso = names.bridge(T, "iso")
+    data = doc({**nat(uplink=iso, forwards=[{"port": 8080, "to": "web:80"}]), "iso": {"mode": "isolated"}}, endpoints={"web": WEB})
+    text = text_of(data)
+    assert evaluate(text, "inet", "forward", pkt(iso, BR0, dport=80, status=("dnat",)))[0] == "drop"
+
+
 # --- allow: rendering ---------------------------------------------------------------------------
 
 
