@@ -86,8 +86,14 @@ def is_ours(pid: int, ident: dict | None, marker: str) -> bool:
     if _exe(pid) != ident["exe"] or not any(marker in arg for arg in _cmdline(pid)):
         return False
     if "pid" in ident:
-        return ident["pid"] == pid and ident.get("start") == start_time(pid) and ident.get("boot") == _boot_id()
+        return ident["pid"] == pid and _started_as_recorded(pid, ident)
     return True
+
+
+def _started_as_recorded(pid: int, ident: dict) -> bool:
+    """`pid` started when, and in the boot, the record says: the recorded process, not another
+    that took its pid over (a zombie has no executable or command line left, but these)."""
+    return ident.get("start") == start_time(pid) and ident.get("boot") == _boot_id()
 
 
 def running(pidfile: Path, marker: Path | None = None) -> int | None:
@@ -110,9 +116,7 @@ def reap(pidfile: Path, marker: Path | None = None, timeout: float = 5.0) -> Non
     match the record), never another child that took the pid over; waited for at most `timeout`."""
     ident = _read_ident(ident_file(pidfile, marker))
     pid = ident.get("pid") if ident else None
-    if not isinstance(pid, int) or pid <= 0 or not is_gone(pid):
-        return
-    if ident.get("start") != start_time(pid) or ident.get("boot") != _boot_id():  # type: ignore[union-attr]
+    if not isinstance(pid, int) or pid <= 0 or not is_gone(pid) or not _started_as_recorded(pid, ident):  # type: ignore[arg-type]
         return
     deadline = time.monotonic() + timeout
     while not collected(pid) and time.monotonic() < deadline:
@@ -213,7 +217,12 @@ def collected(pid: int) -> bool:
     return done != 0
 
 
-def _group_gone(pgid: int) -> bool:
+def _group_collected(pgid: int) -> bool:
+    """True once every process of the group has exited, its leader waited for if it is ours."""
+    try:
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     try:
         os.killpg(pgid, 0)
         return False
@@ -225,7 +234,7 @@ def stop_pids(pids: list[int], timeout: float = 5.0, group: bool = False) -> Non
     """SIGTERM, then SIGKILL what is left after `timeout`; reaps those that are our children.
     With `group`, each pid leads a process group, and the whole group is stopped."""
     pids = list(pids)
-    send, gone = (os.killpg, _group_gone) if group else (os.kill, collected)
+    send, gone = (os.killpg, _group_collected) if group else (os.kill, collected)
     import signal  # here: `vnet status` stops nothing, and signal's enums cost its start-up ~0.6 ms
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -237,11 +246,6 @@ def stop_pids(pids: list[int], timeout: float = 5.0, group: bool = False) -> Non
         deadline = time.monotonic() + timeout
         while pids and time.monotonic() < deadline:
             for pid in list(pids):
-                if group:  # collected() waits for a single process; a group's leader, when ours, here
-                    try:
-                        os.waitpid(pid, os.WNOHANG)
-                    except ChildProcessError:
-                        pass
                 if gone(pid):
                     pids.remove(pid)
             time.sleep(0.02)
