@@ -223,6 +223,32 @@ def cheapest_nat_rules(match_addr: str, first_port: int, last_port: int, dest: s
     ]) + "\n"
 
 
+def hook_floor_rules(table: str, port: str, mac: str, address: str) -> str:
+    """The least the two hooks that isolation and anti-spoofing take can do, beside the cheapest
+    NAT: a forward filter that lets established flows through first (and accepts the rest), and
+    a bridge filter that accepts the endpoint's frames by port, MAC and address in one lookup
+    (and the rest too). What vnet's rules cost beyond the hooks themselves is vnet's rows against
+    this one; what the hooks cost is this one against the cheapest NAT."""
+    return "\n".join([
+        f"table inet {table} {{",
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy accept;",
+        "    ct state established,related accept",
+        "  }",
+        "}",
+        f"table bridge {table} {{",
+        "  set ok {",
+        "    type ifname . ether_addr . ipv4_addr",
+        f'    elements = {{ "{port}" . {mac} . {address} }}',
+        "  }",
+        "  chain prerouting {",
+        "    type filter hook prerouting priority filter; policy accept;",
+        "    iifname . ether saddr . ip saddr @ok accept",
+        "  }",
+        "}",
+    ]) + "\n"
+
+
 # --- DHCP: when does dnsmasq answer? ------------------------------------------------------------------
 
 CLONE_NEWNET = 0x40000000

@@ -59,6 +59,7 @@ class Ratio:
     target: str = ""  # e.g. "≤ 1.5×"
     met: bool | None = None
     percent: bool = False
+    verdict: str = ""  # in place of MET / NOT MET (AT FLOOR: not met where a floor measured in the same run forbids it)
 
     def text(self) -> str:
         if self.value is None:
@@ -69,7 +70,7 @@ class Ratio:
             v = f"{self.value:.2f}×"
         if not self.target:
             return f"  {self.label:<64} {v:>9}"
-        verdict = "n/a" if self.met is None else ("MET" if self.met else "NOT MET")
+        verdict = self.verdict or ("n/a" if self.met is None else ("MET" if self.met else "NOT MET"))
         return f"  {self.label:<64} {v:>9}   target {self.target:<8} {verdict}"
 
 
