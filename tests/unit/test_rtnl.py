@@ -40,6 +40,20 @@ def test_a_link_message_decodes_to_what_observe_reads():
     assert link.data == {"IFLA_TUN_TYPE": 2, "IFLA_TUN_OWNER": 1000, "IFLA_TUN_MULTI_QUEUE": 1}
 
 
+def test_attributes_with_flags_in_their_type_decode_as_without():
+    """A kernel may mark a nested attribute NLA_F_NESTED (and a value NLA_F_NET_BYTEORDER): the
+    type is what is left without those bits."""
+    nested, net_order = 0x8000, 0x4000
+    info = rtnl.a_str(rtnl.IFLA_INFO_KIND | net_order, "veth")
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 1, 3, 0, 0) + b"".join([
+        rtnl.a_str(rtnl.IFLA_IFNAME, "ve-lab-c1"),
+        rtnl.a_u32(rtnl.IFLA_MTU | net_order, 9000),
+        rtnl.attr(rtnl.IFLA_LINKINFO | nested, info),
+    ])
+    link = rtnl.parse_link(message(rtnl.RTM_NEWLINK, body))
+    assert (link.ifname, link.mtu, link.kind, link.up) == ("ve-lab-c1", 9000, "veth", False)
+
+
 def test_a_veth_request_carries_the_peer_born_in_its_namespace():
     mtype, flags, body = rtnl.new_link("ve-lab-c1", "veth", info_data=rtnl.veth_peer("eth0", 9, "52:54:00:00:00:01"), mac="0e:00:00:00:00:01", master=3, up=True)
     assert mtype == rtnl.RTM_NEWLINK and flags & rtnl.F_CREATE and flags & rtnl.F_EXCL

@@ -214,10 +214,20 @@ def _set(name: str, conv: Callable[[memoryview], Any]) -> Callable[[Any, memoryv
     return lambda obj, v: setattr(obj, name, conv(v))
 
 
-def _decode(obj: Any, msg: memoryview, offset: int, fields: dict[int, Callable[[Any, memoryview], None]]) -> Any:
-    """Set obj's fields from the attributes the table names; every other attribute is skipped.
-    (The loop of `attrs`, inlined: a link message carries some fifty attributes, a thousand-link
-    dump fifty thousand, and a generator step for each was most of a dump's cost.)"""
+Fields = dict[int, Callable[[Any, memoryview], None]]
+
+
+def _fields(table: Fields) -> Fields:
+    """A table of attribute handlers that also answers to each type with its flags set
+    (NLA_F_NESTED, NLA_F_NET_BYTEORDER), so that `_decode` tests each attribute once."""
+    return {kind | flags: handler for kind, handler in table.items() for flags in (0, 0x4000, 0x8000, 0xC000)}
+
+
+def _decode(obj: Any, msg: memoryview, offset: int, fields: Fields) -> Any:
+    """Set obj's fields from the attributes the table (made by `_fields`) names; every other
+    attribute is skipped. (The loop of `attrs`, inlined: a link message carries some fifty
+    attributes, a thousand-link dump fifty thousand, and a generator step for each was most of a
+    dump's cost.)"""
     end = len(msg)
     unpack = _ATTR.unpack_from
     while offset + 4 <= end:
@@ -225,8 +235,8 @@ def _decode(obj: Any, msg: memoryview, offset: int, fields: dict[int, Callable[[
         if n < 4:
             break
         # `in`, not a call of fields.get: most attributes are skipped, and the test is per attribute
-        if kind in fields or (kind > 0x3FFF and (kind & 0x3FFF) in fields):
-            fields[kind & 0x3FFF](obj, msg[offset + 4 : offset + n])
+        if kind in fields:
+            fields[kind](obj, msg[offset + 4 : offset + n])
         offset += (n + 3) & ~3
     return obj
 
@@ -250,13 +260,19 @@ def _find(v: memoryview, want: int) -> memoryview | None:
 
 def _link_info(link: Link, v: memoryview) -> None:
     data = slave = None
-    for kind, iv in attrs(v, 0, len(v)):  # a handful: kind, data, a port's settings
+    end, offset, unpack = len(v), 0, _ATTR.unpack_from
+    while offset + 4 <= end:  # a handful: kind, data, a port's settings (the loop of `attrs`, inlined)
+        n, kind = unpack(v, offset)
+        if n < 4:
+            break
+        kind &= 0x3FFF
         if kind == IFLA_INFO_KIND:
-            link.kind = _str(iv)
+            link.kind = _str(v[offset + 4 : offset + n])
         elif kind == IFLA_INFO_DATA:
-            data = iv
+            data = v[offset + 4 : offset + n]
         elif kind == IFLA_INFO_SLAVE_DATA:  # a bridge port's settings
-            slave = iv
+            slave = v[offset + 4 : offset + n]
+        offset += (n + 3) & ~3
     if slave is not None:
         mode = _find(slave, IFLA_BRPORT_MODE)
         if mode is not None and len(mode) >= 1:
@@ -273,7 +289,7 @@ def _link_info(link: Link, v: memoryview) -> None:
         link.data.update(parse_vxlan(data))
 
 
-_LINK_FIELDS = {
+_LINK_FIELDS = _fields({
     IFLA_IFNAME: _set("ifname", _str),
     IFLA_IFALIAS: _set("alias", _str),
     IFLA_MASTER: _set("master", lambda v: _u32(v) or None),
@@ -281,7 +297,7 @@ _LINK_FIELDS = {
     IFLA_MTU: _set("mtu", _u32),
     IFLA_GROUP: _set("group", _u32),
     IFLA_LINKINFO: _link_info,
-}
+})
 
 
 def parse_link(msg: memoryview) -> Link:
@@ -325,14 +341,14 @@ def _cacheinfo(a: Addr, v: memoryview) -> None:
     a.preferred, a.valid = struct.unpack_from("=II", v)
 
 
-_ADDR_FIELDS = {
+_ADDR_FIELDS = _fields({
     IFA_ADDRESS: _set("address", _ip),
     IFA_LOCAL: _set("local", _ip),
     IFA_BROADCAST: _set("broadcast", _ip),
     IFA_PROTO: _set("proto", lambda v: v[0]),
     IFA_FLAGS: _set("flags", _u32),
     IFA_CACHEINFO: _cacheinfo,
-}
+})
 
 
 def parse_addr(msg: memoryview) -> Addr:
@@ -387,7 +403,7 @@ def _route_cacheinfo(rt: Route, v: memoryview) -> None:
     rt.expires = max(1, expires // USER_HZ) if expires > 0 else None
 
 
-_ROUTE_FIELDS = {
+_ROUTE_FIELDS = _fields({
     RTA_DST: _set("dst", _ip),
     RTA_GATEWAY: _set("gateway", _ip),
     RTA_OIF: _set("oif", _u32),
@@ -397,7 +413,7 @@ _ROUTE_FIELDS = {
     RTA_PREF: _set("pref", lambda v: v[0]),
     RTA_METRICS: _set("metrics", bytes),
     RTA_CACHEINFO: _route_cacheinfo,
-}
+})
 
 
 def parse_route(msg: memoryview) -> Route:
@@ -431,7 +447,7 @@ def _qdisc_options(q: Qdisc, v: memoryview) -> None:
             q.tbf_rate = _U32.unpack_from(ov, 8)[0]  # tc_ratespec.rate
 
 
-_QDISC_FIELDS = {TCA_KIND: _set("kind", _str), TCA_OPTIONS: _qdisc_options}
+_QDISC_FIELDS = _fields({TCA_KIND: _set("kind", _str), TCA_OPTIONS: _qdisc_options})
 
 
 def parse_qdisc(msg: memoryview) -> Qdisc:
