@@ -544,11 +544,10 @@ class Bench:
             nat1_rules.write_text(dataplane.cheapest_nat_rules(host_addr, ports[10] - 1, ports[10], topo.WEB_ADDR, "10.78.0.0/24", topo.UPLINK))
             table = "vnet-bnf"
 
-            def hook_rules() -> str:
-                """The floor's hooks for the web endpoint's port, as the topology made it (the
-                endpoint's MAC read from its namespace)."""
-                mac = json.loads(run(in_ns(web, ["ip", "-j", "link", "show", "eth0"])).stdout)[0]["address"]
-                return dataplane.hook_floor_rules(HOOK_FLOOR_TABLE, names.veth_host("bnf", "web"), mac, topo.WEB_ADDR)
+            # the floor's hooks for the web endpoint's port, as the topology made it (its MAC read
+            # from its namespace once: vnet gives it the same one at every apply)
+            web_mac = json.loads(run(in_ns(web, ["ip", "-j", "link", "show", "eth0"])).stdout)[0]["address"]
+            hook_rules = dataplane.hook_floor_rules(HOOK_FLOOR_TABLE, names.veth_host("bnf", "web"), web_mac, topo.WEB_ADDR)
             per_netns_brnf = run(in_ns(self.host, ["test", "-e", "/proc/sys/net/bridge/bridge-nf-call-iptables"]), check=False).returncode == 0
             ok, said = dataplane.flowtables()
             self.extra["flowtables"] = {"available": ok, "nft": said}
@@ -583,7 +582,7 @@ class Bench:
                         run(in_ns(self.host, ["nft", "delete", "table", "bridge", table]))
                         run(in_ns(self.host, ["iptables-restore", "-w", "10"]), input=nat1_rules.read_text())
                         if key == "nat1-hooks":
-                            run(in_ns(self.host, ["nft", "-f", "-"]), input=hook_rules())
+                            run(in_ns(self.host, ["nft", "-f", "-"]), input=hook_rules)
                     elif key == "vnet10-nobr":
                         self.vnet_ok(f"data plane: apply {count} forwards", "apply", "--force", files[count])
                         run(in_ns(self.host, ["nft", "delete", "table", "bridge", table]))

@@ -298,11 +298,13 @@ def _forwards(topo: Topology, facts: HostFacts):
             address6 = None if name[0].isdigit() else known_address6(topo, name, net_name)
             lo, hi = port_span(fwd.port)
             # a key's head and the addresses written once, not once per port and ingress (10,000
-            # forwards: 30,000 elements), and each port's elements in one comprehension
+            # forwards: 30,000 elements), and each family's elements in one comprehension
             heads = [f"{ifname} . {fwd.proto} . " for ifname in ingress]
-            for to, elements in ((f"{address}", forwards.elements), (None if address6 is None else f"{address6}", forwards6.elements)):
+            ports = [(port, to_port or port) for port in range(lo, hi + 1)]
+            for to, elements in ((address, forwards.elements), (address6, forwards6.elements)):
                 if to is not None:
-                    elements.extend([f"{head}{port} : {to} . {to_port or port}" for port in range(lo, hi + 1) for head in heads])
+                    text = str(to)
+                    elements.extend([f"{head}{port} : {text} . {dest}" for port, dest in ports for head in heads])
     dnat = "dnat ip to {dev} . meta l4proto . th dport map @forwards"
     dnat6 = "dnat ip6 to {dev} . meta l4proto . th dport map @forwards6"
     prerouting = [
