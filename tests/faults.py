@@ -158,9 +158,10 @@ def install(faults: Faults):
         return start
 
     def done(orig):
-        def done(self, step):
-            faults.finishing(step)
-            return orig(self, step)
+        def done(self, steps):
+            for k in steps:
+                faults.finishing(k)
+            return orig(self, steps)
         return done
 
     def execute(orig):

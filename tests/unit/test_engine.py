@@ -90,7 +90,7 @@ def test_journal_ignores_a_torn_last_line(tmp_path):
     c = Action("create", make("bridge", "br1", mark="vnet:t:bridge:m"), None)
     j.begin([a, b, c])
     j.start([1])
-    j.done(1)
+    j.done([1])
     j.start([2])
     j.close(remove=False)
     with open(j.path, "a") as f:
@@ -98,6 +98,17 @@ def test_journal_ignores_a_torn_last_line(tmp_path):
     steps = j.steps()
     assert [(k, started, done) for k, _, started, done in steps] == [(1, True, True), (2, True, False), (3, False, False)]
     assert steps[1][1] == b  # the engine's own kinds come back from the journal too
+
+
+def test_every_step_of_a_batch_is_marked_done(tmp_path):
+    j = Journal(tmp_path / "journal.jsonl")
+    a, b, c = (Action("create", make("bridge", f"br{i}", mark=f"vnet:t:bridge:n{i}"), None) for i in range(3))
+    j.begin([a, b, c])
+    j.start([1, 2])
+    size = j.path.stat().st_size
+    j.done([1, 2])
+    assert j.path.read_text()[size:].count("\n") == 2
+    assert [(k, started, done) for k, _, started, done in j.steps()] == [(1, True, True), (2, True, True), (3, False, False)]
 
 
 def test_a_journal_of_an_older_vnet_counts_every_recorded_step_as_started(tmp_path):

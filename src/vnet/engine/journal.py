@@ -42,9 +42,11 @@ class Journal:
         up after steps that started, never after those that were only recorded."""
         self._append([{"start": k} for k in steps], durable=False)
 
-    def done(self, step: int) -> None:
-        # not fsynced: a lost `done` only makes recovery check that step too
-        self._append([{"done": step}], durable=False)
+    def done(self, steps: list[int]) -> None:
+        """These steps ran (a batch's in one write: 2,500 writes of one line each cost an apply
+        of 1,000 endpoints ~20 ms). Not fsynced: a lost `done` only makes recovery check that
+        step too."""
+        self._append([{"done": k} for k in steps], durable=False)
 
     def steps(self) -> list[tuple[int, Action, bool, bool]]:
         """(step, action, started, done) in journal order; a torn last line is ignored. A journal

@@ -179,9 +179,9 @@ class Runner:
         else:
             self.execute(actions[run[0]])
         with self._lock:
+            self.journal.done(steps)
             for step in steps:
                 done.append(actions[step - 1])
-                self.journal.done(step)
                 self.ctx.log(actions[step - 1].describe())
 
     def roll_back(self, done: list[Action]) -> bool:
