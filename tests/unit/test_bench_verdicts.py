@@ -1,0 +1,61 @@
+"""The bench's verdicts on the build: a target missed only where the work floor (d), measured in
+the same run, makes it impossible reads AT FLOOR; anything else missed reads as missed."""
+
+import shutil
+
+import pytest
+
+from bench.run import Bench
+
+SEC = "build"
+
+
+@pytest.fixture
+def bench():
+    b = Bench(budget=1, sizes=[1000], reps=3, skip=set())
+    try:
+        yield b
+    finally:
+        shutil.rmtree(b.state, ignore_errors=True)
+
+
+def _runs(b: Bench, **figures: list[float]) -> None:
+    """figures: row key ("vnet", "c", "d", "noop") → seconds, run by run."""
+    for key, values in figures.items():
+        row = b.row(f"{'noop' if key == 'noop' else 'build'}.{'vnet' if key == 'noop' else key}.1000", SEC, key, 1000)
+        for rep, v in enumerate(values, 1):
+            row.add(v)
+            b.by_run("build1000", key, rep, v)
+
+
+def _headline(b: Bench):
+    return next(r for r in b.ratios() if r.label.startswith("build N=1000: vnet / (c)"))
+
+
+def test_a_build_under_the_work_floor_is_at_floor(bench):
+    _runs(bench, c=[1.0, 1.1, 0.9], d=[1.6, 1.76, 1.44], vnet=[1.62, 1.77, 1.46], noop=[0.2, 0.2, 0.2])
+    r = _headline(bench)
+    assert r.met is False and r.verdict == "AT FLOOR"
+
+
+def test_a_work_floor_inside_the_target_leaves_a_miss_a_miss(bench):
+    _runs(bench, c=[1.0, 1.1, 0.9], d=[1.4, 1.54, 1.26], vnet=[1.62, 1.77, 1.46], noop=[0.2, 0.2, 0.2])
+    r = _headline(bench)
+    assert r.met is False and r.verdict == ""
+
+
+def test_vnet_well_above_the_work_floor_is_not_at_floor(bench):
+    _runs(bench, c=[1.0, 1.1, 0.9], d=[1.6, 1.76, 1.44], vnet=[1.8, 1.98, 1.62], noop=[0.2, 0.2, 0.2])
+    r = _headline(bench)
+    assert r.met is False and r.verdict == ""
+
+
+def test_the_paired_figures_cancel_a_slow_run(bench):
+    # the second run is slow for all alike: medians of 1.1 against 1.3, run by run 1.2 every time
+    _runs(bench, c=[1.0, 2.0, 0.9], d=[1.1, 2.2, 1.0], vnet=[1.2, 2.4, 1.08], noop=[0.12, 0.3, 0.1])
+    ratios = {r.label: r for r in bench.ratios()}
+    assert ratios["build N=1000: vnet / (c) stricter floor"].met is True
+    paired = ratios["  the same, paired: median over runs of (vnet / (c) in the same run)"].value
+    assert paired == pytest.approx(1.2)
+    noop = ratios["  the same, paired: median over runs of (no-op / the apply just before it)"].value
+    assert noop == pytest.approx(0.1)
