@@ -96,15 +96,35 @@ def observe(nss: Namespaces, record: SysctlRecord, host: bool | None = None) -> 
     return out
 
 
-def create(nss: Namespaces, record: SysctlRecord, r: Resource) -> None:
-    ns, path = nss.get(r.get("ns")), r.get("path")
-    before = ns.call(read, path)
-    if before is None:
-        raise FileNotFoundError(f"/proc/sys/{path} does not exist in {ns.label}")
+def _read_all(paths: list[str]) -> list[str | None]:
+    return [read(p) for p in paths]
+
+
+def _write_all(pairs: list[tuple[str, str]]) -> None:
+    for path, value in pairs:
+        _write(path, value)
+
+
+def create_many(nss: Namespaces, record: SysctlRecord, rs: list[Resource]) -> None:
+    """Switches set, each namespace's read in one trip into it and written in another, with the
+    values found recorded once in between (a crash after a write still knows what to restore): one
+    fsync of the record for them all, not one each (~5 ms a switch). A switch that does not exist
+    fails them all before any is written; FileNotFoundError.filename names its path."""
+    by_ns: dict[str, list[Resource]] = {}
+    for r in rs:
+        by_ns.setdefault(r.get("ns"), []).append(r)
     data = record.load()
-    data.setdefault(ns_key(r.get("ns"), path), {"ns": r.get("ns"), "path": path, "before": before})
-    record.save(data)  # before writing: a crash after the write still knows what to restore
-    ns.call(_write, path, r.get("value"))
+    for name, group in by_ns.items():
+        ns = nss.get(name)
+        for r, before in zip(group, ns.call(_read_all, [r.get("path") for r in group])):
+            if before is None:
+                exc = FileNotFoundError(f"/proc/sys/{r.get('path')} does not exist in {ns.label}")
+                exc.filename = r.get("path")
+                raise exc
+            data.setdefault(ns_key(name, r.get("path")), {"ns": name, "path": r.get("path"), "before": before})
+    record.save(data)
+    for name, group in by_ns.items():
+        nss.get(name).call(_write_all, [(r.get("path"), r.get("value")) for r in group])
 
 
 def update(nss: Namespaces, record: SysctlRecord, old: Resource, new: Resource) -> None:

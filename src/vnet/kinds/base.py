@@ -67,7 +67,8 @@ class Kind:
     link_roles: ClassVar[tuple[str, ...]] = ()
     # deletions of kinds that share a batch name run as one call when they follow each other
     batch: ClassVar[str | None] = None
-    # creations likewise (create_many): for kinds whose creations can overlap in time
+    # creations likewise (create_many): for kinds whose creations can overlap in time or share a
+    # cost (one trip into a namespace, one write of a record)
     create_batch: ClassVar[str | None] = None
     # creations and updates that may start early: once every deletion and every step of these
     # kinds is done, on a thread of their own, alongside the steps between; the run waits for them

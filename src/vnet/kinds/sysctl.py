@@ -17,6 +17,7 @@ HOST = ""
 class Sysctl(Kind):
     name = "sysctl"
     after = ("ruleset", "iptables")  # forwarding goes on once the firewall guards it
+    create_batch = "sysctls"  # one write of the record of values found, not one per switch
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         # a nat network's bridge and uplink, and both bridges of an allowed pair (IPv4 asks the
@@ -40,14 +41,17 @@ class Sysctl(Kind):
             obs.add(r)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
+        self.create_many(ctx, [r])
+
+    def create_many(self, ctx: Ctx, rs: list[Resource]) -> None:
         with ctx.host_lock():
             try:
-                sysctl.create(ctx.nss, ctx.record, r)
-            except FileNotFoundError:
-                if r.get("path", "").endswith("/force_forwarding") and not ctx.undoing:
+                sysctl.create_many(ctx.nss, ctx.record, rs)
+            except FileNotFoundError as exc:
+                if (exc.filename or "").endswith("/force_forwarding") and not ctx.undoing:
                     raise VnetError(
                         f"IPv6 forwarding per interface needs Linux 6.17 or later (net.ipv6.conf.<if>.force_forwarding); "
-                        f"this kernel has no {r.get('path')} — remove subnet6 from nat networks and allowed pairs, "
+                        f"this kernel has no {exc.filename} — remove subnet6 from nat networks and allowed pairs, "
                         "or use mode: host"
                     ) from None
                 raise
