@@ -41,10 +41,24 @@ def read(path: str) -> str | None:
         return None
 
 
-def _write(path: str, value: str) -> None:
+def _target(path: str, value: str) -> Path:
     if not isinstance(value, str) or not re.fullmatch(r"-?[0-9]{1,10}", value):
         raise VnetError(f"refusing value {value!r} for sysctl {path}: vnet writes small integers only")
-    (PROC / checked(path)).write_text(value + "\n")
+    return PROC / checked(path)
+
+
+def _write(path: str, value: str) -> None:
+    _target(path, value).write_text(value + "\n")
+
+
+def _read_all(paths: list[str]) -> list[str | None]:
+    return [read(p) for p in paths]
+
+
+def _write_all(pairs: list[tuple[str, str]]) -> None:
+    targets = [_target(path, value) for path, value in pairs]  # every one checked before any is written
+    for target, (_, value) in zip(targets, pairs):
+        target.write_text(value + "\n")
 
 
 class SysctlRecord:
@@ -85,24 +99,18 @@ def _sane(key: str, entry) -> bool:
 
 def observe(nss: Namespaces, record: SysctlRecord, host: bool | None = None) -> list[Resource]:
     """The recorded switches as they are now: all of them, or (`host`) only the target
-    namespace's, or only the endpoint namespaces' — each value is read in its namespace once."""
-    out = []
+    namespace's, or only the endpoint namespaces' — each namespace's read in one trip into it."""
+    by_ns: dict[str, list[tuple[str, dict]]] = {}
     for key, entry in record.load().items():
-        if host is not None and (entry["ns"] == "") != host:
-            continue
+        if host is None or (entry["ns"] == "") == host:
+            by_ns.setdefault(entry["ns"], []).append((key, entry))
+    out = []
+    for name, entries in by_ns.items():
         # a vanished path (its device is gone) is still reported, so that the record is cleared
-        value = nss.get(entry["ns"]).call(read, entry["path"])
-        out.append(make("sysctl", key, {"before": entry["before"]}, ns=entry["ns"], path=entry["path"], value=value))
+        values = nss.get(name).call(_read_all, [entry["path"] for _, entry in entries])
+        out += [make("sysctl", key, {"before": entry["before"]}, ns=name, path=entry["path"], value=value)
+                for (key, entry), value in zip(entries, values)]
     return out
-
-
-def _read_all(paths: list[str]) -> list[str | None]:
-    return [read(p) for p in paths]
-
-
-def _write_all(pairs: list[tuple[str, str]]) -> None:
-    for path, value in pairs:
-        _write(path, value)
 
 
 def create_many(nss: Namespaces, record: SysctlRecord, rs: list[Resource]) -> None:
