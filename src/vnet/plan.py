@@ -73,7 +73,7 @@ def diff(desired: Iterable[Resource], observed: dict[str, Resource]) -> list[Act
         have = observed.get(rid)
         if have is None:
             changes.append(Action("create", r, None))
-        elif not matches(r, have):
+        elif r.attrs != have.attrs and not matches(r, have):  # equal: the common case, one comparison
             changes.append(Action("update", r, have))
     deletes.sort(key=lambda a: (-rank(a.resource.kind), a.resource.key))
     changes.sort(key=lambda a: (rank(a.resource.kind), a.resource.key))
