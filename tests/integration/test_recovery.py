@@ -90,8 +90,8 @@ def test_kill_apply_at_every_point_then_next_command_restores_host(world, tmp_pa
     before = snapshot.take(world.host)
     journal = world.state_of(topo.name) / "journal.jsonl"
     # inside steps: a veth made but its peer not marked, a namespace made but not marked, a bridge
-    # without its mark, a sysctl recorded but not written
-    inside = [f"{kinds.index(k) + 1}:call{n}" for k, n in (("netns", 1), ("bridge", 1), ("veth", 1), ("veth", 2), ("tap", 2), ("sysctl", 2))]
+    # without its mark, the sysctls read (nothing recorded yet) and written (not yet marked done)
+    inside = [f"{kinds.index(k) + 1}:call{n}" for k, n in (("netns", 1), ("bridge", 1), ("veth", 1), ("veth", 2), ("tap", 2), ("sysctl", 1), ("sysctl", 2))]
     points = points_for(len(actions)) + inside
     commands = ("plan", "status", "destroy")
     untouched = []  # kills after which the host showed nothing to undo

@@ -38,30 +38,51 @@ def value(ns: str, path: str) -> str:
     return subprocess.run(["ip", "netns", "exec", ns, "cat", f"/proc/sys/{path}"], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def flipped(ns: str, path: str) -> tuple[str, str]:
+    """(value now, its opposite): a new namespace takes its IPv4 switches from the host's, so
+    the value it starts with is read, not assumed."""
+    now = value(ns, path)
+    return now, "0" if now == "1" else "1"
+
+
 def test_switches_of_two_namespaces_set_and_recorded_together(two_netns, tmp_path):
     nss, (target, other) = two_netns
     fwd, lo_fwd = "net/ipv4/conf/all/forwarding", "net/ipv4/conf/lo/forwarding"
+    places = [(target, "", fwd), (target, "", lo_fwd), (other, other, fwd)]
+    flips = [flipped(ns, path) for ns, _, path in places]
     rec = sysctl.SysctlRecord(tmp_path)
-    rs = [switch("", fwd, "1"), switch("", lo_fwd, "1"), switch(other, fwd, "1")]
+    rs = [switch(key, path, new) for (_, key, path), (_, new) in zip(places, flips)]
     sysctl.create_many(nss, rec, rs)
-    assert value(target, fwd) == value(target, lo_fwd) == value(other, fwd) == "1"
+    assert [value(ns, path) for ns, _, path in places] == [new for _, new in flips]
     recorded = json.loads(rec.file.read_text())
-    assert {k: e["before"] for k, e in recorded.items()} == {r.key: "0" for r in rs}
+    assert {k: e["before"] for k, e in recorded.items()} == {r.key: before for r, (before, _) in zip(rs, flips)}
     # and each is put back from the record
     for r in rs:
         sysctl.delete(nss, rec, r)
-    assert value(target, fwd) == value(target, lo_fwd) == value(other, fwd) == "0"
+    assert [value(ns, path) for ns, _, path in places] == [before for before, _ in flips]
 
 
 def test_one_missing_switch_and_none_is_written(two_netns, tmp_path):
     nss, (target, other) = two_netns
     fwd, missing = "net/ipv4/conf/all/forwarding", "net/ipv4/conf/nosuchdev/forwarding"
+    before, new = flipped(target, fwd)
     rec = sysctl.SysctlRecord(tmp_path)
-    with pytest.raises(FileNotFoundError) as err:
-        sysctl.create_many(nss, rec, [switch("", fwd, "1"), switch(other, missing, "1")])
-    assert err.value.filename == missing
-    assert value(target, fwd) == "0"
+    with pytest.raises(sysctl.MissingSwitch, match=f"/proc/sys/{missing} does not exist in") as err:
+        sysctl.create_many(nss, rec, [switch("", fwd, new), switch(other, missing, "1")])
+    assert err.value.path == missing
+    assert value(target, fwd) == before
     assert not rec.file.exists()
     # the control: without the missing one, the same switch is written
-    sysctl.create_many(nss, rec, [switch("", fwd, "1")])
-    assert value(target, fwd) == "1"
+    sysctl.create_many(nss, rec, [switch("", fwd, new)])
+    assert value(target, fwd) == new
+
+
+def test_a_value_vnet_would_never_write_fails_them_all_before_any_is_written(two_netns, tmp_path):
+    nss, (target, other) = two_netns
+    fwd = "net/ipv4/conf/all/forwarding"
+    before, new = flipped(target, fwd)
+    rec = sysctl.SysctlRecord(tmp_path)
+    with pytest.raises(Exception, match="refusing value"):
+        sysctl.create_many(nss, rec, [switch("", fwd, new), switch(other, fwd, "1; reboot")])
+    assert value(target, fwd) == before
+    assert not rec.file.exists()

@@ -59,3 +59,12 @@ def test_the_paired_figures_cancel_a_slow_run(bench):
     assert paired == pytest.approx(1.2)
     noop = ratios["  the same, paired: median over runs of (no-op / the apply just before it)"].value
     assert noop == pytest.approx(0.1)
+
+
+def test_whether_the_floor_forbids_the_target_is_judged_paired(bench):
+    # the medians put (d) at 1.68x (c), but run by run it is 1.42-1.73, median 1.45: not a floor
+    # above the target, so a miss stays a miss
+    c, d = [1.0, 1.1, 1.3], [1.45, 1.9, 1.85]
+    _runs(bench, c=c, d=d, vnet=[x * 1.01 for x in d], noop=[0.2, 0.2, 0.2])
+    r = _headline(bench)
+    assert r.value > 1.5 and r.met is False and r.verdict == ""

@@ -335,3 +335,32 @@ def test_sysctl_paths_and_values_from_records_are_checked(tmp_path):
     assert rec.load() == {"@host/net/ipv4/conf/eth0/forwarding": good}
     with pytest.raises(Exception, match="refusing sysctl"):
         sysctl._write("kernel/core_pattern", "1")
+
+
+def test_a_kernel_without_force_forwarding_is_named_with_the_fix(tmp_path):
+    from contextlib import nullcontext
+
+    from vnet.drivers import sysctl
+    from vnet.errors import VnetError
+    from vnet.kinds import sysctl as sysctl_kind
+
+    class NoSuchSwitch:  # a namespace whose /proc/sys has none of the switches asked for
+        label = "the target namespace"
+
+        def call(self, fn, paths):
+            return [None for _ in paths]
+
+    class Nss:
+        def get(self, name):
+            return NoSuchSwitch()
+
+    ctx = Ctx(nss=Nss(), topology="t", state=tmp_path, state_root=tmp_path, record=SysctlRecord(tmp_path),
+              host_lock=nullcontext, others=lambda: iter(()), log=lambda m: None)
+    ff = make("sysctl", "@host/net/ipv6/conf/eth0/force_forwarding", ns="", path="net/ipv6/conf/eth0/force_forwarding", value="1")
+    fwd = make("sysctl", "@host/net/ipv4/conf/eth0/forwarding", ns="", path="net/ipv4/conf/eth0/forwarding", value="1")
+    with pytest.raises(VnetError, match="needs Linux 6.17 or later.*no net/ipv6/conf/eth0/force_forwarding"):
+        sysctl_kind.Sysctl().create_many(ctx, [ff])
+    # any other missing switch is named as it is, with its namespace
+    with pytest.raises(sysctl.MissingSwitch, match="/proc/sys/net/ipv4/conf/eth0/forwarding does not exist in the target namespace"):
+        sysctl_kind.Sysctl().create_many(ctx, [fwd])
+    assert not SysctlRecord(tmp_path).file.exists()

@@ -51,6 +51,14 @@ def _write(path: str, value: str) -> None:
     _target(path, value).write_text(value + "\n")
 
 
+class MissingSwitch(FileNotFoundError):
+    """A switch its namespace has no file for (its device is gone, or the kernel lacks it)."""
+
+    def __init__(self, path: str, where: str) -> None:
+        super().__init__(f"/proc/sys/{path} does not exist in {where}")
+        self.path = path
+
+
 def _read_all(paths: list[str]) -> list[str | None]:
     return [read(p) for p in paths]
 
@@ -116,19 +124,18 @@ def observe(nss: Namespaces, record: SysctlRecord, host: bool | None = None) -> 
 def create_many(nss: Namespaces, record: SysctlRecord, rs: list[Resource]) -> None:
     """Switches set, each namespace's read in one trip into it and written in another, with the
     values found recorded once in between (a crash after a write still knows what to restore): one
-    fsync of the record for them all, not one each (~5 ms a switch). A switch that does not exist
-    fails them all before any is written; FileNotFoundError.filename names its path."""
+    fsync of the record for them all, not one each (~5 ms a switch). A value vnet would never
+    write, or a switch that does not exist (MissingSwitch), fails them all before any is written."""
     by_ns: dict[str, list[Resource]] = {}
     for r in rs:
+        _target(r.get("path"), r.get("value"))
         by_ns.setdefault(r.get("ns"), []).append(r)
     data = record.load()
     for name, group in by_ns.items():
         ns = nss.get(name)
         for r, before in zip(group, ns.call(_read_all, [r.get("path") for r in group])):
             if before is None:
-                exc = FileNotFoundError(f"/proc/sys/{r.get('path')} does not exist in {ns.label}")
-                exc.filename = r.get("path")
-                raise exc
+                raise MissingSwitch(r.get("path"), ns.label)
             data.setdefault(ns_key(name, r.get("path")), {"ns": name, "path": r.get("path"), "before": before})
     record.save(data)
     for name, group in by_ns.items():

@@ -47,11 +47,11 @@ class Sysctl(Kind):
         with ctx.host_lock():
             try:
                 sysctl.create_many(ctx.nss, ctx.record, rs)
-            except FileNotFoundError as exc:
-                if (exc.filename or "").endswith("/force_forwarding") and not ctx.undoing:
+            except sysctl.MissingSwitch as exc:
+                if exc.path.endswith("/force_forwarding") and not ctx.undoing:
                     raise VnetError(
                         f"IPv6 forwarding per interface needs Linux 6.17 or later (net.ipv6.conf.<if>.force_forwarding); "
-                        f"this kernel has no {exc.filename} — remove subnet6 from nat networks and allowed pairs, "
+                        f"this kernel has no {exc.path} — remove subnet6 from nat networks and allowed pairs, "
                         "or use mode: host"
                     ) from None
                 raise
@@ -72,6 +72,7 @@ class EndpointSysctl(Sysctl):
 
     name = "ifsysctl"
     after = ("veth",)
+    create_batch = "ifsysctls"  # a batch of its own: a run is always of one kind
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out = []
