@@ -74,14 +74,19 @@ class Bench:
     def vnet(self, *args: str) -> "timed":
         return timed([VNET, "--netns", self.host, "--state-dir", str(self.state), *args], VNET_TIMEOUT)
 
-    def vnet_ok(self, what: str, *args: str, row: Row | None = None, expect: str | None = None):
+    def vnet_ok(self, what: str, *args: str, row: Row | None = None, expect: str | None = None,
+                run: tuple[str, str, int] | None = None):
+        """`run`: (what, key, rep) under which the time is also kept by run (`sample`)."""
         r = self.vnet(*args)
         ok = r.returncode == 0 and not r.timed_out
         if ok and expect is not None and expect not in plain(r.output):
             self.note(f"{what}: expected '{expect}' in vnet's output, got: {plain(r.output).strip().splitlines()[-1:]}")
         if row is not None:
             if ok:
-                row.add(r.seconds)
+                if run is not None:
+                    self.sample(row, *run, r.seconds)
+                else:
+                    row.add(r.seconds)
             else:
                 row.failures += 1
         if not ok:
@@ -263,18 +268,14 @@ class Bench:
         }
         state = eng.state  # vnet keeps a target namespace's topologies under @<namespace>/
 
-        def keep(key: str, rep: int, seconds: float) -> None:
-            rows[key].add(seconds)
-            self.by_run(f"build{n}", key, rep, seconds)
-
         def floors_round(rep: int) -> None:
             """(c) and (d), each cleared away at once (not a sample: they have less to delete)."""
             try:
-                keep("c", rep, baselines.build_strict(w, self.host, self.scratch))
+                self.sample(rows["c"], f"build{n}", "c", rep, baselines.build_strict(w, self.host, self.scratch))
                 settle()
                 baselines.delete_fast(w, self.host, state, self.scratch, before)
                 settle()
-                keep("d", rep, baselines.build_work_floor(w, self.host, state, self.scratch))
+                self.sample(rows["d"], f"build{n}", "d", rep, baselines.build_work_floor(w, self.host, state, self.scratch))
                 if rep == 1 and n <= 100:
                     self.equivalence(eng, t, n, "(d)")
                 settle()
@@ -306,14 +307,11 @@ class Bench:
                 settle()
 
         def vnet_round(rep: int) -> None:
-            r, ok = self.vnet_ok(f"vnet apply N={n}", "apply", path, row=rows["vnet"], expect="applied")
+            r, ok = self.vnet_ok(f"vnet apply N={n}", "apply", path, row=rows["vnet"], expect="applied", run=(f"build{n}", "vnet", rep))
             if ok:
-                self.by_run(f"build{n}", "vnet", rep, r.seconds)
                 rows["mem"].add(r.maxrss_kib / 1024)
                 settle()
-                r, ok_noop = self.vnet_ok(f"vnet re-apply N={n}", "apply", path, row=rows["noop"], expect="no changes")
-                if ok_noop:
-                    self.by_run(f"build{n}", "noop", rep, r.seconds)
+                self.vnet_ok(f"vnet re-apply N={n}", "apply", path, row=rows["noop"], expect="no changes", run=(f"build{n}", "noop", rep))
                 settle()
                 _, ok = self.vnet_ok(f"vnet destroy N={n}", "destroy", path, row=rows["destroy"])
             if not ok:
@@ -378,9 +376,7 @@ class Bench:
         for rep in range(1, reps + 1):
             self.log(f"build N={n}, run {rep}: (c) the stricter floor")
             try:
-                secs = baselines.build_strict(w, self.host, self.scratch)
-                rows["c"].add(secs)
-                self.by_run(f"build{n}", "c", rep, secs)
+                self.sample(rows["c"], f"build{n}", "c", rep, baselines.build_strict(w, self.host, self.scratch))
             except Exception as exc:
                 self.note(f"(c) at N={n} failed: {exc}")
             settle()
@@ -388,23 +384,18 @@ class Bench:
             settle()
             self.log(f"build N={n}, run {rep}: (d) the work floor")
             try:
-                secs = baselines.build_work_floor(w, self.host, state, self.scratch)
-                rows["d"].add(secs)
-                self.by_run(f"build{n}", "d", rep, secs)
+                self.sample(rows["d"], f"build{n}", "d", rep, baselines.build_work_floor(w, self.host, state, self.scratch))
             except Exception as exc:
                 self.note(f"(d) at N={n} failed: {exc}")
             settle()
             baselines.delete_fast(w, self.host, state, self.scratch)
             settle()
             self.log(f"build N={n}, run {rep}: vnet apply, no-op, destroy")
-            r, ok = self.vnet_ok(f"vnet apply N={n}", "apply", path, row=rows["vnet"], expect="applied")
+            r, ok = self.vnet_ok(f"vnet apply N={n}", "apply", path, row=rows["vnet"], expect="applied", run=(f"build{n}", "vnet", rep))
             if ok:
-                self.by_run(f"build{n}", "vnet", rep, r.seconds)
                 rows["mem"].add(r.maxrss_kib / 1024)
                 settle()
-                r, ok_noop = self.vnet_ok(f"vnet re-apply N={n}", "apply", path, row=rows["noop"], expect="no changes")
-                if ok_noop:
-                    self.by_run(f"build{n}", "noop", rep, r.seconds)
+                self.vnet_ok(f"vnet re-apply N={n}", "apply", path, row=rows["noop"], expect="no changes", run=(f"build{n}", "noop", rep))
                 settle()
                 r, ok = self.vnet_ok(f"vnet destroy N={n}", "destroy", path, row=rows["destroy"])
             if not ok or any(x.startswith("bn-") for x in os.listdir(world.NETNS_DIR)):
@@ -669,6 +660,11 @@ class Bench:
     def by_run(self, what: str, key: str, rep: int, value: float) -> None:
         """A configuration's figure in one run, kept for `paired`."""
         self.extra.setdefault(f"{what}_by_run", {}).setdefault(key, {})[rep] = value
+
+    def sample(self, row: Row, what: str, key: str, rep: int, value: float) -> None:
+        """A figure added to its row and kept by run, for `paired`."""
+        row.add(value)
+        self.by_run(what, key, rep, value)
 
     def paired(self, what: str, key: str, base: str) -> float | None:
         """Figures of two configurations compared run by run (each run measures every configuration

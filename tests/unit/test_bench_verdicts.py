@@ -22,10 +22,9 @@ def bench():
 def _runs(b: Bench, **figures: list[float]) -> None:
     """figures: row key ("vnet", "c", "d", "noop") → seconds, run by run."""
     for key, values in figures.items():
-        row = b.row(f"{'noop' if key == 'noop' else 'build'}.{'vnet' if key == 'noop' else key}.1000", SEC, key, 1000)
+        row = b.row("noop.vnet.1000" if key == "noop" else f"build.{key}.1000", SEC, key, 1000)
         for rep, v in enumerate(values, 1):
-            row.add(v)
-            b.by_run("build1000", key, rep, v)
+            b.sample(row, "build1000", key, rep, v)
 
 
 def _headline(b: Bench):

@@ -19,6 +19,7 @@ PROC = Path("/proc/sys")
 # the sysctls vnet sets: per-interface switches under net/; a path read back from a record or a
 # journal must be one of them (a state directory is data, never a way to write /proc/sys/kernel)
 _PATH = re.compile(r"net/ipv[46]/conf/[A-Za-z0-9_.-]{1,15}/[a-z_]{1,32}")
+_VALUE = re.compile(r"-?[0-9]{1,10}")  # what vnet writes, and so what it restores: a small integer
 
 
 def checked(path: str) -> str:
@@ -42,7 +43,7 @@ def read(path: str) -> str | None:
 
 
 def _target(path: str, value: str) -> Path:
-    if not isinstance(value, str) or not re.fullmatch(r"-?[0-9]{1,10}", value):
+    if not isinstance(value, str) or not _VALUE.fullmatch(value):
         raise VnetError(f"refusing value {value!r} for sysctl {path}: vnet writes small integers only")
     return PROC / checked(path)
 
@@ -63,9 +64,9 @@ def _read_all(paths: list[str]) -> list[str | None]:
     return [read(p) for p in paths]
 
 
-def _write_all(pairs: list[tuple[str, str]]) -> None:
-    targets = [_target(path, value) for path, value in pairs]  # every one checked before any is written
-    for target, (_, value) in zip(targets, pairs):
+def _write_checked(pairs: list[tuple[Path, str]]) -> None:
+    """Values already checked (_target), each to its file."""
+    for target, value in pairs:
         target.write_text(value + "\n")
 
 
@@ -99,7 +100,7 @@ class SysctlRecord:
 def _sane(key: str, entry) -> bool:
     try:
         checked(entry["path"])
-        return (isinstance(entry["ns"], str) and isinstance(entry["before"], str) and re.fullmatch(r"-?[0-9]{1,10}", entry["before"])
+        return (isinstance(entry["ns"], str) and isinstance(entry["before"], str) and _VALUE.fullmatch(entry["before"])
                 and key == ns_key(entry["ns"], entry["path"]))
     except (VnetError, KeyError, TypeError):
         return False
@@ -127,8 +128,8 @@ def create_many(nss: Namespaces, record: SysctlRecord, rs: list[Resource]) -> No
     fsync of the record for them all, not one each (~5 ms a switch). A value vnet would never
     write, or a switch that does not exist (MissingSwitch), fails them all before any is written."""
     by_ns: dict[str, list[Resource]] = {}
+    targets = {r.key: _target(r.get("path"), r.get("value")) for r in rs}  # every one checked before anything is done
     for r in rs:
-        _target(r.get("path"), r.get("value"))
         by_ns.setdefault(r.get("ns"), []).append(r)
     data = record.load()
     for name, group in by_ns.items():
@@ -139,7 +140,7 @@ def create_many(nss: Namespaces, record: SysctlRecord, rs: list[Resource]) -> No
             data.setdefault(ns_key(name, r.get("path")), {"ns": name, "path": r.get("path"), "before": before})
     record.save(data)
     for name, group in by_ns.items():
-        nss.get(name).call(_write_all, [(r.get("path"), r.get("value")) for r in group])
+        nss.get(name).call(_write_checked, [(targets[r.key], r.get("value")) for r in group])
 
 
 def update(nss: Namespaces, record: SysctlRecord, old: Resource, new: Resource) -> None:
