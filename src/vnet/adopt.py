@@ -388,7 +388,7 @@ def adopt(path: Path | str, netns: str | None = None, state_dir: Path | str = DE
                     _set_alias(nss, "", r.key, r.get("mark"), m)
                     if r.get("peer_ns") and nsmod.exists(r.get("peer_ns")) and nss.get(r.get("peer_ns")).nl.link(r.get("peer_name")):
                         _set_alias(nss, r.get("peer_ns"), r.get("peer_name"), r.get("peer_mark"), m)
-                elif r.kind == "address":
+                elif r.kind in ("address", "bridge_address"):
                     _mark_address(nss, r, m)
                 elif r.kind == "route":
                     _mark_route(nss, r, m)

@@ -170,7 +170,7 @@ def _line(r: Resource) -> list[str]:
                 _ip("", "link", "set", tmp, "netns", r.get("ns")),
                 _ip(r.get("ns"), "link", "set", tmp, "name", r.get("ifname")),
                 _ip(r.get("ns"), "link", "set", r.get("ifname"), "up")]
-    if k == "address":
+    if k in ("address", "bridge_address"):
         return [_ip(r.get("ns"), "addr", "add", f"{r.get('address')}/{r.get('prefixlen')}", "dev", r.get("ifname"))]
     if k == "route":
         return [_ip(r.get("ns"), "route", "add", r.get("dst"), *(("via", r.get("gateway")) if r.get("gateway") else ()), "dev", r.get("ifname"))]

@@ -17,7 +17,7 @@ from vnet.spec import parsed
 from . import snapshot
 from .test_recovery import FAULTY, FAULTY_ENV, VNET, renamed
 
-STEP_KINDS = {"netns", "bridge", "tap", "veth", "address", "route", "ruleset", "sysctl"}
+STEP_KINDS = {"netns", "bridge", "bridge_address", "tap", "veth", "address", "route", "ruleset", "sysctl"}
 
 
 def ok(proc: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedProcess:

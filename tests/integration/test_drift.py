@@ -38,7 +38,7 @@ def _drifts(world, t: str):
         "tap deleted": (lambda: _ip(world.host, "link", "del", tap), ("create", "tap", tap), "missing", tap),
         "bridge address removed": (
             lambda: _ip(world.host, "addr", "del", "192.168.223.1/24", "dev", bridge),
-            ("create", "address", f"@host/{bridge}/192.168.223.1/24"), "missing", None,
+            ("create", "bridge_address", f"@host/{bridge}/192.168.223.1/24"), "missing", None,
         ),
         "nft table flushed": (
             lambda: subprocess.run(["ip", "netns", "exec", world.host, "nft", "flush", "table", "inet", f"vnet-{t}"], check=True),

@@ -1,17 +1,19 @@
-"""A step started early (the ruleset, once the bridges exist) runs on a thread of its own beside
-the ports being made; the run waits for it at its place in the plan, and a failure on either side
-is undone only after the early step has ended."""
+"""Steps started early (the ruleset once the bridges exist; a network's dnsmasq once its bridge's
+address, the ruleset and its lease script exist) run on a thread of their own beside the ports
+being made, one after another; the run waits for them at their place in the plan, and a failure on
+either side is undone only after the early step has ended."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 
 import pytest
 
-from vnet import spec
+from vnet import check, spec
 from vnet.errors import StepFailed
-from vnet.kinds import links, ruleset
+from vnet.kinds import links, ruleset, service, snoop
 
 from . import snapshot
 from .test_recovery import renamed
@@ -44,6 +46,39 @@ def test_the_ruleset_loads_beside_the_ports_after_the_bridges(world, tmp_path, m
     assert all(thread != "vnet-early" for k in ("bridge", "tap", "veth") for thread, _, _ in by[k])
     assert r0 >= max(t1 for _, _, t1 in by["bridge"])  # its flowtable may name the bridges
     assert r0 < max(t1 for _, _, t1 in by["tap"] + by["veth"])  # started before the ports were done
+    assert world.plan(topo).actions == []
+    world.destroy(topo.name)
+
+
+def test_dnsmasq_starts_beside_the_ports_once_its_address_and_the_ruleset_are_there(world, tmp_path, monkeypatch):
+    topo = spec.load(renamed(world, "services.yaml", tmp_path, "e"))
+    # the veths wait (bounded) until dnsmasq has started: it can only have started if nothing
+    # made it wait for them
+    serving, waited = threading.Event(), []
+    start_many = service.Service.create_many
+
+    def marked(self, ctx, rs):
+        serving.set()
+        return start_many(self, ctx, rs)
+    monkeypatch.setattr(service.Service, "create_many", marked)
+    make_veths = links.Veth.create_many
+
+    def held(self, ctx, rs):
+        waited.append(serving.wait(30))
+        return make_veths(self, ctx, rs)
+    monkeypatch.setattr(links.Veth, "create_many", held)
+    spans = _spans(monkeypatch, links.Bridge, links.BridgeAddress, ruleset.Ruleset, snoop.DhcpScript, service.Service)
+    world.apply(topo)
+    assert waited == [True]
+    by: dict = {}
+    for kind, thread, t0, t1 in spans:
+        by.setdefault(kind, []).append((thread, t0, t1))
+    assert {thread for thread, _, _ in by["service"]} == {"vnet-early"}
+    s0 = min(t0 for _, t0, _ in by["service"])  # create, and the create_many it calls
+    assert s0 >= max(t1 for _, _, t1 in by["bridge_address"] + by["ruleset"] + by["dhcp_script"])  # binds to it; its script adds to the ruleset
+    # and it serves: the endpoint without an address gets a lease in the range
+    leased = ipaddress.IPv4Interface(check.dhcp_client(f"{topo.name}-c2"))
+    assert ipaddress.IPv4Address("192.168.60.100") <= leased.ip <= ipaddress.IPv4Address("192.168.60.150")
     assert world.plan(topo).actions == []
     world.destroy(topo.name)
 

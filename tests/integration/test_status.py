@@ -186,9 +186,9 @@ def test_status_per_network_states_and_json(world, tmp_path):
     subprocess.run(["ip", "-n", world.host, "addr", "del", "192.168.64.1/24", "dev", names.bridge(name, "lan0")], check=True)
     data = status_json(world, path, 1)
     assert data["state"] == "drift" and data["changes"] == {"create": 1, "update": 0, "delete": 0}
-    assert [(r["kind"], r["state"]) for r in data["resources"] if r["state"] != "ok"] == [("address", "missing")]
+    assert [(r["kind"], r["state"]) for r in data["resources"] if r["state"] != "ok"] == [("bridge_address", "missing")]
     text = status(world, path, 1).stdout
-    assert "missing: address" in text and "`vnet apply` would create 1 (missing)" in text
+    assert "missing: bridge_address" in text and "`vnet apply` would create 1 (missing)" in text
     ok(world.vnet("apply", str(path)))
     status(world, path, 0)
 

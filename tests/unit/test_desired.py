@@ -104,14 +104,14 @@ def test_nat_bridge():
 
 
 def test_nat_gateway_is_first_host_by_default():
-    addr = one(resources(NAT), "address")
+    addr = one(resources(NAT), "bridge_address")
     assert (addr.get("ns"), addr.get("ifname"), addr.get("address"), addr.get("prefixlen")) == ("", BR, "10.30.0.1", 24)
     assert addr.key == f"@host/{BR}/10.30.0.1/24"
 
 
 def test_nat_gateway_from_address():
     rs = resources({"lan0": {"mode": "nat", "subnet": "10.30.0.0/16", "address": "10.30.255.254"}})
-    addr = one(rs, "address")
+    addr = one(rs, "bridge_address")
     assert (addr.get("address"), addr.get("prefixlen")) == ("10.30.255.254", 16)
 
 
@@ -183,7 +183,7 @@ def test_rule_count_matches_rendered_rules():
 
 def test_isolated_has_no_bridge_address_no_forwarding_no_masquerade():
     rs = resources(ISOLATED)
-    assert of_kind(rs, "address") == []
+    assert of_kind(rs, "address") == of_kind(rs, "bridge_address") == []
     assert of_kind(rs, "sysctl") == []
     assert one(rs, "bridge").get("mark") == "vnet:lab:bridge:lan0:isolated"
     text = ruleset_text(rs)
@@ -204,7 +204,7 @@ def test_isolated_drops_input_from_bridge():
 
 def test_host_mode_has_address_but_no_forwarding():
     rs = resources(HOSTNET)
-    assert one(rs, "address").get("address") == "10.20.0.1"
+    assert one(rs, "bridge_address").get("address") == "10.20.0.1"
     assert of_kind(rs, "sysctl") == []
     text = ruleset_text(rs)
     assert elements(text, "masq") == [] and elements(text, "egress") == []
@@ -217,7 +217,7 @@ def test_bridged_has_uplink_port_and_no_address_nor_masquerade():
     rs = resources(BRIDGED, {"vm": {"kind": "tap", "network": "lan0"}})
     up = one(rs, "uplink")
     assert up.key == "enp3s0" and up.get("bridge") == BR
-    assert of_kind(rs, "address") == []
+    assert of_kind(rs, "address") == of_kind(rs, "bridge_address") == []
     assert of_kind(rs, "sysctl") == []
     assert one(rs, "bridge").get("mac") is None  # takes the uplink's MAC
     assert one(rs, "tap").get("master") == BR
@@ -255,7 +255,7 @@ def test_mtu_on_bridge_and_ports():
 def test_explicit_bridge_name_used_everywhere():
     rs = resources({"lan0": {**NAT["lan0"], "bridge": "br-lab"}}, {"vm": {"kind": "tap", "network": "lan0"}})
     assert one(rs, "bridge").key == "br-lab"
-    assert one(rs, "address").get("ifname") == "br-lab"
+    assert one(rs, "bridge_address").get("ifname") == "br-lab"
     assert one(rs, "tap").get("master") == "br-lab"
     assert "net/ipv4/conf/br-lab/forwarding" in {r.get("path") for r in of_kind(rs, "sysctl")}
     assert BR not in ruleset_text(rs) and '"br-lab"' in ruleset_text(rs)
@@ -303,7 +303,7 @@ def test_netns_endpoint_without_gateway_gets_no_route(nets):
 
 def test_netns_endpoint_without_address_is_left_to_dhcp():
     rs = resources(NAT, {"c1": {"kind": "netns", "network": "lan0"}})
-    assert [r.get("ns") for r in of_kind(rs, "address")] == [""]  # only the gateway's
+    assert of_kind(rs, "address") == [] and [r.get("ns") for r in of_kind(rs, "bridge_address")] == [""]  # only the gateway's
     assert of_kind(rs, "route") == []
     assert len(of_kind(rs, "veth")) == 1
 
@@ -378,7 +378,7 @@ def test_desired_is_deterministic():
 
 def test_every_kind_appears_in_a_full_topology():
     kinds = {r.kind for r in resources(*FULL)}
-    assert kinds == {"bridge", "address", "sysctl", "uplink", "netns", "veth", "route", "tap", "ruleset"}
+    assert kinds == {"bridge", "bridge_address", "address", "sysctl", "uplink", "netns", "veth", "route", "tap", "ruleset"}
 
 
 def test_names_digests_are_hashlibs_sha256():

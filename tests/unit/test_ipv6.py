@@ -136,7 +136,7 @@ def test_endpoint_address6_on_a_network_without_subnet6():
 def test_addresses_routes_and_switches():
     t = load(doc(endpoints={"a": A6}))
     rs = {(r.kind, r.key): r for r in desired(t, FACTS)}
-    assert ("address", "@host/vb-ds-lan0/2001:db8:77::1/64") in rs
+    assert ("bridge_address", "@host/vb-ds-lan0/2001:db8:77::1/64") in rs
     assert ("address", "ds-a/eth0/2001:db8:77::10/64") in rs
     route = rs[("route", "ds-a/::/0")]
     assert route.get("gateway") == "2001:db8:77::1" and route.get("dst") == "::/0"

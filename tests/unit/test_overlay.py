@@ -119,7 +119,7 @@ def test_each_host_builds_its_own_part():
     # the same bridge (MAC, gateway address) on every host: the anycast gateway
     for rs in (h1, h2, h3):
         assert by(rs, "bridge")["vb-lab-lan"].get("mac") == names.local_mac("lab", "lan", "bridge")
-        assert "@host/vb-lab-lan/10.90.0.1/24" in by(rs, "address")
+        assert "@host/vb-lab-lan/10.90.0.1/24" in by(rs, "bridge_address")
 
 
 def test_the_vxlan_device_and_its_flood_list():

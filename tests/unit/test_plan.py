@@ -16,7 +16,7 @@ from vnet.resources import Resource, make
 # creation order, as the kinds' `after` declare it: namespaces hold links, bridges hold ports,
 # links hold addresses, the firewall comes after the links it names, forwarding goes on once the
 # firewall guards it, services bind to addresses that exist, VMs start last (they open taps)
-ORDER = ("netns", "bridge", "tap", "veth", "vxlan", "macvlan", "qdisc", "ifsysctl", "address", "uplink", "route", "ruleset", "dhcp_script",
+ORDER = ("netns", "bridge", "bridge_address", "tap", "veth", "vxlan", "macvlan", "qdisc", "ifsysctl", "address", "uplink", "route", "ruleset", "dhcp_script",
          "iptables", "sysctl", "service", "frr", "vm", "dhcpclient", "bridgeconf")
 
 
@@ -320,3 +320,85 @@ def test_a_step_already_at_its_earliest_place_is_not_moved():
     assert _early(diff([rules], {old.id: old})) == ({}, set())
     owned = [make("bridge", "br0", mark="m"), rules]
     assert _early(diff(owned, {})) == ({}, set())  # right after the bridge is where it stands
+
+
+def test_a_dnsmasq_on_its_bridge_starts_once_its_address_ruleset_and_script_exist():
+    svc = make("service", "dnsmasq-lan", {"config": "x"}, network="lan", ns="", digest="d")
+    owned = [make("netns", "x-c1", mark="m"), make("bridge", "br0", mark="m"),
+             make("bridge_address", "@host/br0/10.0.0.1/24", ns="", ifname="br0"), make("tap", "t0", mark="m"),
+             make("veth", "v0", mark="m"), make("address", "x-c1/eth0/10.0.0.5/24", ns="x-c1", ifname="eth0"),
+             make("route", "x-c1/default", ns="x-c1", dst="default"), make("ruleset", "vnet-x", {"text": "t"}, digest="d"),
+             make("dhcp_script", "dhcp-event-lan", network="lan"), make("sysctl", "@host/net/ipv4/conf/br0/forwarding", value="1"), svc]
+    after, hoisted = _early(diff(owned, {}))
+    # the ruleset and the script once the bridge is there; dnsmasq after them (early steps run in
+    # the order they start), once the bridge's address is there too: all while the ports are made
+    assert after == {"bridge": ["ruleset", "dhcp_script"], "bridge_address": ["service"]}
+    assert hoisted == {"ruleset", "dhcp_script", "service"}
+    # one in a namespace of its own (an isolated network's) also needs that namespace's address
+    # and route: it starts after the routes, not before the links
+    own = make("service", "dnsmasq-lan", {"config": "x"}, network="lan", ns="x-svc-lan", digest="d")
+    after, hoisted = _early(diff([*owned[:-1], own], {}))
+    assert after == {"bridge": ["ruleset", "dhcp_script"], "route": ["service"]} and "service" in hoisted
+    # a batch of them starts as one run, after what the most demanding of them needs
+    two = diff([*owned, own.__class__("service", "dnsmasq-iso", own.attrs, own.extra)], {})
+    assert _early(two)[0]["route"] == ["service"]
+
+
+def _worker_runs(fail_first: bool = False):
+    """Two runs handed to the early thread: the first holds until released."""
+    import threading
+
+    from vnet.engine.run import _Early
+
+    early, release, order = _Early(), threading.Event(), []
+    early.running = threading.Event()  # the first has begun
+
+    def first(actions, run, done):
+        early.running.set()
+        release.wait(10)
+        order.append("first")
+        if fail_first:
+            raise RuntimeError("boom")
+
+    def second(actions, run, done):
+        order.append("second")
+
+    return early, release, order, first, second
+
+
+def test_starting_an_early_step_never_waits_for_the_one_before():
+    early, release, order, first, second = _worker_runs()
+    early.start(first, [], range(0, 1), [])
+    early.start(second, [], range(1, 2), [])  # returns at once: the first is still held
+    assert order == []
+    release.set()
+    early.wait()
+    early.finish()
+    assert order == ["first", "second"] and early.thread is None
+
+
+def test_after_an_early_step_fails_nothing_more_starts_and_the_failure_is_reported():
+    import pytest
+
+    from vnet.engine.run import _EarlyFailed
+
+    early, release, order, first, second = _worker_runs(fail_first=True)
+    early.start(first, [], range(4, 5), [])
+    early.start(second, [], range(5, 6), [])
+    release.set()
+    with pytest.raises(_EarlyFailed):
+        early.wait()
+    early.finish()
+    assert order == ["first"] and early.failed == 5 and str(early.error) == "boom"
+
+
+def test_finishing_drops_what_has_not_started_and_waits_for_what_runs():
+    import threading
+
+    early, release, order, first, second = _worker_runs()
+    early.start(first, [], range(0, 1), [])
+    early.start(second, [], range(1, 2), [])
+    assert early.running.wait(10)
+    threading.Timer(0.05, release.set).start()
+    early.finish()  # as a failed run does before undoing
+    assert order == ["first"] and early.thread is None

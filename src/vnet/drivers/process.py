@@ -173,7 +173,7 @@ def start_many(daemons: list[tuple[Namespace, list[str], Path, Path | None]], ti
                     _write_ident(ident, {**_read_ident(ident), "pid": pid, "start": start_time(pid), "boot": _boot_id()})  # type: ignore[dict-item]
                     pids[pidfile] = pid
             if len(pids) < len(spawned):
-                time.sleep(0.02)
+                time.sleep(0.005)
         late = next((s for s in spawned if s[2] not in pids), None)
         if late is not None:
             raise VnetError(f"{late[1]} started but never wrote {late[2]}")

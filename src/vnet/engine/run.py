@@ -34,23 +34,27 @@ class EarlyStarts(NamedTuple):
 
 
 def early_starts(actions: list[Action], runs: list[range]) -> EarlyStarts:
-    """Which runs start before their place in the plan, and after which run. A creation or update
-    of a kind with `starts_after` starts once every deletion and every step of those kinds (and of
-    what they are after) before it is done; -1: before the first run."""
+    """Which runs start before their place in the plan, and after which run. A run of creations or
+    updates whose kind names what it needs (`starts_after_for`, for each resource of the run)
+    starts once every deletion and every step of those kinds (and of what they need) before it is
+    done; -1: before the first run. A needed run that itself starts early is done before this one
+    starts: early runs run one at a time, in the order they were started, and this one is started
+    no sooner than that one."""
     after: dict[int, list[int]] = {}
-    hoisted: set[int] = set()
+    hoisted: dict[int, int] = {}  # position → the point it starts after
     for pos, run in enumerate(runs):
-        a = actions[run[0]]
-        needs = kinds.get(a.resource.kind).starts_after
-        if len(run) != 1 or a.op == "delete" or needs is None:
+        if actions[run[0]].op == "delete":
             continue
-        needed = kinds.closure(needs)
-        point = max((p for p in range(pos) if p not in hoisted and any(
+        wants = [kinds.get(actions[i].resource.kind).starts_after_for(actions[i].resource) for i in run]
+        if any(w is None for w in wants):
+            continue
+        needed = kinds.closure(tuple(n for w in wants for n in w))  # type: ignore[union-attr]
+        point = max((hoisted.get(p, p) for p in range(pos) if any(
             actions[i].op == "delete" or actions[i].resource.kind in needed for i in runs[p])), default=-1)
         if point < pos - 1:  # else it starts where it stands
             after.setdefault(point, []).append(pos)
-            hoisted.add(pos)
-    return EarlyStarts(after, hoisted)
+            hoisted[pos] = point
+    return EarlyStarts(after, set(hoisted))
 
 
 class _EarlyFailed(Exception):
@@ -58,38 +62,66 @@ class _EarlyFailed(Exception):
 
 
 class _Early:
-    """The thread that runs steps started early, one run at a time, while the plan goes on."""
+    """The thread that runs the steps started early, one run at a time in the order they were
+    started, while the plan goes on. Starting one never waits for the one before."""
 
     def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._todo: list[tuple[Callable[[list[Action], range, list[Action]], None], list[Action], range, list[Action]]] = []
+        self._started = 0  # runs handed over
+        self._ended = 0  # runs done, failed, or dropped after a failure
+        self._closing = False
         self.thread: threading.Thread | None = None
         self.failed = 0  # the step that failed, and how
         self.error: BaseException | None = None
 
     def start(self, fn: Callable[[list[Action], range, list[Action]], None], actions: list[Action],
               run: range, done: list[Action]) -> None:
-        self.wait()  # one at a time, in plan order
+        with self._cond:
+            self._todo.append((fn, actions, run, done))
+            self._started += 1
+            self._cond.notify_all()
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._work, name="vnet-early")
+            self.thread.start()
 
-        def body() -> None:
-            try:
-                fn(actions, run, done)
-            except BaseException as exc:  # noqa: BLE001 — handed to the main thread
-                self.failed, self.error = run[0] + 1, exc
-
-        self.thread = threading.Thread(target=body, name="vnet-early")
-        self.thread.start()
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._todo and not self._closing:
+                    self._cond.wait()
+                if not self._todo:
+                    return
+                fn, actions, run, done = self._todo.pop(0)
+                skip = self.error is not None  # after a failure nothing more starts
+            if not skip:
+                try:
+                    fn(actions, run, done)
+                except BaseException as exc:  # noqa: BLE001 — handed to the main thread
+                    self.failed, self.error = run[0] + 1, exc
+            with self._cond:
+                self._ended += 1
+                self._cond.notify_all()
 
     def check(self) -> None:
         if self.error is not None:
             raise _EarlyFailed()
 
     def wait(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
+        """Until every run started so far has ended."""
+        with self._cond:
+            while self._ended < self._started:
+                self._cond.wait()
         self.check()
 
     def finish(self) -> None:
-        """Wait for a step still running, whatever the main thread is going through."""
+        """Drop what has not started, and wait for a step still running, whatever the main thread
+        is going through."""
+        with self._cond:
+            self._ended += len(self._todo)
+            self._todo.clear()
+            self._closing = True
+            self._cond.notify_all()
         while self.thread is not None:
             try:
                 self.thread.join()
@@ -157,6 +189,7 @@ class Runner:
                 for later in starts.after.get(pos, ()):
                     early.start(self._run, actions, runs[later], done)
             early.wait()
+            early.finish()
         except BaseException as exc:
             early.finish()  # not while its step still runs: undoing would race it
             failed, cause = (early.failed, early.error) if isinstance(exc, _EarlyFailed) else (step, exc)

@@ -63,14 +63,16 @@ def rank(name: str) -> int:
 
 
 def closure(names: tuple[str, ...]) -> set[str]:
-    """These kinds and every kind they are after, directly or not."""
+    """These kinds and every kind they need done before they start, directly or not: what a kind
+    names in `starts_after` where it names anything there (all it needs), else its `after`."""
     out: set[str] = set()
     todo = list(names)
     while todo:
         n = todo.pop()
         if n not in out and n in REGISTRY:
             out.add(n)
-            todo.extend(REGISTRY[n].after)
+            kind = REGISTRY[n]
+            todo.extend(kind.after if kind.starts_after is None else kind.starts_after)
     return out
 
 

@@ -8,17 +8,17 @@ from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make, ns_key
 
 
-def address(ns: str, ifname: str, cidr: str) -> Resource:
+def address(ns: str, ifname: str, cidr: str, kind: str = "address") -> Resource:
     ip, prefix = cidr.split("/")
-    return make("address", ns_key(ns, ifname, cidr), ns=ns, ifname=ifname, address=ip, prefixlen=int(prefix))
+    return make(kind, ns_key(ns, ifname, cidr), ns=ns, ifname=ifname, address=ip, prefixlen=int(prefix))
 
 
-def observed_addresses(dump: dict[int, list[rtnl.Addr]], nskey: str, ifname: str, index: int) -> list[Resource]:
+def observed_addresses(dump: dict[int, list[rtnl.Addr]], nskey: str, ifname: str, index: int, kind: str = "address") -> list[Resource]:
     out = []
     for a in dump.get(index, ()):
         if a.proto != names.ROUTE_PROTO:
             continue  # not vnet's: e.g. a lease a DHCP client took inside an endpoint
-        out.append(address(nskey, ifname, f"{a.address}/{a.prefixlen}"))
+        out.append(address(nskey, ifname, f"{a.address}/{a.prefixlen}", kind))
     return out
 
 

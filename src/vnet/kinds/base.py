@@ -84,6 +84,10 @@ class Kind:
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         return []
 
+    def starts_after_for(self, r: Resource) -> tuple[str, ...] | None:
+        """`starts_after` for this one resource, where resources of a kind need different things."""
+        return self.starts_after
+
     # --- reading the host ---
     def observe(self, view: View, obs: Observation) -> None:
         """Add what the host holds of this kind (kinds that are not links)."""

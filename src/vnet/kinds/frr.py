@@ -67,7 +67,7 @@ def sessions(state: Path) -> list[dict]:
 
 class Frr(Kind):
     name = "frr"
-    after = ("vxlan", "address", "ruleset")  # zebra reads the vxlan devices; BGP binds to the underlay
+    after = ("vxlan", "address", "bridge_address", "ruleset")  # zebra reads the vxlan devices; BGP binds to the underlay
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         if not frrconf.wanted(topo, facts):

@@ -9,7 +9,7 @@ from typing import Iterable
 from vnet import names
 from vnet.drivers import netlink
 from vnet.facts import HostFacts, bridge_name, endpoint_netns, guest_mac, hairpin_ports
-from vnet.kinds.address import address, observed_addresses
+from vnet.kinds.address import Address, address, observed_addresses
 from vnet.kinds.base import Ctx, Kind
 from vnet.kinds.route import observed_routes
 from vnet.resources import Resource, make, ns_key
@@ -63,20 +63,30 @@ class Bridge(LinkKind):
             out.append(make("bridge", br, mark=names.link_mark(topo.name, "bridge", net_name, net.mode), mtu=net.mtu, mac=mac))
             addr = addressing(topo, net_name)
             if addr.gateway is not None and addr.subnet is not None:
-                out.append(address(HOST, br, f"{addr.gateway}/{addr.subnet.prefixlen}"))
+                out.append(address(HOST, br, f"{addr.gateway}/{addr.subnet.prefixlen}", "bridge_address"))
             addr6 = addressing6(topo, net_name)
             if addr6.gateway is not None and addr6.subnet is not None:
-                out.append(address(HOST, br, f"{addr6.gateway}/{addr6.subnet.prefixlen}"))
+                out.append(address(HOST, br, f"{addr6.gateway}/{addr6.subnet.prefixlen}", "bridge_address"))
         return out
 
     def from_link(self, view, li) -> Iterable[Resource]:
         yield make("bridge", li.name, mark=view.alias(li), mtu=li.mtu, mac=li.mac)
         if li.mark[3][:1] == ("bridged",):
             return  # its addresses are the uplink's, carried by the uplink resource
-        yield from observed_addresses(view.addresses(""), HOST, li.name, li.index)
+        yield from observed_addresses(view.addresses(""), HOST, li.name, li.index, "bridge_address")
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         netlink.create_bridge(ctx.nss, r)
+
+
+class BridgeAddress(Address):
+    """A network's own address on its bridge in the target namespace (a nat network's gateway, the
+    host's address on a host network). Made right after the bridge rather than after every
+    endpoint's link, so that what binds to it (the network's dnsmasq) can start while the
+    endpoints are still being made."""
+
+    name = "bridge_address"
+    after = ("bridge",)
 
 
 class Tap(LinkKind):
@@ -194,4 +204,4 @@ class Veth(LinkKind):
         netlink.create_veths(ctx.nss, rs)
 
 
-KINDS = (Bridge(), Tap(), Veth())
+KINDS = (Bridge(), BridgeAddress(), Tap(), Veth())

@@ -24,7 +24,7 @@ def observed_routes(routes: list[rtnl.Route], nskey: str, owned_links: dict[int,
 
 class Route(Kind):
     name = "route"
-    after = ("address", "uplink")
+    after = ("address", "bridge_address", "uplink")
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         netlink.create_route(ctx.nss, r)

@@ -20,8 +20,15 @@ HOST = ""
 
 class Service(Kind):
     name = "service"
-    after = ("sysctl", "address", "dhcp_script")  # binds to addresses that exist; runs its lease script
+    after = ("sysctl", "address", "bridge_address", "dhcp_script")  # binds to addresses that exist; runs its lease script
     create_batch = "daemons"  # each dnsmasq's start-up is mostly its own waiting: they overlap
+
+    def starts_after_for(self, r: Resource) -> tuple[str, ...] | None:
+        """A dnsmasq on its bridge binds to the bridge's own address and runs its lease script (which
+        adds to the ruleset's set): it starts once those exist, while the endpoints' links are
+        made (10 dnsmasq at 1000 endpoints: ~80 ms of a fresh apply off its critical path). One in a
+        namespace of its own needs that namespace's link, address and route as well."""
+        return ("address", "route", "dhcp_script") if r.get("ns") else ("bridge_address", "dhcp_script")
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         out: list[Resource] = []

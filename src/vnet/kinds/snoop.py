@@ -16,6 +16,7 @@ from vnet.spec.models import Topology
 class DhcpScript(Kind):
     name = "dhcp_script"
     after = ("ruleset",)  # it adds to the ruleset's set
+    starts_after = ("ruleset",)  # a file: written beside the links, before its dnsmasq starts
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         table = names.nft_table(topo.name)
