@@ -96,7 +96,7 @@ def model(topo: Topology) -> Graph:
         g.groups[group] = f"{net_name} ({net.mode})"
         res = [("bridge", br)]
         if addr.gateway is not None and addr.subnet is not None:
-            res.append(("address", ns_key("", br, f"{addr.gateway}/{addr.subnet.prefixlen}")))
+            res.append(("bridge_address", ns_key("", br, f"{addr.gateway}/{addr.subnet.prefixlen}")))
         if services:
             res.append(("service", f"dnsmasq-{net_name}"))
         g.nodes.append(Node(nid, "bridge", "\n".join(desc), group, tuple(res)))

@@ -103,7 +103,7 @@ def test_live_colours_by_the_worst_state_of_what_a_node_stands_for():
     g = graph.model(topo)
     status = {"in_sync": False, "resources": [
         {"kind": "bridge", "name": "vb-fwd-lan0", "state": "ok"},
-        {"kind": "address", "name": "@host/vb-fwd-lan0/192.168.70.1/24", "state": "drift"},
+        {"kind": "bridge_address", "name": "@host/vb-fwd-lan0/192.168.70.1/24", "state": "drift"},
         {"kind": "veth", "name": "ve-fwd-web", "state": "ok"},
         {"kind": "netns", "name": "fwd-web", "state": "ok"},
         {"kind": "address", "name": "fwd-web/eth0/192.168.70.10/24", "state": "ok"},

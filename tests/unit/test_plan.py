@@ -402,3 +402,14 @@ def test_finishing_drops_what_has_not_started_and_waits_for_what_runs():
     threading.Timer(0.05, release.set).start()
     early.finish()  # as a failed run does before undoing
     assert order == ["first"] and early.thread is None
+
+
+def test_a_dnsmasq_that_sends_router_advertisements_waits_at_its_place():
+    """It must not advertise before an endpoint's autoconf and the bridge's accept_ra are set."""
+    ra = make("service", "dnsmasq-lan", {"config": "interface=br0\nenable-ra\n"}, network="lan", ns="", digest="d")
+    owned = [make("bridge", "br0", mark="m"), make("bridge_address", "@host/br0/10.0.0.1/24", ns="", ifname="br0"),
+             make("veth", "v0", mark="m"), make("ifsysctl", "x-c1/net/ipv6/conf/eth0/autoconf", ns="x-c1", value="0"),
+             make("ruleset", "vnet-x", {"text": "t"}, digest="d"), make("dhcp_script", "dhcp-event-lan", network="lan"),
+             make("sysctl", "@host/net/ipv6/conf/br0/accept_ra", value="0"), ra]
+    after, hoisted = _early(diff(owned, {}))
+    assert "service" not in hoisted and after == {"bridge": ["ruleset", "dhcp_script"]}

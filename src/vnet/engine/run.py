@@ -82,8 +82,9 @@ class _Early:
             self._started += 1
             self._cond.notify_all()
         if self.thread is None:
-            self.thread = threading.Thread(target=self._work, name="vnet-early")
-            self.thread.start()
+            worker = threading.Thread(target=self._work, name="vnet-early")
+            worker.start()  # kept only once started: finish() never joins a thread that is not running
+            self.thread = worker
 
     def _work(self) -> None:
         while True:
@@ -117,11 +118,16 @@ class _Early:
     def finish(self) -> None:
         """Drop what has not started, and wait for a step still running, whatever the main thread
         is going through."""
-        with self._cond:
-            self._ended += len(self._todo)
-            self._todo.clear()
-            self._closing = True
-            self._cond.notify_all()
+        while True:
+            try:
+                with self._cond:
+                    self._closing = True
+                    self._ended += len(self._todo)
+                    self._todo.clear()
+                    self._cond.notify_all()
+                break
+            except KeyboardInterrupt:  # a second Ctrl-C: the worker must still be told to stop
+                continue
         while self.thread is not None:
             try:
                 self.thread.join()

@@ -27,7 +27,11 @@ class Service(Kind):
         """A dnsmasq on its bridge binds to the bridge's own address and runs its lease script (which
         adds to the ruleset's set): it starts once those exist, while the endpoints' links are
         made (10 dnsmasq at 1000 endpoints: ~80 ms of a fresh apply off its critical path). One in a
-        namespace of its own needs that namespace's link, address and route as well."""
+        namespace of its own needs that namespace's link, address and route as well. One that sends
+        router advertisements waits as before for the switches that must be set before the first
+        one arrives (an endpoint's autoconf off beside a fixed address6, accept_ra off on the bridge)."""
+        if any(line == "enable-ra" for line in (r.get("config") or "").splitlines()):
+            return None
         return ("address", "route", "dhcp_script") if r.get("ns") else ("bridge_address", "dhcp_script")
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
