@@ -34,6 +34,7 @@ from pathlib import Path
 from vnet import dnsconf, snoop
 from vnet.drivers import process
 from vnet.kinds import rank
+from vnet.kinds.address import ADDRESS_KINDS
 from vnet.resources import Resource
 
 from bench.env import ROOT, in_ns, run
@@ -109,7 +110,7 @@ def derive(want: list[Resource], state: Path) -> Work:
             ip(a("peer_ns"), _q("link", "set", a("peer_name"), "alias", a("peer_mark"), "up"))
             w.ns_ops.setdefault(a("peer_ns"), []).append(["link", a("peer_name"), a("peer_mark")])
             w.ports += [r.key] if a("master") else []
-        elif r.kind in ("address", "bridge_address"):
+        elif r.kind in ADDRESS_KINDS:
             ip(a("ns"), _q("addr", "add", f"{a('address')}/{a('prefixlen')}", "dev", a("ifname")))
             if a("ns"):
                 w.ns_ops.setdefault(a("ns"), []).append(["addr", a("ifname"), a("address"), a("prefixlen")])

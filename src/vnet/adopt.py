@@ -35,6 +35,7 @@ from vnet.engine import DEFAULT_STATE_DIR, require_net_admin
 from vnet.errors import VnetError
 from vnet.importer import Host
 from vnet.kinds import netns as netns_kind
+from vnet.kinds.address import ADDRESS_KINDS
 from vnet.resources import Resource, ns_key
 
 IFLA_LINK, IFLA_LINK_NETNSID = 5, 37
@@ -388,7 +389,7 @@ def adopt(path: Path | str, netns: str | None = None, state_dir: Path | str = DE
                     _set_alias(nss, "", r.key, r.get("mark"), m)
                     if r.get("peer_ns") and nsmod.exists(r.get("peer_ns")) and nss.get(r.get("peer_ns")).nl.link(r.get("peer_name")):
                         _set_alias(nss, r.get("peer_ns"), r.get("peer_name"), r.get("peer_mark"), m)
-                elif r.kind in ("address", "bridge_address"):
+                elif r.kind in ADDRESS_KINDS:
                     _mark_address(nss, r, m)
                 elif r.kind == "route":
                     _mark_route(nss, r, m)

@@ -42,6 +42,14 @@ def _nics(topo: Topology, net_name: str) -> list[tuple[str, str, str | None]]:
     return out
 
 
+RA = "enable-ra"
+
+
+def advertises_routers(config: str) -> bool:
+    """Whether a dnsmasq with this configuration sends router advertisements."""
+    return RA in config.splitlines()
+
+
 def ipv6_lines(topo: Topology, net_name: str, ifname: str) -> list[str]:
     """Router advertisements (SLAAC by default, or DHCPv6) and AAAA records of a network with
     subnet6. An isolated network advertises a router lifetime of 0: its prefix, no default route."""
@@ -50,7 +58,7 @@ def ipv6_lines(topo: Topology, net_name: str, ifname: str) -> list[str]:
     if addr6.subnet is None:
         return []
     lease = net.dhcp.lease if net.dhcp else "1h"
-    lines = ["enable-ra"]
+    lines = [RA]
     rng = dhcp6_range(topo, net_name)
     if rng is None:
         # SLAAC; stateless DHCPv6 answers the DNS options; ra-names names dual-stack hosts too

@@ -20,6 +20,7 @@ from vnet import names
 from vnet.desired import desired
 from vnet.errors import VnetError
 from vnet.facts import HostFacts, bridge_name, guest_mac
+from vnet.kinds.address import ADDRESS_KINDS
 from vnet.resources import Resource
 from vnet.spec.models import MacvlanSpec, NetnsSpec, TapSpec, Topology, TunSpec
 from vnet.spec.validate import addressing, dhcp_range
@@ -170,7 +171,7 @@ def _line(r: Resource) -> list[str]:
                 _ip("", "link", "set", tmp, "netns", r.get("ns")),
                 _ip(r.get("ns"), "link", "set", tmp, "name", r.get("ifname")),
                 _ip(r.get("ns"), "link", "set", r.get("ifname"), "up")]
-    if k in ("address", "bridge_address"):
+    if k in ADDRESS_KINDS:
         return [_ip(r.get("ns"), "addr", "add", f"{r.get('address')}/{r.get('prefixlen')}", "dev", r.get("ifname"))]
     if k == "route":
         return [_ip(r.get("ns"), "route", "add", r.get("dst"), *(("via", r.get("gateway")) if r.get("gateway") else ()), "dev", r.get("ifname"))]

@@ -340,7 +340,7 @@ def test_a_dnsmasq_on_its_bridge_starts_once_its_address_ruleset_and_script_exis
     after, hoisted = _early(diff([*owned[:-1], own], {}))
     assert after == {"bridge": ["ruleset", "dhcp_script"], "route": ["service"]} and "service" in hoisted
     # a batch of them starts as one run, after what the most demanding of them needs
-    two = diff([*owned, own.__class__("service", "dnsmasq-iso", own.attrs, own.extra)], {})
+    two = diff([*owned, make("service", "dnsmasq-iso", {"config": "x"}, network="iso", ns="x-svc-iso", digest="d")], {})
     assert _early(two)[0]["route"] == ["service"]
 
 
@@ -350,11 +350,10 @@ def _worker_runs(fail_first: bool = False):
 
     from vnet.engine.run import _Early
 
-    early, release, order = _Early(), threading.Event(), []
-    early.running = threading.Event()  # the first has begun
+    early, release, running, order = _Early(), threading.Event(), threading.Event(), []
 
     def first(actions, run, done):
-        early.running.set()
+        running.set()
         release.wait(10)
         order.append("first")
         if fail_first:
@@ -363,11 +362,11 @@ def _worker_runs(fail_first: bool = False):
     def second(actions, run, done):
         order.append("second")
 
-    return early, release, order, first, second
+    return early, release, running, order, first, second
 
 
 def test_starting_an_early_step_never_waits_for_the_one_before():
-    early, release, order, first, second = _worker_runs()
+    early, release, _, order, first, second = _worker_runs()
     early.start(first, [], range(0, 1), [])
     early.start(second, [], range(1, 2), [])  # returns at once: the first is still held
     assert order == []
@@ -378,11 +377,9 @@ def test_starting_an_early_step_never_waits_for_the_one_before():
 
 
 def test_after_an_early_step_fails_nothing_more_starts_and_the_failure_is_reported():
-    import pytest
-
     from vnet.engine.run import _EarlyFailed
 
-    early, release, order, first, second = _worker_runs(fail_first=True)
+    early, release, _, order, first, second = _worker_runs(fail_first=True)
     early.start(first, [], range(4, 5), [])
     early.start(second, [], range(5, 6), [])
     release.set()
@@ -395,10 +392,10 @@ def test_after_an_early_step_fails_nothing_more_starts_and_the_failure_is_report
 def test_finishing_drops_what_has_not_started_and_waits_for_what_runs():
     import threading
 
-    early, release, order, first, second = _worker_runs()
+    early, release, running, order, first, second = _worker_runs()
     early.start(first, [], range(0, 1), [])
     early.start(second, [], range(1, 2), [])
-    assert early.running.wait(10)
+    assert running.wait(10)
     threading.Timer(0.05, release.set).start()
     early.finish()  # as a failed run does before undoing
     assert order == ["first"] and early.thread is None

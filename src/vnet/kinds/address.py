@@ -8,6 +8,10 @@ from vnet.kinds.base import Ctx, Kind
 from vnet.resources import Resource, make, ns_key
 
 
+BRIDGE_ADDRESS = "bridge_address"  # a network's own address on its bridge (kinds/links.py)
+ADDRESS_KINDS = ("address", BRIDGE_ADDRESS)  # made, marked and written out the same way
+
+
 def address(ns: str, ifname: str, cidr: str, kind: str = "address") -> Resource:
     ip, prefix = cidr.split("/")
     return make(kind, ns_key(ns, ifname, cidr), ns=ns, ifname=ifname, address=ip, prefixlen=int(prefix))

@@ -9,7 +9,7 @@ from typing import Iterable
 from vnet import names
 from vnet.drivers import netlink
 from vnet.facts import HostFacts, bridge_name, endpoint_netns, guest_mac, hairpin_ports
-from vnet.kinds.address import Address, address, observed_addresses
+from vnet.kinds.address import BRIDGE_ADDRESS, Address, address, observed_addresses
 from vnet.kinds.base import Ctx, Kind
 from vnet.kinds.route import observed_routes
 from vnet.resources import Resource, make, ns_key
@@ -63,17 +63,17 @@ class Bridge(LinkKind):
             out.append(make("bridge", br, mark=names.link_mark(topo.name, "bridge", net_name, net.mode), mtu=net.mtu, mac=mac))
             addr = addressing(topo, net_name)
             if addr.gateway is not None and addr.subnet is not None:
-                out.append(address(HOST, br, f"{addr.gateway}/{addr.subnet.prefixlen}", "bridge_address"))
+                out.append(address(HOST, br, f"{addr.gateway}/{addr.subnet.prefixlen}", BRIDGE_ADDRESS))
             addr6 = addressing6(topo, net_name)
             if addr6.gateway is not None and addr6.subnet is not None:
-                out.append(address(HOST, br, f"{addr6.gateway}/{addr6.subnet.prefixlen}", "bridge_address"))
+                out.append(address(HOST, br, f"{addr6.gateway}/{addr6.subnet.prefixlen}", BRIDGE_ADDRESS))
         return out
 
     def from_link(self, view, li) -> Iterable[Resource]:
         yield make("bridge", li.name, mark=view.alias(li), mtu=li.mtu, mac=li.mac)
         if li.mark[3][:1] == ("bridged",):
             return  # its addresses are the uplink's, carried by the uplink resource
-        yield from observed_addresses(view.addresses(""), HOST, li.name, li.index, "bridge_address")
+        yield from observed_addresses(view.addresses(""), HOST, li.name, li.index, BRIDGE_ADDRESS)
 
     def create(self, ctx: Ctx, r: Resource) -> None:
         netlink.create_bridge(ctx.nss, r)
@@ -85,7 +85,7 @@ class BridgeAddress(Address):
     endpoint's link, so that what binds to it (the network's dnsmasq) can start while the
     endpoints are still being made."""
 
-    name = "bridge_address"
+    name = BRIDGE_ADDRESS
     after = ("bridge",)
 
 

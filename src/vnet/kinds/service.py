@@ -30,7 +30,7 @@ class Service(Kind):
         namespace of its own needs that namespace's link, address and route as well. One that sends
         router advertisements waits as before for the switches that must be set before the first
         one arrives (an endpoint's autoconf off beside a fixed address6, accept_ra off on the bridge)."""
-        if any(line == "enable-ra" for line in (r.get("config") or "").splitlines()):
+        if dnsconf.advertises_routers(r.get("config") or ""):
             return None
         return ("address", "route", "dhcp_script") if r.get("ns") else ("bridge_address", "dhcp_script")
 
