@@ -11,7 +11,7 @@ import fcntl
 import ipaddress
 import os
 import struct
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 from vnet import names
@@ -163,9 +163,7 @@ def create_taps(nss: Namespaces, rs: list[Resource]) -> None:
             requests.append(rtnl.set_link(ifname=r.key, alias=r.get("mark"), **_settings(ns, r)))
             if r.get("master") and r.get("hairpin"):  # set only once the link is a port
                 requests.append(rtnl.set_bridge_port(r.key, True))
-        failed = next((e for e in ns.nl.batch(requests) if e is not None), None)
-        if failed is not None:
-            raise failed
+        _raise_first(ns.nl.batch(requests))
     except BaseException:
         for name in made:
             try:
@@ -190,17 +188,37 @@ def create_veth(nss: Namespaces, r: Resource) -> None:
 
 def create_veths(nss: Namespaces, rs: list[Resource]) -> None:
     """Each pair in one request (the host end with its MAC, MTU, bridge and up; the peer born in
-    its namespace with its MAC and MTU), then the host end's mark; then, once every pair is made,
-    each peer's mark and up. A peer coming up gives both ends a carrier, and the kernel handles a
-    veth's carrier change at once, under the lock every link request takes: peers brought up
-    between creations slowed each next creation (500 pairs: 0.75 s; peers up after: 0.53 s)."""
+    its namespace with its MAC and MTU), the requests sent a window at a time, then every host
+    end's mark; then, once every pair is made, each peer's mark and up. A peer coming up gives both
+    ends a carrier, and the kernel handles a veth's carrier change at once, under the lock every
+    link request takes: peers brought up between creations slowed each next creation (500 pairs:
+    0.75 s; peers up after: 0.53 s). Sent as windows rather than one request at a time, the 500
+    creations took 0.30 s instead of 0.33 s (medians of six, interleaved). Should the making or
+    marking fail, every pair this call made goes again: unmarked, recovery would not know them."""
     ns = nss.host
-    for r in rs:
-        with _netns_fd(r.get("peer_ns")) as fd:
-            peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"), r.get("mtu"))
-            _create_marked(ns, rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)), r.key, r.get("mark"))
-        if r.get("hairpin"):
-            _all_or_nothing(ns, r.key, lambda: ns.nl.request(*rtnl.set_bridge_port(r.key, True)))
+    made: list[str] = []  # only these go again on failure: never a link of that name made by someone else
+    try:
+        for start in range(0, len(rs), rtnl.IN_FLIGHT):
+            window = rs[start : start + rtnl.IN_FLIGHT]
+            with ExitStack() as fds:  # a window's namespaces held open: at most IN_FLIGHT descriptors
+                requests = []
+                for r in window:
+                    fd = fds.enter_context(_netns_fd(r.get("peer_ns")))
+                    peer = rtnl.veth_peer(r.get("peer_name"), fd, r.get("peer_mac"), r.get("mtu"))
+                    requests.append(rtnl.new_link(r.key, "veth", info_data=peer, **_settings(ns, r)))
+                results = ns.nl.batch(requests)
+            made += [r.key for r, err in zip(window, results) if err is None]
+            _raise_first(results)
+        marks = [rtnl.set_link(ifname=r.key, alias=r.get("mark")) for r in rs]
+        marks += [rtnl.set_bridge_port(r.key, True) for r in rs if r.get("hairpin")]  # set only once the link is a port
+        _raise_first(ns.nl.batch(marks))
+    except BaseException:
+        for name in made:
+            try:
+                _delete_link(ns, name)
+            except Exception:
+                pass
+        raise
     # every port's IPv6 off in one trip into the target namespace, while the peers are down, so
     # the host ends have no carrier yet (a link made here is marked: recovery removes it on failure)
     ports = [r.key for r in rs if r.get("master")]
@@ -209,6 +227,12 @@ def create_veths(nss: Namespaces, rs: list[Resource]) -> None:
     for r in rs:
         peer_ns = nss.get(r.get("peer_ns"))
         _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
+
+
+def _raise_first(results: list[RtnlError | None]) -> None:
+    failed = next((e for e in results if e is not None), None)
+    if failed is not None:
+        raise failed
 
 
 def _forget_peer(nss: Namespaces, r: Resource) -> None:
@@ -243,9 +267,7 @@ def delete_links(nss: Namespaces, rs: list[Resource]) -> None:
     try:
         results = ns.nl.batch([rtnl.set_link(li.index, group=group) for li in todo])
         grouped = [li for li, e in zip(todo, results) if e is None]
-        failed = next((e for e in results if e is not None), None)
-        if failed is not None:
-            raise failed
+        _raise_first(results)
         ns.nl.request(*rtnl.del_group(group))
     except BaseException:
         ns.nl.batch([rtnl.set_link(li.index, group=li.group) for li in grouped])
