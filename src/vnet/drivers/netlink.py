@@ -313,7 +313,7 @@ def create_netnses(nss: Namespaces, rs: list[Resource]) -> None:
         # the mark lives in the namespace itself, so ownership survives the loss of vnet's state
         nl.request(*rtnl.set_link(ifname="lo", alias=rs[i].get("mark"), up=True))
 
-    made = nsmod.create_many([r.key for r in rs], then=lo_up)
+    made = nsmod.create_many([r.key for r in rs], then=lo_up, ahead=nss.take_ahead())
     try:
         for r, nl in zip(rs, made):
             nss.get(r.key).adopt(nl)

@@ -254,6 +254,7 @@ class Engine:
         lock, early = taken or (self._locked(), None)
         with lock, Namespaces(self.netns) as nss:
             self._recover(nss)  # nothing to undo where a head start was taken: it saw no journal
+            nss.make_ahead(self._namespaces_to_make(topo, early[1] if early else None))
             with self._host_locked():
                 planned = self._plan(nss, topo, None if force else source, early)
                 had_claim = self.claims.file(self.topology).exists()
@@ -267,6 +268,19 @@ class Engine:
                     self.claims.file(self.topology).unlink(missing_ok=True)
                 raise
             return planned.actions
+
+    @staticmethod
+    def _namespaces_to_make(topo: Topology, listed: list[str] | None) -> int:
+        """How many of the topology's own namespaces do not exist yet: what the run will make
+        unless the plan is refused (then those made ahead are dropped; drivers/spares.py).
+        `listed`: the namespaces a head start has just listed."""
+        from vnet.kinds.netns import owned
+
+        wanted = owned(topo)
+        if len(wanted) < 2:
+            return len(wanted)
+        there = set(nsmod.listed() if listed is None else listed)
+        return sum(name not in there for _, name in wanted)
 
     @staticmethod
     def _born_with_uplink_mac(actions: list[Action], obs: Observation) -> list[Action]:

@@ -55,17 +55,22 @@ def _custom(topology: str, name: str) -> bool:
     return not name.startswith(f"{topology}-")
 
 
+def owned(topo: Topology) -> list[tuple[str, str]]:
+    """(endpoint, namespace) of each namespace the topology makes and owns."""
+    return [
+        (ep_name, endpoint_netns(topo, ep_name))
+        for ep_name, ep in topo.endpoints.items()
+        # a borrowed namespace is not vnet's, unless the topology says it is (own_netns)
+        if isinstance(ep, NetnsSpec) and (ep.netns is None or ep.own_netns)
+    ]
+
+
 class Netns(Kind):
     name = "netns"
     create_batch = "namespaces"  # all made in one trip of the thread that enters namespaces
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
-        return [
-            make("netns", endpoint_netns(topo, ep_name), mark=names.netns_mark(topo.name, ep_name, facts.target))
-            for ep_name, ep in topo.endpoints.items()
-            # a borrowed namespace is not vnet's, unless the topology says it is (own_netns)
-            if isinstance(ep, NetnsSpec) and (ep.netns is None or ep.own_netns)
-        ]
+        return [make("netns", name, mark=names.netns_mark(topo.name, ep_name, facts.target)) for ep_name, name in owned(topo)]
 
     def observe(self, view, obs) -> None:
         # the owned namespaces with names of their own, which the pass by name did not read
