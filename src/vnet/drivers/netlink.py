@@ -302,7 +302,13 @@ def create_netnses(nss: Namespaces, rs: list[Resource]) -> None:
     """The namespaces, made in one trip of the thread that enters namespaces (nsmod.create_many),
     each one's `lo` marked and up as soon as it is made. All or none: on failure every one made
     here goes again."""
+    try:
+        present = set(os.listdir(nsmod.NETNS_DIR))  # one read of the directory, not five stats a name
+    except FileNotFoundError:
+        present = set()
     for r in rs:
+        if r.key not in present:
+            continue
         if nsmod.exists(r.key):
             raise VnetError(f"network namespace {r.key} exists already and is not vnet's")
         if nsmod.half_made(r.key):
@@ -316,7 +322,7 @@ def create_netnses(nss: Namespaces, rs: list[Resource]) -> None:
     made = nsmod.create_many([r.key for r in rs], then=lo_up, ahead=nss.take_ahead())
     try:
         for r, nl in zip(rs, made):
-            nss.get(r.key).adopt(nl)
+            nss.get(r.key, listed=True).adopt(nl)  # just made: not looked up again
     except BaseException:
         for r in rs:
             nss.forget(r.key)

@@ -124,6 +124,33 @@ def _share_rundir() -> None:
     _rundir_shared = True
 
 
+_reserved = 0  # the descriptor table's size, as reserve_descriptors last made it
+
+
+def reserve_descriptors(count: int) -> None:
+    """Grow this process's descriptor table at once to hold `count` more. The kernel doubles it
+    as descriptors are opened, and where the process has more than one thread each doubling waits
+    for an RCU grace period: taking 500 namespaces made ahead (1,000 descriptors) cost 30 ms that
+    way, against 5 ms with the table grown beforehand, while the hopper had not yet started."""
+    global _reserved
+    want = count + 128
+    if want <= _reserved:
+        return
+    import resource  # here: ~0.3 ms, for the runs that make many namespaces
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    want = min(want, soft - 1) if soft != resource.RLIM_INFINITY else want
+    try:
+        fd = os.open("/", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.close(os.dup2(fd, want, inheritable=False))
+        finally:
+            os.close(fd)
+    except OSError:
+        return  # the table grows as it always did
+    _reserved = want
+
+
 class _Hopper:
     """One worker thread that runs one call at a time, in the order given: what a one-worker
     ThreadPoolExecutor did, without importing concurrent.futures and logging (they cost every
@@ -257,6 +284,7 @@ def create_many(names: list[str], then: Callable[[int, Rtnl], None] | None = Non
     by one thread, 0.16 s by two). All or none: on failure, those made are removed again."""
     import threading
 
+    reserve_descriptors(len(names))  # a client each
     ahead = list(ahead or ())
     named: list[Rtnl] = []
     paths: list[Path] = []
@@ -446,6 +474,7 @@ class Namespaces:
         from vnet.drivers.spares import WORTH, Spares
 
         if self._spares is None and count >= WORTH:
+            reserve_descriptors(2 * count)  # each comes as two: the namespace and a socket in it
             self._spares = Spares(count)
 
     def take_ahead(self) -> list[tuple[int, Rtnl]]:
@@ -483,6 +512,7 @@ class Namespaces:
             return socks
 
         if todo:
+            reserve_descriptors(len(todo))
             for ns, sock in zip(todo, _hop(inside)):
                 if sock is not None:
                     ns.adopt(Rtnl(sock))
