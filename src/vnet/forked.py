@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import marshal
 import os
+import struct
+from types import GeneratorType
 from typing import Any, Callable
+
+
+_LEN = struct.Struct("=Q")  # each result's length, before it
 
 
 class Unavailable(Exception):
@@ -46,23 +51,37 @@ class Forked:
         os.close(w)
         self.pid, self._fd = pid, r
 
-    def take(self) -> Any:
+    def take(self, last: bool = True) -> Any:
+        """The child's result; where fn is a generator, its next item (each is written as it is
+        made, so the first can be taken while the child works on the next): `last` False where
+        more are to be taken."""
         if self._fd < 0:
             raise Unavailable("no child")
-        chunks = []
         try:
-            while chunk := os.read(self._fd, 1 << 20):
-                chunks.append(chunk)
-        finally:
-            os.close(self._fd)
-            self._fd = -1
-        try:
-            ok, value = marshal.loads(b"".join(chunks))
+            head = self._read(_LEN.size)
+            ok, value = marshal.loads(self._read(_LEN.unpack(head)[0]))
         except (EOFError, ValueError, TypeError):
+            self._drop()
             raise Unavailable("the child died before it wrote its result") from None
+        if not ok or last:
+            self._drop()
         if not ok:
             raise Unavailable(value)
         return value
+
+    def _read(self, n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            chunk = os.read(self._fd, min(left, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def _drop(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
 
     def close(self) -> None:
         """Stop the child if its result was not taken, and reap it. Apart from take(): the child
@@ -96,13 +115,18 @@ def _child(fn: Callable[..., Any], args: tuple, w: int) -> None:
     code = 1
     try:
         try:
-            data = marshal.dumps((True, fn(*args)))
+            result = fn(*args)
+            for item in result if isinstance(result, GeneratorType) else (result,):
+                _write(w, marshal.dumps((True, item)))
         except Exception as exc:  # the parent does the work again and meets it itself
-            data = marshal.dumps((False, f"{type(exc).__name__}: {exc}"))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(w, view):]
+            _write(w, marshal.dumps((False, f"{type(exc).__name__}: {exc}")))
         os.close(w)  # the parent's read ends here, not when this process's exit is done
         code = 0
     finally:
         os._exit(code)  # no atexit, no flushing of vnet's buffers: the parent owns them
+
+
+def _write(w: int, data: bytes) -> None:
+    view = memoryview(_LEN.pack(len(data)) + data)
+    while view:
+        view = view[os.write(w, view):]

@@ -101,6 +101,32 @@ class View:
             self._addrs[name] = _by_index(Addr(*f) for f in addrs)
             self._routes[name] = [Route(*f) for f in routes]
 
+    def read_rest(self, names: list[str]) -> None:
+        """Read now the namespaces of `names` that no child reads, while it reads the others."""
+        rest = [n for n in names if n not in self._ahead_of and n not in self._links and n in self.listed]
+        if not rest:
+            return
+        self.nss.open(rest)
+        for ns in rest:
+            self.links(ns)
+            self.addresses(ns)
+            self.routes(ns)
+
+    def take_target(self) -> list[rtnl.Route] | None:
+        """The target namespace as the read-ahead read it where it was asked to (a head start's:
+        readings.read_target), for links(), addresses() and routes(). Returns the main table's
+        routes; None where it was not read (vnet reads the target itself, as it is asked)."""
+        read = self._ahead.take_target() if self._ahead is not None else None
+        if read is None:
+            return None
+        links, addrs, routes, main = read
+        Route = rtnl.Route
+        self._links[""] = infos = {f[0]: LinkInfo(*f) for f in links}
+        self.nss.host.indexes = {li.name: li.index for li in infos.values()}
+        self._addrs[""] = _by_index(rtnl.Addr(*f) for f in addrs)
+        self._routes[""] = [Route(*f) for f in routes]
+        return [Route(*f) for f in main]
+
     def close(self) -> None:
         """Stop a read-ahead whose answers were not taken, and reap its child."""
         if self._ahead is not None:
@@ -157,9 +183,12 @@ class Observing:
         self.mine = sorted({n for n in listed if n.startswith(f"{topology}-")} | (set(extra_netns) & view.listed))
         view.read_ahead(self.mine, ahead)
         try:
+            main = view.take_target()
             obs.links = view.links("")
+            if main is None:
+                main = nss.host.nl.routes(table=rtnl.RT_TABLE_MAIN)
             by_index = {li.index: li for li in obs.links.values()}
-            for rt in nss.host.nl.routes(table=rtnl.RT_TABLE_MAIN):
+            for rt in main:
                 dev = by_index.get(rt.oif)
                 if rt.dst_len == 0:
                     if obs.default_uplink is None and dev is not None:
@@ -175,6 +204,7 @@ class Observing:
 
     def finish(self) -> Observation:
         try:
+            self.view.read_rest(self.mine)
             self._owned()
         finally:
             self.view.close()

@@ -71,3 +71,9 @@ def read_namespace(nl: rtnl.Rtnl) -> tuple[list, list, list]:
     rtnl.Route's."""
     links = [_INFO_FIELDS(li) for li in link_infos(nl.links()).values()]
     return links, [_ADDR_FIELDS(a) for a in nl.addrs()], [_ROUTE_FIELDS(r) for r in marked_routes(nl)]
+
+
+def read_target(nl: rtnl.Rtnl) -> tuple[list, list, list, list]:
+    """What observing asks of the target namespace: as `read_namespace`, and every route of the
+    main table's IPv4 (the default route names the uplink; the rest are what a subnet clashes with)."""
+    return (*read_namespace(nl), [_ROUTE_FIELDS(r) for r in nl.routes(table=rtnl.RT_TABLE_MAIN)])

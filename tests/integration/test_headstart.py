@@ -11,6 +11,7 @@ import textwrap
 from tests.integration.conftest import EXAMPLES
 from tests.integration.test_readahead import _gone
 from vnet import api, headstart, statedir
+from vnet.drivers import ns as nsmod
 from vnet.flock import flock, held
 
 
@@ -48,6 +49,43 @@ def test_a_head_start_sees_a_change_made_before_it(world):
     assert planned and all("route" in line for line in planned), planned
     with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
         assert head.started
+        applied = api.apply(topo, netns=world.host, state_dir=world.state, head=head)
+    assert [a.describe() for a in applied] == planned
+    assert world.plan(topo).actions == []
+
+
+def test_a_head_start_sees_a_change_of_the_target_made_before_it(world):
+    """The target namespace, read by the child first: a bridge's MAC changed by hand is put back,
+    and its address taken away is added again."""
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    want = world.plan(topo).desired
+    br = next(r.key for r in want if r.kind == "bridge")
+    gw = next(r for r in want if r.kind == "bridge_address")
+    subprocess.run(["ip", "-n", world.host, "link", "set", br, "address", "02:00:00:00:00:99"], check=True)
+    subprocess.run(["ip", "-n", world.host, "addr", "del", f"{gw.get('address')}/{gw.get('prefixlen')}", "dev", br], check=True)
+    planned = sorted(a.describe() for a in world.plan(topo).actions)
+    assert any(line.startswith("~ bridge ") for line in planned) and any("bridge_address" in line for line in planned), planned
+    with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
+        assert head.started
+        applied = api.apply(topo, netns=world.host, state_dir=world.state, head=head)
+    assert sorted(a.describe() for a in applied) == planned
+    assert world.plan(topo).actions == []
+
+
+def test_the_namespaces_the_child_leaves_are_read_by_vnet(world, monkeypatch):
+    """The child reads the target and some of the namespaces; vnet the rest, before it waits for
+    the child: the observation is the same, and a change in a namespace vnet reads is found."""
+    monkeypatch.setattr(headstart, "OWN_SHARE", 1)  # every namespace left to vnet
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    mine = sorted(n for n in nsmod.listed() if n.startswith(f"{topo.name}-"))
+    assert mine
+    subprocess.run(["ip", "-n", mine[-1], "route", "del", "default"], check=True)
+    planned = [a.describe() for a in world.plan(topo).actions]
+    assert planned and all("route" in line for line in planned), planned
+    with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
+        assert head.started and head._ahead.names == []  # the child reads only the target
         applied = api.apply(topo, netns=world.host, state_dir=world.state, head=head)
     assert [a.describe() for a in applied] == planned
     assert world.plan(topo).actions == []

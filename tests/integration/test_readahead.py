@@ -12,7 +12,7 @@ import pytest
 from vnet import api, observe, readings
 from vnet.errors import VnetError
 from vnet.drivers import ns as nsmod
-from vnet.drivers import readahead
+from vnet.drivers import readahead, rtnl
 from vnet.drivers.ns import Namespaces
 
 
@@ -128,3 +128,38 @@ def test_a_child_whose_answers_are_not_wanted_is_stopped_and_reaped(world):
                 assert pid and not _gone(pid)
                 raise RuntimeError("the desired state failed")
         assert _gone(pid)
+
+
+def test_the_target_read_by_the_child_is_what_vnet_reads_itself(world):
+    topo = world.load("dualstack.yaml")
+    world.apply(topo)
+    with Namespaces(world.host) as nss:
+        own = observe.View(nss, topo.name, world.state_of(topo.name))
+        ahead = observe.View(nss, topo.name, world.state_of(topo.name))
+        ahead.read_ahead([], readahead.ReadAhead([], readings.read_namespace, target=(world.host, readings.read_target)))
+        pid = ahead._ahead.pid
+        try:
+            main = ahead.take_target()
+            assert main and main == nss.host.nl.routes(table=rtnl.RT_TABLE_MAIN)  # the bridges' subnets at least
+            assert ahead.links("") == own.links("") and any(li.mark for li in ahead.links("").values())
+            assert _same_addresses(ahead.addresses(""), own.addresses(""))
+            assert ahead.routes("") == own.routes("")
+        finally:
+            ahead.close()
+        assert _gone(pid)
+
+
+def test_a_target_the_child_cannot_read_is_left_to_vnet(world):
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    mine = _namespaces(topo.name)
+    with Namespaces(world.host) as nss:
+        view = observe.View(nss, topo.name, world.state_of(topo.name))
+        view.read_ahead(mine, readahead.ReadAhead(mine, readings.read_namespace, target=("vnet-test-no-such-namespace", readings.read_target)))
+        try:
+            assert view.take_target() is None  # vnet reads the target itself, as asked
+            assert "" not in view._links
+            assert view.links("") == observe.View(nss, topo.name, world.state_of(topo.name)).links("")
+            assert all(view.links(ns) for ns in mine)
+        finally:
+            view.close()
