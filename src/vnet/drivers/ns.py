@@ -471,9 +471,11 @@ class Namespaces:
     def make_ahead(self, count: int) -> None:
         """Have up to `count` namespaces made ahead, unnamed, for the next create_many of this
         run (drivers/spares.py); nothing where so few are not worth a child."""
+        if count <= 0 or self._spares is not None:
+            return  # a re-apply makes none: not even the module is needed
         from vnet.drivers.spares import WORTH, Spares
 
-        if self._spares is None and count >= WORTH:
+        if count >= WORTH:
             reserve_descriptors(2 * count)  # each comes as two: the namespace and a socket in it
             self._spares = Spares(count)
 

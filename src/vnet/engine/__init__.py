@@ -261,6 +261,8 @@ class Engine:
                 self.claims.write(Claim.of(topo, self.netns, source))
             planned.actions = self._born_with_uplink_mac(planned.actions, planned.observation)
             _refuse_busy(disruptions(planned.actions, self.state)[1], force, self.log)
+            if not planned.actions:
+                return []  # nothing to run: the runner (and its module) are not needed
             try:
                 self._runner(nss).run(planned.actions)
             except StepFailed:
