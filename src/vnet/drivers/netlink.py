@@ -165,11 +165,7 @@ def create_taps(nss: Namespaces, rs: list[Resource]) -> None:
                 requests.append(rtnl.set_bridge_port(r.key, True))
         _raise_first(ns.nl.batch(requests))
     except BaseException:
-        for name in made:
-            try:
-                _delete_link(ns, name)
-            except Exception:
-                pass
+        _take_back(ns, made)
         raise
 
 
@@ -213,11 +209,7 @@ def create_veths(nss: Namespaces, rs: list[Resource]) -> None:
         marks += [rtnl.set_bridge_port(r.key, True) for r in rs if r.get("hairpin")]  # set only once the link is a port
         _raise_first(ns.nl.batch(marks))
     except BaseException:
-        for name in made:
-            try:
-                _delete_link(ns, name)
-            except Exception:
-                pass
+        _take_back(ns, made)
         raise
     # every port's IPv6 off in one trip into the target namespace, while the peers are down, so
     # the host ends have no carrier yet (a link made here is marked: recovery removes it on failure)
@@ -227,6 +219,16 @@ def create_veths(nss: Namespaces, rs: list[Resource]) -> None:
     for r in rs:
         peer_ns = nss.get(r.get("peer_ns"))
         _all_or_nothing(ns, r.key, lambda: peer_ns.nl.request(*rtnl.set_link(ifname=r.get("peer_name"), alias=r.get("peer_mark"), up=True)))
+
+
+def _take_back(ns: Namespace, made: list[str]) -> None:
+    """Delete the links a failed call made (only those: never a link of that name it did not make),
+    each as best it can: the error that failed the call is the one to report."""
+    for name in made:
+        try:
+            _delete_link(ns, name)
+        except Exception:
+            pass
 
 
 def _raise_first(results: list[RtnlError | None]) -> None:
