@@ -9,7 +9,8 @@ import socket
 
 import pytest
 
-from vnet import api, observe, readings
+from tests.integration.test_ipv6 import wait_global6
+from vnet import api, observe, readings, sandbox
 from vnet.errors import VnetError
 from vnet.drivers import ns as nsmod
 from vnet.drivers import readahead, rtnl
@@ -52,6 +53,12 @@ def test_what_is_read_ahead_is_what_vnet_reads_itself(world):
     world.apply(topo)
     mine = _namespaces(topo.name)
     assert len(mine) >= 2
+    # the two readings are moments apart: first let the kernel finish what it does by itself in
+    # each namespace (c3's address from the advertisement, address detection), or one reading
+    # may hold an address, or a flag, that the other does not
+    assert wait_global6(f"{topo.name}-c3", "2001:db8:77::/64") is not None, "c3's SLAAC address"
+    for ns in mine:
+        sandbox.settle(ns)
     with Namespaces(world.host) as nss:
         own = observe.View(nss, topo.name, world.state_of(topo.name))
         ahead = observe.View(nss, topo.name, world.state_of(topo.name))
