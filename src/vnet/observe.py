@@ -92,14 +92,20 @@ class View:
     def _take_ahead(self, ns: str) -> None:
         if self._ahead is None or ns not in self._ahead_of:
             return
-        Addr, Route = rtnl.Addr, rtnl.Route
         self._ahead_of = frozenset()
         # (the namespaces' name → index caches stay empty: a no-op never uses them, and a change
         # looks an index up when it needs one)
-        for name, (links, addrs, routes) in self._ahead.take().items():
-            self._links[name] = {f[0]: LinkInfo(*f) for f in links}
-            self._addrs[name] = _by_index(Addr(*f) for f in addrs)
-            self._routes[name] = [Route(*f) for f in routes]
+        for name, read in self._ahead.take().items():
+            self._adopt(name, read)
+
+    def _adopt(self, name: str, read: tuple[list, list, list]) -> None:
+        """A namespace as a child read it (readings.read_namespace), for links(), addresses() and
+        routes()."""
+        links, addrs, routes = read
+        Addr, Route = rtnl.Addr, rtnl.Route
+        self._links[name] = {f[0]: LinkInfo(*f) for f in links}
+        self._addrs[name] = _by_index(Addr(*f) for f in addrs)
+        self._routes[name] = [Route(*f) for f in routes]
 
     def read_rest(self, names: list[str]) -> None:
         """Read now the namespaces of `names` that no child reads, while it reads the others."""
@@ -119,13 +125,10 @@ class View:
         read = self._ahead.take_target() if self._ahead is not None else None
         if read is None:
             return None
-        links, addrs, routes, main = read
-        Route = rtnl.Route
-        self._links[""] = infos = {f[0]: LinkInfo(*f) for f in links}
-        self.nss.host.indexes = {li.name: li.index for li in infos.values()}
-        self._addrs[""] = _by_index(rtnl.Addr(*f) for f in addrs)
-        self._routes[""] = [Route(*f) for f in routes]
-        return [Route(*f) for f in main]
+        *inside, main = read
+        self._adopt("", inside)
+        self.nss.host.indexes = {li.name: li.index for li in self._links[""].values()}
+        return [rtnl.Route(*f) for f in main]
 
     def close(self) -> None:
         """Stop a read-ahead whose answers were not taken, and reap its child."""

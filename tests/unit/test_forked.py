@@ -42,22 +42,16 @@ def _fails_after_one():
     raise ValueError("the second could not be read")
 
 
-def test_a_generator_that_fails_gives_what_it_made_then_unavailable():
-    with Forked(_fails_after_one) as child:
-        assert child.take(last=False) == "first"
-        with pytest.raises(Unavailable, match="the second could not be read"):
-            child.take()
-
-
 def _dies_after_one():
     yield "first"
     os._exit(3)
 
 
-def test_a_child_that_dies_midway_gives_unavailable():
-    with Forked(_dies_after_one) as child:
+@pytest.mark.parametrize("fn, said", [(_fails_after_one, "the second could not be read"), (_dies_after_one, "died")])
+def test_a_generator_that_fails_or_dies_gives_what_it_made_then_unavailable(fn, said):
+    with Forked(fn) as child:
         assert child.take(last=False) == "first"
-        with pytest.raises(Unavailable, match="died"):
+        with pytest.raises(Unavailable, match=said):
             child.take()
 
 

@@ -77,30 +77,20 @@ def _read_all(names: list[str], reader: Reader, target: tuple[str | None, Reader
     """In the child: the target's answer first where asked, then the namespaces'."""
     if target is not None:
         netns, read_target = target
-        try:
-            if netns is not None:
-                _enter(str(NETNS_DIR / netns))
-            nl = Rtnl(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
-            try:
-                yield read_target(nl)
-            finally:
-                nl.close()
-        except Exception:
-            yield None
-    yield _read(names, reader)
+        yield _read_in(netns, read_target)
+    yield [_read_in(name, reader) for name in names]
 
 
-def _read(names: list[str], reader: Reader) -> list[Any]:
-    """In the child: each namespace's answer, None where it could not be read."""
-    answers = []
-    for name in names:
-        try:
+def _read_in(name: str | None, reader: Reader) -> Any:
+    """In the child: what `reader` asks of the namespace `name` (None: the one the child is in),
+    or None where it could not be read."""
+    try:
+        if name is not None:
             _enter(str(NETNS_DIR / name))
-            nl = Rtnl(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
-            try:
-                answers.append(reader(nl))
-            finally:
-                nl.close()
-        except Exception:
-            answers.append(None)
-    return answers
+        nl = Rtnl(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+        try:
+            return reader(nl)
+        finally:
+            nl.close()
+    except Exception:
+        return None
