@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
+import _socket  # not socket.py: ~3 ms of start-up (drivers/rtnl.py)
 from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs
@@ -391,7 +391,7 @@ def v6text(a: ipaddress.IPv6Address) -> str:
     """str(a), by the C library where it writes the same (every address but those of ::/80, which
     it may write with a dotted IPv4 tail): ipaddress's own is a tenth of rendering a thousand ports."""
     if int(a) >> 48:
-        return socket.inet_ntop(socket.AF_INET6, a.packed)
+        return _socket.inet_ntop(_socket.AF_INET6, a.packed)
     return str(a)
 
 

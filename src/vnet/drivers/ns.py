@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
+import _socket  # not socket.py: ~3 ms of start-up (drivers/rtnl.py)
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -227,7 +227,7 @@ def _unshare_and_bind(path: Path) -> Rtnl:
     if _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none", MS_BIND, None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"bind {path}: {os.strerror(err)}")
-    return Rtnl(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))  # while we are here: its rtnetlink socket
+    return Rtnl(_socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0))  # while we are here: its rtnetlink socket
 
 
 def create(name: str) -> Rtnl:
@@ -387,9 +387,9 @@ class Namespace:
     def label(self) -> str:
         return self.name or "(current namespace)"
 
-    def _socket(self, proto: int, kind: int = socket.SOCK_RAW) -> socket.socket:
+    def _socket(self, proto: int, kind: int = _socket.SOCK_RAW) -> _socket.socket:
         # opened by a thread inside the namespace, so the socket belongs there
-        return self.call(socket.socket, socket.AF_NETLINK, kind, proto)
+        return self.call(_socket.socket, _socket.AF_NETLINK, kind, proto)
 
     def adopt(self, nl: Rtnl) -> None:
         """Use this rtnetlink client, opened inside the namespace already."""
@@ -417,7 +417,7 @@ class Namespace:
         if self._ipr is None:
             from pyroute2 import IPRoute
 
-            self._ipr = IPRoute(fileno=self._socket(0, socket.SOCK_DGRAM).detach())  # pyroute2 wants DGRAM
+            self._ipr = IPRoute(fileno=self._socket(0, _socket.SOCK_DGRAM).detach())  # pyroute2 wants DGRAM
         return self._ipr
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -503,12 +503,12 @@ class Namespaces:
             if ns._nl is None and ns.path is not None:
                 todo.append(ns)
 
-        def inside() -> list[socket.socket | None]:
-            socks: list[socket.socket | None] = []
+        def inside() -> list[_socket.socket | None]:
+            socks: list[_socket.socket | None] = []
             for ns in todo:
                 try:
                     _enter(ns.path)  # type: ignore[arg-type]
-                    socks.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+                    socks.append(_socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0))
                 except OSError:
                     socks.append(None)
             return socks

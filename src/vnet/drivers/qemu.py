@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vnet import libdir, qemuargs
 from vnet.drivers import process
@@ -30,6 +30,9 @@ from vnet.drivers.ns import Namespaces
 from vnet.errors import VnetError
 from vnet.names import sha256
 from vnet.resources import Resource, make
+
+if TYPE_CHECKING:
+    import socket
 
 START_TIMEOUT = 30.0  # seconds until QEMU greets on QMP: it has parsed its options and opened its files
 POWERDOWN_TIMEOUT = float(os.environ.get("VNET_POWERDOWN_TIMEOUT", "30"))  # for the guest to power off on ACPI
@@ -59,6 +62,8 @@ def _ids(argv: list[str]) -> tuple[int, int]:
 
 
 def _listener(path: Path) -> socket.socket:
+    import socket  # here, not at the top: every `vnet apply` imports this module, few start a VM
+
     path.unlink(missing_ok=True)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # root alone connects
@@ -108,6 +113,8 @@ def _wait_ready(pid: int, qmp: Path, timeout: float) -> None:
     """Until QEMU answers a command on QMP: it greets as soon as the socket is up, but commands are
     answered only from its main loop, after the machine is built (kernel loaded, disks and taps
     open). VnetError with its last words if it exits first."""
+    import socket
+
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(str(qmp))  # queued by the kernel: vnet made the socket listen already
@@ -214,6 +221,8 @@ def create(nss: Namespaces, state: Path, r: Resource) -> None:
 
 def qmp(path: Path, command: str, timeout: float = 5.0) -> dict:
     """Run one QMP command on a VM's monitor socket; its reply (`return` or `error`)."""
+    import socket
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))

@@ -12,7 +12,7 @@ errors and all.
 from __future__ import annotations
 
 import os
-import socket
+import _socket  # not socket.py: ~3 ms of start-up (drivers/rtnl.py)
 from typing import Any, Callable
 
 from vnet.drivers.ns import NETNS_DIR, _enter
@@ -87,7 +87,7 @@ def _read_in(name: str | None, reader: Reader) -> Any:
     try:
         if name is not None:
             _enter(str(NETNS_DIR / name))
-        nl = Rtnl(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+        nl = Rtnl(_socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0))
         try:
             return reader(nl)
         finally:

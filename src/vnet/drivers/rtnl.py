@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
+import _socket  # the C module under socket.py: socket.py's enum wrappers and selectors cost ~3 ms of every start-up, and vnet needs none of them
 import struct
 import threading
 from typing import Any, Callable, Iterator
@@ -60,7 +60,7 @@ RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
 IFA_F_NODAD, IFA_F_PERMANENT = 0x02, 0x80
 INFINITY_LIFE = 0xFFFFFFFF
-AF_UNSPEC, AF_INET, AF_INET6 = socket.AF_UNSPEC, socket.AF_INET, socket.AF_INET6
+AF_UNSPEC, AF_INET, AF_INET6 = _socket.AF_UNSPEC, _socket.AF_INET, _socket.AF_INET6
 
 _HDR = struct.Struct("=IHHII")
 _ATTR = struct.Struct("=HH")
@@ -113,12 +113,12 @@ def family_of(address: str) -> int:
 
 def a_ip(kind: int, address: str) -> bytes:
     """An IPv4 or IPv6 address, by its spelling."""
-    return attr(kind, socket.inet_pton(family_of(address), address))
+    return attr(kind, _socket.inet_pton(family_of(address), address))
 
 
 def ifinfo(index: int = 0, up: bool | None = None) -> bytes:
     flags, change = (0, 0) if up is None else (IFF_UP if up else 0, IFF_UP)
-    return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
+    return _IFINFO.pack(_socket.AF_UNSPEC, 0, index, flags, change)
 
 
 def encode(*fields: tuple[Callable[[int, Any], bytes], int, Any]) -> bytes:
@@ -166,8 +166,8 @@ def _mac(v: memoryview) -> str:
 
 def _ip(v: memoryview) -> str:
     if len(v) >= 16:
-        return socket.inet_ntop(AF_INET6, v[:16])
-    return socket.inet_ntoa(v[:4])
+        return _socket.inet_ntop(AF_INET6, v[:16])
+    return _socket.inet_ntoa(v[:4])
 
 
 class Link(Record):
@@ -480,23 +480,23 @@ def parse_vxlan(data: memoryview) -> dict:
         elif kind == IFLA_VXLAN_LOCAL:
             out["local"] = _ip(v)
         elif kind == IFLA_VXLAN_LOCAL6:
-            out["local"] = socket.inet_ntop(socket.AF_INET6, bytes(v[:16]))
+            out["local"] = _socket.inet_ntop(_socket.AF_INET6, bytes(v[:16]))
         elif kind == IFLA_VXLAN_LEARNING:
             out["learning"] = bool(v[0])
     return out
 
 
 def _inet(address: str) -> tuple[int, bytes]:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    return family, socket.inet_pton(family, address)
+    family = _socket.AF_INET6 if ":" in address else _socket.AF_INET
+    return family, _socket.inet_pton(family, address)
 
 
 def vxlan_data(vni: int, local: str, port: int, learning: bool = False) -> bytes:
     """IFLA_INFO_DATA of `ip link add … type vxlan id VNI local ADDR dstport PORT [no]learning`."""
     family, packed = _inet(local)
-    data = (a_u32(IFLA_VXLAN_ID, vni) + attr(IFLA_VXLAN_LOCAL6 if family == socket.AF_INET6 else IFLA_VXLAN_LOCAL, packed)
+    data = (a_u32(IFLA_VXLAN_ID, vni) + attr(IFLA_VXLAN_LOCAL6 if family == _socket.AF_INET6 else IFLA_VXLAN_LOCAL, packed)
             + attr(IFLA_VXLAN_PORT, struct.pack("!H", port)) + attr(IFLA_VXLAN_LEARNING, bytes([int(learning)])))
-    if family == socket.AF_INET:
+    if family == _socket.AF_INET:
         # RFC 7348: over IPv4 the outer UDP checksum SHOULD be zero (the inner frame carries its
         # own); the kernel computes one unless told (`noudpcsum`). Over IPv6 a zero checksum needs
         # both ends to allow it (RFC 6935), so the kernel's default stays.
@@ -545,7 +545,7 @@ def parse_fdb(msg: memoryview) -> Fdb:
         if kind == NDA_LLADDR:
             e.mac = _mac(v)
         elif kind == NDA_DST:
-            e.dst = socket.inet_ntop(socket.AF_INET6 if len(v) == 16 else socket.AF_INET, bytes(v))
+            e.dst = _socket.inet_ntop(_socket.AF_INET6 if len(v) == 16 else _socket.AF_INET, bytes(v))
     return e
 
 
@@ -570,9 +570,9 @@ def _buffer() -> bytearray:
 class Netlink:
     """One netlink socket (opened in the namespace it acts on): requests, batches, dumps."""
 
-    def __init__(self, sock: socket.socket | None = None):
-        self.sock = sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    def __init__(self, sock: _socket.socket | None = None):
+        self.sock = sock or _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_ROUTE)
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
         for opt in (NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
             try:
                 self.sock.setsockopt(SOL_NETLINK, opt, 1)
@@ -715,7 +715,7 @@ class Rtnl(Netlink):
             return parse_link(msg)
         return None
 
-    def addrs(self, index: int = 0, family: int = socket.AF_UNSPEC) -> list[Addr]:
+    def addrs(self, index: int = 0, family: int = _socket.AF_UNSPEC) -> list[Addr]:
         """Addresses of both families, or of one (of one link with strict checking, else all)."""
         return [a for a in (parse_addr(m) for m in self.dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, index))) if not index or a.index == index]
 
@@ -739,11 +739,11 @@ class Rtnl(Netlink):
     def all_addresses(self) -> list[tuple[int, str]]:
         """(ifindex, address) of every IPv4 and IPv6 address."""
         out = []
-        for m in self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+        for m in self.dump(RTM_GETADDR, _IFADDR.pack(_socket.AF_UNSPEC, 0, 0, 0, 0)):
             family, _, _, _, index = _IFADDR.unpack_from(m, 16)
             for kind, v in attrs(m, 16 + _IFADDR.size, len(m)):
-                if kind == (IFA_LOCAL if family == socket.AF_INET else IFA_ADDRESS):
-                    out.append((index, socket.inet_ntop(family, bytes(v))))
+                if kind == (IFA_LOCAL if family == _socket.AF_INET else IFA_ADDRESS):
+                    out.append((index, _socket.inet_ntop(family, bytes(v))))
                     break
         return out
 
@@ -751,7 +751,7 @@ class Rtnl(Netlink):
         """Every qdisc of the namespace, or those of one kind: a message without that kind's
         TCA_KIND attribute anywhere in its bytes is not decoded (a host with a thousand ports
         has a thousand default qdiscs, and vnet looks for its few tbf ones)."""
-        msgs = self.dump(RTM_GETQDISC, _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        msgs = self.dump(RTM_GETQDISC, _TCMSG.pack(_socket.AF_UNSPEC, 0, 0, 0, 0))
         if kind is None:
             return [parse_qdisc(m) for m in msgs]
         mark = a_str(TCA_KIND, kind)
@@ -806,7 +806,7 @@ class Nft(Netlink):
         """Each nf_tables request's result in one transaction that the kernel checks and then
         throws away, as `nft --check` does: a batch without its end is validated and aborted, so
         nothing changes (a module the requests need may be loaded)."""
-        begin = _HDR.pack(_HDR.size + _NFGEN.size, NFNL_MSG_BATCH_BEGIN, F_REQUEST, 0, 0) + _NFGEN.pack(0, 0, socket.htons(NFT_SUBSYS >> 8))
+        begin = _HDR.pack(_HDR.size + _NFGEN.size, NFNL_MSG_BATCH_BEGIN, F_REQUEST, 0, 0) + _NFGEN.pack(0, 0, _socket.htons(NFT_SUBSYS >> 8))
         messages = [self._message(mtype, flags | F_ACK, body) for mtype, flags, body in requests]
         self.sock.send(b"".join(_pad_bytes(m) for m in [begin, *(msg for _, msg in messages)]))
         return self._results({seq: i for i, (seq, _) in enumerate(messages)})

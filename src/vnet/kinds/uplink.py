@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import select
-import socket
+import _socket  # not socket.py: ~3 ms of start-up (drivers/rtnl.py)
 import struct
 import time
 from typing import Iterable
@@ -63,12 +63,12 @@ def arp_probe(ifname: str, src: str, target: str, timeout: float) -> bool:
     """True when `target` answers an ARP request sent from `ifname` within `timeout` seconds.
     Runs in the namespace's worker thread (a packet socket binds to that namespace's device)."""
     eth_p_arp = 0x0806
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(eth_p_arp))
+    s = _socket.socket(_socket.AF_PACKET, _socket.SOCK_RAW, _socket.htons(eth_p_arp))
     try:
         s.bind((ifname, eth_p_arp))
         mac = s.getsockname()[4]
-        tpa = socket.inet_aton(target)
-        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, socket.inet_aton(src), b"\0" * 6, tpa)
+        tpa = _socket.inet_aton(target)
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, _socket.inet_aton(src), b"\0" * 6, tpa)
         frame = (b"\xff" * 6 + mac + struct.pack("!H", eth_p_arp) + arp).ljust(60, b"\0")
         deadline = time.monotonic() + timeout
         next_send = 0.0
