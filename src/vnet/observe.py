@@ -206,9 +206,13 @@ class Observing:
             raise
 
     def finish(self) -> Observation:
+        """The whole observation. What needs no namespace is worked out first, while the other
+        core may still read them; then vnet reads its share of them (View.read_rest) and takes
+        the child's."""
         try:
+            later = self._host_side()
             self.view.read_rest(self.mine)
-            self._owned()
+            self._namespace_side(later)
         finally:
             self.view.close()
         return self.obs
@@ -222,9 +226,13 @@ class Observing:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _owned(self) -> None:
-        view, obs, topology, target = self.view, self.obs, self.obs.topology, self.target
+    def _host_side(self) -> list[tuple[kinds.Kind, LinkInfo]]:
+        """The owned links of kinds that read no namespace, vnet's routes in the target, and the
+        kinds observed from the host or the state directory. Returns the owned links left for
+        `_namespace_side`, with their kinds."""
+        view, obs, topology = self.view, self.obs, self.obs.topology
         owned_index: dict[int, str] = {}
+        later = []
         for li in obs.links.values():
             if not li.mark or li.mark[0] != topology:
                 continue
@@ -232,12 +240,27 @@ class Observing:
             if kind is None:
                 continue  # a role of a newer vnet: left alone
             owned_index[li.index] = li.name
+            if kind.reads_namespaces:
+                later.append((kind, li))
+                continue
             for r in kind.from_link(view, li):
                 obs.add(r)
         for rt in observed_routes(view.routes(""), "", owned_index):
             obs.add(rt)
+        # what is not a link: sysctls by vnet's record, daemons by pid file, tables by their comment
+        for kind in kinds.ordered():
+            if not kind.observe_early and not kind.reads_namespaces:
+                kind.observe(view, obs)
+        return later
 
-        # namespaces: vnet's default names start with the topology's; ownership is the mark on lo
+    def _namespace_side(self, later: list[tuple[kinds.Kind, LinkInfo]]) -> None:
+        """What needs the namespaces: links whose other end is in one, the namespaces themselves
+        (vnet's default names start with the topology's; ownership is the mark on lo), and the
+        kinds that read them or what was found there."""
+        view, obs, topology, target = self.view, self.obs, self.obs.topology, self.target
+        for kind, li in later:
+            for r in kind.from_link(view, li):
+                obs.add(r)
         for name in self.mine:
             lo = view.links(name).get("lo")
             mark = lo.mark if lo else None
@@ -247,9 +270,6 @@ class Observing:
             obs.namespaces[name] = owner
             if owner == topology:
                 obs.add(make("netns", name, mark=view.alias(lo)))
-
-        # what is not a link: sysctls by vnet's record, daemons by pid file, tables by their comment
         for kind in kinds.ordered():
-            if not kind.observe_early:
+            if not kind.observe_early and kind.reads_namespaces:
                 kind.observe(view, obs)
-

@@ -79,6 +79,9 @@ class Kind:
     # namespaces are read on the other core, before the desired state is worked out (which may
     # need what it read)
     observe_early: ClassVar[bool] = False
+    # from_link() or observe() needs the topology's namespaces as read, or what was found in them:
+    # it runs once they are read. The others run first, while the other core still reads them
+    reads_namespaces: ClassVar[bool] = False
 
     # --- pure ---
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:

@@ -142,6 +142,7 @@ class Veth(LinkKind):
     name = "veth"
     after = ("bridge", "netns")
     link_roles = ("veth",)
+    reads_namespaces = True  # the peer's end, addresses and routes
     create_batch = "veths"  # every pair made before any peer comes up (netlink.create_veths)
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:

@@ -33,6 +33,7 @@ def _record(state: Path, endpoint: str) -> Path:
 
 class Macvlan(Kind):
     name = "macvlan"
+    reads_namespaces = True  # its links live in namespaces
     after = ("netns",)
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:

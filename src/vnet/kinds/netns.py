@@ -67,6 +67,7 @@ def owned(topo: Topology) -> list[tuple[str, str]]:
 
 class Netns(Kind):
     name = "netns"
+    reads_namespaces = True  # lo's mark, in namespaces the pass by name did not read
     create_batch = "namespaces"  # all made in one trip of the thread that enters namespaces
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:

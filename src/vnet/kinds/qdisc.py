@@ -17,6 +17,7 @@ TBF_MAX_BITS = (2**32 - 1) * 8
 
 class Qdisc(Kind):
     name = "qdisc"
+    reads_namespaces = True  # of the ports found: the veths among them too
     after = ("tap", "veth")
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
