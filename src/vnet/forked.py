@@ -18,6 +18,7 @@ errors and all. So a child's work is an accelerator, never a second way to get a
 
 from __future__ import annotations
 
+import fcntl
 import marshal
 import os
 import struct
@@ -39,6 +40,10 @@ class Forked:
         self.pid = 0
         self._fd = -1
         r, w = os.pipe()
+        try:  # room for a thousand endpoints' namespaces (~0.4 MB) before the parent reads: _Outbox
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass  # over the system's pipe-max-size: the child keeps what does not fit
         try:
             pid = os.fork()
         except OSError:
@@ -68,6 +73,15 @@ class Forked:
         if not ok:
             raise Unavailable(value)
         return value
+
+    def ready(self) -> bool:
+        """take() has something to read now: the child has begun writing a result, or its pipe
+        is closed (take then says so). False once everything was taken."""
+        if self._fd < 0:
+            return False
+        import select  # here: a C module, for the callers that ask
+
+        return bool(select.select([self._fd], [], [], 0)[0])
 
     def _read(self, n: int) -> bytes:
         chunks, left = [], n
@@ -114,19 +128,41 @@ class Forked:
 def _child(fn: Callable[..., Any], args: tuple, w: int) -> None:
     code = 1
     try:
+        out = _Outbox(w)
         try:
             result = fn(*args)
             for item in result if isinstance(result, GeneratorType) else (result,):
-                _write(w, marshal.dumps((True, item)))
+                out.put(marshal.dumps((True, item)))
         except Exception as exc:  # the parent does the work again and meets it itself
-            _write(w, marshal.dumps((False, f"{type(exc).__name__}: {exc}")))
+            out.put(marshal.dumps((False, f"{type(exc).__name__}: {exc}")))
+        out.flush()
         os.close(w)  # the parent's read ends here, not when this process's exit is done
         code = 0
     finally:
         os._exit(code)  # no atexit, no flushing of vnet's buffers: the parent owns them
 
 
-def _write(w: int, data: bytes) -> None:
-    view = memoryview(_LEN.pack(len(data)) + data)
-    while view:
-        view = view[os.write(w, view):]
+class _Outbox:
+    """Items on their way to the parent: each written as far as the pipe takes it now, the rest
+    kept here. The parent may not read for a while (it works out the desired state), and a child
+    waiting for room in the pipe would be a child not working."""
+
+    def __init__(self, w: int) -> None:
+        self.w = w
+        self.pending = bytearray()
+        os.set_blocking(w, False)
+
+    def put(self, data: bytes) -> None:
+        self.pending += _LEN.pack(len(data))
+        self.pending += data
+        try:
+            while self.pending:
+                del self.pending[: os.write(self.w, self.pending)]
+        except BlockingIOError:
+            pass
+
+    def flush(self) -> None:
+        os.set_blocking(self.w, True)
+        view = memoryview(self.pending)
+        while view:
+            view = view[os.write(self.w, view):]

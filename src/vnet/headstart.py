@@ -35,9 +35,6 @@ from vnet.flock import LockBusy, flock
 _NAME_LINE = re.compile(r"""^name:[ \t]*(["']?)([a-z][a-z0-9_-]{0,31})\1[ \t]*(?:#.*)?$""", re.MULTILINE)
 
 
-OWN_SHARE = 5  # vnet reads one in five of the topology's namespaces itself (1 in 3: 155 ms, 1 in 8: 147, 1 in 5: 139–142; before 149–152)
-
-
 def guess_name(text: str) -> str | None:
     """The topology's name, as a top-level `name:` line in block style gives it; None otherwise.
     A guess: the loaded topology decides."""
@@ -72,11 +69,9 @@ class HeadStart:
         self.lock_path = lock_path
         self.listed = nsmod.listed()
         mine = sorted(n for n in self.listed if n.startswith(f"{topology}-"))
-        # the target namespace too, first: vnet asks for it before the rest. The child then has
-        # more to read than vnet has to do meanwhile: vnet reads a share of the namespaces itself
-        # (observe.View.read_rest) while the child reads the others
-        keep = len(mine) // OWN_SHARE
-        self._ahead = ReadAhead(mine[: len(mine) - keep], readings.read_namespace, target=(netns, readings.read_target))
+        # the target namespace too, first: vnet asks for it before the rest. Where the child is
+        # the slower, vnet reads the last namespaces itself meanwhile (observe.View.read_rest)
+        self._ahead = ReadAhead(mine, readings.read_namespace, target=(netns, readings.read_target))
 
     def take(self, lock_path: Path) -> tuple[ExitStack, tuple[ReadAhead, list[str]]] | None:
         """For the engine, if this head start was made for `lock_path`: the held lock (a context

@@ -56,6 +56,9 @@ def read_links(ns: Namespace) -> dict[str, LinkInfo]:
     return link_infos(links)
 
 
+STEAL = 8  # namespaces vnet reads itself at a time, from the last, while the child reads from the first
+
+
 def _by_index(addrs) -> dict[int, list[rtnl.Addr]]:
     out: dict[int, list[rtnl.Addr]] = {}
     for a in addrs:
@@ -90,12 +93,13 @@ class View:
         self._ahead_of = frozenset(self._ahead.names)
 
     def _take_ahead(self, ns: str) -> None:
-        if self._ahead is None or ns not in self._ahead_of:
+        """Take in everything the child has yet to hand over (`ns` is among it)."""
+        ahead = self._ahead
+        if ahead is None or ns not in self._ahead_of:
             return
-        self._ahead_of = frozenset()
         # (the namespaces' name → index caches stay empty: a no-op never uses them, and a change
         # looks an index up when it needs one)
-        for name, read in self._ahead.take().items():
+        for name, read in ahead.take().items():
             self._adopt(name, read)
 
     def _adopt(self, name: str, read: tuple[list, list, list]) -> None:
@@ -108,15 +112,38 @@ class View:
         self._routes[name] = [Route(*f) for f in routes]
 
     def read_rest(self, names: list[str]) -> None:
-        """Read now the namespaces of `names` that no child reads, while it reads the others."""
-        rest = [n for n in names if n not in self._ahead_of and n not in self._links and n in self.listed]
-        if not rest:
+        """Read now the namespaces of `names` that no child reads; and of those the child reads,
+        the last ones, from the end, for as long as it has not reached them: the two meet wherever
+        the child is by then, so that neither waits long for the other, whichever core was the
+        busier. Then take the child's answers up to there, and stop it."""
+        listed = self.listed
+        self._read_own([n for n in names if n not in self._ahead_of and n not in self._links and n in listed])
+        ahead = self._ahead
+        if ahead is None:
             return
-        self.nss.open(rest)
-        for ns in rest:
-            self.links(ns)
-            self.addresses(ns)
-            self.routes(ns)
+        order, end = ahead.names, len(ahead.names)
+        while True:
+            for name, read in ahead.take(wait=False).items():
+                self._adopt(name, read)
+            if ahead.given >= end:
+                break
+            start = max(ahead.given, end - STEAL)
+            self._read_own([n for n in order[start:end] if n in listed and n not in self._links])
+            end = start
+        ahead.close()  # what it reads now, vnet has read itself
+        # what it did not hand over (it died) or could not read
+        self._read_own([n for n in order[:end] if n in listed and n not in self._links])
+
+    def _read_own(self, names: list[str]) -> None:
+        """Read these namespaces here, whether a child reads them too or not."""
+        if not names:
+            return
+        self.nss.open(names)
+        for ns in names:
+            nl = self.nss.get(ns).nl
+            self._links[ns] = read_links(self.nss.get(ns))
+            self._addrs[ns] = _by_index(nl.addrs())
+            self._routes[ns] = marked_routes(nl)
 
     def take_target(self) -> list[rtnl.Route] | None:
         """The target namespace as the read-ahead read it where it was asked to (a head start's:

@@ -5,13 +5,15 @@ nothing of it outlives the command."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import textwrap
 
 from tests.integration.conftest import EXAMPLES
 from tests.integration.test_readahead import _gone
-from vnet import api, headstart, statedir
+from vnet import api, headstart, readings, statedir
 from vnet.drivers import ns as nsmod
+from vnet.drivers import readahead
 from vnet.flock import flock, held
 
 
@@ -73,10 +75,19 @@ def test_a_head_start_sees_a_change_of_the_target_made_before_it(world):
     assert world.plan(topo).actions == []
 
 
-def test_the_namespaces_the_child_leaves_are_read_by_vnet(world, monkeypatch):
-    """The child reads the target and some of the namespaces; vnet the rest, before it waits for
-    the child: the observation is the same, and a change in a namespace vnet reads is found."""
-    monkeypatch.setattr(headstart, "OWN_SHARE", 1)  # every namespace left to vnet
+_read_in = readahead._read_in
+
+
+def _stalls_in_namespaces(name, reader):
+    if reader is not readings.read_target:
+        signal.pause()  # in the child, until it is stopped: it hands over the target, no namespace
+    return _read_in(name, reader)
+
+
+def test_the_namespaces_the_child_has_not_reached_are_read_by_vnet(world, monkeypatch):
+    """vnet reads the last namespaces itself for as long as the child has not reached them: here
+    a child that never hands one over, so vnet reads them all, finds a change made in one of
+    them, and stops the child."""
     topo = world.load("nat.yaml")
     world.apply(topo)
     mine = sorted(n for n in nsmod.listed() if n.startswith(f"{topo.name}-"))
@@ -84,9 +95,14 @@ def test_the_namespaces_the_child_leaves_are_read_by_vnet(world, monkeypatch):
     subprocess.run(["ip", "-n", mine[-1], "route", "del", "default"], check=True)
     planned = [a.describe() for a in world.plan(topo).actions]
     assert planned and all("route" in line for line in planned), planned
-    with headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host) as head:
-        assert head.started and head._ahead.names == []  # the child reads only the target
+    with monkeypatch.context() as m:  # the head start's child only: what the run reads later reads as ever
+        m.setattr(readahead, "_read_in", _stalls_in_namespaces)
+        head = headstart.begin(str(EXAMPLES / "nat.yaml"), str(world.state), world.host)
+    with head:
+        assert head.started and head._ahead.names == mine
+        pid = head._ahead.pid
         applied = api.apply(topo, netns=world.host, state_dir=world.state, head=head)
+        assert _gone(pid)
     assert [a.describe() for a in applied] == planned
     assert world.plan(topo).actions == []
 

@@ -5,7 +5,9 @@ read by vnet as before; a child whose answers are not wanted is stopped and reap
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 
 import pytest
 
@@ -122,6 +124,45 @@ def test_a_child_that_dies_leaves_the_reading_to_vnet(world, monkeypatch):
     assert len(_namespaces(topo.name)) >= 2
     assert _observe(world, topo).owned == truth.owned
     assert calls == []  # the parent never ran the reader
+
+
+def test_vnet_reads_from_the_last_namespace_until_it_meets_the_child(world, monkeypatch):
+    """The child hands the first namespace over, then reads on slowly (here: never): vnet reads
+    the others itself, from the last, one at a time, and no namespace twice; the observation is
+    what vnet reads alone."""
+    topo = world.load("nat.yaml")
+    world.apply(topo)
+    truth = _observe(world, topo, ahead=False)
+    mine = sorted(_namespaces(topo.name))
+    assert len(mine) >= 2
+    calls = []
+    reader = readings.read_namespace
+
+    def stalls_after_the_first(nl):
+        calls.append(1)  # in the child's copy of this list
+        if len(calls) > 1:
+            signal.pause()  # until the child is stopped
+        return reader(nl)
+
+    monkeypatch.setattr(readings, "read_namespace", stalls_after_the_first)
+    monkeypatch.setattr(readahead, "CHUNK", 1)
+    monkeypatch.setattr(observe, "STEAL", 1)
+    read_by_vnet: list[str] = []
+    own = observe.View._read_own
+    monkeypatch.setattr(observe.View, "_read_own", lambda self, names: (read_by_vnet.extend(names), own(self, names)))
+    engine = api.engine(topo.name, world.host, world.state, None)
+    with Namespaces(world.host) as nss:
+        seen = engine.observing(nss, topo)
+        ahead = seen.view._ahead
+        deadline = time.monotonic() + 60
+        while not ahead._child.ready():  # the target and the first namespace, handed over
+            assert time.monotonic() < deadline, "the child handed nothing over"
+            time.sleep(0.01)
+        pid = ahead.pid
+        obs = seen.finish()
+    assert _gone(pid) and ahead.given == 1
+    assert read_by_vnet == mine[:0:-1]  # the last first, down to the one the child handed over
+    assert obs.owned == truth.owned and calls == []
 
 
 def test_a_child_whose_answers_are_not_wanted_is_stopped_and_reaped(world):
