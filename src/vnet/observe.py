@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vnet import kinds, names, readings
 from vnet.drivers import iptables, readahead, rtnl
@@ -17,6 +18,9 @@ from vnet.drivers.ns import Namespace, Namespaces
 from vnet.kinds.route import observed_routes
 from vnet.readings import LinkInfo, link_infos, marked_routes
 from vnet.resources import Resource, make
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Observation:
@@ -111,28 +115,39 @@ class View:
         self._addrs[name] = _by_index(Addr(*f) for f in addrs)
         self._routes[name] = [Route(*f) for f in routes]
 
-    def read_rest(self, names: list[str]) -> None:
+    def read_rest(self, names: list[str], arrived: Callable[[list[str]], None] = lambda names: None) -> None:
         """Read now the namespaces of `names` that no child reads; and of those the child reads,
         the last ones, from the end, for as long as it has not reached them: the two meet wherever
         the child is by then, so that neither waits long for the other, whichever core was the
-        busier. Then take the child's answers up to there, and stop it."""
+        busier. Then take the child's answers up to there, and stop it. `arrived` hears of each
+        few namespaces as they are read or handed over, to work on them meanwhile."""
         listed = self.listed
-        self._read_own([n for n in names if n not in self._ahead_of and n not in self._links and n in listed])
+        own = [n for n in names if n not in self._ahead_of and n not in self._links and n in listed]
+        self._read_own(own)
+        arrived(own)
         ahead = self._ahead
         if ahead is None:
             return
         order, end = ahead.names, len(ahead.names)
         while True:
-            for name, read in ahead.take(wait=False).items():
+            got = ahead.take(wait=False)
+            for name, read in got.items():
                 self._adopt(name, read)
+            arrived(list(got))
             if ahead.given >= end:
                 break
+            if got:
+                continue  # worked on what came: the child may have handed more over meanwhile
             start = max(ahead.given, end - STEAL)
-            self._read_own([n for n in order[start:end] if n in listed and n not in self._links])
+            own = [n for n in order[start:end] if n in listed and n not in self._links]
+            self._read_own(own)
+            arrived(own)
             end = start
         ahead.close()  # what it reads now, vnet has read itself
         # what it did not hand over (it died) or could not read
-        self._read_own([n for n in order[:end] if n in listed and n not in self._links])
+        own = [n for n in order[:end] if n in listed and n not in self._links]
+        self._read_own(own)
+        arrived(own)
 
     def _read_own(self, names: list[str]) -> None:
         """Read these namespaces here, whether a child reads them too or not."""
@@ -234,12 +249,30 @@ class Observing:
 
     def finish(self) -> Observation:
         """The whole observation. What needs no namespace is worked out first, while the other
-        core may still read them; then vnet reads its share of them (View.read_rest) and takes
-        the child's."""
+        core may still read them; then what needs one, namespace by namespace as each is read
+        (by vnet or the child: View.read_rest)."""
         try:
             later = self._host_side()
-            self.view.read_rest(self.mine)
-            self._namespace_side(later)
+            waiting: dict[str | None, list[tuple[kinds.Kind, LinkInfo]]] = {}
+            for kind, li in later:
+                waiting.setdefault(kind.link_namespace(li), []).append((kind, li))
+            mine, found = set(self.mine), {}
+
+            def arrived(names: list[str]) -> None:
+                for ns in names:
+                    for kind, li in waiting.pop(ns, ()):
+                        self._from_link(kind, li)
+                    if ns in mine:
+                        found[ns] = self._namespace(ns)
+
+            self.view.read_rest(self.mine, arrived)
+            for group in waiting.values():  # links into namespaces not read here (gone, or named by no link)
+                for kind, li in group:
+                    self._from_link(kind, li)
+            self.obs.namespaces = {ns: found[ns] if ns in found else self._namespace(ns) for ns in self.mine}
+            for kind in kinds.ordered():
+                if not kind.observe_early and kind.reads_namespaces:
+                    kind.observe(self.view, self.obs)
         finally:
             self.view.close()
         return self.obs
@@ -270,8 +303,7 @@ class Observing:
             if kind.reads_namespaces:
                 later.append((kind, li))
                 continue
-            for r in kind.from_link(view, li):
-                obs.add(r)
+            self._from_link(kind, li)
         for rt in observed_routes(view.routes(""), "", owned_index):
             obs.add(rt)
         # what is not a link: sysctls by vnet's record, daemons by pid file, tables by their comment
@@ -280,23 +312,19 @@ class Observing:
                 kind.observe(view, obs)
         return later
 
-    def _namespace_side(self, later: list[tuple[kinds.Kind, LinkInfo]]) -> None:
-        """What needs the namespaces: links whose other end is in one, the namespaces themselves
-        (vnet's default names start with the topology's; ownership is the mark on lo), and the
-        kinds that read them or what was found there."""
-        view, obs, topology, target = self.view, self.obs, self.obs.topology, self.target
-        for kind, li in later:
-            for r in kind.from_link(view, li):
-                obs.add(r)
-        for name in self.mine:
-            lo = view.links(name).get("lo")
-            mark = lo.mark if lo else None
-            owner = mark[0] if mark else None
-            if owner == topology and mark[1] == "netns" and mark[3][:1] != ((target,) if target else ()):
-                owner = f"{topology} (applied to another target namespace)"  # same name, not ours
-            obs.namespaces[name] = owner
-            if owner == topology:
-                obs.add(make("netns", name, mark=view.alias(lo)))
-        for kind in kinds.ordered():
-            if not kind.observe_early and kind.reads_namespaces:
-                kind.observe(view, obs)
+    def _from_link(self, kind: kinds.Kind, li: LinkInfo) -> None:
+        for r in kind.from_link(self.view, li):
+            self.obs.add(r)
+
+    def _namespace(self, name: str) -> str | None:
+        """Who owns one of the namespaces read by name (vnet's default names start with the
+        topology's; ownership is the mark on lo): the topology, another, or None (foreign)."""
+        view, topology, target = self.view, self.obs.topology, self.target
+        lo = view.links(name).get("lo")
+        mark = lo.mark if lo else None
+        owner = mark[0] if mark else None
+        if owner == topology and mark[1] == "netns" and mark[3][:1] != ((target,) if target else ()):
+            owner = f"{topology} (applied to another target namespace)"  # same name, not ours
+        if owner == topology:
+            self.obs.add(make("netns", name, mark=view.alias(lo)))
+        return owner

@@ -99,6 +99,11 @@ class Kind:
         """The resources an owned link with one of `link_roles` stands for."""
         return ()
 
+    def link_namespace(self, li: LinkInfo) -> str | None:
+        """Of a kind that `reads_namespaces`: the one namespace from_link reads for this link (None:
+        not known), so that it runs as soon as that namespace is read, not after all of them."""
+        return None
+
     def complete(self, ctx: Ctx, r: Resource) -> Resource:
         """`r` with what undoing a change to it needs but observing did not read."""
         return r

@@ -195,6 +195,10 @@ class Veth(LinkKind):
             yield from observed_routes(view.routes(peer_ns), peer_ns, inner_owned)
         yield make("veth", li.name, **attrs)
 
+    def link_namespace(self, li) -> str | None:
+        extra = li.mark[3]
+        return extra[0] if extra else None
+
     def namespaces(self, r: Resource) -> tuple[str, ...]:
         return (r.get("peer_ns"),) if r.get("peer_ns") else ()
 
