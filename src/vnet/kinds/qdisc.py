@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vnet import kinds
 from vnet.drivers import netlink
 from vnet.facts import HostFacts, ports
 from vnet.kinds.base import Ctx, Kind
@@ -15,20 +16,25 @@ from vnet.spec.models import Topology, rate_bits
 TBF_MAX_BITS = (2**32 - 1) * 8
 
 
+def _is_port(role: str) -> bool:
+    kind = kinds.by_role(role)
+    return kind is not None and kind.name in Qdisc.after
+
+
 class Qdisc(Kind):
     name = "qdisc"
-    reads_namespaces = True  # of the ports found: the veths among them too
     after = ("tap", "veth")
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         return [make("qdisc", p.ifname, rate=min(rate_bits(p.rate), TBF_MAX_BITS)) for p in ports(topo) if p.rate]
 
     def observe(self, view, obs) -> None:
+        # the ports by their marks, not by the tap and veth resources found: a veth's is made once
+        # its namespace is read, after this runs (observe.Observing)
         dump = netlink.qdisc_dump(view.nss.host)
-        for r in list(obs.owned.values()):
-            if r.kind in ("tap", "veth"):
-                li = obs.links.get(r.key)
-                q = netlink.qdisc_resource(dump, li.name, li.index) if li else None
+        for li in obs.links.values():
+            if li.mark and li.mark[0] == view.topology and _is_port(li.mark[1]):
+                q = netlink.qdisc_resource(dump, li.name, li.index)
                 if q is not None:
                     obs.add(q)
 
