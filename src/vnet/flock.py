@@ -9,7 +9,9 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
+if TYPE_CHECKING:
+    from typing import Callable, Iterator
 
 from vnet.errors import VnetError
 

@@ -23,7 +23,9 @@ import marshal
 import os
 import struct
 from types import GeneratorType
-from typing import Any, Callable
+TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 
 _LEN = struct.Struct("=Q")  # each result's length, before it

@@ -13,17 +13,19 @@ import ctypes
 import os
 import _socket  # not socket.py: ~3 ms of start-up (drivers/rtnl.py)
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
 
 from vnet.drivers.rtnl import NETLINK_NETFILTER, Nft, Rtnl
 from vnet.errors import VnetError
 
 if TYPE_CHECKING:
     import subprocess
+    from typing import Any, Callable, TypeVar
+
+    T = TypeVar("T")
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
-T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

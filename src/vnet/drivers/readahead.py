@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import os
 import _socket  # not socket.py: ~3 ms of start-up (drivers/rtnl.py)
-from typing import Any, Callable
+TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 from vnet.drivers.ns import NETNS_DIR, _enter
 from vnet.drivers.rtnl import Rtnl
 from vnet.forked import Forked, Unavailable
 
-Reader = Callable[[Rtnl], Any]  # what to ask one namespace; returns values marshal can write
+if TYPE_CHECKING:
+    Reader = Callable[[Rtnl], Any]  # what to ask one namespace; returns values marshal can write
 
 
 CHUNK = 16  # namespaces per hand-over: vnet takes them as they come, and knows how far the child is

@@ -14,7 +14,11 @@ import os
 import _socket  # the C module under socket.py: socket.py's enum wrappers and selectors cost ~3 ms of every start-up, and vnet needs none of them
 import struct
 import threading
-from typing import Any, Callable, Iterator
+TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator
+
+    Fields = dict[int, Callable[[Any, memoryview], None]]
 
 from vnet.values import Record
 
@@ -214,7 +218,6 @@ def _set(name: str, conv: Callable[[memoryview], Any]) -> Callable[[Any, memoryv
     return lambda obj, v: setattr(obj, name, conv(v))
 
 
-Fields = dict[int, Callable[[Any, memoryview], None]]
 
 
 def _fields(table: Fields) -> Fields:
