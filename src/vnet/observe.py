@@ -155,10 +155,10 @@ class View:
             return
         self.nss.open(names)
         for ns in names:
-            nl = self.nss.get(ns).nl
-            self._links[ns] = read_links(self.nss.get(ns))
-            self._addrs[ns] = _by_index(nl.addrs())
-            self._routes[ns] = marked_routes(nl)
+            namespace = self.nss.get(ns)
+            self._links[ns] = read_links(namespace)
+            self._addrs[ns] = _by_index(namespace.nl.addrs())
+            self._routes[ns] = marked_routes(namespace.nl)
 
     def take_target(self) -> list[rtnl.Route] | None:
         """The target namespace as the read-ahead read it where it was asked to (a head start's:
@@ -289,7 +289,7 @@ class Observing:
     def _host_side(self) -> list[tuple[kinds.Kind, LinkInfo]]:
         """The owned links of kinds that read no namespace, vnet's routes in the target, and the
         kinds observed from the host or the state directory. Returns the owned links left for
-        `_namespace_side`, with their kinds."""
+        when their namespaces are read (finish), with their kinds."""
         view, obs, topology = self.view, self.obs, self.obs.topology
         owned_index: dict[int, str] = {}
         later = []

@@ -4,6 +4,7 @@ plain values; a child that fails or dies gives Unavailable, never a wrong value.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -59,3 +60,39 @@ def test_what_marshal_cannot_write_is_unavailable():
     with Forked(lambda: object()) as child:
         with pytest.raises(Unavailable):
             child.take()
+
+
+def _makes_more_than_a_pipe_holds(done: str):
+    for i in range(6):
+        yield "x" * 1_000_000 + str(i)  # 6 MB: more than the pipe takes (1 MiB at most, here)
+    open(done, "w").close()  # the child went on to the end while nobody read
+
+
+def test_the_child_is_not_held_up_by_a_parent_that_does_not_read_yet(tmp_path):
+    """The child hands its items over as it makes them, into the pipe and, past what the pipe takes,
+    a queue of its own: it finishes its work while the parent is busy elsewhere."""
+    done = tmp_path / "done"
+    with Forked(_makes_more_than_a_pipe_holds, str(done)) as child:
+        deadline = time.monotonic() + 60
+        while not done.exists():
+            assert time.monotonic() < deadline, "the child waited for the parent to read"
+            time.sleep(0.01)
+        got = [child.take(last=False) for _ in range(5)] + [child.take()]
+    assert [g[-1] for g in got] == list("012345") and all(len(g) == 1_000_001 for g in got)
+
+
+def test_ready_says_when_a_result_can_be_taken():
+    r, w = os.pipe()  # the child's signal to go on, for a result that is surely not there yet
+    child = Forked(os.read, r, 1)
+    try:
+        assert not child.ready()
+        os.write(w, b"!")
+        deadline = time.monotonic() + 60
+        while not child.ready():
+            assert time.monotonic() < deadline, "no result"
+            time.sleep(0.01)
+        assert child.take() == b"!" and not child.ready()
+    finally:
+        child.close()
+        os.close(r)
+        os.close(w)
