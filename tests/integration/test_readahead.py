@@ -151,8 +151,7 @@ def test_vnet_reads_from_the_last_namespace_until_it_meets_the_child(world, monk
     own = observe.View._read_own
     monkeypatch.setattr(observe.View, "_read_own", lambda self, names: (read_by_vnet.extend(names), own(self, names)))
     engine = api.engine(topo.name, world.host, world.state, None)
-    with Namespaces(world.host) as nss:
-        seen = engine.observing(nss, topo)
+    with Namespaces(world.host) as nss, engine.observing(nss, topo) as seen:  # stops the child however this ends
         ahead = seen.view._ahead
         deadline = time.monotonic() + 60
         while not ahead._child.ready():  # the target and the first namespace, handed over

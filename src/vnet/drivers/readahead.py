@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import os
 import _socket  # not socket.py: ~3 ms of start-up (drivers/rtnl.py)
-TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
-if TYPE_CHECKING:
-    from typing import Any, Callable
 
 from vnet.drivers.ns import NETNS_DIR, _enter
 from vnet.drivers.rtnl import Rtnl
 from vnet.forked import Forked, Unavailable
 
+TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
 if TYPE_CHECKING:
+    from typing import Any, Callable
+
     Reader = Callable[[Rtnl], Any]  # what to ask one namespace; returns values marshal can write
 
 
@@ -73,12 +73,9 @@ class ReadAhead:
                 answers = self._child.take(last=self._given == len(self._names))
             except Unavailable:
                 self._given = len(self._names)
-                self.died = True
                 break
             out.update((name, a) for name, a in zip(self._names[first:], answers) if a is not None)
         return out
-
-    died = False  # the child died (or failed) before it handed everything over
 
     @property
     def given(self) -> int:

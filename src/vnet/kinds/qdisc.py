@@ -16,14 +16,17 @@ from vnet.spec.models import Topology, rate_bits
 TBF_MAX_BITS = (2**32 - 1) * 8
 
 
+PORTS = ("tap", "veth")  # the kinds whose links are bridge ports: where a rate limit sits
+
+
 def _is_port(role: str) -> bool:
     kind = kinds.by_role(role)
-    return kind is not None and kind.name in Qdisc.after
+    return kind is not None and kind.name in PORTS
 
 
 class Qdisc(Kind):
     name = "qdisc"
-    after = ("tap", "veth")
+    after = PORTS
 
     def desired(self, topo: Topology, facts: HostFacts) -> list[Resource]:
         return [make("qdisc", p.ifname, rate=min(rate_bits(p.rate), TBF_MAX_BITS)) for p in ports(topo) if p.rate]
