@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vnet import names, qemuargs
-from vnet.values import Frozen, _set
+from vnet.values import Frozen, _set, per_topology
 from vnet.spec.models import NetnsSpec, TapSpec, Topology, TunSpec
 from vnet.spec.validate import forward_target, known_address
 
@@ -160,7 +160,10 @@ def offloading(topo: Topology) -> list[str]:
     return [name for name, net in topo.networks.items() if net.mode == "nat" and net.offload is not False]
 
 
+@per_topology
 def guest_mac(topo: Topology, ep_name: str) -> str:
+    """Remembered per topology: the links, the ports and DNS each ask for every endpoint's (a
+    digest each, three thousand at a thousand endpoints)."""
     ep = topo.endpoints[ep_name]
     return getattr(ep, "mac", None) or names.mac(topo.name, ep_name)
 

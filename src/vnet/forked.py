@@ -108,10 +108,12 @@ class Forked:
             os.close(self._fd)
             self._fd = -1
             if pid:
-                import signal  # here: 1.3 ms of every start-up, for a child seldom killed
+                # the C module under signal.py, loaded with the interpreter: signal.py's enums cost
+                # 1.2 ms, and a no-op apply stops its child here whenever vnet meets it
+                from _signal import SIGKILL
 
                 try:
-                    os.kill(pid, signal.SIGKILL)  # by the pid vnet forked
+                    os.kill(pid, SIGKILL)  # by the pid vnet forked
                 except ProcessLookupError:
                     pass
         if pid:
