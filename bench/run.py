@@ -24,7 +24,7 @@ from vnet.engine import Engine
 from vnet.observe import Observation
 
 from bench import baselines, dataplane, topo, world
-from bench.env import WAKE_IDLE, ROOT, VNET, describe, in_ns, plain, run, settle, timed
+from bench.env import ROOT, VNET, WAKE_IDLE, describe, in_ns, plain, run, settle, timed
 from bench.report import Ratio, Row, fmt, save, table
 
 CR_LOOPS = 3  # connection-rate loops of 1 s per configuration and run

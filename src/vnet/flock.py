@@ -9,11 +9,12 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from vnet.errors import VnetError
+
 TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
 if TYPE_CHECKING:
     from typing import Callable, Iterator
-
-from vnet.errors import VnetError
 
 
 class LockTimeout(VnetError):

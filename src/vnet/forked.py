@@ -23,6 +23,7 @@ import marshal
 import os
 import struct
 from types import GeneratorType
+
 TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
 if TYPE_CHECKING:
     from typing import Any, Callable

@@ -122,9 +122,13 @@ class View:
         busier. Then take the child's answers up to there, and stop it. `arrived` hears of each
         few namespaces as they are read or handed over, to work on them meanwhile."""
         listed = self.listed
-        own = [n for n in names if n not in self._ahead_of and n not in self._links and n in listed]
-        self._read_own(own)
-        arrived(own)
+
+        def read_here(candidates) -> None:
+            own = [n for n in candidates if n in listed and n not in self._links]
+            self._read_own(own)
+            arrived(own)
+
+        read_here(n for n in names if n not in self._ahead_of)
         ahead = self._ahead
         if ahead is None:
             return
@@ -139,15 +143,10 @@ class View:
             if got:
                 continue  # worked on what came: the child may have handed more over meanwhile
             start = max(ahead.given, end - STEAL)
-            own = [n for n in order[start:end] if n in listed and n not in self._links]
-            self._read_own(own)
-            arrived(own)
+            read_here(order[start:end])
             end = start
         ahead.close()  # what it reads now, vnet has read itself
-        # what it did not hand over (it died) or could not read
-        own = [n for n in order[:end] if n in listed and n not in self._links]
-        self._read_own(own)
-        arrived(own)
+        read_here(order[:end])  # what it did not hand over (it died) or could not read
 
     def _read_own(self, names: list[str]) -> None:
         """Read these namespaces here, whether a child reads them too or not."""

@@ -13,11 +13,11 @@ import ctypes
 import os
 import _socket  # not socket.py: ~3 ms of start-up (drivers/rtnl.py)
 from pathlib import Path
-TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
 
 from vnet.drivers.rtnl import NETLINK_NETFILTER, Nft, Rtnl
 from vnet.errors import VnetError
 
+TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
 if TYPE_CHECKING:
     import subprocess
     from typing import Any, Callable, TypeVar

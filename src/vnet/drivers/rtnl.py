@@ -14,13 +14,14 @@ import os
 import _socket  # the C module under socket.py: socket.py's enum wrappers and selectors cost ~3 ms of every start-up, and vnet needs none of them
 import struct
 import threading
+
+from vnet.values import Record
+
 TYPE_CHECKING = False  # as typing's, without importing typing before the head start's fork (values.py)
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterator
 
     Fields = dict[int, Callable[[Any, memoryview], None]]
-
-from vnet.values import Record
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
