@@ -539,7 +539,9 @@ def _guards(topo: Topology, port_list: list[Port], more_service_ports: tuple[str
             # in bytes: nft's kbytes are 1024 bytes, and would round small rates down to zero
             limits.append(f"  limit up{i} {{ rate over {bits // 8} bytes/second burst {upload_burst(bits)} bytes }}")
             upload.elements.append(f"{name} : \"up{i}\"")
-    reserved.elements = sorted(reserved_ips, key=ipaddress.IPv4Address)
+    # in numeric order, by their packed bytes (a thousand IPv4Address objects compared in Python
+    # were a twentieth of the ruleset's rendering)
+    reserved.elements = sorted(reserved_ips, key=_socket.inet_aton)
     if free6_guarded.elements:
         taken = _reserved6(topo, port_list)
         reserved6.elements = [v6text(a) for a in taken]
