@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vnet import names, qemuargs, snoop
-from vnet.facts import guest_mac
+from vnet.facts import endpoints_on, guest_mac
 from vnet.names import GATEWAY_NAME, hostname, nic_hostname
 from vnet.spec.models import NetnsSpec, TapSpec, iface4, iface6
 from vnet.spec.validate import addressing, addressing6, dhcp6_range, dhcp_range
@@ -31,8 +31,8 @@ def eui64(prefix: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Address:
 def _nics(topo: Topology, net_name: str) -> list[tuple[str, str, str | None]]:
     """(DNS name, MAC, declared IPv6 address) of every endpoint and VM NIC on a network."""
     out: list[tuple[str, str, str | None]] = []
-    for ep_name, ep in topo.endpoints.items():
-        if getattr(ep, "network", None) == net_name and isinstance(ep, (NetnsSpec, TapSpec)):
+    for ep_name, ep in endpoints_on(topo, net_name):
+        if isinstance(ep, (NetnsSpec, TapSpec)):
             six = getattr(ep, "address6", None)
             out.append((hostname(ep_name), guest_mac(topo, ep_name), str(iface6(six).ip) if six else None))
     for vm_name, vm in topo.vms.items():
@@ -115,8 +115,8 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
         if net.mode != "isolated":
             for server in net.dns.upstream if net.dns.upstream is not None else upstream:
                 lines.append(f"server={server}")
-        for ep_name, ep in topo.endpoints.items():
-            if isinstance(ep, NetnsSpec) and ep.network == net_name and ep.address:
+        for ep_name, ep in endpoints_on(topo, net_name):
+            if isinstance(ep, NetnsSpec) and ep.address:
                 ip = iface4(ep.address).ip
                 lines.append(f"host-record={hostname(ep_name)}.{domain},{hostname(ep_name)},{ip}")
         if addr.gateway is not None:
@@ -152,9 +152,7 @@ def render(topo: Topology, net_name: str, ifname: str, netns: str, upstream: lis
             if addr.gateway:
                 routes.append(f"0.0.0.0/0,{addr.gateway}")
             lines.append("dhcp-option=option:classless-static-route," + ",".join(routes))
-        for ep_name, ep in topo.endpoints.items():
-            if getattr(ep, "network", None) != net_name:
-                continue
+        for ep_name, ep in endpoints_on(topo, net_name):
             mac = guest_mac(topo, ep_name)
             if isinstance(ep, NetnsSpec) and ep.address:
                 lines.append(f"dhcp-host={mac},{iface4(ep.address).ip},{hostname(ep_name)}")

@@ -129,6 +129,23 @@ def _ports(topo: Topology) -> list[Port]:
     return out
 
 
+@per_topology
+def _by_network(topo: Topology, _: None = None) -> dict[str, tuple[tuple[str, Any], ...]]:
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for ep_name, ep in topo.endpoints.items():
+        net_name = getattr(ep, "network", None)
+        if net_name is not None:
+            out.setdefault(net_name, []).append((ep_name, ep))
+    return {net_name: tuple(eps) for net_name, eps in out.items()}
+
+
+def endpoints_on(topo: Topology, net_name: str) -> tuple[tuple[str, Any], ...]:
+    """(name, spec) of the endpoints on one network, in the file's order. Grouped once per
+    topology: the DNS and DHCP config of each network searched every endpoint, O(networks ×
+    endpoints), 100 ms of the desired state at 10,000 endpoints on 100 networks."""
+    return _by_network(topo, None).get(net_name, ())
+
+
 def hairpin_ports(topo: Topology) -> frozenset[str]:
     """Ports that are the target of a forward. A target that opens its own forward on the host's
     address is answered back out of the port it came in on (with br_netfilter the DNAT'ed frame
