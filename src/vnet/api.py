@@ -257,7 +257,7 @@ def _networks(topo: Topology, planned: Planned, rows: list[dict], leases_: list[
     """One view per network: mode, subnets, gateway, uplink, bridge and the members on it; and the
     mapping from every tap and veth name vnet makes to its endpoint or VM."""
     from vnet import names
-    from vnet.facts import bridge_name, guest_mac
+    from vnet.facts import bridge_name, endpoints_on, guest_mac
     from vnet.spec.models import NetnsSpec, TapSpec
     from vnet.spec.validate import addressing, known_address
 
@@ -296,9 +296,7 @@ def _networks(topo: Topology, planned: Planned, rows: list[dict], leases_: list[
             interfaces[host_if] = {"network": net_name, ("vm" if kind == "vm" else "endpoint"): name, "nic": nic,
                                    "kind": "tap" if kind in ("tap", "vm") else "veth", "hashed": hashed}
 
-        for ep_name, ep in topo.endpoints.items():
-            if getattr(ep, "network", None) != net_name:
-                continue
+        for ep_name, ep in endpoints_on(topo, net_name):
             if isinstance(ep, TapSpec):
                 host_if = names.endpoint_tap(topo.name, ep_name, ep.ifname)
                 member(ep_name, "tap", guest_mac(topo, ep_name), host_if, None, [("tap", host_if)],
