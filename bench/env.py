@@ -154,6 +154,19 @@ def settle(max_wait: float = 8.0, idle: float = IDLE) -> float:
     return time.monotonic() - t0
 
 
+def cpu_probe() -> float:
+    """Seconds of a fixed piece of pure Python (300,000 stores into a dict): how fast the host runs
+    Python at that moment. On this machine the same loop took 27–57 ms within seconds of itself,
+    0.25 s apart, with no steal time reported, and a no-op apply, which is CPU-bound, moves with
+    it where an apply, much of it waiting on the kernel, moves less (docs/benchmarks.md,
+    nineteenth round). Reported next to the no-op, so that a reader sees the phase it met."""
+    d: dict[int, str] = {}
+    t0 = time.perf_counter()
+    for i in range(300_000):
+        d[i % 1000] = str(i)
+    return time.perf_counter() - t0
+
+
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:

@@ -24,7 +24,7 @@ from vnet.engine import Engine
 from vnet.observe import Observation
 
 from bench import baselines, dataplane, topo, world
-from bench.env import ROOT, VNET, WAKE_IDLE, describe, in_ns, plain, run, settle, timed
+from bench.env import ROOT, VNET, WAKE_IDLE, cpu_probe, describe, in_ns, plain, run, settle, timed
 from bench.report import Ratio, Row, fmt, save, table
 
 CR_LOOPS = 3  # connection-rate loops of 1 s per configuration and run
@@ -263,6 +263,7 @@ class Bench:
             "d": self.row(f"build.d.{n}", sec, "build: (d) work floor, (b) without a process per netns", n),
             "noop": self.row(f"noop.vnet.{n}", sec, "no-op re-apply: vnet apply, unchanged", n),
             "wake": self.row(f"noop.wake.{n}", sec, "no-op re-apply in the apply's wake (CPUs 85% idle)", n),
+            "probe": self.row(f"probe.noop.{n}", sec, "host speed just before the no-op: a fixed pure-Python loop", n),
             "destroy": self.row(f"destroy.vnet.{n}", sec, "destroy: vnet destroy", n),
             "bdel": self.row(f"destroy.b.{n}", sec, "destroy: (b) floor deletion", n),
             "mem": self.row(f"mem.vnet.{n}", "5. peak memory (maxrss) of the vnet process", "vnet apply", n, "MiB"),
@@ -317,6 +318,7 @@ class Bench:
                 self.vnet_ok(f"vnet re-apply N={n}, in the apply's wake", "apply", path, row=rows["wake"], expect="no changes",
                              run=(f"build{n}", "wake", rep))
                 settle()
+                rows["probe"].add(cpu_probe())
                 self.vnet_ok(f"vnet re-apply N={n}", "apply", path, row=rows["noop"], expect="no changes", run=(f"build{n}", "noop", rep))
                 settle()
                 _, ok = self.vnet_ok(f"vnet destroy N={n}", "destroy", path, row=rows["destroy"])
