@@ -260,6 +260,29 @@ def test_second_nic_is_named_vm_dash_index():
     assert lan1 == [f"{qemuargs.nic_mac(t, 'web', 2)},web-2"]  # only the NIC on lan1
 
 
+def test_each_network_names_its_own_endpoints_in_file_order():
+    """Endpoints of two networks written interleaved (and a tun on none; the file is written with
+    its keys sorted): each network's DHCP hosts and DNS records are its own endpoints', in the
+    order the file gives them."""
+    lan0 = {"mode": "nat", "subnet": "192.168.223.0/24", "dhcp": {}, "dns": {"domain": "a.test"}}
+    lan1 = {"mode": "nat", "subnet": "192.168.224.0/24", "dhcp": {}, "dns": {"domain": "b.test"}}
+    eps = {
+        "e1": {"kind": "netns", "network": "lan0", "address": "192.168.223.12/24"},
+        "e2": {"kind": "netns", "network": "lan1", "address": "192.168.224.11/24"},
+        "e3": {"kind": "tun"},
+        "e4": {"kind": "netns", "network": "lan0", "address": "192.168.223.11/24"},
+        "e5": {"kind": "tap", "network": "lan1"},
+    }
+    t = topo({"lan0": lan0, "lan1": lan1}, eps)
+    assert list(t.endpoints) == ["e1", "e2", "e3", "e4", "e5"]
+    mac = lambda ep: names.mac("lab", ep)  # noqa: E731
+    first, second = service_config(t, "lan0"), service_config(t, "lan1")
+    assert values(first, "dhcp-host") == [f"{mac('e1')},192.168.223.12,e1", f"{mac('e4')},192.168.223.11,e4"]
+    assert values(second, "dhcp-host") == [f"{mac('e2')},192.168.224.11,e2", f"{mac('e5')},e5"]
+    assert [v for v in values(first, "host-record") if not v.startswith("gateway")] == ["e1.a.test,e1,192.168.223.12", "e4.a.test,e4,192.168.223.11"]
+    assert [v for v in values(second, "host-record") if not v.startswith("gateway")] == ["e2.b.test,e2,192.168.224.11"]
+
+
 def test_explicit_dhcp_hosts():
     t = topo(nat(dhcp={"hosts": [{"mac": "52:54:00:00:00:01", "address": "192.168.223.50", "name": "printer_1"},
                                  {"mac": "52:54:00:00:00:02", "address": "192.168.223.51"}]}))
