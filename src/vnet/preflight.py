@@ -28,24 +28,33 @@ def _clash_fix(mark, what: str) -> str:
     return f"choose another {what}, or remove that {'interface' if what == 'name' else what}"
 
 
+def _paths(topo: Topology) -> dict[str, str]:
+    """The topology path behind each interface name vnet makes, for the problem that names it.
+    Worked out only where a name is taken: two names per endpoint, a thousand times over in a
+    no-op apply that finds no clash, were most of its checks."""
+    t = topo.name
+    out = {}
+    for net_name in topo.networks:
+        out[bridge_name(topo, net_name)] = f"networks.{net_name}.bridge"
+    for ep_name, ep in topo.endpoints.items():
+        for name in (names.tap(t, ep_name), names.veth_host(t, ep_name), getattr(ep, "host_ifname", None), getattr(ep, "ifname", None)):
+            if name:
+                out.setdefault(name, f"endpoints.{ep_name}")
+    return out
+
+
 def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFacts) -> list[Problem]:
     problems: list[Problem] = []
     add = problems.append
     t = topo.name
-    path_of = {}
-    for net_name in topo.networks:
-        path_of[bridge_name(topo, net_name)] = f"networks.{net_name}.bridge"
-    for ep_name in topo.endpoints:
-        for name in (names.tap(t, ep_name), names.veth_host(t, ep_name), getattr(topo.endpoints[ep_name], "host_ifname", None), getattr(topo.endpoints[ep_name], "ifname", None)):
-            if name:
-                path_of.setdefault(name, f"endpoints.{ep_name}")
-
+    path_of: dict[str, str] | None = None
     clashed: set[str] = set()  # links reported taken: a route through one is the same clash
     for r in want:
         if r.kind in ("bridge", "tap", "veth"):
             li = obs.links.get(r.key)
             if li is not None and (not li.mark or li.mark[0] != t):
                 clashed.add(r.key)
+                path_of = _paths(topo) if path_of is None else path_of
                 add(Problem(path_of.get(r.key, r.key), f"interface {r.key} exists already and belongs to {_owner_text(li.mark)}", _clash_fix(li.mark, "name")))
         if r.kind == "netns" and r.id not in obs.owned and nsmod.half_made(r.key):
             # someone's `ip netns add` (or a run of another vnet) killed half-way: not ours to remove

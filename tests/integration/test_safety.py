@@ -102,6 +102,9 @@ def test_clash_with_foreign_bridge_is_refused_and_foreign_bridge_kept(world, tmp
     proc = world.vnet("apply", str(Path(__file__).resolve().parents[2] / "examples" / "nat.yaml"))
     assert proc.returncode == 2
     assert "vb-lab-lan0 exists already" in proc.stderr and "vt-lab-vm2 exists already" in proc.stderr
+    # each named by the place in the file that chose the name
+    assert "networks.lan0.bridge: interface vb-lab-lan0 exists already" in proc.stderr
+    assert "endpoints.vm2: interface vt-lab-vm2 exists already" in proc.stderr
     assert snapshot.take(world.host) == before
     proc = world.vnet("destroy", str(Path(__file__).resolve().parents[2] / "examples" / "nat.yaml"))
     assert proc.returncode == 0
