@@ -96,22 +96,14 @@ class Port(Frozen):
         _set(self, "network", network)
 
 
-_ports_memo: tuple[Topology, tuple[Port, ...]] | None = None
-
-
 def ports(topo: Topology) -> list[Port]:
-    """The ports of a topology. Desired state asks twice (rate limits, the ruleset): the last
-    topology's ports are kept, by identity (topologies are frozen models)."""
-    global _ports_memo
-    memo = _ports_memo
-    if memo is not None and memo[0] is topo:
-        return list(memo[1])
-    out = _ports(topo)
-    _ports_memo = (topo, tuple(out))
-    return out
+    """The ports of a topology. Desired state asks twice (rate limits, the ruleset): they are
+    worked out once per topology (topologies are frozen models)."""
+    return list(_ports(topo, None))
 
 
-def _ports(topo: Topology) -> list[Port]:
+@per_topology
+def _ports(topo: Topology, _: None = None) -> tuple[Port, ...]:
     out = []
     t = topo.name
     for ep_name, ep in topo.endpoints.items():
@@ -126,7 +118,7 @@ def _ports(topo: Topology) -> list[Port]:
                 Port(qemuargs.nic_tap(topo, vm_name, i), qemuargs.nic_mac(topo, vm_name, i), nic.address,
                      nic.isolated, nic.spoofing, nic.rate, nic.network)
             )
-    return out
+    return tuple(out)
 
 
 @per_topology

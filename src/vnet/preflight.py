@@ -15,6 +15,7 @@ from vnet.errors import Problem
 from vnet.observe import Observation
 from vnet.resources import Resource
 from vnet.spec.models import NetnsSpec, Topology
+from vnet.values import per_topology
 
 
 def _owner_text(mark) -> str:
@@ -28,7 +29,8 @@ def _clash_fix(mark, what: str) -> str:
     return f"choose another {what}, or remove that {'interface' if what == 'name' else what}"
 
 
-def _paths(topo: Topology) -> dict[str, str]:
+@per_topology
+def _paths(topo: Topology, _: None = None) -> dict[str, str]:
     """The topology path behind each interface name vnet makes, for the problem that names it.
     Worked out only where a name is taken: two names per endpoint, a thousand times over in a
     no-op apply that finds no clash, were most of its checks."""
@@ -47,15 +49,13 @@ def check(topo: Topology, obs: Observation, want: list[Resource], facts: HostFac
     problems: list[Problem] = []
     add = problems.append
     t = topo.name
-    path_of: dict[str, str] | None = None
     clashed: set[str] = set()  # links reported taken: a route through one is the same clash
     for r in want:
         if r.kind in ("bridge", "tap", "veth"):
             li = obs.links.get(r.key)
             if li is not None and (not li.mark or li.mark[0] != t):
                 clashed.add(r.key)
-                path_of = _paths(topo) if path_of is None else path_of
-                add(Problem(path_of.get(r.key, r.key), f"interface {r.key} exists already and belongs to {_owner_text(li.mark)}", _clash_fix(li.mark, "name")))
+                add(Problem(_paths(topo, None).get(r.key, r.key), f"interface {r.key} exists already and belongs to {_owner_text(li.mark)}", _clash_fix(li.mark, "name")))
         if r.kind == "netns" and r.id not in obs.owned and nsmod.half_made(r.key):
             # someone's `ip netns add` (or a run of another vnet) killed half-way: not ours to remove
             add(Problem(f"endpoints.{r.get('mark').split(':')[3]}", f"{nsmod.NETNS_DIR / r.key} is a file with no namespace mounted on it",
